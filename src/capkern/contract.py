@@ -1,0 +1,222 @@
+"""Server contracts: the labels an endpoint accepts, their body schema and replies.
+
+Sans-IO: a :class:`Contract` is plain data plus pure validation functions.  The kernel
+attaches a contract to an endpoint when the serving domain creates it, and checks every
+message at the sender's trap and every reply at the replier's trap.  An out-of-contract
+request never reaches the server (the caller gets :class:`ContractViolation`); an
+out-of-contract reply never reaches the caller as data (the caller gets
+:class:`ContractViolation`, the replier too), so neither side can confuse the other.
+
+Reply convention on contracted endpoints: label ``"ok"`` with the operation's reply
+body, or label ``"error"`` with ``{"reason": str, "detail": str}`` where ``reason`` is
+one of the operation's declared error reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ContractViolation
+
+__all__ = [
+    "Any_",
+    "Bool",
+    "Bytes",
+    "Contract",
+    "Float",
+    "Int",
+    "ListOf",
+    "Null",
+    "Op",
+    "Opt",
+    "Spec",
+    "Str",
+    "Struct",
+]
+
+
+class Spec:
+    """A schema node.  ``check`` raises :class:`ContractViolation` naming the path."""
+
+    def check(self, value: Any, path: str) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__.lower()
+
+
+def _fail(path: str, want: str, value: Any) -> ContractViolation:
+    return ContractViolation(f"{path}: expected {want}, got {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Any_(Spec):
+    """Any value the wire allows."""
+
+    def check(self, value: Any, path: str) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Null(Spec):
+    def check(self, value: Any, path: str) -> None:
+        if value is not None:
+            raise _fail(path, "nil", value)
+
+
+@dataclass(frozen=True)
+class Bool(Spec):
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, bool):
+            raise _fail(path, "bool", value)
+
+
+@dataclass(frozen=True)
+class Int(Spec):
+    lo: int | None = None
+    hi: int | None = None
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _fail(path, "int", value)
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            raise ContractViolation(f"{path}: {value} is outside [{self.lo}, {self.hi}]")
+
+    def describe(self) -> str:
+        return f"int[{self.lo}..{self.hi}]"
+
+
+@dataclass(frozen=True)
+class Float(Spec):
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, float | int) or isinstance(value, bool):
+            raise _fail(path, "float", value)
+
+
+@dataclass(frozen=True)
+class Str(Spec):
+    max_len: int = 256
+    choices: frozenset[str] | None = None
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, str):
+            raise _fail(path, "str", value)
+        if len(value) > self.max_len:
+            raise ContractViolation(f"{path}: string longer than {self.max_len}")
+        if self.choices is not None and value not in self.choices:
+            raise ContractViolation(f"{path}: {value!r} is not one of {sorted(self.choices)}")
+
+
+@dataclass(frozen=True)
+class Bytes(Spec):
+    min_len: int = 0
+    max_len: int = 1 << 20
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, bytes):
+            raise _fail(path, "bytes", value)
+        if not self.min_len <= len(value) <= self.max_len:
+            raise ContractViolation(
+                f"{path}: {len(value)} bytes, expected {self.min_len}..{self.max_len}"
+            )
+
+
+@dataclass(frozen=True)
+class ListOf(Spec):
+    item: Spec
+    max_len: int = 1024
+    min_len: int = 0
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, list):
+            raise _fail(path, "list", value)
+        if not self.min_len <= len(value) <= self.max_len:
+            raise ContractViolation(
+                f"{path}: {len(value)} items, expected {self.min_len}..{self.max_len}"
+            )
+        for i, item in enumerate(value):
+            self.item.check(item, f"{path}[{i}]")
+
+
+@dataclass(frozen=True)
+class Tuple(Spec):
+    """A fixed-length array with one spec per position."""
+
+    items: tuple[Spec, ...]
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, list) or len(value) != len(self.items):
+            raise _fail(path, f"array of {len(self.items)}", value)
+        for i, (spec, item) in enumerate(zip(self.items, value, strict=True)):
+            spec.check(item, f"{path}[{i}]")
+
+
+@dataclass(frozen=True)
+class Opt(Spec):
+    inner: Spec
+
+    def check(self, value: Any, path: str) -> None:
+        if value is not None:
+            self.inner.check(value, path)
+
+
+@dataclass(frozen=True)
+class Struct(Spec):
+    """A map with exactly these keys (those in ``optional`` may be absent)."""
+
+    fields: Mapping[str, Spec]
+    optional: frozenset[str] = frozenset()
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise _fail(path, "map", value)
+        for key in value:
+            if key not in self.fields:
+                raise ContractViolation(f"{path}: unexpected key {key!r}")
+        for key, spec in self.fields.items():
+            if key in value:
+                spec.check(value[key], f"{path}.{key}")
+            elif key not in self.optional:
+                raise ContractViolation(f"{path}: missing key {key!r}")
+
+
+ERROR_BODY = Struct({"reason": Str(64), "detail": Str(1024)})
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of a contract: request schema, reply schema, error reasons."""
+
+    request: Spec
+    reply: Spec = field(default_factory=Null)
+    errors: frozenset[str] = frozenset()
+    oneway: bool = False
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A server interface: a name and its operations by label."""
+
+    name: str
+    ops: Mapping[str, Op]
+
+    def check_request(self, label: str, body: Any) -> Op:
+        op = self.ops.get(label)
+        if op is None:
+            raise ContractViolation(f"{self.name}: unknown label {label!r}")
+        op.request.check(body, f"{self.name}.{label}")
+        return op
+
+    def check_reply(self, request_label: str, label: str, body: Any) -> None:
+        op = self.ops[request_label]
+        where = f"{self.name}.{request_label} reply"
+        if label == "ok":
+            op.reply.check(body, where)
+        elif label == "error":
+            ERROR_BODY.check(body, where)
+            if body["reason"] not in op.errors:
+                raise ContractViolation(f"{where}: undeclared error reason {body['reason']!r}")
+        else:
+            raise ContractViolation(f"{where}: label must be 'ok' or 'error', not {label!r}")

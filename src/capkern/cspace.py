@@ -1,0 +1,334 @@
+"""Capabilities and capability spaces (the seL4 model, sans-IO).
+
+A capability is ``(object, rights, badge)``.  Each protection domain has one
+:class:`CSpace`: a fixed-size array of slots; a domain names a kernel object only by
+slot index in its own CSpace.  Every capability made from another (copy, mint, IPC
+transfer) becomes its child in the *derivation tree*; :meth:`CSpace.revoke` removes every
+descendant, transitively, in whatever CSpace it lives.  Deleting a capability splices its
+children onto its parent, so a later revoke higher up still reaches them.
+
+Every operation is *decode* then *invoke* (seL4's split): all checks run first and raise
+typed errors; the mutation that follows cannot fail half-way.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .errors import (
+    BadgeError,
+    CSpaceFull,
+    EmptySlot,
+    InsufficientRights,
+    InvalidSlot,
+    SlotOccupied,
+    WrongObjectType,
+)
+
+__all__ = ["Cap", "CapInfo", "CSpace", "KObject", "Rights"]
+
+MAX_BADGE = (1 << 62) - 1
+
+
+class Rights(enum.IntFlag):
+    """Capability rights.  READ: receive/wait.  WRITE: send/signal/call.  GRANT: transfer
+    capabilities in a message."""
+
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    GRANT = 4
+    ALL = READ | WRITE | GRANT
+
+    @classmethod
+    def parse(cls, text: str | int | Rights) -> Rights:
+        """``"rwg"``-style strings, ints or Rights -> Rights."""
+        if isinstance(text, Rights):
+            return text
+        if isinstance(text, int):
+            if not 0 <= text <= cls.ALL:
+                raise ValueError(f"rights {text} out of range")
+            return cls(text)
+        letters = {"r": cls.READ, "w": cls.WRITE, "g": cls.GRANT, "-": cls.NONE}
+        out = cls.NONE
+        for ch in text.lower():
+            if ch not in letters:
+                raise ValueError(f"unknown right {ch!r} in {text!r}")
+            out |= letters[ch]
+        return out
+
+    def short(self) -> str:
+        return "".join(
+            ch if self & r else "-"
+            for ch, r in (("r", Rights.READ), ("w", Rights.WRITE), ("g", Rights.GRANT))
+        )
+
+
+_oids = itertools.count(1)
+
+
+class KObject:
+    """A kernel object: endpoint, notification, reply.  Lives in kernel memory only."""
+
+    kind = "Object"
+
+    def __init__(self, name: str = "") -> None:
+        self.oid = next(_oids)
+        self.name = name
+
+    def label(self) -> str:
+        return f"{self.kind}#{self.oid}" + (f" {self.name!r}" if self.name else "")
+
+
+class Cap:
+    """One capability in one slot of one CSpace, a node of the derivation tree."""
+
+    __slots__ = ("badge", "children", "cspace", "obj", "parent", "rights", "slot")
+
+    def __init__(self, obj: KObject, rights: Rights, badge: int = 0) -> None:
+        self.obj = obj
+        self.rights = rights
+        self.badge = badge
+        self.parent: Cap | None = None
+        self.children: list[Cap] = []
+        self.cspace: CSpace | None = None
+        self.slot = -1
+
+    def descendants(self) -> Iterator[Cap]:
+        stack = list(self.children)
+        while stack:
+            cap = stack.pop()
+            yield cap
+            stack.extend(cap.children)
+
+    def derive(self, rights: Rights, badge: int) -> Cap:
+        """A new child capability (not yet placed in a slot)."""
+        child = Cap(self.obj, rights, badge)
+        child.parent = self
+        self.children.append(child)
+        return child
+
+
+@dataclass(frozen=True, slots=True)
+class CapInfo:
+    """What introspection shows about one slot."""
+
+    slot: int
+    name: str
+    kind: str
+    oid: int
+    object_name: str
+    rights: str
+    badge: int
+    parent: tuple[int, int] | None  # (pid, slot) of the capability it derives from
+
+
+class CSpace:
+    """The capability space of one protection domain."""
+
+    def __init__(self, owner: str, pid: int, size: int = 4096) -> None:
+        self.owner = owner
+        self.pid = pid
+        self.size = size
+        self._slots: list[Cap | None] = [None]  # slot 0 is the null slot, never filled
+        self._free: list[int] = []
+        self.names: dict[str, int] = {}
+        self._gone: dict[int, str] = {}
+
+    # -- describing ---------------------------------------------------------------------
+
+    def _where(self, slot: int) -> str:
+        name = next((n for n, s in self.names.items() if s == slot), "")
+        return f"domain {self.owner!r} (pid {self.pid}) slot {slot}" + (
+            f" {name!r}" if name else ""
+        )
+
+    def describe(self, cap: Cap) -> str:
+        return f"{self._where(cap.slot)} -> {cap.obj.label()} [{cap.rights.short()}]"
+
+    # -- decode -------------------------------------------------------------------------
+
+    def lookup(
+        self, slot: int, need: Rights = Rights.NONE, kind: type[KObject] | None = None
+    ) -> Cap:
+        """Resolve ``slot`` to a capability with at least ``need`` rights."""
+        if not isinstance(slot, int) or isinstance(slot, bool) or slot <= 0:
+            raise InvalidSlot(f"{slot!r} is not a slot index in domain {self.owner!r}")
+        if slot >= len(self._slots):
+            raise InvalidSlot(f"{self._where(slot)} does not exist (CSpace has {len(self._slots) - 1})")
+        cap = self._slots[slot]
+        if cap is None:
+            why = self._gone.get(slot, "never filled")
+            raise EmptySlot(f"{self._where(slot)} is empty ({why})")
+        if kind is not None and not isinstance(cap.obj, kind):
+            raise WrongObjectType(f"{self.describe(cap)} is not a {kind.kind}")
+        if need & ~cap.rights:
+            missing = Rights(need & ~cap.rights).short()
+            raise InsufficientRights(f"{self.describe(cap)} lacks right(s) {missing}")
+        return cap
+
+    def resolve_name(self, name: str) -> int:
+        try:
+            return self.names[name]
+        except KeyError:
+            raise InvalidSlot(f"domain {self.owner!r} has no slot named {name!r}") from None
+
+    def _check_room(self, count: int = 1) -> None:
+        if len(self._free) + (self.size - len(self._slots)) < count:
+            raise CSpaceFull(f"CSpace of domain {self.owner!r} is full ({self.size} slots)")
+
+    @staticmethod
+    def check_derivation(src: Cap, rights: Rights, badge: int | None) -> tuple[Rights, int]:
+        """Rights only shrink; a badge can be set once, on an unbadged capability."""
+        new_rights = Rights(rights & src.rights)
+        if badge is None or badge == src.badge:
+            return new_rights, src.badge
+        if not isinstance(badge, int) or not 0 < badge <= MAX_BADGE:
+            raise BadgeError(f"badge {badge!r} out of range 1..{MAX_BADGE}")
+        if src.badge:
+            raise BadgeError(f"cannot re-badge badged capability (badge {src.badge})")
+        return new_rights, badge
+
+    # -- invoke (cannot fail once decode passed) -----------------------------------------
+
+    def _place(self, cap: Cap, name: str = "") -> int:
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = len(self._slots)
+            self._slots.append(None)
+        self._slots[slot] = cap
+        self._gone.pop(slot, None)
+        cap.cspace = self
+        cap.slot = slot
+        if name:
+            self.names[name] = slot
+        return slot
+
+    def _clear(self, cap: Cap, why: str) -> None:
+        """Empty the slot of ``cap`` and splice it out of the derivation tree."""
+        slot = cap.slot
+        self._slots[slot] = None
+        self._free.append(slot)
+        self._gone[slot] = why
+        for name in [n for n, s in self.names.items() if s == slot]:
+            del self.names[name]
+        parent = cap.parent
+        if parent is not None:
+            parent.children.remove(cap)
+        for child in cap.children:
+            child.parent = parent
+            if parent is not None:
+                parent.children.append(child)
+        cap.children = []
+        cap.parent = None
+        cap.cspace = None
+        cap.slot = -1
+
+    # -- public operations ----------------------------------------------------------------
+
+    def insert_original(self, obj: KObject, rights: Rights = Rights.ALL, name: str = "") -> int:
+        """Place a root capability to a fresh object (what creating an object yields)."""
+        self._check_room()
+        return self._place(Cap(obj, rights), name)
+
+    def insert_derived(self, src: Cap, rights: Rights, badge: int | None, name: str = "") -> int:
+        """Place a child of ``src`` (any CSpace) here: copy, mint and IPC transfer."""
+        new_rights, new_badge = self.check_derivation(src, rights, badge)
+        self._check_room()
+        return self._place(src.derive(new_rights, new_badge), name)
+
+    def copy(self, slot: int, rights: Rights = Rights.ALL, name: str = "") -> int:
+        return self.insert_derived(self.lookup(slot), rights, None, name)
+
+    def mint(self, slot: int, rights: Rights, badge: int, name: str = "") -> int:
+        return self.insert_derived(self.lookup(slot), rights, badge, name)
+
+    def move(self, slot: int, dest: int | None = None) -> int:
+        """Move a capability to another slot of this CSpace, keeping its tree position."""
+        cap = self.lookup(slot)
+        if dest is not None:
+            if not isinstance(dest, int) or dest <= 0 or dest >= self.size:
+                raise InvalidSlot(f"{dest!r} is not a slot index in domain {self.owner!r}")
+            if dest < len(self._slots) and self._slots[dest] is not None:
+                raise SlotOccupied(f"{self.describe(self._slots[dest])} is occupied")  # type: ignore[arg-type]
+        names = [n for n, s in self.names.items() if s == slot]
+        self._slots[slot] = None
+        self._free.append(slot)
+        self._gone[slot] = "moved"
+        if dest is None:
+            new = self._place(cap)
+        else:
+            while len(self._slots) <= dest:
+                self._free.append(len(self._slots))
+                self._slots.append(None)
+            self._free.remove(dest)
+            self._slots[dest] = cap
+            self._gone.pop(dest, None)
+            cap.slot = new = dest
+        for n in names:
+            self.names[n] = new
+        return new
+
+    def delete(self, slot: int) -> None:
+        self._clear(self.lookup(slot), "deleted")
+
+    def revoke(self, slot: int) -> int:
+        """Delete every capability derived from the one in ``slot``; returns how many."""
+        return revoke_cap(self.lookup(slot))
+
+    def name_slot(self, slot: int, name: str) -> None:
+        self.lookup(slot)
+        self.names[name] = slot
+
+    def clear_all(self, why: str) -> list[Cap]:
+        """Empty every slot (domain teardown); returns the capabilities removed."""
+        removed = [c for c in self._slots if c is not None]
+        for cap in removed:
+            self._clear(cap, why)
+        return removed
+
+    # -- introspection ------------------------------------------------------------------
+
+    def caps(self) -> Iterator[Cap]:
+        return (c for c in self._slots if c is not None)
+
+    def info(self) -> list[CapInfo]:
+        names = {s: n for n, s in self.names.items()}
+        out = []
+        for cap in self.caps():
+            parent = cap.parent
+            where = (
+                (parent.cspace.pid, parent.slot)
+                if parent is not None and parent.cspace is not None
+                else None
+            )
+            out.append(
+                CapInfo(
+                    slot=cap.slot,
+                    name=names.get(cap.slot, ""),
+                    kind=cap.obj.kind,
+                    oid=cap.obj.oid,
+                    object_name=cap.obj.name,
+                    rights=cap.rights.short(),
+                    badge=cap.badge,
+                    parent=where,
+                )
+            )
+        return out
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.caps())
+
+
+def revoke_cap(cap: Cap) -> int:
+    """Remove every descendant of ``cap`` from its CSpace."""
+    doomed = list(cap.descendants())
+    for victim in doomed:
+        if victim.cspace is not None:
+            victim.cspace._clear(victim, f"revoked via {cap.obj.label()}")
+    cap.children = []
+    return len(doomed)

@@ -1,0 +1,108 @@
+"""Message bodies on the wire: msgpack encoding with the kernel's limits (sans-IO).
+
+A body crosses a domain boundary only as bytes.  The sender's trap encodes it here and
+checks the limits (size, nesting depth, allowed types); the receiver's boundary decodes
+fresh objects from those bytes, so no Python object is ever shared between domains.
+Raw bytes offered by an untrusted sender (or a socket) go through :func:`decode_untrusted`
+first, so a receiver never sees malformed bytes.
+
+Allowed values: ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``, ``bytes``,
+``list``/``tuple`` (tuples arrive as lists) and ``dict`` with ``str`` or ``int`` keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import MalformedMessage, MessageTooLarge, NestingTooDeep, UnencodableBody
+
+__all__ = ["Limits", "decode", "decode_untrusted", "encode"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-message limits enforced at the kernel boundary."""
+
+    max_body_bytes: int = 1 << 20
+    max_depth: int = 32
+    max_caps: int = 4
+    max_label_len: int = 64
+    max_queued_senders: int = 1024
+
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _check_shape(obj: Any, depth: int, max_depth: int) -> None:
+    """Walk containers; refuse nesting deeper than ``max_depth`` and foreign types."""
+    if depth > max_depth:
+        raise NestingTooDeep(f"body nests deeper than {max_depth} levels")
+    if isinstance(obj, list | tuple):
+        for item in obj:
+            if not isinstance(item, _SCALARS):
+                _check_shape(item, depth + 1, max_depth)
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                raise UnencodableBody(f"map key {type(key).__name__} is not str or int")
+            if not isinstance(item, _SCALARS):
+                _check_shape(item, depth + 1, max_depth)
+    elif not isinstance(obj, _SCALARS | bytearray | memoryview):
+        raise UnencodableBody(f"a {type(obj).__name__} cannot cross a domain boundary")
+
+
+def encode(body: Any, limits: Limits) -> bytes:
+    """Encode ``body`` at the sender's boundary, enforcing ``limits``."""
+    if not isinstance(body, _SCALARS):
+        _check_shape(body, 1, limits.max_depth)
+    try:
+        raw: bytes = msgpack.packb(body, use_bin_type=True)
+    except (TypeError, OverflowError, ValueError) as exc:
+        raise UnencodableBody(f"body cannot be encoded: {exc}") from None
+    if len(raw) > limits.max_body_bytes:
+        raise MessageTooLarge(
+            f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}"
+        )
+    return raw
+
+
+def decode(raw: bytes) -> Any:
+    """Decode bytes that already passed the kernel's checks (receiver's boundary)."""
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise MalformedMessage(f"msgpack extension type {code} is not allowed")
+
+
+def decode_untrusted(raw: bytes, limits: Limits) -> Any:
+    """Validate raw bytes from an untrusted sender; return the decoded body.
+
+    Refuses: oversized input, invalid msgpack, trailing bytes, extension types,
+    invalid UTF-8 strings, non-str/int map keys, and nesting beyond the limit.
+    """
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise MalformedMessage(f"raw body must be bytes, not {type(raw).__name__}")
+    if len(raw) > limits.max_body_bytes:
+        raise MessageTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
+    try:
+        body = msgpack.unpackb(
+            bytes(raw),
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_refuse_ext,
+            timestamp=0,
+            max_buffer_size=limits.max_body_bytes,
+        )
+    except MalformedMessage:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of types for bad input
+        raise MalformedMessage(f"body is not valid msgpack: {type(exc).__name__}") from None
+    try:
+        _check_shape(body, 1, limits.max_depth)
+    except UnencodableBody as exc:
+        raise MalformedMessage(str(exc)) from None
+    return body
