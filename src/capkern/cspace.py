@@ -155,18 +155,21 @@ class CSpace:
         self, slot: int, need: Rights = Rights.NONE, kind: type[KObject] | None = None
     ) -> Cap:
         """Resolve ``slot`` to a capability with at least ``need`` rights."""
-        if not isinstance(slot, int) or isinstance(slot, bool) or slot <= 0:
+        if type(slot) is not int or slot <= 0:
             raise InvalidSlot(f"{slot!r} is not a slot index in domain {self.owner!r}")
         if slot >= len(self._slots):
-            raise InvalidSlot(f"{self._where(slot)} does not exist (CSpace has {len(self._slots) - 1})")
+            raise InvalidSlot(
+                f"{self._where(slot)} does not exist (CSpace has {len(self._slots) - 1} slots)"
+            )
         cap = self._slots[slot]
         if cap is None:
             why = self._gone.get(slot, "never filled")
             raise EmptySlot(f"{self._where(slot)} is empty ({why})")
-        if kind is not None and not isinstance(cap.obj, kind):
+        if kind is not None and type(cap.obj) is not kind and not isinstance(cap.obj, kind):
             raise WrongObjectType(f"{self.describe(cap)} is not a {kind.kind}")
-        if need & ~cap.rights:
-            missing = Rights(need & ~cap.rights).short()
+        # plain-int arithmetic: IntFlag operators are slow on this hot path
+        if need._value_ & ~cap.rights._value_:
+            missing = Rights(need._value_ & ~cap.rights._value_).short()
             raise InsufficientRights(f"{self.describe(cap)} lacks right(s) {missing}")
         return cap
 

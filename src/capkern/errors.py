@@ -8,6 +8,41 @@ kernel's own task or into another domain.
 
 from __future__ import annotations
 
+__all__ = [
+    "BadgeError",
+    "CSpaceFull",
+    "CallAborted",
+    "CapabilityError",
+    "CapkernError",
+    "ConfigError",
+    "ContractViolation",
+    "EmptySlot",
+    "Fault",
+    "IPCError",
+    "InsufficientRights",
+    "IntegrityFault",
+    "InvalidSlot",
+    "KernelShutdown",
+    "MalformedMessage",
+    "MessageError",
+    "MessageTooLarge",
+    "NestingTooDeep",
+    "NoSuchProcess",
+    "OutOfMemory",
+    "PageInError",
+    "PagerUnavailable",
+    "ProcessError",
+    "ProtectionFault",
+    "QueueFull",
+    "ReplyError",
+    "SegmentationFault",
+    "ServerError",
+    "SlotOccupied",
+    "TooManyCaps",
+    "UnencodableBody",
+    "WrongObjectType",
+]
+
 
 class CapkernError(Exception):
     """Base of every error capkern raises on purpose."""

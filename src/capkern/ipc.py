@@ -248,7 +248,7 @@ async def send(dom: Domain, cap: Cap, msg: _Msg, *, call: bool) -> Received | No
         got = _deliver(msg, waiter.dom)
         if call:
             k.stats.ipc_calls += 1
-            reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights & Rights.GRANT))
+            reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & 4))
             waiter.dom.set_reply(reply)
             reschedule(waiter.task, outcome.Value(got))
             return await _await_reply(reply)
@@ -258,7 +258,7 @@ async def send(dom: Domain, cap: Cap, msg: _Msg, *, call: bool) -> Received | No
         return None
     if len(ep.senders) >= k.limits.max_queued_senders:
         raise QueueFull(f"{ep.label()} already has {len(ep.senders)} blocked senders")
-    blocked = _Blocked(me, dom, msg, call, bool(cap.rights & Rights.GRANT))
+    blocked = _Blocked(me, dom, msg, call, bool(cap.rights._value_ & 4))
     ep.senders.append(blocked)
     if call:
         k.stats.ipc_calls += 1

@@ -34,29 +34,34 @@ class Limits:
 
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
+_SCALAR_TYPES = frozenset(_SCALARS)  # exact types: the fast test on the hot path
+_KEY_TYPES = frozenset((str, int))
 
 
 def _check_shape(obj: Any, depth: int, max_depth: int) -> None:
     """Walk containers; refuse nesting deeper than ``max_depth`` and foreign types."""
     if depth > max_depth:
         raise NestingTooDeep(f"body nests deeper than {max_depth} levels")
-    if isinstance(obj, list | tuple):
-        for item in obj:
-            if not isinstance(item, _SCALARS):
-                _check_shape(item, depth + 1, max_depth)
-    elif isinstance(obj, dict):
+    scalars = _SCALAR_TYPES
+    if type(obj) is dict:
         for key, item in obj.items():
-            if not isinstance(key, str | int) or isinstance(key, bool):
+            if type(key) not in _KEY_TYPES:
                 raise UnencodableBody(f"map key {type(key).__name__} is not str or int")
-            if not isinstance(item, _SCALARS):
+            if type(item) not in scalars:
                 _check_shape(item, depth + 1, max_depth)
+    elif type(obj) is list or type(obj) is tuple:
+        for item in obj:
+            if type(item) not in scalars:
+                _check_shape(item, depth + 1, max_depth)
+    elif isinstance(obj, dict | list | tuple):
+        raise UnencodableBody(f"container subclass {type(obj).__name__} cannot cross")
     elif not isinstance(obj, _SCALARS | bytearray | memoryview):
         raise UnencodableBody(f"a {type(obj).__name__} cannot cross a domain boundary")
 
 
 def encode(body: Any, limits: Limits) -> bytes:
     """Encode ``body`` at the sender's boundary, enforcing ``limits``."""
-    if not isinstance(body, _SCALARS):
+    if type(body) not in _SCALAR_TYPES:
         _check_shape(body, 1, limits.max_depth)
     try:
         raw: bytes = msgpack.packb(body, use_bin_type=True)

@@ -1,0 +1,86 @@
+"""Protection domains as the kernel records them (kernel memory only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .cspace import CSpace
+from .ipc import ReplyObject
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .mmu.aspace import AddressSpace
+
+__all__ = ["Domain", "DomainInfo", "ExitStatus"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a domain ended.  ``state`` is ``exited``, ``failed`` or ``killed``."""
+
+    pid: int
+    name: str
+    state: str
+    code: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "exited" and self.code == 0
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    """One row of ``kernel.domains()``."""
+
+    pid: int
+    name: str
+    kind: str
+    state: str
+    caps: int
+    resident_pages: int
+    swapped_pages: int
+    faults: int
+    integrity_faults: int
+    exit: ExitStatus | None
+
+
+class Domain:
+    """A protection domain: a CSpace, an optional address space, one program task."""
+
+    def __init__(self, kernel: Kernel, pid: int, name: str, kind: str, cspace_size: int) -> None:
+        self.kernel = kernel
+        self.pid = pid
+        self.name = name
+        self.kind = kind  # "process" | "server" | "kernel"
+        self.cspace = CSpace(name, pid, cspace_size)
+        self.reply: ReplyObject | None = None
+        self.state = "starting"
+        self.exit: ExitStatus | None = None
+        self.done = trio.Event()
+        self.cancel_scope = trio.CancelScope()
+        self.aspace: AddressSpace | None = None
+        self.faults = 0
+        self.integrity_faults = 0
+        self.program: Any = None
+
+    def set_reply(self, reply: ReplyObject) -> None:
+        """Fill the implicit caller slot; a still-waiting previous caller is aborted."""
+        old = self.reply
+        if old is not None and old.state == "waiting":
+            old.abort(f"server {self.name!r} received again without replying")
+        self.reply = reply
+
+    def take_reply(self) -> ReplyObject | None:
+        reply, self.reply = self.reply, None
+        return reply
+
+    @property
+    def alive(self) -> bool:
+        return self.exit is None
+
+    def __repr__(self) -> str:
+        return f"<Domain pid={self.pid} {self.name!r} {self.kind} {self.state}>"

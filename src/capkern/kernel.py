@@ -1,0 +1,340 @@
+"""The trusted core: object table, domains and their CSpaces, spawn/kill, supervision.
+
+``async with boot(...) as kernel`` starts the kernel inside the caller's Trio run: one
+nursery owns every domain's task (processes and servers alike) and the kernel's own
+tasks, so leaving the block cancels and joins everything -- no task is left behind.
+
+The kernel owns a *root* CSpace (the initial domain, as in seL4's root task): library
+code that boots a kernel builds the system from it -- creates endpoints, mints and
+revokes capabilities, and hands them to the domains it spawns.  Root capabilities are
+named by :class:`RootCap` (a slot index), never by object reference.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import trio
+
+from . import wire
+from .contract import Contract
+from .cspace import CapInfo, Rights
+from .domain import Domain, DomainInfo, ExitStatus
+from .errors import ConfigError, KernelShutdown, NoSuchProcess
+from .ipc import Endpoint, Notification, ReplyObject
+from .proc import Process, ProcessExit
+from .trace import Counters, Event, EventLog, IpcTrace
+
+__all__ = ["BootConfig", "Grant", "Kernel", "Program", "RootCap", "boot"]
+
+log = logging.getLogger("capkern.kernel")
+
+Program = Callable[..., Awaitable[Any]]
+"""A program: ``async def main(proc: Process, *args) -> int | None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RootCap:
+    """A capability held by the root (the code that booted the kernel), by slot."""
+
+    slot: int
+    label: str
+
+    def __repr__(self) -> str:
+        return f"<RootCap slot={self.slot} {self.label}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Give a spawned domain a capability derived from ``cap`` with these rights/badge."""
+
+    cap: RootCap
+    rights: str | Rights = Rights.ALL
+    badge: int | None = None
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    """Boot options.  The defaults are the embedded configuration (demo and REPL)."""
+
+    ram_pages: int = 256
+    policy: str = "clock"
+    blockdev: str = "memory"
+    swap_blocks: int = 8192
+    blockdev_latency: float = 0.0
+    cipher: str = "aes-256-gcm"
+    pager: Program | None = None
+    blockdev_server: Program | None = None
+    pager_deadline: float = 2.0
+    crypt_deadline: float = 5.0
+    evict_batch: int = 8
+    limits: wire.Limits = field(default_factory=wire.Limits)
+    cspace_size: int = 4096
+    trace: bool = False
+    paging: bool = True
+
+    def validate(self) -> None:
+        if not isinstance(self.ram_pages, int) or self.ram_pages < 1:
+            raise ConfigError(f"ram_pages must be a positive int, not {self.ram_pages!r}")
+        if self.evict_batch < 1 or self.pager_deadline <= 0 or self.crypt_deadline <= 0:
+            raise ConfigError("evict_batch and deadlines must be positive")
+        if self.swap_blocks < 2:
+            raise ConfigError("swap_blocks must be at least 2")
+
+
+class Kernel:
+    """A booted capkern kernel.  Create with :func:`boot`."""
+
+    def __init__(self, config: BootConfig, nursery: trio.Nursery) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.stats = Counters()
+        self.events = EventLog()
+        self.trace = IpcTrace(enabled=config.trace)
+        self._nursery = nursery
+        self._pids = itertools.count(1)
+        self._domains: dict[int, Domain] = {}
+        self._closing = False
+        self.root = Domain(self, 0, "root", "kernel", config.cspace_size)
+        self.root.state = "running"
+        self._domains[0] = self.root
+        self.vm: Any = None  # the paging subsystem (capkern.mmu.vm.VM) when enabled
+
+    # -- events ------------------------------------------------------------------------
+
+    def event(self, kind: str, dom: Domain, detail: str = "") -> None:
+        """Record a kernel event (crash, kill, integrity fault...) and log it."""
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            now = 0.0
+        self.events.add(Event(now, kind, dom.pid, dom.name, detail))
+        log.info("%s pid=%d %s %s", kind, dom.pid, dom.name, detail)
+
+    # -- root capabilities -----------------------------------------------------------------
+
+    def _root_cap(self, slot: int) -> RootCap:
+        cap = self.root.cspace.lookup(slot)
+        return RootCap(slot, f"{cap.obj.label()} [{cap.rights.short()}]"
+                       + (f" badge={cap.badge}" if cap.badge else ""))
+
+    def new_endpoint(self, name: str = "", contract: Contract | None = None) -> RootCap:
+        """Create an endpoint; the root holds the original capability (rwg)."""
+        return self._root_cap(self.root.cspace.insert_original(Endpoint(name, contract), Rights.ALL))
+
+    def new_notification(self, name: str = "") -> RootCap:
+        return self._root_cap(self.root.cspace.insert_original(Notification(name), Rights.ALL))
+
+    def mint(self, cap: RootCap, rights: str | Rights, badge: int | None = None) -> RootCap:
+        """Derive a root-held capability with fewer rights and/or a badge."""
+        src = self.root.cspace.lookup(cap.slot)
+        return self._root_cap(self.root.cspace.insert_derived(src, Rights.parse(rights), badge))
+
+    def revoke(self, cap: RootCap) -> int:
+        """Remove every capability derived from ``cap``, in every domain."""
+        return self.root.cspace.revoke(cap.slot)
+
+    def delete(self, cap: RootCap) -> None:
+        self.root.cspace.delete(cap.slot)
+
+    # -- processes -----------------------------------------------------------------------
+
+    def spawn(self, program: Program, *args: Any, name: str | None = None,
+              caps: Mapping[str, RootCap | Grant] | None = None, kind: str = "process") -> int:
+        """Start ``program(proc, *args)`` in a new protection domain; returns its pid.
+
+        ``args`` cross into the new domain as msgpack (fresh copies, no shared objects);
+        ``caps`` places capabilities derived from root capabilities in named slots.
+        """
+        if self._closing:
+            raise KernelShutdown("the kernel is shutting down")
+        if not callable(program):
+            raise ConfigError(f"program must be an async function, not {program!r}")
+        fresh_args = wire.decode(wire.encode(list(args), self.limits))
+        pid = next(self._pids)
+        dom_name = name or getattr(program, "__name__", "process")
+        dom = Domain(self, pid, dom_name, kind, self.config.cspace_size)
+        grants = [(slot_name, g if isinstance(g, Grant) else Grant(g))
+                  for slot_name, g in (caps or {}).items()]
+        sources = [(n, self.root.cspace.lookup(g.cap.slot), g) for n, g in grants]
+        for slot_name, src, g in sources:
+            dom.cspace.insert_derived(src, Rights.parse(g.rights), g.badge, slot_name)
+        dom.program = program
+        if self.vm is not None and kind == "process":
+            self.vm.attach(dom)
+        self._domains[pid] = dom
+        self.stats.spawns += 1
+        self._nursery.start_soon(self._run_domain, dom, program, fresh_args, name=f"capkern:{dom_name}")
+        self.event("spawn", dom, kind)
+        return pid
+
+    async def _run_domain(self, dom: Domain, program: Program, args: list[Any]) -> None:
+        """A domain's task: run the program, turn its end into an exit status."""
+        status: ExitStatus | None = None
+        try:
+            with dom.cancel_scope:
+                dom.state = "running"
+                try:
+                    rv = await program(Process(dom), *args)
+                    code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+                    status = ExitStatus(dom.pid, dom.name, "exited", code)
+                except ProcessExit as exc:
+                    status = ExitStatus(dom.pid, dom.name, "exited", exc.code)
+                except Exception as exc:
+                    status = self._crashed(dom, exc)
+            if status is None:
+                status = ExitStatus(dom.pid, dom.name, "killed")
+        finally:
+            if status is None:
+                status = ExitStatus(dom.pid, dom.name, "killed", error="kernel shutdown")
+            self._teardown(dom, status)
+
+    def _crashed(self, dom: Domain, exc: BaseException) -> ExitStatus:
+        self.stats.crashes += 1
+        summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        self.event("crash", dom, summary)
+        return ExitStatus(dom.pid, dom.name, "failed", None, summary)
+
+    def _teardown(self, dom: Domain, status: ExitStatus) -> None:
+        """Free everything a dead domain held; wake whoever waits on it."""
+        dom.exit = status
+        dom.state = status.state
+        if status.state != "failed":
+            self.stats.exits += 1
+        reply = dom.take_reply()
+        if reply is not None:
+            reply.abort(f"server {dom.name!r} (pid {dom.pid}) ended without replying")
+        for cap in dom.cspace.clear_all(f"domain {dom.name!r} ended"):
+            if isinstance(cap.obj, ReplyObject):
+                cap.obj.abort(f"server {dom.name!r} (pid {dom.pid}) ended without replying")
+        if self.vm is not None and dom.aspace is not None:
+            self.vm.detach(dom)
+        dom.done.set()
+        if status.state != "killed" or status.error != "kernel shutdown":
+            self.event("exit", dom, f"{status.state} code={status.code}")
+
+    def _domain(self, pid: int) -> Domain:
+        dom = self._domains.get(pid)
+        if dom is None or pid == 0:
+            raise NoSuchProcess(f"no domain with pid {pid!r}")
+        return dom
+
+    def kill(self, pid: int) -> None:
+        """Cancel a domain's program; its resources are freed as it unwinds."""
+        dom = self._domain(pid)
+        if dom.alive:
+            self.stats.kills += 1
+            self.event("kill", dom)
+            dom.cancel_scope.cancel()
+
+    async def wait(self, pid: int) -> ExitStatus:
+        """Wait until the domain has ended; returns its exit status."""
+        dom = self._domain(pid)
+        await dom.done.wait()
+        assert dom.exit is not None
+        return dom.exit
+
+    def status(self, pid: int) -> ExitStatus | None:
+        """The exit status, or None while the domain runs."""
+        return self._domain(pid).exit
+
+    def reap(self, pid: int) -> ExitStatus:
+        """Forget an ended domain (its status is returned)."""
+        dom = self._domain(pid)
+        if dom.exit is None:
+            raise NoSuchProcess(f"pid {pid} is still running")
+        del self._domains[pid]
+        return dom.exit
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def domains(self) -> list[DomainInfo]:
+        """Every recorded domain (live and ended, until reaped)."""
+        out = []
+        for dom in self._domains.values():
+            if dom.pid == 0:
+                continue
+            resident = swapped = 0
+            if dom.aspace is not None:
+                resident, swapped = dom.aspace.resident_count(), dom.aspace.swapped_count()
+            out.append(DomainInfo(dom.pid, dom.name, dom.kind, dom.state, len(dom.cspace),
+                                  resident, swapped, dom.faults, dom.integrity_faults, dom.exit))
+        return out
+
+    def pid_of(self, name: str) -> int:
+        for dom in self._domains.values():
+            if dom.name == name and dom.alive and dom.pid:
+                return dom.pid
+        raise NoSuchProcess(f"no live domain named {name!r}")
+
+    def capabilities(self, pid: int) -> list[CapInfo]:
+        """A domain's capabilities (pid 0 is the root)."""
+        dom = self.root if pid == 0 else self._domain(pid)
+        return dom.cspace.info()
+
+    def dump(self) -> dict[str, Any]:
+        """A capDL-like, machine-readable picture of the system: domains, objects, caps
+        and the derivation tree (each cap names its parent as ``[pid, slot]``)."""
+        objects: dict[int, dict[str, Any]] = {}
+        domains = []
+        for dom in self._domains.values():
+            caps = []
+            for cap in dom.cspace.caps():
+                obj = cap.obj
+                objects.setdefault(obj.oid, {"oid": obj.oid, "kind": obj.kind, "name": obj.name})
+                parent = cap.parent
+                caps.append({
+                    "slot": cap.slot, "object": obj.oid, "rights": cap.rights.short(),
+                    "badge": cap.badge,
+                    "parent": [parent.cspace.pid, parent.slot]
+                    if parent is not None and parent.cspace is not None else None,
+                })
+            names = {s: n for n, s in dom.cspace.names.items()}
+            for c in caps:
+                c["name"] = names.get(c["slot"], "")
+            domains.append({"pid": dom.pid, "name": dom.name, "kind": dom.kind,
+                            "state": dom.state, "caps": caps})
+        return {"domains": domains, "objects": sorted(objects.values(), key=lambda o: o["oid"]),
+                "stats": self.stats.as_dict()}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
+        """Run a kernel-owned task in the kernel's nursery."""
+        self._nursery.start_soon(fn, *args, name=name)
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        self._nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterator[Kernel]:
+    """Boot a kernel inside the current Trio run; shut it down on exit.
+
+    Keyword options override :class:`BootConfig` fields (``ram_pages``, ``policy``,
+    ``blockdev``, ``cipher``, ``pager``, ``trace``...).
+    """
+    try:
+        cfg = replace(config or BootConfig(), **options)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    cfg.validate()
+    async with trio.open_nursery() as nursery:
+        kernel = Kernel(cfg, nursery)
+        try:
+            if cfg.paging:
+                from .mmu.vm import start_paging
+
+                await start_paging(kernel)
+            yield kernel
+        finally:
+            await kernel._shutdown()
+
+

@@ -1,0 +1,199 @@
+"""The ``Process`` handle: a domain's only way to touch the world (its syscalls).
+
+Every method is a trap into kernel code running on the caller's own task.  A domain
+names kernel objects only by slot index (or a slot's name) in its own CSpace; the
+handle holds no reference a program could use to reach another domain's objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from . import ipc
+from .contract import Contract
+from .cspace import CapInfo, Rights
+from .errors import ReplyError
+from .ipc import Endpoint, Notification, Received, ReplyObject
+
+if TYPE_CHECKING:
+    from .domain import Domain
+
+__all__ = ["Process", "ProcessExit", "SlotRef"]
+
+SlotRef = int | str
+"""A slot index in the caller's CSpace, or the name given to a slot."""
+
+
+class ProcessExit(BaseException):
+    """Raised by :meth:`Process.exit`; the kernel turns it into an exit status."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Process:
+    """Syscall handle of one protection domain (process or server)."""
+
+    __slots__ = ("_dom",)
+
+    def __init__(self, dom: Domain) -> None:
+        self._dom = dom
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self._dom.pid
+
+    @property
+    def name(self) -> str:
+        return self._dom.name
+
+    def __repr__(self) -> str:
+        return f"<Process pid={self.pid} {self.name!r}>"
+
+    def exit(self, code: int = 0) -> NoReturn:
+        """End this domain now with exit status ``code``."""
+        raise ProcessExit(int(code))
+
+    # -- capabilities -----------------------------------------------------------------------
+
+    def _slot(self, ref: SlotRef) -> int:
+        return self._dom.cspace.resolve_name(ref) if isinstance(ref, str) else ref
+
+    def slot(self, name: str) -> int:
+        """The slot index that carries ``name``."""
+        return self._dom.cspace.resolve_name(name)
+
+    def caps(self) -> list[CapInfo]:
+        """This domain's capabilities: slot, name, object kind, rights, badge."""
+        return self._dom.cspace.info()
+
+    def new_endpoint(self, name: str = "", contract: Contract | None = None) -> int:
+        """Create an endpoint (optionally bound to a contract); returns its slot (rwg)."""
+        return self._dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name)
+
+    def new_notification(self, name: str = "") -> int:
+        return self._dom.cspace.insert_original(Notification(name), Rights.ALL, name)
+
+    def copy(self, slot: SlotRef, rights: str | Rights = Rights.ALL, name: str = "") -> int:
+        """Derive a copy (rights can only shrink)."""
+        return self._dom.cspace.copy(self._slot(slot), Rights.parse(rights), name)
+
+    def mint(self, slot: SlotRef, rights: str | Rights, badge: int, name: str = "") -> int:
+        """Derive a capability with fewer rights and a badge (only on an unbadged one)."""
+        return self._dom.cspace.mint(self._slot(slot), Rights.parse(rights), badge, name)
+
+    def move(self, slot: SlotRef, dest: int | None = None) -> int:
+        return self._dom.cspace.move(self._slot(slot), dest)
+
+    def delete(self, slot: SlotRef) -> None:
+        cap = self._dom.cspace.lookup(self._slot(slot))
+        if isinstance(cap.obj, ReplyObject):
+            cap.obj.abort(f"{self.name!r} deleted the reply capability")
+        self._dom.cspace.delete(cap.slot)
+
+    def revoke(self, slot: SlotRef) -> int:
+        """Delete every capability derived from this one, in every domain."""
+        return self._dom.cspace.revoke(self._slot(slot))
+
+    # -- IPC ------------------------------------------------------------------------------
+
+    def _msg(self, slot: SlotRef, label: str, body: Any, raw: bytes | None,
+             caps: Sequence[SlotRef]) -> tuple[Any, Any]:
+        dom = self._dom
+        cap = dom.cspace.lookup(self._slot(slot), Rights.WRITE, Endpoint)
+        msg = ipc.make_message(dom, cap, label, body, raw, [self._slot(c) for c in caps])
+        return cap, msg
+
+    async def send(self, slot: SlotRef, label: str, body: Any = None, *,
+                   caps: Sequence[SlotRef] = ()) -> None:
+        """Send a message; blocks until a receiver takes it."""
+        cap, msg = self._msg(slot, label, body, None, caps)
+        await ipc.send(self._dom, cap, msg, call=False)
+
+    def nbsend(self, slot: SlotRef, label: str, body: Any = None, *,
+               caps: Sequence[SlotRef] = ()) -> bool:
+        """Non-blocking send: delivered only if a receiver is waiting (else dropped)."""
+        cap, msg = self._msg(slot, label, body, None, caps)
+        return ipc.nbsend(self._dom, cap, msg)
+
+    async def call(self, slot: SlotRef, label: str, body: Any = None, *,
+                   caps: Sequence[SlotRef] = ()) -> Received:
+        """Send and wait for the reply (the kernel makes a one-shot reply capability)."""
+        cap, msg = self._msg(slot, label, body, None, caps)
+        got = await ipc.send(self._dom, cap, msg, call=True)
+        assert got is not None
+        return got
+
+    async def send_raw(self, slot: SlotRef, label: str, raw: bytes, *,
+                       caps: Sequence[SlotRef] = ()) -> None:
+        """Send pre-encoded body bytes (checked by the kernel like any untrusted input)."""
+        cap, msg = self._msg(slot, label, None, raw, caps)
+        await ipc.send(self._dom, cap, msg, call=False)
+
+    async def call_raw(self, slot: SlotRef, label: str, raw: bytes, *,
+                       caps: Sequence[SlotRef] = ()) -> Received:
+        cap, msg = self._msg(slot, label, None, raw, caps)
+        got = await ipc.send(self._dom, cap, msg, call=True)
+        assert got is not None
+        return got
+
+    async def recv(self, slot: SlotRef) -> Received:
+        """Receive the next message on an endpoint (needs the read right)."""
+        cap = self._dom.cspace.lookup(self._slot(slot), Rights.READ, Endpoint)
+        return await ipc.recv(self._dom, cap)
+
+    def _take_reply(self) -> ReplyObject:
+        reply = self._dom.take_reply()
+        if reply is None:
+            raise ReplyError(f"{self.name!r} has no caller to reply to")
+        return reply
+
+    def reply(self, label: str = "ok", body: Any = None, *,
+              caps: Sequence[SlotRef] = ()) -> bool:
+        """Answer the last call received.  False if that caller has gone away."""
+        reply = self._take_reply()
+        return ipc.reply(self._dom, reply, label, body, None, [self._slot(c) for c in caps])
+
+    def reply_raw(self, label: str, raw: bytes) -> bool:
+        return ipc.reply(self._dom, self._take_reply(), label, None, raw, ())
+
+    def reply_error(self, reason: str, detail: str = "") -> bool:
+        """The contract's typed error reply: label ``error``, ``{reason, detail}``."""
+        return self.reply("error", {"reason": reason, "detail": detail})
+
+    async def reply_recv(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
+                         caps: Sequence[SlotRef] = ()) -> Received:
+        """Reply to the current caller, then receive the next message."""
+        if self._dom.reply is not None:
+            self.reply(label, body, caps=caps)
+        return await self.recv(slot)
+
+    def save_caller(self, name: str = "") -> int:
+        """Move the implicit reply capability into a CSpace slot, to reply later."""
+        reply = self._take_reply()
+        return self._dom.cspace.insert_original(reply, Rights.WRITE, name)
+
+    def reply_to(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
+                 caps: Sequence[SlotRef] = ()) -> bool:
+        """Reply through a saved reply capability; the capability is used up."""
+        cap = self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, ReplyObject)
+        reply: ReplyObject = cap.obj  # type: ignore[assignment]
+        self._dom.cspace.delete(cap.slot)
+        return ipc.reply(self._dom, reply, label, body, None, [self._slot(c) for c in caps])
+
+    # -- notifications ----------------------------------------------------------------------
+
+    def signal(self, slot: SlotRef) -> None:
+        ipc.signal(self._dom, self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, Notification))
+
+    def poll(self, slot: SlotRef) -> int:
+        return ipc.poll(self._dom.cspace.lookup(self._slot(slot), Rights.READ, Notification))
+
+    async def wait(self, slot: SlotRef) -> int:
+        return await ipc.wait(self._dom.cspace.lookup(self._slot(slot), Rights.READ, Notification))
+
+
