@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import ipc
 from .contract import Contract
 from .cspace import CapInfo, Rights
-from .errors import ReplyError
+from .errors import ReplyError, SegmentationFault
 from .ipc import Endpoint, Notification, Received, ReplyObject
 
 if TYPE_CHECKING:
     from .domain import Domain
+    from .mmu.vm import VM
 
 __all__ = ["Process", "ProcessExit", "SlotRef"]
 
@@ -184,6 +185,31 @@ class Process:
         reply: ReplyObject = cap.obj  # type: ignore[assignment]
         self._dom.cspace.delete(cap.slot)
         return ipc.reply(self._dom, reply, label, body, None, [self._slot(c) for c in caps])
+
+    # -- memory -----------------------------------------------------------------------------
+
+    def mmap(self, length: int, rights: str | Rights = "rw", addr: int | None = None) -> int:
+        """Map ``length`` bytes (rounded up to pages) of demand-zero memory; returns the
+        start address.  ``rights``: "r" or "rw"."""
+        return self._vm().mmap(self._dom, length, Rights.parse(rights), addr)
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Unmap pages; their frames are freed and their sealed copies discarded."""
+        self._vm().munmap(self._dom, addr, length)
+
+    async def read(self, addr: int, n: int) -> bytes:
+        """Read ``n`` bytes at ``addr`` (faulting pages in as needed)."""
+        return await self._vm().read(self._dom, addr, n)
+
+    async def write(self, addr: int, data: bytes) -> None:
+        """Write ``data`` at ``addr`` (faulting pages in as needed)."""
+        await self._vm().write(self._dom, addr, data)
+
+    def _vm(self) -> VM:
+        vm = self._dom.kernel.vm
+        if vm is None or self._dom.aspace is None:
+            raise SegmentationFault(f"{self.name!r} has no address space (paging is off)")
+        return vm  # type: ignore[no-any-return]
 
     # -- notifications ----------------------------------------------------------------------
 

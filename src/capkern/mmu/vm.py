@@ -1,0 +1,459 @@
+"""The fault path: demand-zero, sealed eviction and verified page-in (trusted).
+
+Resident pages are read and written on the process's own task with no channel hop
+(:meth:`VM.read`, :meth:`VM.write`).  A non-present page is a fault: the process's trap
+queues it to the kernel's fault task, which resolves faults one at a time::
+
+    fault -> [evict: pager chooses victims -> crypt seals -> pager stores]
+          -> zero-fill, or pager fetch -> crypt unseal + binding/version check -> map
+
+Every call into the untrusted pager has a deadline.  Victims are unmapped (not freed)
+while their sealed copies travel, so a process touching one just faults and waits; a
+frame is freed only after the pager confirmed the store, so a failed store loses no data.
+The version of each page lives here, in trusted memory, and is bumped on every seal; a
+page-in must carry exactly the version of the page's current sealed copy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .. import ipc
+from ..cspace import Cap, Rights
+from ..errors import (
+    CapkernError,
+    ContractViolation,
+    Fault,
+    IntegrityFault,
+    IPCError,
+    OutOfMemory,
+    PageInError,
+    PagerUnavailable,
+    ProtectionFault,
+    SegmentationFault,
+    ServerError,
+)
+from ..ipc import Endpoint, Received
+from ..kernel import Grant
+from ..pagefmt import PAGE_SIZE
+from ..protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
+from .aspace import PTE, AddressSpace
+from .frames import FrameTable
+
+if TYPE_CHECKING:
+    from ..domain import Domain
+    from ..kernel import Kernel
+
+__all__ = ["VM", "start_paging"]
+
+_R = Rights.READ._value_
+_W = Rights.WRITE._value_
+
+
+@dataclass
+class _FaultItem:
+    dom: Domain | None
+    vpn: int
+    done: trio.Event = field(default_factory=trio.Event)
+    error: CapkernError | None = None
+    discard: list[int] | None = None
+
+
+class VM:
+    """Paging state of one booted kernel."""
+
+    def __init__(self, kernel: Kernel, boot_id: bytes, pager: Cap, crypt: Cap) -> None:
+        self.kernel = kernel
+        self.boot_id = boot_id
+        self.frames = FrameTable(kernel.config.ram_pages)
+        self._pager = pager
+        self._crypt = crypt
+        self._handles: dict[int, tuple[AddressSpace, int]] = {}  # opaque handle -> page
+        self._resident: dict[int, None] = {}  # handles of resident pages, in mapping order
+        self._mapped: list[int] = []  # mapped since the pager last heard
+        self._asid_free: list[int] = []
+        self._asid_next = 1
+        self._incarnations: dict[int, int] = {}
+        send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
+        self._submit = send
+
+    # -- address spaces ------------------------------------------------------------------
+
+    def attach(self, dom: Domain) -> None:
+        """Give a new process an address space (a reused asid gets a new incarnation)."""
+        if self._asid_free:
+            asid = self._asid_free.pop()
+        else:
+            asid, self._asid_next = self._asid_next, self._asid_next + 1
+        incarnation = self._incarnations.get(asid, -1) + 1
+        self._incarnations[asid] = incarnation
+        dom.aspace = AddressSpace(asid, incarnation)
+
+    def detach(self, dom: Domain) -> None:
+        """Process exit: free its frames now, tell the pager to discard its pages."""
+        aspace = dom.aspace
+        assert aspace is not None
+        aspace.alive = False
+        self._release(list(aspace.pages.values()))
+        aspace.pages.clear()
+        self._asid_free.append(aspace.asid)
+
+    def _release(self, ptes: list[PTE]) -> None:
+        handles = []
+        for pte in ptes:
+            if pte.present:
+                self.frames.free(pte.frame)
+                pte.present = False
+            if pte.handle:
+                self._handles.pop(pte.handle, None)
+                self._resident.pop(pte.handle, None)
+                handles.append(pte.handle)
+        if handles:
+            dead = set(handles)
+            self._mapped = [h for h in self._mapped if h not in dead]
+            self._submit.send_nowait(_FaultItem(None, 0, discard=handles))
+
+    def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
+        assert dom.aspace is not None
+        return dom.aspace.map_region(max(1, -(-length // PAGE_SIZE)), rights, addr)
+
+    def munmap(self, dom: Domain, addr: int, length: int) -> None:
+        assert dom.aspace is not None
+        self._release(dom.aspace.unmap_region(addr, length))
+
+    # -- the fast path -------------------------------------------------------------------
+
+    def _pte(self, aspace: AddressSpace, vpn: int, need: int) -> PTE:
+        pte = aspace.pages.get(vpn)
+        if pte is None:
+            raise SegmentationFault(f"address {vpn * PAGE_SIZE:#x} is not mapped")
+        if not pte.rights._value_ & need:
+            what = "write" if need == _W else "read"
+            raise ProtectionFault(f"{what} to {vpn * PAGE_SIZE:#x} denied ({pte.rights.short()})")
+        return pte
+
+    async def read(self, dom: Domain, addr: int, n: int) -> bytes:
+        aspace = dom.aspace
+        if aspace is None or n < 0 or addr < 0:
+            raise SegmentationFault("bad read")
+        out = bytearray(n)
+        done = 0
+        while done < n:
+            vpn, off = divmod(addr + done, PAGE_SIZE)
+            pte = self._pte(aspace, vpn, _R)
+            if not pte.present:
+                await self.fault(dom, vpn)
+                continue
+            chunk = min(n - done, PAGE_SIZE - off)
+            base = pte.frame * PAGE_SIZE + off
+            out[done : done + chunk] = self.frames.view[base : base + chunk]
+            pte.accessed = True
+            done += chunk
+        await trio.lowlevel.checkpoint()
+        return bytes(out)
+
+    async def write(self, dom: Domain, addr: int, data: bytes) -> None:
+        aspace = dom.aspace
+        if aspace is None or addr < 0:
+            raise SegmentationFault("bad write")
+        data = bytes(data)
+        n = len(data)
+        done = 0
+        while done < n:
+            vpn, off = divmod(addr + done, PAGE_SIZE)
+            pte = self._pte(aspace, vpn, _W)
+            if not pte.present:
+                await self.fault(dom, vpn)
+                continue
+            chunk = min(n - done, PAGE_SIZE - off)
+            base = pte.frame * PAGE_SIZE + off
+            self.frames.view[base : base + chunk] = data[done : done + chunk]
+            pte.accessed = pte.dirty = True
+            done += chunk
+        await trio.lowlevel.checkpoint()
+
+    async def fault(self, dom: Domain, vpn: int) -> None:
+        """The trap of a non-present page: queue it to the kernel and wait."""
+        item = _FaultItem(dom, vpn)
+        self._submit.send_nowait(item)
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+
+    # -- the kernel's fault task ----------------------------------------------------------
+
+    async def run(self) -> None:
+        async for item in self._queue:
+            try:
+                if item.discard is not None:
+                    await self._discard(item.discard)
+                else:
+                    await self._resolve(item)
+            except Fault as exc:
+                item.error = exc
+            except Exception as exc:  # a kernel bug must not take the kernel down
+                item.error = Fault(f"internal error in the fault path: {exc!r}")
+                if item.dom is not None:
+                    self.kernel.event("internal_error", item.dom, repr(exc))
+            finally:
+                item.done.set()
+
+    async def _resolve(self, item: _FaultItem) -> None:
+        dom = item.dom
+        assert dom is not None and dom.aspace is not None
+        aspace = dom.aspace
+        pte = aspace.pages.get(item.vpn)
+        if not aspace.alive or pte is None:
+            raise SegmentationFault(f"address {item.vpn * PAGE_SIZE:#x} is not mapped")
+        if pte.present:
+            return
+        stats = self.kernel.stats
+        stats.faults += 1
+        dom.faults += 1
+        frame = await self._get_frame()
+        try:
+            if pte.state == "zero":
+                stats.zero_fills += 1
+            else:
+                await self._page_in(dom, aspace, item.vpn, pte, frame)
+        except BaseException:
+            self.frames.free(frame)
+            raise
+        if not aspace.alive or aspace.pages.get(item.vpn) is not pte:
+            self.frames.free(frame)  # unmapped while we waited: nothing to map
+            return
+        self._map(pte, frame)
+
+    def _map(self, pte: PTE, frame: int) -> None:
+        if not pte.handle:
+            pte.handle = self._new_handle()
+        pte.frame = frame
+        pte.present = True
+        pte.state = "resident"
+        pte.accessed = pte.dirty = False
+        self._resident[pte.handle] = None
+        self._mapped.append(pte.handle)
+
+    def _new_handle(self) -> int:
+        """An opaque page name for the pager: random, so it reveals no pid or address."""
+        while True:
+            handle = secrets.randbits(63) or 1
+            if handle not in self._handles:
+                return handle
+
+    async def _get_frame(self) -> int:
+        frame = self.frames.alloc()
+        if frame is None:
+            await self._evict(min(self.kernel.config.evict_batch, MAX_BATCH))
+            frame = self.frames.alloc()
+        if frame is None:
+            raise OutOfMemory("no frame could be freed")
+        return frame
+
+    # -- calls to servers, with deadlines --------------------------------------------------
+
+    async def _call(self, cap: Cap, label: str, body: Any, deadline: float) -> Any:
+        """Call a server as the kernel; returns the ok body or raises typed errors."""
+        root = self.kernel.root
+        msg = ipc.make_message(root, cap, label, body, None, ())
+        with trio.move_on_after(deadline):
+            got = await ipc.send(root, cap, msg, call=True)
+            assert isinstance(got, Received)
+            return got.ok()
+        raise PagerUnavailable(f"{cap.obj.label()} did not answer {label!r} within {deadline}s")
+
+    async def _pager_call(self, label: str, body: Any) -> Any:
+        try:
+            return await self._call(self._pager, label, body, self.kernel.config.pager_deadline)
+        except PagerUnavailable:
+            self.kernel.stats.pager_timeouts += 1
+            raise
+        except (ContractViolation, IPCError) as exc:
+            if isinstance(exc, ServerError):
+                raise
+            self.kernel.stats.pager_protocol_errors += 1
+            raise PagerUnavailable(f"pager failed {label!r}: {exc}") from None
+
+    async def _crypt_call(self, label: str, body: Any) -> Any:
+        return await self._call(self._crypt, label, body, self.kernel.config.crypt_deadline)
+
+    # -- eviction -----------------------------------------------------------------------
+
+    def _harvest(self) -> tuple[list[int], list[int]]:
+        """Collect and clear accessed bits; list dirty pages (what a pager policy sees)."""
+        referenced, dirty = [], []
+        for handle in self._resident:
+            aspace, vpn = self._handles[handle]
+            pte = aspace.pages[vpn]
+            if pte.accessed:
+                referenced.append(handle)
+                pte.accessed = False
+            if pte.dirty:
+                dirty.append(handle)
+        return referenced, dirty
+
+    async def _choose_victims(self, n: int) -> list[int]:
+        referenced, dirty = self._harvest()
+        body = {"n": n, "mapped": self._mapped, "referenced": referenced, "dirty": dirty}
+        chosen: list[int] = []
+        try:
+            reply = await self._pager_call("evict", body)
+            self._mapped = []
+            chosen = reply["victims"]
+        except (Fault, ServerError) as exc:
+            self.kernel.event("pager_error", self.kernel.root, f"evict: {exc}")
+        victims = list(dict.fromkeys(h for h in chosen if h in self._resident))[:n]
+        if not victims:  # a policy's bad choice costs speed only: fall back to FIFO
+            victims = list(self._resident)[:n]
+        return victims
+
+    async def _evict(self, n: int) -> None:
+        victims = await self._choose_victims(n)
+        ptes = [(h, *self._handles[h]) for h in victims]
+        for h, aspace, vpn in ptes:  # unmap first: a touch now faults and waits for us
+            aspace.pages[vpn].present = False
+            self._resident.pop(h, None)
+        to_seal = [(h, a, v) for h, a, v in ptes
+                   if a.pages[v].dirty or a.pages[v].sealed_version is None]
+        clean = [(h, a, v) for h, a, v in ptes if (h, a, v) not in to_seal]
+        stored: set[int] = set()
+        try:
+            if to_seal:
+                stored = await self._seal_and_store(to_seal)
+        finally:
+            for h, aspace, vpn in ptes:
+                pte = aspace.pages.get(vpn)
+                if pte is None or not aspace.alive or pte.handle != h:
+                    continue  # freed meanwhile by exit/munmap
+                if h in stored or (h, aspace, vpn) in clean:
+                    self._drop(pte)
+                else:  # the sealed copy did not make it: keep the data resident
+                    self.kernel.stats.store_failures += 1
+                    pte.present = True
+                    self._resident[h] = None
+                    self._mapped.append(h)
+        self.kernel.stats.clean_drops += len(clean)
+
+    def _drop(self, pte: PTE) -> None:
+        self.frames.free(pte.frame)
+        pte.frame = -1
+        pte.state = "swapped"
+        self.kernel.stats.evictions += 1
+
+    async def _seal_and_store(self, pages: list[tuple[int, AddressSpace, int]]) -> set[int]:
+        items = []
+        for _h, aspace, vpn in pages:
+            pte = aspace.pages[vpn]
+            pte.version += 1
+            binding = [aspace.asid, aspace.incarnation, vpn, pte.version]
+            items.append([binding, bytes(self.frames.frame(pte.frame))])
+        sealed = await self._crypt_call("seal", {"pages": items})
+        blobs = sealed["blobs"]
+        if len(blobs) != len(items):
+            raise Fault("sealer returned the wrong number of pages")
+        self.kernel.stats.seals += len(blobs)
+        body = {"pages": [[h, blob] for (h, _a, _v), blob in zip(pages, blobs, strict=True)]}
+        try:
+            reply = await self._pager_call("store", body)
+        except (Fault, ServerError) as exc:
+            self.kernel.event("pager_error", self.kernel.root, f"store: {exc}")
+            return set()
+        stored = set(reply["stored"])
+        for h, aspace, vpn in pages:
+            if h in stored:
+                pte = aspace.pages[vpn]
+                pte.sealed_version = pte.version
+                pte.dirty = False
+        return stored
+
+    # -- page-in ------------------------------------------------------------------------
+
+    async def _page_in(self, dom: Domain, aspace: AddressSpace, vpn: int, pte: PTE,
+                       frame: int) -> None:
+        stats = self.kernel.stats
+        try:
+            reply = await self._pager_call("fetch", {"handle": pte.handle})
+        except ServerError as exc:
+            stats.page_in_errors += 1
+            raise PageInError(exc.reason, exc.detail) from None
+        assert pte.sealed_version is not None
+        binding = [aspace.asid, aspace.incarnation, vpn, pte.sealed_version]
+        result = await self._crypt_call("unseal", {"pages": [[binding, reply["blob"]]]})
+        stats.unseals += 1
+        if not result["ok"] or not result["ok"][0]:
+            stats.integrity_faults += 1
+            dom.integrity_faults += 1
+            self.kernel.event("integrity_fault", dom, f"page {vpn * PAGE_SIZE:#x} refused")
+            raise IntegrityFault(
+                f"page {vpn * PAGE_SIZE:#x} of {dom.name!r} failed its seal check "
+                "(tampered, stale or misplaced); not mapped"
+            )
+        self.frames.frame(frame)[:] = result["plain"][0]
+        stats.page_ins += 1
+
+    async def _discard(self, handles: list[int]) -> None:
+        try:
+            await self._pager_call("discard", {"handles": handles})
+        except (Fault, ServerError) as exc:
+            self.kernel.event("pager_error", self.kernel.root, f"discard: {exc}")
+
+    # -- statistics from the servers --------------------------------------------------------
+
+    async def server_stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            out["crypt"] = await self._crypt_call("stats", {})
+        except CapkernError as exc:
+            out["crypt"] = {"error": str(exc)}
+        try:
+            out["pager"] = await self._pager_call("stats", {})
+        except CapkernError as exc:
+            out["pager"] = {"error": str(exc)}
+        return out
+
+
+async def start_paging(kernel: Kernel) -> None:
+    """Start the sealer, block device and pager domains and the kernel's fault task."""
+    from ..servers.crypt.server import crypt_server  # trusted: part of the TCB
+
+    cfg = kernel.config
+    boot_id = os.urandom(16)
+    root = kernel.root.cspace
+    slots = {}
+    for name, contract in (("crypt", CRYPT), ("blockdev", BLOCKDEV), ("pager", PAGER)):
+        slots[name] = root.insert_original(Endpoint(name, contract), Rights.ALL)
+    grant = kernel._root_cap
+    kernel.spawn(crypt_server, cfg.cipher, boot_id, name="crypt", kind="server",
+                 caps={"service": Grant(grant(slots["crypt"]), Rights.READ)})
+    blockdev = cfg.blockdev_server or _default_blockdev()
+    kernel.spawn(blockdev, cfg.blockdev, cfg.swap_blocks, cfg.blockdev_latency,
+                 name="blockdev", kind="server",
+                 caps={"service": Grant(grant(slots["blockdev"]), Rights.READ)})
+    pager = cfg.pager or _default_pager()
+    kernel.spawn(pager, cfg.policy, name="pager", kind="server",
+                 caps={"service": Grant(grant(slots["pager"]), Rights.READ),
+                       "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})
+    vm = VM(kernel, boot_id, root.lookup(slots["pager"]), root.lookup(slots["crypt"]))
+    kernel.vm = vm
+    kernel.start_soon(vm.run, name="capkern:fault-path")
+
+
+def _default_pager() -> Any:
+    # The kernel only *starts* the default pager program as an untrusted domain; it
+    # never calls into it except over its endpoint.  Imported lazily by name so the
+    # TCB modules carry no import of untrusted server code.
+    import importlib
+
+    return importlib.import_module("capkern.servers.pager.server").pager_server
+
+
+def _default_blockdev() -> Any:
+    import importlib
+
+    return importlib.import_module("capkern.servers.blockdev.server").blockdev_server

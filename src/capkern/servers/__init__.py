@@ -1,0 +1,1 @@
+"""System servers: crypt (TRUSTED), pager and blockdev (UNTRUSTED)."""

@@ -1,0 +1,5 @@
+"""The TRUSTED sealer: keys, AEAD seal/unseal of pages bound to their place and version."""
+
+from ._sealer import CIPHERS, Binding, Sealer, SealError, SealerExhausted
+
+__all__ = ["CIPHERS", "Binding", "SealError", "Sealer", "SealerExhausted"]
