@@ -228,11 +228,12 @@ class VM:
         if not aspace.alive or aspace.pages.get(item.vpn) is not pte:
             self.frames.free(frame)  # unmapped while we waited: nothing to map
             return
-        self._map(pte, frame)
+        self._map(aspace, item.vpn, pte, frame)
 
-    def _map(self, pte: PTE, frame: int) -> None:
+    def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:
         if not pte.handle:
             pte.handle = self._new_handle()
+            self._handles[pte.handle] = (aspace, vpn)
         pte.frame = frame
         pte.present = True
         pte.state = "resident"

@@ -1,0 +1,1 @@
+"""The block device server and its backends (UNTRUSTED)."""

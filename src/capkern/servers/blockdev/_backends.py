@@ -1,0 +1,198 @@
+"""Block device backends (sans-IO apart from the file backend's real file I/O).
+
+A backend is a fixed array of ``nblocks`` blocks of ``block_size`` bytes.  Requests out
+of range or of the wrong size are refused before anything is written, so a bad request
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Sequence
+from types import TracebackType
+
+__all__ = ["BackendIOError", "BlockBackend", "BlockDevError", "DeviceClosed", "FileBackend",
+           "MemoryBackend", "Misaligned", "OutOfRange", "open_backend"]
+
+
+class BlockDevError(Exception):
+    """Base of block device errors."""
+
+
+class OutOfRange(BlockDevError):
+    """A block address beyond the device."""
+
+
+class Misaligned(BlockDevError):
+    """Data that is not exactly one block, or a bad block count."""
+
+
+class BackendIOError(BlockDevError):
+    """The medium failed (short read/write, OS error)."""
+
+
+class DeviceClosed(BlockDevError):
+    """The device was closed."""
+
+
+class BlockBackend(abc.ABC):
+    """A fixed-size array of blocks."""
+
+    def __init__(self, nblocks: int, block_size: int) -> None:
+        if nblocks < 1 or block_size < 1:
+            raise ValueError("a device needs at least one block of at least one byte")
+        self.nblocks = nblocks
+        self.block_size = block_size
+        self.reads = self.writes = self.flushes = self.trims = 0
+        self.closed = False
+
+    def check(self, lba: int, count: int = 1) -> None:
+        if self.closed:
+            raise DeviceClosed("device is closed")
+        if count < 1:
+            raise Misaligned(f"block count {count} must be positive")
+        if not isinstance(lba, int) or lba < 0 or lba + count > self.nblocks:
+            raise OutOfRange(f"blocks {lba}..{lba + count - 1} outside 0..{self.nblocks - 1}")
+
+    def _check_data(self, data: bytes) -> None:
+        if len(data) != self.block_size:
+            raise Misaligned(f"{len(data)} bytes is not one {self.block_size}-byte block")
+
+    @abc.abstractmethod
+    def read(self, lba: int) -> bytes: ...
+
+    @abc.abstractmethod
+    def write(self, lba: int, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def flush(self) -> None: ...
+
+    @abc.abstractmethod
+    def trim(self, lba: int, count: int = 1) -> None: ...
+
+    def close(self) -> None:
+        self.closed = True
+
+    def read_many(self, lbas: Sequence[int]) -> list[bytes]:
+        for lba in lbas:
+            self.check(lba)
+        return [self.read(lba) for lba in lbas]
+
+    def write_many(self, blocks: Sequence[tuple[int, bytes]]) -> None:
+        """Validate every block first, then write them all."""
+        for lba, data in blocks:
+            self.check(lba)
+            self._check_data(data)
+        for lba, data in blocks:
+            self.write(lba, data)
+
+    def __enter__(self) -> BlockBackend:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class MemoryBackend(BlockBackend):
+    """Sparse in-memory blocks; unwritten and trimmed blocks read as zeros."""
+
+    def __init__(self, nblocks: int, block_size: int = 4096) -> None:
+        super().__init__(nblocks, block_size)
+        self._blocks: dict[int, bytes] = {}
+        self._zero = bytes(block_size)
+
+    def read(self, lba: int) -> bytes:
+        self.check(lba)
+        self.reads += 1
+        return self._blocks.get(lba, self._zero)
+
+    def write(self, lba: int, data: bytes) -> None:
+        self.check(lba)
+        self._check_data(data)
+        self.writes += 1
+        self._blocks[lba] = bytes(data)
+
+    def flush(self) -> None:
+        self.check(0)
+        self.flushes += 1
+
+    def trim(self, lba: int, count: int = 1) -> None:
+        self.check(lba, count)
+        self.trims += 1
+        for b in range(lba, lba + count):
+            self._blocks.pop(b, None)
+
+
+class FileBackend(BlockBackend):
+    """A real file of fixed size: ``pread``/``pwrite``; flush is ``fsync``."""
+
+    def __init__(self, path: str | os.PathLike[str], nblocks: int, block_size: int = 4096, *,
+                 create: bool = True) -> None:
+        super().__init__(nblocks, block_size)
+        self.path = os.fspath(path)
+        size = nblocks * block_size
+        try:
+            if create:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.ftruncate(self._fd, size)
+            else:
+                self._fd = os.open(self.path, os.O_RDWR)
+                actual = os.fstat(self._fd).st_size
+                if actual != size:
+                    os.close(self._fd)
+                    raise BlockDevError(f"{self.path} is {actual} bytes, expected {size}")
+        except OSError as exc:
+            raise BackendIOError(f"cannot open {self.path}: {exc}") from None
+
+    def read(self, lba: int) -> bytes:
+        self.check(lba)
+        try:
+            data = os.pread(self._fd, self.block_size, lba * self.block_size)
+        except OSError as exc:
+            raise BackendIOError(str(exc)) from None
+        if len(data) != self.block_size:
+            raise BackendIOError(f"short read at block {lba}")
+        self.reads += 1
+        return data
+
+    def write(self, lba: int, data: bytes) -> None:
+        self.check(lba)
+        self._check_data(data)
+        try:
+            n = os.pwrite(self._fd, data, lba * self.block_size)
+        except OSError as exc:
+            raise BackendIOError(str(exc)) from None
+        if n != self.block_size:
+            raise BackendIOError(f"short write at block {lba}")
+        self.writes += 1
+
+    def flush(self) -> None:
+        self.check(0)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise BackendIOError(str(exc)) from None
+        self.flushes += 1
+
+    def trim(self, lba: int, count: int = 1) -> None:
+        self.check(lba, count)
+        zero = bytes(self.block_size)
+        for b in range(lba, lba + count):
+            self.write(b, zero)
+        self.trims += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self._fd)
+
+
+def open_backend(spec: str, nblocks: int, block_size: int = 4096) -> BlockBackend:
+    """``"memory"`` or ``"file:PATH"``."""
+    if spec == "memory":
+        return MemoryBackend(nblocks, block_size)
+    if spec.startswith("file:") and len(spec) > 5:
+        return FileBackend(spec[5:], nblocks, block_size)
+    raise ValueError(f"unknown block device {spec!r}: use 'memory' or 'file:PATH'")

@@ -1,0 +1,62 @@
+"""The block device's domain program (UNTRUSTED): serves the BLOCKDEV contract.
+
+Backends: ``memory`` (default) and ``file:PATH`` (real ``pread``/``pwrite``, flush =
+``fsync``).  ``latency`` adds a simulated delay per request, so that experiments run
+under an autojump clock measure time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ...proc import Process
+from ._backends import BackendIOError, BlockBackend, Misaligned, OutOfRange, open_backend
+
+__all__ = ["blockdev_server", "serve_backend"]
+
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (OutOfRange, "range"), (Misaligned, "misaligned"), (BackendIOError, "io"),
+)
+
+
+async def blockdev_server(proc: Process, spec: str, nblocks: int, latency: float = 0.0) -> None:
+    """Open the backend named by ``spec`` and serve it on the ``service`` endpoint."""
+    backend = open_backend(spec, nblocks)
+    try:
+        await serve_backend(proc, backend, latency)
+    finally:
+        backend.close()
+
+
+def _handle(backend: BlockBackend, label: str, body: Any) -> Any:
+    if label == "info":
+        return {"block_size": backend.block_size, "nblocks": backend.nblocks}
+    if label == "read":
+        return {"blocks": backend.read_many(body["lbas"])}
+    if label == "write":
+        backend.write_many([(lba, data) for lba, data in body["blocks"]])
+    elif label == "flush":
+        backend.flush()
+    elif label == "trim":
+        backend.trim(body["lba"], body["count"])
+    elif label == "stats":
+        return {"reads": backend.reads, "writes": backend.writes,
+                "flushes": backend.flushes, "trims": backend.trims}
+    return None
+
+
+async def serve_backend(proc: Process, backend: BlockBackend, latency: float = 0.0) -> None:
+    """Serve any :class:`BlockBackend` (a malicious disk is just another backend)."""
+    while True:
+        msg = await proc.recv("service")
+        if latency:
+            await trio.sleep(latency)
+        try:
+            reply = _handle(backend, msg.label, msg.body)
+        except Exception as exc:
+            reason = next((r for t, r in _REASONS if isinstance(exc, t)), "io")
+            proc.reply_error(reason, str(exc)[:200])
+            continue
+        proc.reply("ok", reply)

@@ -1,0 +1,1 @@
+"""The external pager and its replacement policies (UNTRUSTED)."""

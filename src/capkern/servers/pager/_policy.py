@@ -1,0 +1,150 @@
+"""Page replacement policies (sans-IO).  They live in the untrusted pager.
+
+A policy sees opaque page handles and the reference/dirty bits the kernel harvests
+from page tables at each eviction request -- never page contents.  Plug in your own by
+subclassing :class:`ReplacementPolicy` and passing it to ``make_pager(policy=...)``.
+A bad choice costs speed only: the kernel validates every victim.
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from collections import OrderedDict
+from collections.abc import Iterable
+
+__all__ = ["POLICIES", "ClockPolicy", "FIFOPolicy", "LRUPolicy", "RandomPolicy",
+           "ReplacementPolicy", "make_policy"]
+
+
+class ReplacementPolicy(abc.ABC):
+    """Chooses which resident pages to evict."""
+
+    name = "policy"
+
+    @abc.abstractmethod
+    def admit(self, handle: int) -> None:
+        """The page became resident (idempotent)."""
+
+    @abc.abstractmethod
+    def remove(self, handle: int) -> None:
+        """The page is no longer resident (unknown handles are ignored)."""
+
+    @abc.abstractmethod
+    def choose(self, n: int) -> list[int]:
+        """Up to ``n`` distinct resident victims (not removed: the kernel confirms)."""
+
+    @abc.abstractmethod
+    def __contains__(self, handle: object) -> bool: ...
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    def referenced(self, handles: Iterable[int]) -> None:
+        """These pages were accessed since the last harvest (default: ignored)."""
+
+    def dirtied(self, handles: Iterable[int]) -> None:
+        """These pages are dirty (a hint; default: ignored)."""
+
+
+class FIFOPolicy(ReplacementPolicy):
+    """Evict in order of admission."""
+
+    name = "fifo"
+
+    def __init__(self) -> None:
+        self._order: OrderedDict[int, None] = OrderedDict()
+
+    def admit(self, handle: int) -> None:
+        self._order.setdefault(handle, None)
+
+    def remove(self, handle: int) -> None:
+        self._order.pop(handle, None)
+
+    def choose(self, n: int) -> list[int]:
+        return list(self._order)[: max(0, n)]
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._order
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class LRUPolicy(FIFOPolicy):
+    """Approximate LRU: pages referenced since the last harvest move to the MRU end."""
+
+    name = "lru"
+
+    def referenced(self, handles: Iterable[int]) -> None:
+        for h in handles:
+            if h in self._order:
+                self._order.move_to_end(h)
+
+
+class ClockPolicy(ReplacementPolicy):
+    """Second chance: a hand sweeps the pages; a referenced page is skipped once."""
+
+    name = "clock"
+
+    def __init__(self) -> None:
+        self._ref: OrderedDict[int, bool] = OrderedDict()  # ring order; front = hand
+
+    def admit(self, handle: int) -> None:
+        self._ref.setdefault(handle, False)
+
+    def remove(self, handle: int) -> None:
+        self._ref.pop(handle, None)
+
+    def referenced(self, handles: Iterable[int]) -> None:
+        for h in handles:
+            if h in self._ref:
+                self._ref[h] = True
+
+    def choose(self, n: int) -> list[int]:
+        victims: list[int] = []
+        # at most two sweeps: the first clears bits, the second must find victims
+        for _ in range(2 * len(self._ref)):
+            if len(victims) >= n or len(victims) == len(self._ref):
+                break
+            h, bit = next(iter(self._ref.items()))
+            self._ref.move_to_end(h)  # advance the hand past h
+            if h in victims:
+                continue
+            if bit:
+                self._ref[h] = False
+            else:
+                victims.append(h)
+        return victims
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._ref
+
+    def __len__(self) -> int:
+        return len(self._ref)
+
+
+class RandomPolicy(FIFOPolicy):
+    """Uniformly random victims (seeded: deterministic)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self._rng = random.Random(seed)
+
+    def choose(self, n: int) -> list[int]:
+        pages = sorted(self._order)
+        return self._rng.sample(pages, min(max(0, n), len(pages)))
+
+
+POLICIES: dict[str, type[ReplacementPolicy]] = {
+    p.name: p for p in (FIFOPolicy, ClockPolicy, LRUPolicy, RandomPolicy)
+}
+
+
+def make_policy(name: str) -> ReplacementPolicy:
+    try:
+        return POLICIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
