@@ -85,7 +85,10 @@ class Received:
         return self.body
 
     def __repr__(self) -> str:
-        return f"Received(label={self.label!r}, badge={self.badge}, caps={self.caps}, body={self.body!r})"
+        return (
+            f"Received(label={self.label!r}, badge={self.badge}, caps={self.caps}, "
+            f"body={self.body!r})"
+        )
 
 
 _UNDECODED: Any = object()
@@ -111,8 +114,14 @@ class ReplyObject(KObject):
 
     __slots__ = ("caller", "caller_dom", "contract", "grant", "request_label", "state")
 
-    def __init__(self, caller: Task, caller_dom: Domain, request_label: str,
-                 contract: Contract | None, grant: bool) -> None:
+    def __init__(
+        self,
+        caller: Task,
+        caller_dom: Domain,
+        request_label: str,
+        contract: Contract | None,
+        grant: bool,
+    ) -> None:
         super().__init__()
         self.caller = caller
         self.caller_dom = caller_dom
@@ -131,8 +140,9 @@ class ReplyObject(KObject):
 class _Blocked:
     __slots__ = ("dom", "grant", "msg", "reply", "task", "want_reply")
 
-    def __init__(self, task: Task, dom: Domain, msg: _Msg | None, want_reply: bool,
-                 grant: bool = False) -> None:
+    def __init__(
+        self, task: Task, dom: Domain, msg: _Msg | None, want_reply: bool, grant: bool = False
+    ) -> None:
         self.task = task
         self.dom = dom
         self.msg = msg
@@ -167,14 +177,17 @@ class Notification(KObject):
 # -- building and delivering messages ----------------------------------------------------
 
 
-def make_message(dom: Domain, cap: Cap, label: str, body: Any, raw: bytes | None,
-                 cap_slots: Sequence[int]) -> _Msg:
+def make_message(
+    dom: Domain, cap: Cap, label: str, body: Any, raw: bytes | None, cap_slots: Sequence[int]
+) -> _Msg:
     """Decode phase of a send: every check that can fail, before anything changes."""
     k = dom.kernel
     limits = k.limits
     if not isinstance(label, str) or not label or len(label) > limits.max_label_len:
         k.stats.messages_rejected += 1
-        raise MalformedMessage(f"label must be a non-empty str of at most {limits.max_label_len} chars")
+        raise MalformedMessage(
+            f"label must be a non-empty str of at most {limits.max_label_len} chars"
+        )
     try:
         if raw is None:
             raw = wire.encode(body, limits)
@@ -225,10 +238,13 @@ def _deliver(msg: _Msg, to: Domain) -> Received:
     return Received(msg.label, msg.raw, msg.value, msg.badge, caps)
 
 
-def _trace(dom: Domain, op: str, obj: KObject, label: str, badge: int, size: int, caps: int) -> None:
+def _trace(
+    dom: Domain, op: str, obj: KObject, label: str, badge: int, size: int, caps: int
+) -> None:
     k = dom.kernel
-    k.trace.add(IpcRecord(trio.current_time(), op, dom.pid, dom.name, obj.label(), label,
-                          badge, size, caps))
+    k.trace.add(
+        IpcRecord(trio.current_time(), op, dom.pid, dom.name, obj.label(), label, badge, size, caps)
+    )
 
 
 # -- endpoint operations ------------------------------------------------------------------
@@ -240,7 +256,9 @@ async def send(dom: Domain, cap: Cap, msg: _Msg, *, call: bool) -> Received | No
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     k = dom.kernel
     if k.trace.enabled:
-        _trace(dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps))
+        _trace(
+            dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps)
+        )
     await checkpoint_if_cancelled()
     me = current_task()
     if ep.receivers:
@@ -308,8 +326,9 @@ async def recv(dom: Domain, cap: Cap) -> Received:
         assert sender.msg is not None
         got = _deliver(sender.msg, dom)
         if sender.want_reply:
-            reply = ReplyObject(sender.task, sender.dom, sender.msg.label, ep.contract,
-                                sender.grant)
+            reply = ReplyObject(
+                sender.task, sender.dom, sender.msg.label, ep.contract, sender.grant
+            )
             sender.reply = reply
             dom.set_reply(reply)
         else:
@@ -328,8 +347,14 @@ async def recv(dom: Domain, cap: Cap) -> Received:
     return got
 
 
-def reply(dom: Domain, reply_obj: ReplyObject, label: str, body: Any, raw: bytes | None,
-          cap_slots: Sequence[int]) -> bool:
+def reply(
+    dom: Domain,
+    reply_obj: ReplyObject,
+    label: str,
+    body: Any,
+    raw: bytes | None,
+    cap_slots: Sequence[int],
+) -> bool:
     """Answer a call through its one-shot reply object.  Returns False if the caller
     had already gone (cancelled or timed out): the reply is dropped, nothing fails."""
     k = dom.kernel
@@ -419,5 +444,5 @@ async def wait(cap: Cap) -> int:
         ntfn.waiters.remove(me)
         return Abort.SUCCEEDED
 
-    word: int = await wait_task_rescheduled(abort)
-    return word
+    woken: int = await wait_task_rescheduled(abort)
+    return woken

@@ -121,12 +121,17 @@ class Kernel:
 
     def _root_cap(self, slot: int) -> RootCap:
         cap = self.root.cspace.lookup(slot)
-        return RootCap(slot, f"{cap.obj.label()} [{cap.rights.short()}]"
-                       + (f" badge={cap.badge}" if cap.badge else ""))
+        return RootCap(
+            slot,
+            f"{cap.obj.label()} [{cap.rights.short()}]"
+            + (f" badge={cap.badge}" if cap.badge else ""),
+        )
 
     def new_endpoint(self, name: str = "", contract: Contract | None = None) -> RootCap:
         """Create an endpoint; the root holds the original capability (rwg)."""
-        return self._root_cap(self.root.cspace.insert_original(Endpoint(name, contract), Rights.ALL))
+        return self._root_cap(
+            self.root.cspace.insert_original(Endpoint(name, contract), Rights.ALL)
+        )
 
     def new_notification(self, name: str = "") -> RootCap:
         return self._root_cap(self.root.cspace.insert_original(Notification(name), Rights.ALL))
@@ -145,8 +150,14 @@ class Kernel:
 
     # -- processes -----------------------------------------------------------------------
 
-    def spawn(self, program: Program, *args: Any, name: str | None = None,
-              caps: Mapping[str, RootCap | Grant] | None = None, kind: str = "process") -> int:
+    def spawn(
+        self,
+        program: Program,
+        *args: Any,
+        name: str | None = None,
+        caps: Mapping[str, RootCap | Grant] | None = None,
+        kind: str = "process",
+    ) -> int:
         """Start ``program(proc, *args)`` in a new protection domain; returns its pid.
 
         ``args`` cross into the new domain as msgpack (fresh copies, no shared objects);
@@ -158,10 +169,12 @@ class Kernel:
             raise ConfigError(f"program must be an async function, not {program!r}")
         fresh_args = wire.decode(wire.encode(list(args), self.limits))
         pid = next(self._pids)
-        dom_name = name or getattr(program, "__name__", "process")
+        dom_name = str(name or getattr(program, "__name__", "process"))
         dom = Domain(self, pid, dom_name, kind, self.config.cspace_size)
-        grants = [(slot_name, g if isinstance(g, Grant) else Grant(g))
-                  for slot_name, g in (caps or {}).items()]
+        grants = [
+            (slot_name, g if isinstance(g, Grant) else Grant(g))
+            for slot_name, g in (caps or {}).items()
+        ]
         sources = [(n, self.root.cspace.lookup(g.cap.slot), g) for n, g in grants]
         for slot_name, src, g in sources:
             dom.cspace.insert_derived(src, Rights.parse(g.rights), g.badge, slot_name)
@@ -170,7 +183,9 @@ class Kernel:
             self.vm.attach(dom)
         self._domains[pid] = dom
         self.stats.spawns += 1
-        self._nursery.start_soon(self._run_domain, dom, program, fresh_args, name=f"capkern:{dom_name}")
+        self._nursery.start_soon(
+            self._run_domain, dom, program, fresh_args, name=f"capkern:{dom_name}"
+        )
         self.event("spawn", dom, kind)
         return pid
 
@@ -263,8 +278,20 @@ class Kernel:
             resident = swapped = 0
             if dom.aspace is not None:
                 resident, swapped = dom.aspace.resident_count(), dom.aspace.swapped_count()
-            out.append(DomainInfo(dom.pid, dom.name, dom.kind, dom.state, len(dom.cspace),
-                                  resident, swapped, dom.faults, dom.integrity_faults, dom.exit))
+            out.append(
+                DomainInfo(
+                    dom.pid,
+                    dom.name,
+                    dom.kind,
+                    dom.state,
+                    len(dom.cspace),
+                    resident,
+                    swapped,
+                    dom.faults,
+                    dom.integrity_faults,
+                    dom.exit,
+                )
+            )
         return out
 
     def pid_of(self, name: str) -> int:
@@ -284,24 +311,39 @@ class Kernel:
         objects: dict[int, dict[str, Any]] = {}
         domains = []
         for dom in self._domains.values():
-            caps = []
+            caps: list[dict[str, Any]] = []
             for cap in dom.cspace.caps():
                 obj = cap.obj
                 objects.setdefault(obj.oid, {"oid": obj.oid, "kind": obj.kind, "name": obj.name})
                 parent = cap.parent
-                caps.append({
-                    "slot": cap.slot, "object": obj.oid, "rights": cap.rights.short(),
-                    "badge": cap.badge,
-                    "parent": [parent.cspace.pid, parent.slot]
-                    if parent is not None and parent.cspace is not None else None,
-                })
+                caps.append(
+                    {
+                        "slot": cap.slot,
+                        "object": obj.oid,
+                        "rights": cap.rights.short(),
+                        "badge": cap.badge,
+                        "parent": [parent.cspace.pid, parent.slot]
+                        if parent is not None and parent.cspace is not None
+                        else None,
+                    }
+                )
             names = {s: n for n, s in dom.cspace.names.items()}
             for c in caps:
-                c["name"] = names.get(c["slot"], "")
-            domains.append({"pid": dom.pid, "name": dom.name, "kind": dom.kind,
-                            "state": dom.state, "caps": caps})
-        return {"domains": domains, "objects": sorted(objects.values(), key=lambda o: o["oid"]),
-                "stats": self.stats.as_dict()}
+                c["name"] = names.get(int(c["slot"]), "")
+            domains.append(
+                {
+                    "pid": dom.pid,
+                    "name": dom.name,
+                    "kind": dom.kind,
+                    "state": dom.state,
+                    "caps": caps,
+                }
+            )
+        return {
+            "domains": domains,
+            "objects": sorted(objects.values(), key=lambda o: o["oid"]),
+            "stats": self.stats.as_dict(),
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -336,5 +378,3 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
             yield kernel
         finally:
             await kernel._shutdown()
-
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...proc import Process
-from ._sealer import Binding, Sealer, SealError, SealerExhausted
+from ._sealer import Binding, Sealer, SealerExhausted, SealError
 
 __all__ = ["crypt_server"]
 

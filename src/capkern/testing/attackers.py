@@ -1,0 +1,574 @@
+"""A library of malicious pagers and disks (UNTRUSTED by construction).
+
+Every attacker is a real server speaking the real contract in the pager's (or the block
+device's) place -- never a patch of kernel internals.  A pager attacker is an honest
+:class:`~capkern.servers.pager.server.Pager` plus *tampers*: small objects that may take
+over a reply (:meth:`Tamper.respond`) or transform a sealed page on its way back
+(:meth:`Tamper.fetch`).  Tampers compose::
+
+    attack_pager(Only(BitFlip("tag"), lambda n: n % 3 == 0), After(Replay(), 10))
+
+Everything the attacker is given is recorded in an :class:`Evidence` object the test
+owns, so a test can check that no plaintext ever reached the untrusted side and count
+what was tried.  (The evidence object is the experimenter's instrument, outside the
+mesh; the attacker uses only its own ``Process`` handle to act.)
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import trio
+
+from ..errors import CapkernError, ServerError
+from ..pagefmt import NONCE_LEN, SEALED_LEN, TAG_LEN
+from ..proc import Process
+from ..servers.blockdev._backends import BlockBackend, MemoryBackend
+from ..servers.blockdev.server import serve_backend
+from ..servers.pager._policy import make_policy
+from ..servers.pager.server import Pager
+
+__all__ = [
+    "After", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay", "Drop", "Evidence",
+    "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang", "Misdirect", "Only",
+    "Oversized", "PrevBoot", "PrevIncarnation", "Replay", "ReuseReply", "Slow", "Snoop",
+    "Sometimes", "Swap", "Tamper", "Truncate", "WrongLabel", "Zeros", "attack_disk",
+    "attack_pager",
+]
+
+
+def _walk_bytes(value: Any) -> Iterator[bytes]:
+    if isinstance(value, bytes):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk_bytes(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _walk_bytes(v)
+
+
+class Evidence:
+    """What the untrusted side saw and tried; owned by the test."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []  # every byte string the attacker was handed
+        self.tried: Counter[str] = Counter()  # attack name -> times tried
+        self.breaches: list[str] = []  # anything confinement should have stopped
+        self.refused: Counter[str] = Counter()  # error types the kernel answered with
+        self.archive: dict[int, list[bytes]] = defaultdict(list)  # handle -> blobs, all boots
+
+    def record(self, value: Any) -> None:
+        self.seen.extend(_walk_bytes(value))
+
+    def saw_window_of(self, plaintexts: Iterable[bytes], window: int = 16) -> bool:
+        """True if any ``window``-byte slice of any plaintext occurs in what was seen."""
+        haystack = b"\x00".join(self.seen)
+        for text in plaintexts:
+            for i in range(0, max(1, len(text) - window + 1), window):
+                piece = text[i : i + window]
+                if len(piece) == window and piece.strip(b"\x00") and piece in haystack:
+                    return True
+        return False
+
+    @property
+    def bytes_seen(self) -> int:
+        return sum(len(b) for b in self.seen)
+
+
+class Tamper:
+    """One attack behaviour.  Override :meth:`respond` and/or :meth:`fetch`."""
+
+    name = "tamper"
+
+    def active(self, pager: AttackPager, label: str) -> bool:
+        return True
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        """Take over the reply to this request; True if it did."""
+        return False
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        """Transform the sealed page being returned for ``handle``."""
+        return blob
+
+
+# -- composition ---------------------------------------------------------------------------
+
+
+class _Wrap(Tamper):
+    def __init__(self, inner: Tamper) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def _on(self, pager: AttackPager, label: str) -> bool:
+        raise NotImplementedError
+
+    def active(self, pager: AttackPager, label: str) -> bool:
+        return self._on(pager, label) and self.inner.active(pager, label)
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        return await self.inner.respond(pager, label, body)
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        return await self.inner.fetch(pager, handle, blob)
+
+
+class Only(_Wrap):
+    """Attack only requests whose sequence number satisfies ``pred`` (or given labels)."""
+
+    def __init__(self, inner: Tamper, pred: Callable[[int], bool] | None = None,
+                 labels: Iterable[str] | None = None) -> None:
+        super().__init__(inner)
+        self.pred = pred
+        self.labels = set(labels) if labels is not None else None
+
+    def _on(self, pager: AttackPager, label: str) -> bool:
+        if self.labels is not None and label not in self.labels:
+            return False
+        return self.pred is None or self.pred(pager.requests)
+
+
+class After(_Wrap):
+    """Behave honestly for the first ``n`` requests, then attack."""
+
+    def __init__(self, inner: Tamper, n: int) -> None:
+        super().__init__(inner)
+        self.n = n
+
+    def _on(self, pager: AttackPager, label: str) -> bool:
+        return pager.requests > self.n
+
+
+class Sometimes(_Wrap):
+    """Attack each request with probability ``p`` (seeded, deterministic)."""
+
+    def __init__(self, inner: Tamper, p: float, seed: int = 0) -> None:
+        super().__init__(inner)
+        self.p = p
+        self.rng = random.Random(seed)
+
+    def _on(self, pager: AttackPager, label: str) -> bool:
+        return self.rng.random() < self.p
+
+
+# -- sealed-page attacks ----------------------------------------------------------------------
+
+
+class Snoop(Tamper):
+    """Honest, but records everything (every pager here records into its evidence)."""
+
+    name = "snoop"
+
+
+class BitFlip(Tamper):
+    """Flip one bit of the returned page in ``region``: nonce, ciphertext, tag or any."""
+
+    name = "bitflip"
+
+    def __init__(self, region: str = "any", seed: int = 0) -> None:
+        spans = {"nonce": (0, NONCE_LEN), "ciphertext": (NONCE_LEN, SEALED_LEN - TAG_LEN),
+                 "tag": (SEALED_LEN - TAG_LEN, SEALED_LEN), "any": (0, SEALED_LEN)}
+        self.span = spans[region]
+        self.rng = random.Random(seed)
+        self.name = f"bitflip-{region}"
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        lo, hi = self.span
+        pos = self.rng.randrange(lo, min(hi, len(blob)))
+        out = bytearray(blob)
+        out[pos] ^= 1 << self.rng.randrange(8)
+        return bytes(out)
+
+
+class Truncate(Tamper):
+    name = "truncate"
+
+    def __init__(self, nbytes: int = 1) -> None:
+        self.nbytes = nbytes
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        return blob[: -self.nbytes]
+
+
+class Extend(Tamper):
+    name = "extend"
+
+    def __init__(self, extra: bytes = b"\x00") -> None:
+        self.extra = extra
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        return blob + self.extra
+
+
+class Replay(Tamper):
+    """Return the oldest earlier sealed version of the same page, if any."""
+
+    name = "replay"
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        older = [b for b in pager.evidence.archive[handle] if b != blob]
+        return older[0] if older else blob
+
+
+class Swap(Tamper):
+    """Return the sealed page of another handle (same or another process)."""
+
+    name = "swap"
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        others = [h for h in pager.current if h != handle]
+        return pager.current[others[-1]] if others else blob
+
+
+class Misdirect(Tamper):
+    """Answer each fetch with the page of the *previous* fetch request."""
+
+    name = "misdirect"
+
+    def __init__(self) -> None:
+        self.last: bytes | None = None
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        prev, self.last = self.last, blob
+        return prev if prev is not None and prev != blob else blob
+
+
+class PrevIncarnation(Tamper):
+    """Return a page of a process that has exited (its handles were discarded)."""
+
+    name = "prev-incarnation"
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        return pager.discarded[-1] if pager.discarded else blob
+
+
+class PrevBoot(Tamper):
+    """Return a page recorded in an earlier boot (share one Evidence across boots)."""
+
+    name = "prev-boot"
+
+    def __init__(self, old_blobs: list[bytes]) -> None:
+        self.old = list(old_blobs)
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        return self.old[handle % len(self.old)] if self.old else blob
+
+
+class Zeros(Tamper):
+    name = "zeros"
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        return bytes(len(blob))
+
+
+class Drop(Tamper):
+    """Claim the page does not exist."""
+
+    name = "drop"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if label != "fetch":
+            return False
+        pager.proc.reply_error("not_found", "what page?")
+        return True
+
+
+# -- protocol attacks --------------------------------------------------------------------------
+
+
+class Hang(Tamper):
+    """Never answer (``labels``: which requests; default fetch)."""
+
+    name = "hang"
+
+    def __init__(self, labels: Iterable[str] = ("fetch",)) -> None:
+        self.labels = set(labels)
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if label not in self.labels:
+            return False
+        await trio.sleep_forever()
+        return True
+
+
+class Crash(Tamper):
+    """Die in the middle of a call."""
+
+    name = "crash"
+
+    def __init__(self, labels: Iterable[str] = ("fetch",)) -> None:
+        self.labels = set(labels)
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if label in self.labels:
+            raise RuntimeError("pager crashed mid-call")
+        return False
+
+
+class Slow(Tamper):
+    """Answer honestly, late."""
+
+    name = "slow"
+
+    def __init__(self, delay: float = 0.5) -> None:
+        self.delay = delay
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        await trio.sleep(self.delay)
+        return False
+
+
+class Garbage(Tamper):
+    """Reply with bytes that are not msgpack."""
+
+    name = "garbage"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        try:
+            pager.proc.reply_raw("ok", b"\xc1\xc1\xff\x00garbage")
+        except CapkernError as exc:
+            pager.evidence.refused[type(exc).__name__] += 1
+        return True
+
+
+class Oversized(Tamper):
+    """Reply with a body larger than the kernel's message limit."""
+
+    name = "oversized"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        try:
+            pager.proc.reply("ok", {"blob": b"\x00" * (2 << 20)})
+        except CapkernError as exc:
+            pager.evidence.refused[type(exc).__name__] += 1
+        return True
+
+
+class WrongLabel(Tamper):
+    """Reply with a label the contract does not allow."""
+
+    name = "wrong-label"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        try:
+            pager.proc.reply("surprise", {"victims": []})
+        except CapkernError as exc:
+            pager.evidence.refused[type(exc).__name__] += 1
+        return True
+
+
+class ReuseReply(Tamper):
+    """Answer honestly, then try to use the one-shot reply capability again."""
+
+    name = "reuse-reply"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        await pager.honest(label, body)
+        for _ in range(3):
+            try:
+                pager.proc.reply("ok", None)
+                pager.evidence.breaches.append("a used reply capability answered again")
+            except CapkernError as exc:
+                pager.evidence.refused[type(exc).__name__] += 1
+        return True
+
+
+class ForgeCaps(Tamper):
+    """Guess slot numbers and abuse the capabilities it has, then answer honestly."""
+
+    name = "forge-caps"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        proc, ev = pager.proc, pager.evidence
+        own = {c.slot for c in proc.caps()}
+        for slot in [0, -1, 2**40, *range(1, 64)]:
+            if slot in own:
+                continue
+            try:
+                await proc.call(slot, "fetch", {"handle": 1})
+                ev.breaches.append(f"forged slot {slot} reached an object")
+            except CapkernError as exc:
+                ev.refused[type(exc).__name__] += 1
+        # rights never grow: a copy of the write-only block device cap cannot receive
+        try:
+            dup = proc.copy("blockdev", "rwg")
+            with trio.move_on_after(0.01):
+                await proc.recv(dup)
+                ev.breaches.append("received on a write-only capability")
+        except CapkernError as exc:
+            ev.refused[type(exc).__name__] += 1
+        await pager.honest(label, body)
+        return True
+
+
+class Flood(Tamper):
+    """Hammer the kernel with unsolicited replies and junk calls, then answer honestly."""
+
+    name = "flood"
+
+    def __init__(self, count: int = 200) -> None:
+        self.count = count
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        proc, ev = pager.proc, pager.evidence
+        caller = proc.save_caller()
+        for _ in range(self.count):
+            try:
+                proc.reply("ok", {"victims": []})  # no caller: refused
+            except CapkernError as exc:
+                ev.refused[type(exc).__name__] += 1
+            try:
+                proc.nbsend("service", "fetch", {"handle": 1})  # read-only cap: refused
+            except CapkernError as exc:
+                ev.refused[type(exc).__name__] += 1
+            try:
+                await proc.call("blockdev", "junk", [1, 2, 3])
+            except CapkernError as exc:
+                ev.refused[type(exc).__name__] += 1
+        reply = await pager.compute(label, body)
+        proc.reply_to(caller, *reply)
+        return True
+
+
+class ExhaustDisk(Tamper):
+    """Claim the disk is full for every store."""
+
+    name = "exhaust-disk"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if label != "store":
+            return False
+        pager.proc.reply_error("no_space", "disk full")
+        return True
+
+
+# -- the attacking pager ---------------------------------------------------------------------
+
+
+class AttackPager(Pager):
+    """An honest pager with tampers applied, recording everything it is handed."""
+
+    def __init__(self, proc: Process, policy_name: str, tampers: list[Tamper],
+                 evidence: Evidence) -> None:
+        super().__init__(proc, make_policy(policy_name))
+        self.tampers = tampers
+        self.evidence = evidence
+        self.requests = 0
+        self.current: dict[int, bytes] = {}  # handle -> newest blob stored
+        self.discarded: list[bytes] = []
+
+    async def dispatch(self, label: str, body: Any) -> None:
+        self.requests += 1
+        self.evidence.record(body)
+        if label == "store":
+            for handle, blob in body["pages"]:
+                self.current[handle] = blob
+                self.evidence.archive[handle].append(blob)
+        elif label == "discard":
+            for handle in body["handles"]:
+                if handle in self.current:
+                    self.discarded.append(self.current.pop(handle))
+        for tamper in self.tampers:
+            if tamper.active(self, label) and await tamper.respond(self, label, body):
+                self.evidence.tried[tamper.name] += 1
+                return
+        await self.honest(label, body)
+
+    async def compute(self, label: str, body: Any) -> tuple[str, Any]:
+        """The (possibly tampered) reply to a request, without sending it."""
+        try:
+            reply = await getattr(self, "on_" + label)(body)
+        except ServerError as exc:
+            return "error", {"reason": exc.reason, "detail": exc.detail}
+        if label == "fetch":
+            blob = reply["blob"]
+            for tamper in self.tampers:
+                if tamper.active(self, label):
+                    new = await tamper.fetch(self, body["handle"], blob)
+                    if new != blob:
+                        self.evidence.tried[tamper.name] += 1
+                    blob = new
+            reply = {"blob": blob}
+        return "ok", reply
+
+    async def honest(self, label: str, body: Any) -> None:
+        reply_label, reply = await self.compute(label, body)
+        try:
+            self.proc.reply(reply_label, reply)
+        except CapkernError as exc:
+            self.evidence.refused[type(exc).__name__] += 1
+
+
+def attack_pager(*tampers: Tamper, evidence: Evidence | None = None) -> Any:
+    """A pager program with ``tampers`` in place; pass it as ``boot(pager=...)``.
+
+    The returned program carries its evidence as ``.evidence``.
+    """
+    ev = evidence if evidence is not None else Evidence()
+
+    async def attacking_pager(proc: Process, policy_name: str = "clock") -> None:
+        await AttackPager(proc, policy_name, list(tampers), ev).serve()
+
+    attacking_pager.evidence = ev  # type: ignore[attr-defined]
+    return attacking_pager
+
+
+# -- malicious disks ---------------------------------------------------------------------------
+
+
+class DiskBitFlip(MemoryBackend):
+    """A disk that flips one bit in every ``every``-th block read (and records writes)."""
+
+    def __init__(self, nblocks: int, evidence: Evidence, every: int = 1, seed: int = 0) -> None:
+        super().__init__(nblocks)
+        self.evidence = evidence
+        self.every = every
+        self.rng = random.Random(seed)
+
+    def write(self, lba: int, data: bytes) -> None:
+        self.evidence.record(data)
+        super().write(lba, data)
+
+    def read(self, lba: int) -> bytes:
+        data = super().read(lba)
+        if self.reads % self.every == 0 and any(data):
+            out = bytearray(data)
+            out[self.rng.randrange(len(out))] ^= 1 << self.rng.randrange(8)
+            self.evidence.tried["disk-bitflip"] += 1
+            return bytes(out)
+        return data
+
+
+class DiskReplay(MemoryBackend):
+    """A disk that returns the first contents ever written to a block."""
+
+    def __init__(self, nblocks: int, evidence: Evidence) -> None:
+        super().__init__(nblocks)
+        self.evidence = evidence
+        self.first: dict[int, bytes] = {}
+
+    def write(self, lba: int, data: bytes) -> None:
+        self.evidence.record(data)
+        self.first.setdefault(lba, bytes(data))
+        super().write(lba, data)
+
+    def read(self, lba: int) -> bytes:
+        data = super().read(lba)
+        old = self.first.get(lba)
+        if old is not None and old != data:
+            self.evidence.tried["disk-replay"] += 1
+            return old
+        return data
+
+
+def attack_disk(factory: Callable[[int], BlockBackend]) -> Any:
+    """A block device program serving the backend ``factory(nblocks)`` makes."""
+
+    async def malicious_disk(proc: Process, spec: str, nblocks: int, latency: float = 0.0) -> None:
+        await serve_backend(proc, factory(nblocks), latency)
+
+    return malicious_disk
