@@ -137,6 +137,7 @@ class CSpace:
         self._free: list[int] = []
         self.names: dict[str, int] = {}
         self._gone: dict[int, str] = {}
+        self._gone_names: dict[str, int] = {}  # names of emptied slots, for error messages
 
     # -- describing ---------------------------------------------------------------------
 
@@ -174,10 +175,15 @@ class CSpace:
         return cap
 
     def resolve_name(self, name: str) -> int:
-        try:
-            return self.names[name]
-        except KeyError:
-            raise InvalidSlot(f"domain {self.owner!r} has no slot named {name!r}") from None
+        slot = self.names.get(name)
+        if slot is not None:
+            return slot
+        old = self._gone_names.get(name)
+        if old is not None:
+            why = self._gone.get(old, "emptied")
+            raise EmptySlot(f"domain {self.owner!r} (pid {self.pid}) slot {old} {name!r} "
+                            f"is empty ({why})")
+        raise InvalidSlot(f"domain {self.owner!r} has no slot named {name!r}")
 
     def _check_room(self, count: int = 1) -> None:
         if len(self._free) + (self.size - len(self._slots)) < count:
@@ -209,6 +215,7 @@ class CSpace:
         cap.slot = slot
         if name:
             self.names[name] = slot
+            self._gone_names.pop(name, None)
         return slot
 
     def _clear(self, cap: Cap, why: str) -> None:
@@ -219,6 +226,7 @@ class CSpace:
         self._gone[slot] = why
         for name in [n for n, s in self.names.items() if s == slot]:
             del self.names[name]
+            self._gone_names[name] = slot
         parent = cap.parent
         if parent is not None:
             parent.children.remove(cap)

@@ -65,12 +65,21 @@ class Evidence:
         self.seen.extend(_walk_bytes(value))
 
     def saw_window_of(self, plaintexts: Iterable[bytes], window: int = 16) -> bool:
-        """True if any ``window``-byte slice of any plaintext occurs in what was seen."""
-        haystack = b"\x00".join(self.seen)
-        for text in plaintexts:
-            for i in range(0, max(1, len(text) - window + 1), window):
-                piece = text[i : i + window]
-                if len(piece) == window and piece.strip(b"\x00") and piece in haystack:
+        """True if a plaintext window reached the attacker.
+
+        Every ``window``-aligned, non-zero ``window``-byte slice of each plaintext is
+        looked for at *every* offset of everything seen, so any leaked run of
+        ``2 * window - 1`` or more plaintext bytes is caught wherever it lands.
+        """
+        wanted = {
+            text[i : i + window]
+            for text in plaintexts
+            for i in range(0, len(text) - window + 1, window)
+        }
+        wanted = {w for w in wanted if w.strip(b"\x00")}
+        for blob in self.seen:
+            for i in range(len(blob) - window + 1):
+                if blob[i : i + window] in wanted:
                     return True
         return False
 
@@ -291,6 +300,7 @@ class Hang(Tamper):
     async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
         if label not in self.labels:
             return False
+        pager.evidence.tried[self.name] += 1
         await trio.sleep_forever()
         return True
 
@@ -305,6 +315,7 @@ class Crash(Tamper):
 
     async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
         if label in self.labels:
+            pager.evidence.tried[self.name] += 1
             raise RuntimeError("pager crashed mid-call")
         return False
 

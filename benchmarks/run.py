@@ -1,0 +1,13 @@
+"""Run every capkern benchmark and print value, baseline and ratio (one command).
+
+    python benchmarks/run.py [--json]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from capkern.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,87 @@
+"""The ``capkern`` command: ``demo``, ``repl`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .servers.crypt import CIPHERS
+
+__all__ = ["main"]
+
+POLICY_CHOICES = ("fifo", "clock", "lru", "random")
+
+
+def _boot_args(p: argparse.ArgumentParser, ram: int) -> None:
+    p.add_argument("--ram", type=int, default=ram, help="frames of simulated RAM")
+    p.add_argument("--policy", choices=POLICY_CHOICES, default="clock")
+    p.add_argument("--blockdev", default="memory", help="memory or file:PATH")
+    p.add_argument("--cipher", choices=[c for c in CIPHERS if c != "null"],
+                   default="aes-256-gcm")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capkern", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="IPC, capabilities, sealed paging, attackers")
+    _boot_args(demo, 16)
+    demo.add_argument("--processes", type=int, default=3)
+    demo.add_argument("--pages", type=int, default=40, help="working set per process")
+    demo.add_argument("--quick", action="store_true", help="fewer attackers, smaller sets")
+    repl = sub.add_parser("repl", help="a booted kernel and a Python prompt with await")
+    _boot_args(repl, 64)
+    bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
+    bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault")
+    return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    unknown = [n for n in args.names if n not in bench.BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    progress = None if args.json else (lambda n: print(f"running {n}...", file=sys.stderr))
+    results = bench.run_all(args.names or None, progress)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="capkern benchmarks")
+    for col in ("benchmark", "value", "baseline", "ratio", "unit"):
+        table.add_column(col)
+    for name, r in results.items():
+        table.add_row(name, f"{r['value']:.2f}", f"{r['baseline']:.2f}", f"{r['ratio']:.2f}x",
+                      r["unit"])
+    Console().print(table)
+    if "major_fault" in results:
+        rate = results["major_fault"]["faults_per_second"]
+        print(f"major faults per second (sealed): {rate:.0f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import DemoOptions, run_demo
+
+        opts = DemoOptions(args.ram, args.policy, args.blockdev, args.cipher, args.processes,
+                           args.pages, args.quick)
+        if args.quick:
+            opts.pages = min(opts.pages, 24)
+        return run_demo(opts)
+    if args.command == "bench":
+        return _bench(args)
+    from .repl import run_repl
+
+    return run_repl(ram_pages=args.ram, policy=args.policy, blockdev=args.blockdev,
+                    cipher=args.cipher)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""``capkern demo``: IPC and capabilities, then sealed paging honest and under attack.
+
+Exit status 0 only when every property held: the honest run read back every byte, no
+attack produced a wrong read, no plaintext window reached the untrusted side, and no
+confinement breach happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio.testing
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from . import programs
+from .errors import CapkernError
+from .kernel import Grant, Kernel, boot
+from .proc import Process
+from .testing import attackers as atk
+
+__all__ = ["DemoOptions", "run_demo"]
+
+
+@dataclass
+class DemoOptions:
+    ram_pages: int = 16
+    policy: str = "clock"
+    blockdev: str = "memory"
+    cipher: str = "aes-256-gcm"
+    processes: int = 3
+    pages: int = 40
+    quick: bool = False
+
+
+@dataclass
+class RunResult:
+    name: str
+    statuses: list[Any]
+    stats: dict[str, int]
+    evidence: atk.Evidence
+    plaintext_seen: bool
+    tried: int = 0
+    wrong_reads: int = 0
+    detected: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _attacks(quick: bool) -> list[tuple[str, Callable[[], atk.Tamper]]]:
+    mix: list[tuple[str, Callable[[], atk.Tamper]]] = [
+        ("bit-flip", lambda: atk.BitFlip("any", seed=1)),
+        ("bit-flip tag", lambda: atk.BitFlip("tag", seed=2)),
+        ("truncate", lambda: atk.Truncate()),
+        ("extend", lambda: atk.Extend()),
+        ("replay", lambda: atk.Replay()),
+        ("swap pages", lambda: atk.Swap()),
+        ("misdirect", lambda: atk.Misdirect()),
+        ("zeros", lambda: atk.Zeros()),
+        ("drop", lambda: atk.Drop()),
+        ("hang", lambda: atk.Hang()),
+        ("crash", lambda: atk.Crash()),
+        ("garbage", lambda: atk.Garbage()),
+        ("wrong label", lambda: atk.WrongLabel()),
+        ("forge caps", lambda: atk.ForgeCaps()),
+        ("reuse reply", lambda: atk.ReuseReply()),
+        ("flood", lambda: atk.Flood(20)),
+        ("flip p=0.2", lambda: atk.Sometimes(atk.BitFlip(seed=3), 0.2, seed=4)),
+        ("disk exhausted", lambda: atk.ExhaustDisk()),
+    ]
+    return mix[::3] if quick else mix
+
+
+async def _ipc_part(console: Console) -> bool:
+    """Echo server, badged clients, a minted capability revoked mid-run."""
+    ok = True
+    async with boot(paging=False) as kernel:
+        ep = kernel.new_endpoint("echo")
+        kernel.spawn(programs.echo_server, name="echo-server",
+                     caps={"service": Grant(ep, "r")})
+        minted = kernel.mint(ep, "w", badge=99)
+        outcome: dict[str, str] = {}
+
+        async def revocable_client(proc: Process) -> int:
+            first = await proc.call("server", "echo", "before revoke")
+            outcome["before"] = f"reply {first.body['echo']!r} (badge {first.body['badge']})"
+            await trio.sleep(0)
+            while "revoked" not in outcome:
+                await trio.sleep(0.001)
+            try:
+                await proc.call("server", "echo", "after revoke")
+                outcome["after"] = "STILL REACHED THE SERVER"
+                return 1
+            except CapkernError as exc:
+                outcome["after"] = f"{type(exc).__name__}: {exc}"
+                return 0
+
+        clients = [kernel.spawn(programs.echo_client, 20, name=f"client{i}",
+                                caps={"server": Grant(ep, "w", badge=i + 1)}) for i in range(3)]
+        victim = kernel.spawn(revocable_client, name="revocable",
+                              caps={"server": Grant(minted, "w")})
+        while "before" not in outcome:
+            await trio.sleep(0.001)
+        removed = kernel.revoke(minted)
+        outcome["revoked"] = str(removed)
+        statuses = [await kernel.wait(p) for p in [*clients, victim]]
+        ok = all(s.ok for s in statuses)
+        table = Table(title="1. IPC and capabilities")
+        table.add_column("what")
+        table.add_column("result")
+        table.add_row("badged clients x 20 calls", ", ".join(
+            f"{s.name}: {'ok' if s.ok else s.state}" for s in statuses[:-1]))
+        table.add_row("minted cap (w, badge 99)", outcome["before"])
+        table.add_row("revoke at root", f"removed {removed} derived capabilities")
+        table.add_row("call after revoke", outcome.get("after", "?"))
+        table.add_row("IPC calls / caps in system", f"{kernel.stats.ipc_calls} / "
+                      f"{sum(len(kernel.capabilities(d.pid)) for d in kernel.domains())}")
+        console.print(table)
+    return ok
+
+
+async def _paging_run(opts: DemoOptions, name: str, tamper: atk.Tamper | None) -> RunResult:
+    ev = atk.Evidence()
+    pager = atk.attack_pager(*([tamper] if tamper else [atk.Snoop()]), evidence=ev)
+    blockdev = opts.blockdev
+    async with boot(ram_pages=opts.ram_pages, policy=opts.policy, blockdev=blockdev,
+                    cipher=opts.cipher, pager=pager, pager_deadline=1.0) as kernel:
+        pids = [kernel.spawn(programs.sequential, opts.pages, 2, seed, name=f"ws{seed}")
+                for seed in range(opts.processes)]
+        statuses = [await kernel.wait(p) for p in pids]
+        stats = _stats(kernel)
+    plaintexts = [programs.page_pattern(seed, page, r) for seed in range(opts.processes)
+                  for page in range(opts.pages) for r in range(2)]
+    result = RunResult(name, statuses, stats, ev, ev.saw_window_of(plaintexts))
+    result.tried = sum(ev.tried.values()) + sum(ev.refused.values())
+    result.wrong_reads = sum(1 for s in statuses if s.state == "exited" and s.code)
+    result.detected = (stats["integrity_faults"] + stats["page_in_errors"]
+                       + stats["pager_timeouts"] + stats["pager_protocol_errors"]
+                       + stats["store_failures"] + sum(ev.refused.values()))
+    return result
+
+
+def _stats(kernel: Kernel) -> dict[str, int]:
+    return kernel.stats.as_dict()
+
+
+def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
+    console = console or Console()
+    console.rule("[bold]capkern demo")
+    ipc_ok = trio.run(_ipc_part, console)
+
+    console.print(f"\n2. Sealed paging: {opts.processes} processes x {opts.pages} pages "
+                  f"through {opts.ram_pages} frames ({opts.policy}, {opts.blockdev}, "
+                  f"{opts.cipher})")
+    honest = trio.run(_paging_run, opts, "honest (snooping)", None)
+    attacks = _attacks(opts.quick)
+    results: list[RunResult] = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("attackers in the pager's place", total=len(attacks))
+        for name, make in attacks:
+            clock = trio.testing.MockClock(autojump_threshold=0)
+            results.append(trio.run(_paging_run, opts, name, make(), clock=clock))
+            progress.advance(task)
+
+    table = Table(title="2-3. Paging, honest and under attack")
+    for col in ("pager", "ok", "faults", "sealed", "unsealed", "tried", "refused", "wrong",
+                "plaintext"):
+        table.add_column(col, justify="right" if col != "pager" else "left")
+    for r in [honest, *results]:
+        ok = sum(1 for s in r.statuses if s.ok)
+        table.add_row(r.name, f"{ok}/{len(r.statuses)}", str(r.stats["faults"]),
+                      str(r.stats["seals"]), str(r.stats["unseals"]),
+                      str(r.tried), str(r.detected), str(r.wrong_reads),
+                      "YES" if r.plaintext_seen else "0 B")
+    console.print(table)
+
+    failures = []
+    if not ipc_ok:
+        failures.append("IPC/capability part failed")
+    if not all(s.ok for s in honest.statuses):
+        failures.append("the honest run did not read back every byte")
+    for r in [honest, *results]:
+        if r.wrong_reads:
+            failures.append(f"{r.name}: {r.wrong_reads} wrong reads")
+        if r.plaintext_seen:
+            failures.append(f"{r.name}: plaintext reached the untrusted side")
+        if r.evidence.breaches:
+            failures.append(f"{r.name}: confinement breach {r.evidence.breaches}")
+    total_tried = sum(r.tried for r in results)
+    total_detected = sum(r.detected for r in results)
+    console.print(f"attacks tried: {total_tried}, detected/refused: {total_detected}, "
+                  f"wrong reads: {sum(r.wrong_reads for r in results)}, plaintext bytes seen "
+                  f"by the pager: {0 if not any(r.plaintext_seen for r in results) else 'SOME'}")
+    if failures:
+        for f in failures:
+            console.print(f"[red]FAILED[/red] {f}")
+        return 1
+    console.print("[green]every property held[/green]")
+    return 0
