@@ -11,6 +11,7 @@ import abc
 import os
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 __all__ = ["BackendIOError", "BlockBackend", "BlockDevError", "DeviceClosed", "FileBackend",
            "MemoryBackend", "Misaligned", "OutOfRange", "open_backend"]
@@ -37,7 +38,12 @@ class DeviceClosed(BlockDevError):
 
 
 class BlockBackend(abc.ABC):
-    """A fixed-size array of blocks."""
+    """A fixed-size array of ``nblocks`` blocks of ``block_size`` bytes.
+
+    Subclasses implement the single-block primitives; the base class supplies range
+    checks, the all-or-nothing batch operations and the counters (``reads``, ``writes``,
+    ``flushes``, ``trims``) that the block device server reports as statistics.
+    """
 
     def __init__(self, nblocks: int, block_size: int) -> None:
         if nblocks < 1 or block_size < 1:
@@ -48,6 +54,7 @@ class BlockBackend(abc.ABC):
         self.closed = False
 
     def check(self, lba: int, count: int = 1) -> None:
+        """Refuse a closed device, a non-positive ``count`` or blocks beyond the end."""
         if self.closed:
             raise DeviceClosed("device is closed")
         if count < 1:
@@ -56,25 +63,34 @@ class BlockBackend(abc.ABC):
             raise OutOfRange(f"blocks {lba}..{lba + count - 1} outside 0..{self.nblocks - 1}")
 
     def _check_data(self, data: bytes) -> None:
+        """Refuse anything but exactly one block of bytes."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise Misaligned(f"block data must be bytes, not {type(data).__name__}")
         if len(data) != self.block_size:
             raise Misaligned(f"{len(data)} bytes is not one {self.block_size}-byte block")
 
     @abc.abstractmethod
-    def read(self, lba: int) -> bytes: ...
+    def read(self, lba: int) -> bytes:
+        """Block ``lba`` (zeros if never written)."""
 
     @abc.abstractmethod
-    def write(self, lba: int, data: bytes) -> None: ...
+    def write(self, lba: int, data: bytes) -> None:
+        """Replace block ``lba`` with ``data`` (exactly one block)."""
 
     @abc.abstractmethod
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """Make every completed write durable."""
 
     @abc.abstractmethod
-    def trim(self, lba: int, count: int = 1) -> None: ...
+    def trim(self, lba: int, count: int = 1) -> None:
+        """Discard ``count`` blocks from ``lba``: they read as zeros afterwards."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        self.closed = True
+        """Release the medium; idempotent.  Later requests raise :class:`DeviceClosed`."""
 
     def read_many(self, lbas: Sequence[int]) -> list[bytes]:
+        """Read several blocks; every address is checked before any is read."""
         for lba in lbas:
             self.check(lba)
         return [self.read(lba) for lba in lbas]
@@ -87,7 +103,7 @@ class BlockBackend(abc.ABC):
         for lba, data in blocks:
             self.write(lba, data)
 
-    def __enter__(self) -> BlockBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
@@ -124,27 +140,43 @@ class MemoryBackend(BlockBackend):
         for b in range(lba, lba + count):
             self._blocks.pop(b, None)
 
+    def close(self) -> None:
+        self.closed = True
+
 
 class FileBackend(BlockBackend):
-    """A real file of fixed size: ``pread``/``pwrite``; flush is ``fsync``."""
+    """A real file of fixed size: ``pread``/``pwrite``; flush is ``fsync``.
+
+    ``create=True`` makes (or truncates) the file and sizes it with ``ftruncate``;
+    ``create=False`` reopens an existing device, which must have exactly the right size
+    so that a device is never silently reinterpreted with another geometry.
+    """
 
     def __init__(self, path: str | os.PathLike[str], nblocks: int, block_size: int = 4096, *,
                  create: bool = True) -> None:
         super().__init__(nblocks, block_size)
         self.path = os.fspath(path)
-        size = nblocks * block_size
+        self._fd = self._open(create)
+
+    def _open(self, create: bool) -> int:
+        """Open (or create and size) the file; never leaks the descriptor on failure."""
+        size = self.nblocks * self.block_size
+        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
         try:
-            if create:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.ftruncate(self._fd, size)
-            else:
-                self._fd = os.open(self.path, os.O_RDWR)
-                actual = os.fstat(self._fd).st_size
-                if actual != size:
-                    os.close(self._fd)
-                    raise BlockDevError(f"{self.path} is {actual} bytes, expected {size}")
+            fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
             raise BackendIOError(f"cannot open {self.path}: {exc}") from None
+        try:
+            if create:
+                os.ftruncate(fd, size)
+            actual = os.fstat(fd).st_size
+        except OSError as exc:
+            os.close(fd)
+            raise BackendIOError(f"cannot size {self.path}: {exc}") from None
+        if actual != size:
+            os.close(fd)
+            raise BlockDevError(f"{self.path} is {actual} bytes, expected {size}")
+        return fd
 
     def read(self, lba: int) -> bytes:
         self.check(lba)
@@ -160,13 +192,17 @@ class FileBackend(BlockBackend):
     def write(self, lba: int, data: bytes) -> None:
         self.check(lba)
         self._check_data(data)
+        self._pwrite(lba, data)
+        self.writes += 1
+
+    def _pwrite(self, lba: int, data: bytes) -> None:
+        """Write one already-validated block; a short write is an I/O error."""
         try:
             n = os.pwrite(self._fd, data, lba * self.block_size)
         except OSError as exc:
             raise BackendIOError(str(exc)) from None
         if n != self.block_size:
             raise BackendIOError(f"short write at block {lba}")
-        self.writes += 1
 
     def flush(self) -> None:
         self.check(0)
@@ -180,17 +216,20 @@ class FileBackend(BlockBackend):
         self.check(lba, count)
         zero = bytes(self.block_size)
         for b in range(lba, lba + count):
-            self.write(b, zero)
+            self._pwrite(b, zero)
         self.trims += 1
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            os.close(self._fd)
+            try:
+                os.close(self._fd)
+            except OSError as exc:
+                raise BackendIOError(str(exc)) from None
 
 
 def open_backend(spec: str, nblocks: int, block_size: int = 4096) -> BlockBackend:
-    """``"memory"`` or ``"file:PATH"``."""
+    """Build a backend from a spec: ``"memory"`` or ``"file:PATH"`` (created fresh)."""
     if spec == "memory":
         return MemoryBackend(nblocks, block_size)
     if spec.startswith("file:") and len(spec) > 5:

@@ -6,7 +6,9 @@ each); every other block holds one page's ciphertext.  None of this is secret.
 
 from __future__ import annotations
 
-from ...pagefmt import META_LEN, NONCE_LEN
+import heapq
+
+from ...pagefmt import META_LEN, NONCE_LEN, TAG_LEN
 
 __all__ = ["NoSpace", "SwapLayout", "pack_meta_entry", "unpack_meta_entry"]
 
@@ -16,7 +18,12 @@ class NoSpace(Exception):
 
 
 class SwapLayout:
-    """Slots for sealed pages on ``nblocks`` blocks of ``block_size`` bytes."""
+    """Slots for sealed pages on ``nblocks`` blocks of ``block_size`` bytes.
+
+    The slot count ``s`` is the largest with ``s + ceil(s / per_meta) <= nblocks``, so the
+    metadata region covers every data slot and the two regions never overlap.  Freed
+    slots are reused lowest-first for new handles (deterministic placement).
+    """
 
     def __init__(self, nblocks: int, block_size: int = 4096) -> None:
         if block_size < META_LEN:
@@ -31,47 +38,69 @@ class SwapLayout:
         self.slots = slots
         self.meta_blocks = -(-slots // self.per_meta)
         self._slot_of: dict[int, int] = {}
-        self._free = list(range(slots - 1, -1, -1))
+        self._free = list(range(slots))  # a min-heap: sorted lists are heaps
 
     @property
     def used(self) -> int:
+        """Slots currently holding a page."""
         return len(self._slot_of)
 
     def lookup(self, handle: int) -> int | None:
+        """The slot of ``handle``, or None if it is not in swap."""
         return self._slot_of.get(handle)
 
     def allocate(self, handle: int) -> int:
+        """The slot for ``handle``: its existing one, else a free one (NoSpace if none)."""
         slot = self._slot_of.get(handle)
         if slot is not None:
             return slot
         if not self._free:
             raise NoSpace(f"all {self.slots} swap slots are in use")
-        slot = self._free.pop()
+        slot = heapq.heappop(self._free)
         self._slot_of[handle] = slot
         return slot
 
     def release(self, handle: int) -> None:
+        """Free the slot of ``handle`` (unknown handles are ignored)."""
         slot = self._slot_of.pop(handle, None)
         if slot is not None:
-            self._free.append(slot)
+            heapq.heappush(self._free, slot)
 
     def handles(self) -> list[int]:
+        """Handles in swap, in allocation order."""
         return list(self._slot_of)
 
+    def _check_slot(self, slot: int) -> None:
+        """Refuse a slot number outside ``0 .. slots-1``."""
+        if not 0 <= slot < self.slots:
+            raise ValueError(f"slot {slot} outside 0..{self.slots - 1}")
+
     def data_lba(self, slot: int) -> int:
+        """The block holding the ciphertext of ``slot``."""
+        self._check_slot(slot)
         return self.meta_blocks + slot
 
     def meta_lba(self, slot: int) -> int:
+        """The metadata block holding the nonce and tag of ``slot``."""
+        self._check_slot(slot)
         return slot // self.per_meta
 
     def meta_offset(self, slot: int) -> int:
+        """The byte offset of ``slot``'s entry inside its metadata block."""
+        self._check_slot(slot)
         return (slot % self.per_meta) * META_LEN
 
 
 def pack_meta_entry(nonce: bytes, tag: bytes) -> bytes:
-    return nonce + tag
+    """One ``META_LEN``-byte metadata entry: ``nonce || tag``."""
+    if len(nonce) != NONCE_LEN or len(tag) != TAG_LEN:
+        raise ValueError(f"need a {NONCE_LEN}-byte nonce and a {TAG_LEN}-byte tag")
+    return bytes(nonce) + bytes(tag)
 
 
 def unpack_meta_entry(block: bytes, offset: int) -> tuple[bytes, bytes]:
-    entry = block[offset : offset + META_LEN]
+    """``(nonce, tag)`` from the entry at ``offset`` of a metadata block."""
+    if offset < 0 or offset + META_LEN > len(block):
+        raise ValueError(f"entry at {offset} does not fit a {len(block)}-byte block")
+    entry = bytes(block[offset : offset + META_LEN])
     return entry[:NONCE_LEN], entry[NONCE_LEN:]

@@ -9,18 +9,30 @@ A bad choice costs speed only: the kernel validates every victim.
 from __future__ import annotations
 
 import abc
+import itertools
 import random
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import ClassVar
 
 __all__ = ["POLICIES", "ClockPolicy", "FIFOPolicy", "LRUPolicy", "RandomPolicy",
            "ReplacementPolicy", "make_policy"]
 
 
 class ReplacementPolicy(abc.ABC):
-    """Chooses which resident pages to evict."""
+    """Chooses which resident pages to evict.
 
-    name = "policy"
+    The pager drives a policy with, at each eviction request: :meth:`admit` for pages that
+    became resident, :meth:`referenced` and :meth:`dirtied` with the bits the kernel
+    harvested since the last request, then :meth:`choose`; it calls :meth:`remove` for
+    pages that left memory.  To write your own, subclass, set ``name`` and implement
+    ``admit``, ``remove``, ``choose``, ``__contains__`` and ``__len__``; override
+    ``referenced``/``dirtied`` if the policy uses them.  ``choose`` must be deterministic
+    and return distinct resident handles only; it must not forget them (the kernel may
+    keep a page after all and report it again).
+    """
+
+    name: ClassVar[str] = "policy"
 
     @abc.abstractmethod
     def admit(self, handle: int) -> None:
@@ -62,7 +74,8 @@ class FIFOPolicy(ReplacementPolicy):
         self._order.pop(handle, None)
 
     def choose(self, n: int) -> list[int]:
-        return list(self._order)[: max(0, n)]
+        """The ``n`` oldest admissions (for LRU: least recently referenced)."""
+        return list(itertools.islice(self._order, max(0, n)))
 
     def __contains__(self, handle: object) -> bool:
         return handle in self._order
@@ -102,7 +115,8 @@ class ClockPolicy(ReplacementPolicy):
                 self._ref[h] = True
 
     def choose(self, n: int) -> list[int]:
-        victims: list[int] = []
+        """Sweep the hand: clear set bits (second chance), take clear ones as victims."""
+        victims: dict[int, None] = {}
         # at most two sweeps: the first clears bits, the second must find victims
         for _ in range(2 * len(self._ref)):
             if len(victims) >= n or len(victims) == len(self._ref):
@@ -114,8 +128,8 @@ class ClockPolicy(ReplacementPolicy):
             if bit:
                 self._ref[h] = False
             else:
-                victims.append(h)
-        return victims
+                victims[h] = None
+        return list(victims)
 
     def __contains__(self, handle: object) -> bool:
         return handle in self._ref
@@ -134,6 +148,7 @@ class RandomPolicy(FIFOPolicy):
         self._rng = random.Random(seed)
 
     def choose(self, n: int) -> list[int]:
+        """A seeded sample, drawn from the sorted handles so runs are reproducible."""
         pages = sorted(self._order)
         return self._rng.sample(pages, min(max(0, n), len(pages)))
 
@@ -144,6 +159,7 @@ POLICIES: dict[str, type[ReplacementPolicy]] = {
 
 
 def make_policy(name: str) -> ReplacementPolicy:
+    """A fresh policy by name (``fifo``, ``clock``, ``lru``, ``random``)."""
     try:
         return POLICIES[name]()
     except KeyError:

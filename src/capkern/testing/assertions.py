@@ -1,0 +1,46 @@
+"""Assertions and workload helpers for adversarial scenarios."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..domain import ExitStatus
+from ..kernel import Kernel
+from ..programs import page_pattern
+from .attackers import Evidence
+
+__all__ = ["assert_no_plaintext", "assert_no_wrong_reads", "expected_pages", "run_workload"]
+
+
+async def run_workload(kernel: Kernel, program: Any, *args: Any, copies: int = 1,
+                       seeds: Iterable[int] | None = None) -> list[ExitStatus]:
+    """Spawn ``copies`` of ``program(proc, *args, seed)`` and wait for all of them.
+
+    With ``seeds``, each copy gets its seed appended to ``args``."""
+    seed_list = list(seeds) if seeds is not None else [None] * copies
+    pids = [kernel.spawn(program, *args, *([] if s is None else [s]), name=f"w{i}")
+            for i, s in enumerate(seed_list)]
+    return [await kernel.wait(pid) for pid in pids]
+
+
+def assert_no_wrong_reads(statuses: Iterable[ExitStatus]) -> None:
+    """Each process read back exactly what it wrote, or got a typed capkern fault.
+
+    The built-in programs return their count of wrong bytes as exit code."""
+    for s in statuses:
+        if s.state == "exited":
+            assert s.code == 0, f"{s.name}: {s.code} wrong reads"
+        elif s.state == "failed":
+            assert s.error and "capkern.errors." in s.error and "Fault" in s.error, (
+                f"{s.name} failed with something other than a typed fault: {s.error}")
+
+
+def assert_no_plaintext(evidence: Evidence, plaintexts: Iterable[bytes]) -> None:
+    """No window of any plaintext page reached the untrusted side."""
+    assert not evidence.saw_window_of(list(plaintexts)), "plaintext reached the attacker"
+
+
+def expected_pages(seed: int, pages: int, rounds: int) -> list[bytes]:
+    """The plaintexts ``programs.sequential(pages, rounds, seed)`` writes."""
+    return [page_pattern(seed, p, r) for p in range(pages) for r in range(rounds)]
