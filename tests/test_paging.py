@@ -136,7 +136,7 @@ async def test_respawned_process_never_sees_predecessor_pages() -> None:
 
 
 async def test_munmap_then_access_faults() -> None:
-    async def prog(proc: capkern.Process) -> str:
+    async def prog(proc: capkern.Process) -> int:
         base = proc.mmap(2 * PAGE_SIZE)
         await proc.write(base, b"hi")
         proc.munmap(base, 2 * PAGE_SIZE)

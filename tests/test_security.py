@@ -42,7 +42,7 @@ def _no_wrong_data(statuses: list[capkern.ExitStatus]) -> None:
 
 async def test_confidentiality_snooping_pager_sees_no_plaintext() -> None:
     ev = Evidence()
-    statuses, kernel = await _run(attack_pager(Snoop(), evidence=ev))
+    statuses, _ = await _run(attack_pager(Snoop(), evidence=ev))
     assert all(s.ok for s in statuses)
     assert ev.bytes_seen > 20 * 4096  # it really was handed the pages...
     assert not ev.saw_window_of(_plaintexts(range(2), 20, 2))  # ...never their content

@@ -149,18 +149,26 @@ def bench_major_fault(pages: int = 256, ram: int = 32, rounds: int = 3, repeats:
             "faults_per_second": 1e6 / sealed, "major_faults": faults}
 
 
-BENCHMARKS: dict[str, Callable[[], Result]] = {
+BENCHMARKS: dict[str, Callable[..., Result]] = {
     "ipc_call": bench_ipc_call,
     "seal_page": bench_seal_page,
     "major_fault": bench_major_fault,
 }
 
 
-def run_all(names: list[str] | None = None,
-            progress: Callable[[str], None] | None = None) -> dict[str, Result]:
+QUICK: dict[str, dict[str, int]] = {
+    "ipc_call": {"n": 500, "repeats": 1},
+    "seal_page": {"n": 100, "repeats": 1},
+    "major_fault": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+}
+
+
+def run_all(names: list[str] | None = None, progress: Callable[[str], None] | None = None,
+            quick: bool = False) -> dict[str, Result]:
+    """Run benchmarks by name (all by default); ``quick`` shrinks them for smoke tests."""
     out = {}
     for name in names or list(BENCHMARKS):
         if progress:
             progress(name)
-        out[name] = BENCHMARKS[name]()
+        out[name] = BENCHMARKS[name](**(QUICK[name] if quick else {}))
     return out

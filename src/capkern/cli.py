@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     _boot_args(repl, 64)
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
     bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault")
     return parser
 
@@ -45,7 +46,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
     progress = None if args.json else (lambda n: print(f"running {n}...", file=sys.stderr))
-    results = bench.run_all(args.names or None, progress)
+    results = bench.run_all(args.names or None, progress, quick=args.quick)
     if args.json:
         print(json.dumps(results))
         return 0

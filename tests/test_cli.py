@@ -1,0 +1,101 @@
+"""The capkern command as a person uses it: demo, bench --json, and the REPL in a pty."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+CAPKERN = [sys.executable, "-m", "capkern.cli"]
+
+
+def test_demo_exit_status_and_summary() -> None:
+    out = subprocess.run([*CAPKERN, "demo", "--quick"], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "COLUMNS": "160"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "every property held" in out.stdout
+    assert "wrong reads: 0" in out.stdout
+    assert "plaintext bytes seen by the pager: 0" in out.stdout
+
+
+def test_demo_bad_option_is_a_usage_error() -> None:
+    out = subprocess.run([*CAPKERN, "demo", "--policy", "nope"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_bench_json_parses() -> None:
+    out = subprocess.run([*CAPKERN, "bench", "--json", "--quick"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) == {"ipc_call", "seal_page", "major_fault"}
+    for r in data.values():
+        assert {"value", "baseline", "ratio", "unit"} <= set(r)
+        assert r["value"] > 0 and r["baseline"] > 0
+        assert abs(r["ratio"] - r["value"] / r["baseline"]) < 1e-9
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
+    buf = b""
+    end = time.monotonic() + timeout
+    while needle not in buf:
+        left = end - time.monotonic()
+        assert left > 0, f"timed out waiting for {needle!r}; screen so far:\n{buf.decode()}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                buf += os.read(fd, 65536)
+            except OSError:
+                break
+    return buf
+
+
+def test_repl_in_a_pseudo_terminal() -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real command on a real terminal
+        os.execv(sys.executable, [*CAPKERN, "repl", "--ram", "8"])
+    try:
+        _read_until(fd, b">>> ")
+        os.write(fd, b'p = spawn("sequential", 24, 1, 3, name="seqA")\n')
+        _read_until(fd, b">>> ")
+        os.write(fd, b"await wait(p)\n")
+        screen = _read_until(fd, b">>> ")
+        assert b"state='exited'" in screen and b"code=0" in screen
+        os.write(fd, b"ps()\n")
+        screen = _read_until(fd, b">>> ")
+        assert b"seqA" in screen and b"pager" in screen and b"crypt" in screen
+        os.write(fd, b"caps(3)\n")
+        assert b"blockdev" in _read_until(fd, b">>> ")
+        # Ctrl-C cancels the running statement, not the kernel
+        os.write(fd, b"await trio.sleep(1000)\n")
+        time.sleep(0.5)
+        os.write(fd, b"\x03")
+        assert b"cancelled" in _read_until(fd, b">>> ")
+        os.write(fd, b"stats()['faults'] > 0\n")
+        assert b"True" in _read_until(fd, b">>> ")
+        os.write(fd, b"\x04")  # Ctrl-D: clean shutdown
+        _read_until(fd, b"shutting down")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
+
+
+def test_repl_with_piped_stdin() -> None:
+    script = "\n".join(['print("sum", 40 + 2)', "await reboot(ram_pages=4)",
+                        "kernel.config.ram_pages", "1/0", 'print("alive")', ""])
+    out = subprocess.run([*CAPKERN, "repl"], input=script, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "sum 42" in out.stdout and "alive" in out.stdout
+    assert "\n4\n" in out.stdout.replace(">>> ", "")
+    assert "ZeroDivisionError" in out.stderr
