@@ -86,6 +86,12 @@ class BootConfig:
             raise ConfigError("evict_batch and deadlines must be positive")
         if self.swap_blocks < 2:
             raise ConfigError("swap_blocks must be at least 2")
+        if self.cipher not in ("aes-256-gcm", "chacha20-poly1305", "null"):
+            raise ConfigError(f"unknown cipher {self.cipher!r}")
+        if self.blockdev_server is None and not (
+            self.blockdev == "memory" or (self.blockdev.startswith("file:") and self.blockdev[5:])
+        ):
+            raise ConfigError(f"blockdev must be 'memory' or 'file:PATH', not {self.blockdev!r}")
 
 
 class Kernel:

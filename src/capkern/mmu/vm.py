@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VM", "start_paging"]
 
+MAX_REPORT = 1 << 16  # the PAGER contract's list bound
 _R = Rights.READ._value_
 _W = Rights.WRITE._value_
 
@@ -301,7 +302,10 @@ class VM:
 
     async def _choose_victims(self, n: int) -> list[int]:
         referenced, dirty = self._harvest()
-        body = {"n": n, "mapped": self._mapped, "referenced": referenced, "dirty": dirty}
+        # bounded: if a broken pager never hears of some pages, it just cannot pick them
+        self._mapped = list(dict.fromkeys(self._mapped))[-MAX_REPORT:]
+        body = {"n": n, "mapped": self._mapped, "referenced": referenced[-MAX_REPORT:],
+                "dirty": dirty[-MAX_REPORT:]}
         chosen: list[int] = []
         try:
             reply = await self._pager_call("evict", body)

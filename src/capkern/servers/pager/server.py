@@ -31,12 +31,14 @@ class Pager:
         self.proc = proc
         self.policy = policy
         self.layout: SwapLayout | None = None
+        self.block_size = 0
         self.meta: dict[int, bytearray] = {}
         self.stats = {"evict": 0, "store": 0, "fetch": 0, "discard": 0, "not_found": 0}
 
     async def start(self) -> None:
         info = (await self.proc.call("blockdev", "info", {})).ok()
-        self.layout = SwapLayout(info["nblocks"], info["block_size"])
+        self.block_size = info["block_size"]
+        self.layout = SwapLayout(info["nblocks"], self.block_size)
 
     async def serve(self) -> None:
         await self.start()
@@ -80,7 +82,7 @@ class Pager:
             nonce, ciphertext, tag = split_blob(blob)
             writes.append([self.layout.data_lba(slot), ciphertext])
             lba, off = self.layout.meta_lba(slot), self.layout.meta_offset(slot)
-            block = self.meta.setdefault(lba, bytearray(len(ciphertext)))
+            block = self.meta.setdefault(lba, bytearray(self.block_size))
             block[off : off + META_LEN] = pack_meta_entry(nonce, tag)
             touched.add(lba)
             stored.append(handle)
