@@ -106,7 +106,8 @@ class Process:
              caps: Sequence[SlotRef]) -> tuple[Any, Any]:
         dom = self._dom
         cap = dom.cspace.lookup(self._slot(slot), Rights.WRITE, Endpoint)
-        msg = ipc.make_message(dom, cap, label, body, raw, [self._slot(c) for c in caps])
+        slots = [self._slot(c) for c in caps] if caps else ()
+        msg = ipc.make_message(dom, cap, label, body, raw, slots)
         return cap, msg
 
     async def send(self, slot: SlotRef, label: str, body: Any = None, *,

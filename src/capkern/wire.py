@@ -12,6 +12,7 @@ Allowed values: ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``, ``byte
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,13 +60,25 @@ def _check_shape(obj: Any, depth: int, max_depth: int) -> None:
         raise UnencodableBody(f"a {type(obj).__name__} cannot cross a domain boundary")
 
 
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """A reusable Packer (``msgpack.packb`` builds a new one per call); one per thread."""
+    packer: msgpack.Packer | None = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
 def encode(body: Any, limits: Limits) -> bytes:
     """Encode ``body`` at the sender's boundary, enforcing ``limits``."""
     if type(body) not in _SCALAR_TYPES:
         _check_shape(body, 1, limits.max_depth)
     try:
-        raw: bytes = msgpack.packb(body, use_bin_type=True)
+        raw: bytes = _packer().pack(body)
     except (TypeError, OverflowError, ValueError) as exc:
+        _local.packer = None  # a failed pack may leave a partial buffer behind
         raise UnencodableBody(f"body cannot be encoded: {exc}") from None
     if len(raw) > limits.max_body_bytes:
         raise MessageTooLarge(
