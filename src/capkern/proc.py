@@ -68,6 +68,10 @@ class Process:
         """The slot index that carries ``name``."""
         return self._dom.cspace.resolve_name(name)
 
+    def name_slot(self, slot: SlotRef, name: str) -> None:
+        """Give a slot of this CSpace a name (e.g. a capability received in a message)."""
+        self._dom.cspace.name_slot(self._slot(slot), name)
+
     def caps(self) -> list[CapInfo]:
         """This domain's capabilities: slot, name, object kind, rights, badge."""
         return self._dom.cspace.info()

@@ -35,6 +35,7 @@ class Limits:
 
 
 _SCALARS = (type(None), bool, int, float, str, bytes)
+_BYTES_LIKE = (*_SCALARS, bytearray, memoryview)
 _SCALAR_TYPES = frozenset(_SCALARS)  # exact types: the fast test on the hot path
 _KEY_TYPES = frozenset((str, int))
 
@@ -56,7 +57,7 @@ def _check_shape(obj: Any, depth: int, max_depth: int) -> None:
                 _check_shape(item, depth + 1, max_depth)
     elif isinstance(obj, dict | list | tuple):
         raise UnencodableBody(f"container subclass {type(obj).__name__} cannot cross")
-    elif not isinstance(obj, _SCALARS | bytearray | memoryview):
+    elif not isinstance(obj, _BYTES_LIKE):
         raise UnencodableBody(f"a {type(obj).__name__} cannot cross a domain boundary")
 
 
