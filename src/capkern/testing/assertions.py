@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .. import errors
 from ..domain import ExitStatus
 from ..kernel import Kernel
 from ..programs import page_pattern
 from .attackers import Evidence
 
-__all__ = ["assert_no_plaintext", "assert_no_wrong_reads", "expected_pages", "run_workload"]
+__all__ = ["assert_no_plaintext", "assert_no_wrong_reads", "expected_pages", "is_typed_fault",
+           "run_workload"]
 
 
 async def run_workload(kernel: Kernel, program: Any, *args: Any, copies: int = 1,
@@ -32,8 +34,18 @@ def assert_no_wrong_reads(statuses: Iterable[ExitStatus]) -> None:
         if s.state == "exited":
             assert s.code == 0, f"{s.name}: {s.code} wrong reads"
         elif s.state == "failed":
-            assert s.error and "capkern.errors." in s.error and "Fault" in s.error, (
+            assert is_typed_fault(s), (
                 f"{s.name} failed with something other than a typed fault: {s.error}")
+
+
+def is_typed_fault(status: ExitStatus) -> bool:
+    """The process ended on a capkern memory fault (a subclass of ``errors.Fault``)."""
+    if status.state != "failed" or not status.error:
+        return False
+    qualified = status.error.split(":", 1)[0]
+    module, _, name = qualified.rpartition(".")
+    cls = getattr(errors, name, None)
+    return module == "capkern.errors" and isinstance(cls, type) and issubclass(cls, errors.Fault)
 
 
 def assert_no_plaintext(evidence: Evidence, plaintexts: Iterable[bytes]) -> None:
