@@ -12,7 +12,7 @@ from ..programs import page_pattern
 from .attackers import Evidence
 
 __all__ = ["assert_no_plaintext", "assert_no_wrong_reads", "expected_pages", "is_typed_fault",
-           "run_workload"]
+           "page_pattern_for", "run_workload"]
 
 
 async def run_workload(kernel: Kernel, program: Any, *args: Any, copies: int = 1,
@@ -51,6 +51,15 @@ def is_typed_fault(status: ExitStatus) -> bool:
 def assert_no_plaintext(evidence: Evidence, plaintexts: Iterable[bytes]) -> None:
     """No window of any plaintext page reached the untrusted side."""
     assert not evidence.saw_window_of(list(plaintexts)), "plaintext reached the attacker"
+
+
+def page_pattern_for(program: str, pages: int, seed: int) -> list[bytes]:
+    """Every page content the built-in ``program`` (by short name) can write.
+
+    ``sequential``/``phased`` write rounds 0..4; ``random``/``zipf`` write their
+    step number as the round, so those are bounded by the step count used in tests."""
+    rounds = range(5) if program in ("sequential", "phased") else range(3 * pages + 1)
+    return [page_pattern(seed, p, r) for p in range(pages) for r in rounds]
 
 
 def expected_pages(seed: int, pages: int, rounds: int) -> list[bytes]:
