@@ -19,6 +19,7 @@ tests/test_campaign.py``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -55,7 +56,7 @@ from capkern.testing import (
 
 EXAMPLES = int(os.environ.get("CAPKERN_CAMPAIGN_EXAMPLES", "25"))
 
-TAMPERS = {
+TAMPERS: dict[str, Callable[[int], Tamper]] = {
     "bitflip": lambda s: BitFlip("any", seed=s), "truncate": lambda s: Truncate(1 + s % 9),
     "extend": lambda s: Extend(b"x" * (1 + s % 5)), "replay": lambda s: Replay(),
     "swap": lambda s: Swap(), "misdirect": lambda s: Misdirect(), "zeros": lambda s: Zeros(),
@@ -63,7 +64,7 @@ TAMPERS = {
     "garbage": lambda s: Garbage(), "wrong-label": lambda s: WrongLabel(),
     "forge": lambda s: ForgeCaps(), "reuse": lambda s: ReuseReply(),
 }
-PROGRAMS = {
+PROGRAMS: dict[str, Callable[[int, int], tuple[Any, ...]]] = {
     "sequential": lambda pages, seed: (programs.sequential, pages, 2, seed),
     "random": lambda pages, seed: (programs.random_ws, pages, 3 * pages, seed),
     "zipf": lambda pages, seed: (programs.zipf, pages, 3 * pages, 1.1, seed),
