@@ -1,0 +1,38 @@
+"""The README's library example and the adversarial docs' examples work as pasted."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _blocks(doc: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), re.S)
+
+
+def test_readme_example_runs(tmp_path: Path) -> None:
+    (example,) = _blocks("README.md")
+    assert len(example.splitlines()) <= 25
+    script = tmp_path / "example.py"
+    script.write_text(example)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "state='exited', code=0" in out.stdout
+
+
+def test_adversarial_doc_examples_pass_with_only_the_plugin(tmp_path: Path) -> None:
+    blocks = _blocks("docs/adversarial.md")
+    assert len(blocks) == 2
+    for i, block in enumerate(blocks):
+        (tmp_path / f"test_doc_{i}.py").write_text(block)
+    (tmp_path / "pytest.ini").write_text("[pytest]\ntrio_mode = true\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 passed" in out.stdout
