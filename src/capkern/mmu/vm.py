@@ -139,6 +139,15 @@ class VM:
             raise ProtectionFault(f"{what} to {vpn * PAGE_SIZE:#x} denied ({pte.rights.short()})")
         return pte
 
+    def _span(self, aspace: AddressSpace, addr: int, left: int,
+              need: int) -> tuple[PTE, int, int] | int:
+        """The resident piece at ``addr``: (pte, RAM offset, length), or the vpn to fault."""
+        vpn, off = divmod(addr, PAGE_SIZE)
+        pte = self._pte(aspace, vpn, need)
+        if not pte.present:
+            return vpn
+        return pte, pte.frame * PAGE_SIZE + off, min(left, PAGE_SIZE - off)
+
     async def read(self, dom: Domain, addr: int, n: int) -> bytes:
         aspace = dom.aspace
         if aspace is None or n < 0 or addr < 0:
@@ -146,13 +155,11 @@ class VM:
         out = bytearray(n)
         done = 0
         while done < n:
-            vpn, off = divmod(addr + done, PAGE_SIZE)
-            pte = self._pte(aspace, vpn, _R)
-            if not pte.present:
-                await self.fault(dom, vpn)
+            span = self._span(aspace, addr + done, n - done, _R)
+            if isinstance(span, int):
+                await self.fault(dom, span)
                 continue
-            chunk = min(n - done, PAGE_SIZE - off)
-            base = pte.frame * PAGE_SIZE + off
+            pte, base, chunk = span
             out[done : done + chunk] = self.frames.view[base : base + chunk]
             pte.accessed = True
             done += chunk
@@ -164,16 +171,13 @@ class VM:
         if aspace is None or addr < 0:
             raise SegmentationFault("bad write")
         data = bytes(data)
-        n = len(data)
         done = 0
-        while done < n:
-            vpn, off = divmod(addr + done, PAGE_SIZE)
-            pte = self._pte(aspace, vpn, _W)
-            if not pte.present:
-                await self.fault(dom, vpn)
+        while done < len(data):
+            span = self._span(aspace, addr + done, len(data) - done, _W)
+            if isinstance(span, int):
+                await self.fault(dom, span)
                 continue
-            chunk = min(n - done, PAGE_SIZE - off)
-            base = pte.frame * PAGE_SIZE + off
+            pte, base, chunk = span
             self.frames.view[base : base + chunk] = data[done : done + chunk]
             pte.accessed = pte.dirty = True
             done += chunk

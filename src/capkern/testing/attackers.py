@@ -34,7 +34,7 @@ from ..servers.pager.server import Pager
 __all__ = [
     "After", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay", "Drop", "Evidence",
     "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang", "Misdirect", "Only",
-    "Oversized", "PrevBoot", "PrevIncarnation", "Replay", "ReuseReply", "Slow", "Snoop",
+    "Oversized", "PrevBoot", "PrevIncarnation", "Refuse", "Replay", "ReuseReply", "Slow", "Snoop",
     "Sometimes", "Swap", "Tamper", "Truncate", "WrongLabel", "Zeros", "attack_disk",
     "attack_pager",
 ]
@@ -274,16 +274,28 @@ class Zeros(Tamper):
         return bytes(len(blob))
 
 
-class Drop(Tamper):
+class Refuse(Tamper):
+    """Fail every ``label`` request with the contract's typed error ``reason``."""
+
+    name = "refuse"
+
+    def __init__(self, label: str, reason: str, detail: str = "") -> None:
+        self.label, self.reason, self.detail = label, reason, detail
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if label != self.label:
+            return False
+        pager.proc.reply_error(self.reason, self.detail)
+        return True
+
+
+class Drop(Refuse):
     """Claim the page does not exist."""
 
     name = "drop"
 
-    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
-        if label != "fetch":
-            return False
-        pager.proc.reply_error("not_found", "what page?")
-        return True
+    def __init__(self) -> None:
+        super().__init__("fetch", "not_found", "what page?")
 
 
 # -- protocol attacks --------------------------------------------------------------------------
@@ -445,16 +457,13 @@ class Flood(Tamper):
         return True
 
 
-class ExhaustDisk(Tamper):
+class ExhaustDisk(Refuse):
     """Claim the disk is full for every store."""
 
     name = "exhaust-disk"
 
-    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
-        if label != "store":
-            return False
-        pager.proc.reply_error("no_space", "disk full")
-        return True
+    def __init__(self) -> None:
+        super().__init__("store", "no_space", "disk full")
 
 
 # -- the attacking pager ---------------------------------------------------------------------
