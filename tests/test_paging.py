@@ -4,6 +4,7 @@ both block device backends, several processes at once, lifecycle and versions.""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import trio
@@ -17,9 +18,12 @@ async def _wait_all(kernel: capkern.Kernel, pids: list[int]) -> list[capkern.Exi
     return [await kernel.wait(p) for p in pids]
 
 
+@pytest.mark.parametrize("backend", ["memory", "file"])
 @pytest.mark.parametrize("policy", ["fifo", "clock", "lru", "random"])
-async def test_working_set_larger_than_ram_each_policy(policy: str) -> None:
-    async with capkern.boot(ram_pages=8, policy=policy) as kernel:
+async def test_working_set_larger_than_ram_each_policy(policy: str, backend: str,
+                                                      tmp_path: Path) -> None:
+    spec = "memory" if backend == "memory" else f"file:{tmp_path / 'swap.img'}"
+    async with capkern.boot(ram_pages=8, policy=policy, blockdev=spec, swap_blocks=1024) as kernel:
         pids = [kernel.spawn(programs.random_ws, 40, 200, seed, name=f"p{seed}")
                 for seed in range(3)]
         statuses = await _wait_all(kernel, pids)
@@ -29,7 +33,7 @@ async def test_working_set_larger_than_ram_each_policy(policy: str) -> None:
         assert stats.integrity_faults == 0
 
 
-async def test_file_backend_real_io(tmp_path) -> None:
+async def test_file_backend_real_io(tmp_path: Path) -> None:
     path = tmp_path / "swap.img"
     async with capkern.boot(ram_pages=6, blockdev=f"file:{path}", swap_blocks=512) as kernel:
         pids = [kernel.spawn(programs.sequential, 30, 2, seed) for seed in range(2)]
