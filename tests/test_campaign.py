@@ -2,7 +2,8 @@
 
 Hypothesis draws a multi-process workload (programs, working-set sizes, RAM pressure,
 replacement policy) and a mix of attackers composed over an honest pager (each tamper
-wrapped in Sometimes/After), runs it on an autojump clock and checks:
+wrapped in Sometimes/After/Only, sometimes with a malicious disk behind the pager), runs
+it on an autojump clock and checks:
 
 * zero wrong reads: every program verifies every read against the last value it wrote,
   so each process either exits 0 or fails with a typed capkern Fault;
@@ -11,13 +12,14 @@ wrapped in Sometimes/After), runs it on an autojump clock and checks:
 * the kernel is alive: an IPC-only client that never needs the pager finished
   correctly while the attack ran, and a fresh call after the workload succeeds.
 
-CI runs a bounded number of examples; for a long campaign set
+CI runs 8 examples (about 3 s); for a long campaign set
 ``CAPKERN_CAMPAIGN_EXAMPLES`` (e.g. ``CAPKERN_CAMPAIGN_EXAMPLES=2000 pytest
 tests/test_campaign.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -33,15 +35,23 @@ from capkern.testing import (
     After,
     BitFlip,
     Crash,
+    DiskBitFlip,
+    DiskReplay,
     Drop,
     Evidence,
+    ExhaustDisk,
     Extend,
+    Flood,
     ForgeCaps,
     Garbage,
     Hang,
     Misdirect,
+    Only,
+    Oversized,
+    PrevIncarnation,
     Replay,
     ReuseReply,
+    Slow,
     Sometimes,
     Swap,
     Tamper,
@@ -50,11 +60,12 @@ from capkern.testing import (
     Zeros,
     assert_no_plaintext,
     assert_no_wrong_reads,
+    attack_disk,
     attack_pager,
     page_pattern_for,
 )
 
-EXAMPLES = int(os.environ.get("CAPKERN_CAMPAIGN_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("CAPKERN_CAMPAIGN_EXAMPLES", "20"))
 
 TAMPERS: dict[str, Callable[[int], Tamper]] = {
     "bitflip": lambda s: BitFlip("any", seed=s), "truncate": lambda s: Truncate(1 + s % 9),
@@ -63,6 +74,9 @@ TAMPERS: dict[str, Callable[[int], Tamper]] = {
     "drop": lambda s: Drop(), "hang": lambda s: Hang(), "crash": lambda s: Crash(),
     "garbage": lambda s: Garbage(), "wrong-label": lambda s: WrongLabel(),
     "forge": lambda s: ForgeCaps(), "reuse": lambda s: ReuseReply(),
+    "oversized": lambda s: Oversized(), "flood": lambda s: Flood(1 + s % 5),
+    "slow": lambda s: Slow(0.01 * (1 + s % 20)), "prev-incarnation": lambda s: PrevIncarnation(),
+    "exhaust-disk": lambda s: ExhaustDisk(),
 }
 PROGRAMS: dict[str, Callable[[int, int], tuple[Any, ...]]] = {
     "sequential": lambda pages, seed: (programs.sequential, pages, 2, seed),
@@ -73,25 +87,44 @@ PROGRAMS: dict[str, Callable[[int, int], tuple[Any, ...]]] = {
 
 attack_mix = st.lists(
     st.tuples(st.sampled_from(sorted(TAMPERS)), st.integers(0, 1000),
-              st.sampled_from(["sometimes", "after"]), st.floats(0.05, 0.5)),
+              st.sampled_from(["sometimes", "after", "only"]), st.floats(0.05, 0.5)),
     min_size=1, max_size=3)
 workload = st.lists(st.tuples(st.sampled_from(sorted(PROGRAMS)), st.integers(6, 20)),
                     min_size=1, max_size=3)
+
+
+def _every(k: int, n: int) -> bool:
+    return n % k == 0
 
 
 def _compose(mix: list[tuple[str, int, str, float]]) -> list[Tamper]:
     out: list[Tamper] = []
     for name, seed, how, p in mix:
         tamper = TAMPERS[name](seed)
-        out.append(Sometimes(tamper, p, seed) if how == "sometimes"
-                   else After(tamper, int(p * 100)))
+        if how == "sometimes":
+            out.append(Sometimes(tamper, p, seed))
+        elif how == "after":
+            out.append(After(tamper, int(p * 100)))
+        else:  # every k-th request
+            out.append(Only(tamper, functools.partial(_every, max(2, int(1 / p)))))
     return out
 
 
-async def _episode(mix: list[Any], work: list[Any], ram: int, policy: str) -> None:
+def _disk(kind: str, ev: Evidence, seed: int) -> dict[str, Any]:
+    """Boot options for a malicious disk behind the (attacking) pager, or none."""
+    if kind == "bitflip":
+        return {"blockdev_server": attack_disk(
+            lambda n: DiskBitFlip(n, ev, every=3 + seed % 5, seed=seed))}
+    if kind == "replay":
+        return {"blockdev_server": attack_disk(lambda n: DiskReplay(n, ev))}
+    return {}
+
+
+async def _episode(mix: list[Any], work: list[Any], ram: int, policy: str, disk: str) -> None:
     ev = Evidence()
     async with capkern.boot(ram_pages=ram, policy=policy, pager_deadline=1.0,
-                            pager=attack_pager(*_compose(mix), evidence=ev)) as k:
+                            pager=attack_pager(*_compose(mix), evidence=ev),
+                            **_disk(disk, ev, len(work) + ram)) as k:
         ep = k.new_endpoint("echo")
         k.spawn(programs.echo_server, caps={"service": capkern.Grant(ep, "r")})
         bystander = k.spawn(programs.echo_client, 50,
@@ -113,8 +146,9 @@ async def _episode(mix: list[Any], work: list[Any], ram: int, policy: str) -> No
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(mix=attack_mix, work=workload, ram=st.integers(3, 10),
-       policy=st.sampled_from(["fifo", "clock", "lru", "random"]))
+       policy=st.sampled_from(["fifo", "clock", "lru", "random"]),
+       disk=st.sampled_from(["honest", "honest", "bitflip", "replay"]))
 def test_random_workloads_against_random_attackers(mix: list[Any], work: list[Any], ram: int,
-                                                   policy: str) -> None:
+                                                   policy: str, disk: str) -> None:
     clock = trio.testing.MockClock(autojump_threshold=0)
-    trio.run(_episode, mix, work, ram, policy, clock=clock)
+    trio.run(_episode, mix, work, ram, policy, disk, clock=clock)

@@ -285,7 +285,10 @@ class Refuse(Tamper):
     async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
         if label != self.label:
             return False
-        pager.proc.reply_error(self.reason, self.detail)
+        try:
+            pager.proc.reply_error(self.reason, self.detail)
+        except CapkernError as exc:  # e.g. a reason the contract does not declare
+            pager.evidence.refused[type(exc).__name__] += 1
         return True
 
 

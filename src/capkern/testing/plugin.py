@@ -5,26 +5,38 @@ enough to get these fixtures in any test suite.
   test requests it, so deadlines and hangs cost no real time.
 * ``evidence`` -- a fresh :class:`~capkern.testing.Evidence`.
 * ``kernel_factory`` -- ``async with kernel_factory(pager=..., ram_pages=...) as k``.
-* ``kernel`` -- a kernel booted with the defaults at ``ram_pages=16``.
+* ``kernel`` -- a kernel booted with the defaults at ``ram_pages=16``, on the autojump
+  clock (a test that asks for ``kernel`` and no clock of its own runs on
+  ``capkern_clock``; pytest-trio only looks at the test's own arguments for a clock, so
+  the plugin adds it there).
+
+Only this module imports pytest: ``import capkern`` and ``import capkern.testing`` work
+without pytest or pytest-trio installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
+import trio
 import trio.testing
 
 from ..kernel import Kernel, boot
 from .attackers import Evidence
 
 KernelFactory = Callable[..., AbstractAsyncContextManager[Kernel]]
+_CLOCK_FIXTURE = "capkern_clock"
 
 
 @pytest.fixture
 def capkern_clock() -> trio.testing.MockClock:
+    """An autojump clock: time jumps ahead whenever every task is blocked."""
     return trio.testing.MockClock(autojump_threshold=0)
 
 
@@ -35,6 +47,8 @@ def evidence() -> Evidence:
 
 @pytest.fixture
 def kernel_factory() -> KernelFactory:
+    """``async with kernel_factory(pager=..., ram_pages=..., **boot_options) as k``."""
+
     def factory(**options: Any) -> AbstractAsyncContextManager[Kernel]:
         options.setdefault("ram_pages", 16)
         return boot(**options)
@@ -46,3 +60,37 @@ def kernel_factory() -> KernelFactory:
 async def kernel(capkern_clock: trio.testing.MockClock) -> AsyncIterator[Kernel]:
     async with boot(ram_pages=16) as k:
         yield k
+
+
+def _needs_clock(item: pytest.Item) -> bool:
+    """The test uses ``kernel`` but names no clock among its own arguments."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None or "kernel" not in getattr(item, "fixturenames", ()):
+        return False
+    if hasattr(getattr(item, "obj", None), "hypothesis"):
+        return False
+    if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
+        return False
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    return _CLOCK_FIXTURE in funcargs and not any(
+        isinstance(funcargs.get(name), trio.abc.Clock) for name in info.argnames)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    # Runs before pytest-trio wraps the test: hand ``capkern_clock`` to the test's
+    # arguments (so pytest-trio runs it on that clock) and drop it again before the
+    # test function itself is called.
+    if _needs_clock(item):
+        original = item.obj  # type: ignore[attr-defined]
+
+        @functools.wraps(original)
+        async def with_clock(*args: Any, **kwargs: Any) -> Any:
+            kwargs.pop(_CLOCK_FIXTURE, None)
+            return await original(*args, **kwargs)
+
+        info = item._fixtureinfo  # type: ignore[attr-defined]
+        item.obj = with_clock  # type: ignore[attr-defined]
+        item._fixtureinfo = dataclasses.replace(  # type: ignore[attr-defined]
+            info, argnames=(*info.argnames, _CLOCK_FIXTURE))
+    yield
