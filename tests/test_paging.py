@@ -114,6 +114,7 @@ async def test_exit_frees_frames_and_discards_pages() -> None:
         pid = kernel.spawn(programs.sequential, 20, 1, 3)
         assert (await kernel.wait(pid)).ok
         await trio.sleep(0.01)
+        assert kernel.vm is not None
         assert kernel.vm.frames.free_count == 8
         stats = await kernel.vm.server_stats()
         assert stats["pager"]["swap_used"] == 0
@@ -163,6 +164,7 @@ async def test_kill_during_paging_keeps_kernel_consistent(autojump_clock) -> Non
         assert (await kernel.wait(victim)).state == "killed"
         assert (await kernel.wait(other)).ok
         await trio.sleep(0.1)
+        assert kernel.vm is not None
         assert kernel.vm.frames.free_count == 6
 
 

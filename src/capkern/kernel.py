@@ -18,7 +18,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -30,6 +30,9 @@ from .errors import ConfigError, KernelShutdown, NoSuchProcess
 from .ipc import Endpoint, Notification, ReplyObject
 from .proc import Process, ProcessExit
 from .trace import Counters, Event, EventLog, IpcTrace
+
+if TYPE_CHECKING:
+    from .mmu.vm import VM
 
 __all__ = ["BootConfig", "Grant", "Kernel", "Program", "RootCap", "boot"]
 
@@ -110,7 +113,7 @@ class Kernel:
         self.root = Domain(self, 0, "root", "kernel", config.cspace_size)
         self.root.state = "running"
         self._domains[0] = self.root
-        self.vm: Any = None  # the paging subsystem (capkern.mmu.vm.VM) when enabled
+        self.vm: VM | None = None  # the paging subsystem, when enabled
 
     # -- events ------------------------------------------------------------------------
 

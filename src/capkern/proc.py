@@ -214,7 +214,7 @@ class Process:
         vm = self._dom.kernel.vm
         if vm is None or self._dom.aspace is None:
             raise SegmentationFault(f"{self.name!r} has no address space (paging is off)")
-        return vm  # type: ignore[no-any-return]
+        return vm
 
     # -- notifications ----------------------------------------------------------------------
 
