@@ -107,15 +107,25 @@ def decode_untrusted(raw: bytes, limits: Limits) -> Any:
         raise MalformedMessage(f"raw body must be bytes, not {type(raw).__name__}")
     if len(raw) > limits.max_body_bytes:
         raise MessageTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
+    size = len(raw)
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        ext_hook=_refuse_ext,
+        timestamp=0,
+        max_buffer_size=limits.max_body_bytes,
+        # no container or string can hold more items or bytes than the body has
+        max_str_len=size,
+        max_bin_len=size,
+        max_array_len=size,
+        max_map_len=size // 2,
+        max_ext_len=size,
+    )
     try:
-        body = msgpack.unpackb(
-            bytes(raw),
-            raw=False,
-            strict_map_key=False,
-            ext_hook=_refuse_ext,
-            timestamp=0,
-            max_buffer_size=limits.max_body_bytes,
-        )
+        unpacker.feed(raw)
+        body = unpacker.unpack()
+        if unpacker.tell() != size:
+            raise MalformedMessage(f"{size - unpacker.tell()} trailing bytes after the body")
     except MalformedMessage:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for bad input
