@@ -143,6 +143,9 @@ class CSpace:
 
     def _where(self, slot: int) -> str:
         name = next((n for n, s in self.names.items() if s == slot), "")
+        if not name and 0 < slot < len(self._slots) and self._slots[slot] is None:
+            # an emptied slot: name it by the name it had, so a stale use is recognisable
+            name = next((n for n, s in self._gone_names.items() if s == slot), "")
         return f"domain {self.owner!r} (pid {self.pid}) slot {slot}" + (
             f" {name!r}" if name else ""
         )
@@ -195,13 +198,19 @@ class CSpace:
         new_rights = Rights(rights & src.rights)
         if badge is None or badge == src.badge:
             return new_rights, src.badge
-        if not isinstance(badge, int) or not 0 < badge <= MAX_BADGE:
+        if type(badge) is not int or not 0 < badge <= MAX_BADGE:
             raise BadgeError(f"badge {badge!r} out of range 1..{MAX_BADGE}")
         if src.badge:
             raise BadgeError(f"cannot re-badge badged capability (badge {src.badge})")
         return new_rights, badge
 
     # -- invoke (cannot fail once decode passed) -----------------------------------------
+
+    def _forget_gone(self, slot: int) -> None:
+        """A slot is filled again: its old emptiness reason and names no longer apply."""
+        self._gone.pop(slot, None)
+        for name in [n for n, s in self._gone_names.items() if s == slot]:
+            del self._gone_names[name]
 
     def _place(self, cap: Cap, name: str = "") -> int:
         if self._free:
@@ -210,7 +219,7 @@ class CSpace:
             slot = len(self._slots)
             self._slots.append(None)
         self._slots[slot] = cap
-        self._gone.pop(slot, None)
+        self._forget_gone(slot)
         cap.cspace = self
         cap.slot = slot
         if name:
@@ -261,8 +270,13 @@ class CSpace:
     def move(self, slot: int, dest: int | None = None) -> int:
         """Move a capability to another slot of this CSpace, keeping its tree position."""
         cap = self.lookup(slot)
-        if dest is not None:
-            if not isinstance(dest, int) or dest <= 0 or dest >= self.size:
+        if dest is None:
+            # pick the destination before freeing ``slot``: otherwise the free list hands
+            # the same slot straight back and the capability never moves
+            self._check_room()
+            dest = self._free[-1] if self._free else len(self._slots)
+        else:
+            if type(dest) is not int or dest <= 0 or dest >= self.size:
                 raise InvalidSlot(f"{dest!r} is not a slot index in domain {self.owner!r}")
             if dest < len(self._slots) and self._slots[dest] is not None:
                 raise SlotOccupied(f"{self.describe(self._slots[dest])} is occupied")  # type: ignore[arg-type]
@@ -270,16 +284,13 @@ class CSpace:
         self._slots[slot] = None
         self._free.append(slot)
         self._gone[slot] = "moved"
-        if dest is None:
-            new = self._place(cap)
-        else:
-            while len(self._slots) <= dest:
-                self._free.append(len(self._slots))
-                self._slots.append(None)
-            self._free.remove(dest)
-            self._slots[dest] = cap
-            self._gone.pop(dest, None)
-            cap.slot = new = dest
+        while len(self._slots) <= dest:
+            self._free.append(len(self._slots))
+            self._slots.append(None)
+        self._free.remove(dest)
+        self._slots[dest] = cap
+        self._forget_gone(dest)
+        cap.slot = new = dest
         for n in names:
             self.names[n] = new
         return new
