@@ -362,14 +362,14 @@ def reply(
         raise ReplyError("this reply capability was already used")
     if reply_obj.state == "aborted":
         raise ReplyError("this reply capability was aborted")
-    if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
-        raise MalformedMessage("reply label must be a short non-empty str")
-    if cap_slots and not reply_obj.grant:
-        raise ReplyError("the caller did not grant the right to receive capabilities")
-    if len(cap_slots) > k.limits.max_caps:
-        raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {k.limits.max_caps}")
-    caps = [dom.cspace.lookup(s) for s in cap_slots]
     try:
+        if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
+            raise MalformedMessage("reply label must be a short non-empty str")
+        if cap_slots and not reply_obj.grant:
+            raise ReplyError("the caller did not grant the right to receive capabilities")
+        if len(cap_slots) > k.limits.max_caps:
+            raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {k.limits.max_caps}")
+        caps = [dom.cspace.lookup(s) for s in cap_slots]
         if raw is None:
             raw = wire.encode(body, k.limits)
             value = _UNDECODED
