@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from capkern.servers.blockdev._backends import (
+    BackendIOError,
     BlockBackend,
     BlockDevError,
     DeviceClosed,
@@ -116,6 +117,88 @@ def test_flush(dev: BlockBackend) -> None:
     dev.flush()
     dev.flush()
     assert dev.flushes == 2
+
+
+@pytest.mark.parametrize(
+    ("lba", "count", "exc"),
+    [
+        ("1", 1, OutOfRange),
+        (1.0, 1, OutOfRange),
+        (True, 1, OutOfRange),
+        (None, 1, OutOfRange),
+        (0, "2", Misaligned),
+        (0, 1.5, Misaligned),
+        (0, True, Misaligned),
+    ],
+)
+def test_non_integer_requests_refused(
+    dev: BlockBackend, lba: object, count: object, exc: type[BlockDevError]
+) -> None:
+    """Untrusted peers may send anything: a wrong type is a BlockDevError, never TypeError."""
+    with pytest.raises(exc):
+        dev.trim(lba, count)  # type: ignore[arg-type]
+    if exc is OutOfRange:  # the bad field is the address: writes are refused too
+        with pytest.raises(exc):
+            dev.write(lba, blk(1))  # type: ignore[arg-type]
+    assert snapshot(dev) == [bytes(BS)] * N
+
+
+def test_file_flush_calls_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    with FileBackend(tmp_path / "disk.img", N, BS) as dev:
+        dev.flush()
+    assert len(synced) == 1
+
+
+def _fail(*_args: object) -> object:
+    raise OSError(5, "Input/output error")
+
+
+@pytest.mark.parametrize(
+    ("func", "fake", "op"),
+    [
+        ("pread", lambda fd, n, off: b"x" * (n - 1), "read"),
+        ("pread", _fail, "read"),
+        ("pwrite", lambda fd, data, off: len(data) - 1, "write"),
+        ("pwrite", _fail, "write"),
+        ("pwrite", _fail, "trim"),
+        ("fsync", _fail, "flush"),
+    ],
+    ids=[
+        "short-read",
+        "read-oserror",
+        "short-write",
+        "write-oserror",
+        "trim-oserror",
+        "fsync-oserror",
+    ],
+)
+def test_file_medium_errors_are_backend_io_errors(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    func: str,
+    fake: Callable[..., object],
+    op: str,
+) -> None:
+    with FileBackend(tmp_path / "disk.img", N, BS) as dev:
+        monkeypatch.setattr(os, func, fake)
+        calls: dict[str, Callable[[], object]] = {
+            "read": lambda: dev.read(0),
+            "write": lambda: dev.write(0, blk(1)),
+            "trim": lambda: dev.trim(0),
+            "flush": dev.flush,
+        }
+        with pytest.raises(BackendIOError):
+            calls[op]()
+        monkeypatch.undo()
+        assert dev.reads == dev.writes == dev.flushes == dev.trims == 0
 
 
 def test_closed_device_refuses_everything(dev: BlockBackend) -> None:

@@ -95,3 +95,37 @@ def test_meta_entry_length_checks() -> None:
         unpack_meta_entry(bytes(100), 100 - META_LEN + 1)
     with pytest.raises(ValueError):
         unpack_meta_entry(bytes(100), -1)
+
+
+layout_ops = st.lists(
+    st.tuples(st.sampled_from(["allocate", "release"]), st.integers(0, 30)), max_size=80
+)
+
+
+def _run(script: list[tuple[str, int]]) -> list[object]:
+    """Apply ``script`` to a fresh small layout; record every result and the final map."""
+    lay = SwapLayout(12, 4096)
+    out: list[object] = []
+    for kind, handle in script:
+        if kind == "release":
+            lay.release(handle)
+            continue
+        try:
+            out.append(lay.allocate(handle))
+        except NoSpace:
+            out.append("full")
+    out.append([(h, lay.lookup(h)) for h in lay.handles()])
+    return out
+
+
+@given(script=layout_ops)
+def test_placement_is_deterministic_and_slots_unshared(script: list[tuple[str, int]]) -> None:
+    assert _run(script) == _run(script)
+    lay = SwapLayout(12, 4096)
+    for kind, handle in script:
+        if kind == "release":
+            lay.release(handle)
+        elif lay.used < lay.slots or lay.lookup(handle) is not None:
+            lay.allocate(handle)
+    slots = [lay.lookup(h) for h in lay.handles()]
+    assert len(set(slots)) == len(slots) == lay.used <= lay.slots

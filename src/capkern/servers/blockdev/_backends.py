@@ -37,6 +37,11 @@ class DeviceClosed(BlockDevError):
     """The device was closed."""
 
 
+def _is_int(value: object) -> bool:
+    """True for a real integer (``bool`` is an ``int`` subclass but not a block number)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class BlockBackend(abc.ABC):
     """A fixed-size array of ``nblocks`` blocks of ``block_size`` bytes.
 
@@ -54,13 +59,18 @@ class BlockBackend(abc.ABC):
         self.closed = False
 
     def check(self, lba: int, count: int = 1) -> None:
-        """Refuse a closed device, a non-positive ``count`` or blocks beyond the end."""
+        """Refuse a closed device, a non-positive ``count`` or blocks beyond the end.
+
+        Non-integers (including ``bool``) are refused with the same errors rather than a
+        ``TypeError``: requests come from untrusted peers, so every bad one maps to a
+        :class:`BlockDevError` the server can report.
+        """
         if self.closed:
             raise DeviceClosed("device is closed")
-        if count < 1:
-            raise Misaligned(f"block count {count} must be positive")
-        if not isinstance(lba, int) or lba < 0 or lba + count > self.nblocks:
-            raise OutOfRange(f"blocks {lba}..{lba + count - 1} outside 0..{self.nblocks - 1}")
+        if not _is_int(count) or count < 1:
+            raise Misaligned(f"block count {count!r} must be a positive integer")
+        if not _is_int(lba) or lba < 0 or lba + count > self.nblocks:
+            raise OutOfRange(f"{count} block(s) at {lba!r} outside 0..{self.nblocks - 1}")
 
     def _check_data(self, data: bytes) -> None:
         """Refuse anything but exactly one block of bytes."""
