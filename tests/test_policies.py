@@ -28,8 +28,56 @@ def test_registry() -> None:
 
 
 def test_make_policy_unknown() -> None:
-    with pytest.raises(ValueError, match="fifo"):
+    with pytest.raises(ValueError, match="fifo") as info:
         make_policy("optimal")
+    assert all(name in str(info.value) for name in NAMES)  # the message lists the choices
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_policy_is_truthy(name: str) -> None:
+    """``policy or default`` must not discard an empty (fresh) policy."""
+    p = make_policy(name)
+    assert len(p) == 0 and bool(p)
+
+
+def test_policies_are_independent_classes() -> None:
+    assert not isinstance(LRUPolicy(), FIFOPolicy)
+    assert not isinstance(RandomPolicy(), FIFOPolicy)
+
+
+class NewestFirst(ReplacementPolicy):
+    """A user's policy, written against the documented interface only: evict the newest."""
+
+    name = "newest"
+
+    def __init__(self) -> None:
+        self._pages: list[int] = []
+
+    def admit(self, handle: int) -> None:
+        if handle not in self._pages:
+            self._pages.append(handle)
+
+    def remove(self, handle: int) -> None:
+        if handle in self._pages:
+            self._pages.remove(handle)
+
+    def choose(self, n: int) -> list[int]:
+        return self._pages[::-1][: max(0, n)]
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._pages
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+
+def test_user_policy_plugs_in() -> None:
+    p = NewestFirst()
+    for h in (1, 2, 3):
+        p.admit(h)
+    p.referenced([1])  # inherited defaults accept the hints
+    p.dirtied([2])
+    assert p.choose(2) == [3, 2] and len(p) == 3 and 2 in p and bool(NewestFirst())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -74,6 +122,17 @@ def test_clock_second_chance() -> None:
     p.remove(2)
     p.remove(4)
     assert p.choose(1) == [1]
+
+
+def test_clock_new_page_enters_behind_the_hand() -> None:
+    p = ClockPolicy()
+    for h in (1, 2, 3):
+        p.admit(h)
+    p.referenced([1, 2, 3])
+    assert p.choose(1) == [1]  # full sweep clears every bit; hand stops past 1, at 2
+    p.remove(1)
+    p.admit(9)  # just behind the hand: after 3, before 2 comes round again
+    assert p.choose(3) == [2, 3, 9]
 
 
 def test_clock_all_referenced_falls_back_to_hand_order() -> None:

@@ -193,5 +193,5 @@ class KernelShutdown(CapkernError):
     """The kernel is shutting down or has shut down."""
 
 
-class ConfigError(CapkernError):
-    """A boot option or argument is invalid."""
+class ConfigError(CapkernError, ValueError):
+    """A boot option or argument is invalid (also a :class:`ValueError`)."""

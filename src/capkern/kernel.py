@@ -377,6 +377,10 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
     cfg.validate()
+    if cfg.paging:
+        from .mmu.vm import check_paging_config
+
+        check_paging_config(cfg)
     async with trio.open_nursery() as nursery:
         kernel = Kernel(cfg, nursery)
         try:

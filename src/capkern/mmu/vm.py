@@ -28,6 +28,7 @@ from .. import ipc
 from ..cspace import Cap, Rights
 from ..errors import (
     CapkernError,
+    ConfigError,
     ContractViolation,
     Fault,
     IntegrityFault,
@@ -48,7 +49,7 @@ from .frames import FrameTable
 
 if TYPE_CHECKING:
     from ..domain import Domain
-    from ..kernel import Kernel
+    from ..kernel import BootConfig, Kernel
 
 __all__ = ["VM", "start_paging"]
 
@@ -80,6 +81,7 @@ class VM:
         self._mapped: list[int] = []  # mapped since the pager last heard
         self._asid_free: list[int] = []
         self._asid_next = 1
+        self._store_error = ""  # why the last eviction could not store its pages
         self._incarnations: dict[int, int] = {}
         send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
         self._submit = send
@@ -259,7 +261,9 @@ class VM:
             await self._evict(min(self.kernel.config.evict_batch, MAX_BATCH))
             frame = self.frames.alloc()
         if frame is None:
-            raise OutOfMemory("no frame could be freed")
+            why = f": the evicted pages could not be stored ({self._store_error})" \
+                if self._store_error else ""
+            raise OutOfMemory(f"no frame could be freed{why}")
         return frame
 
     # -- calls to servers, with deadlines --------------------------------------------------
@@ -372,8 +376,10 @@ class VM:
             reply = await self._pager_call("store", body)
         except (Fault, ServerError) as exc:
             self.kernel.event("pager_error", self.kernel.root, f"store: {exc}")
+            self._store_error = f"pager: {exc}"
             return set()
         stored = set(reply["stored"])
+        self._store_error = "" if stored else "the pager stored none of them"
         for h, aspace, vpn in pages:
             if h in stored:
                 pte = aspace.pages[vpn]
@@ -427,6 +433,12 @@ class VM:
         return out
 
 
+def check_paging_config(cfg: BootConfig) -> None:
+    """Boot-time checks of the paging options, before any task starts (raise ConfigError)."""
+    if cfg.pager is None:
+        _default_pager(cfg.policy)
+
+
 async def start_paging(kernel: Kernel) -> None:
     """Start the sealer, block device and pager domains and the kernel's fault task."""
     from ..servers.crypt.server import crypt_server  # trusted: part of the TCB
@@ -444,7 +456,7 @@ async def start_paging(kernel: Kernel) -> None:
     kernel.spawn(blockdev, cfg.blockdev, cfg.swap_blocks, cfg.blockdev_latency,
                  name="blockdev", kind="server",
                  caps={"service": Grant(grant(slots["blockdev"]), Rights.READ)})
-    pager = cfg.pager or _default_pager()
+    pager = cfg.pager or _default_pager(cfg.policy)
     kernel.spawn(pager, cfg.policy, name="pager", kind="server",
                  caps={"service": Grant(grant(slots["pager"]), Rights.READ),
                        "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})
@@ -453,13 +465,22 @@ async def start_paging(kernel: Kernel) -> None:
     kernel.start_soon(vm.run, name="capkern:fault-path")
 
 
-def _default_pager() -> Any:
+def _default_pager(policy: str) -> Any:
     # The kernel only *starts* the default pager program as an untrusted domain; it
     # never calls into it except over its endpoint.  Imported lazily by name so the
-    # TCB modules carry no import of untrusted server code.
+    # TCB modules carry no import of untrusted server code.  The one thing it asks of
+    # the module is at boot, before any domain runs: whether the boot option ``policy``
+    # names one of its policies, so a typo is a ConfigError from boot() rather than a
+    # pager that dies at start and processes that later run out of frames.
     import importlib
 
-    return importlib.import_module("capkern.servers.pager.server").pager_server
+    module = importlib.import_module("capkern.servers.pager.server")
+    if policy not in module.POLICIES:
+        raise ConfigError(
+            f"unknown replacement policy {policy!r}; the default pager offers "
+            f"{', '.join(module.POLICIES)}"
+        )
+    return module.pager_server
 
 
 def _default_blockdev() -> Any:

@@ -1,1 +1,31 @@
-"""The external pager and its replacement policies (UNTRUSTED)."""
+"""The external pager and its replacement policies (UNTRUSTED).
+
+To prototype a page replacement policy, subclass :class:`ReplacementPolicy` and boot
+with ``capkern.boot(pager=make_pager(MyPolicy))``.  The policy runs inside the untrusted
+pager domain: it sees opaque page handles and the referenced/dirty bits the kernel
+harvests, never page contents, and a bad choice costs speed only.
+"""
+
+from ._policy import (
+    POLICIES,
+    ClockPolicy,
+    FIFOPolicy,
+    LRUPolicy,
+    RandomPolicy,
+    ReplacementPolicy,
+    make_policy,
+)
+from .server import Pager, make_pager, pager_server
+
+__all__ = [
+    "POLICIES",
+    "ClockPolicy",
+    "FIFOPolicy",
+    "LRUPolicy",
+    "Pager",
+    "RandomPolicy",
+    "ReplacementPolicy",
+    "make_pager",
+    "make_policy",
+    "pager_server",
+]

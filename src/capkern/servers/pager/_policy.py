@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import ClassVar
 
+from ...errors import ConfigError
+
 __all__ = ["POLICIES", "ClockPolicy", "FIFOPolicy", "LRUPolicy", "RandomPolicy",
            "ReplacementPolicy", "make_policy"]
 
@@ -58,11 +60,17 @@ class ReplacementPolicy(abc.ABC):
     def dirtied(self, handles: Iterable[int]) -> None:
         """These pages are dirty (a hint; default: ignored)."""
 
+    def __bool__(self) -> bool:
+        """Always true: a policy is an object, not a container, even with no pages.
 
-class FIFOPolicy(ReplacementPolicy):
-    """Evict in order of admission."""
+        Without this, ``__len__`` would make a fresh policy falsy and ``policy or
+        default`` would silently discard a user's policy.
+        """
+        return True
 
-    name = "fifo"
+
+class _OrderedPolicy(ReplacementPolicy):
+    """Shared bookkeeping: resident pages in an insertion-ordered dict, oldest first."""
 
     def __init__(self) -> None:
         self._order: OrderedDict[int, None] = OrderedDict()
@@ -74,7 +82,7 @@ class FIFOPolicy(ReplacementPolicy):
         self._order.pop(handle, None)
 
     def choose(self, n: int) -> list[int]:
-        """The ``n`` oldest admissions (for LRU: least recently referenced)."""
+        """The first ``n`` pages of the order."""
         return list(itertools.islice(self._order, max(0, n)))
 
     def __contains__(self, handle: object) -> bool:
@@ -84,8 +92,18 @@ class FIFOPolicy(ReplacementPolicy):
         return len(self._order)
 
 
-class LRUPolicy(FIFOPolicy):
-    """Approximate LRU: pages referenced since the last harvest move to the MRU end."""
+class FIFOPolicy(_OrderedPolicy):
+    """Evict in order of admission; references do not matter."""
+
+    name = "fifo"
+
+
+class LRUPolicy(_OrderedPolicy):
+    """Approximate LRU: pages referenced since the last harvest move to the MRU end.
+
+    The order is only as fine as the harvests: pages referenced in the same harvest are
+    ordered as the kernel reported them.  Victims come from the LRU end.
+    """
 
     name = "lru"
 
@@ -96,7 +114,13 @@ class LRUPolicy(FIFOPolicy):
 
 
 class ClockPolicy(ReplacementPolicy):
-    """Second chance: a hand sweeps the pages; a referenced page is skipped once."""
+    """Second chance: a hand sweeps the pages; a referenced page is skipped once.
+
+    The ring is an ordered dict whose front is the page under the hand; advancing the
+    hand rotates the front to the back, in O(1).  A new page enters just behind the hand
+    with a clear bit, so it is the last one the hand reaches.  :meth:`choose` moves the
+    hand and clears the bits it passes, as the real algorithm does.
+    """
 
     name = "clock"
 
@@ -138,7 +162,7 @@ class ClockPolicy(ReplacementPolicy):
         return len(self._ref)
 
 
-class RandomPolicy(FIFOPolicy):
+class RandomPolicy(_OrderedPolicy):
     """Uniformly random victims (seeded: deterministic)."""
 
     name = "random"
@@ -163,4 +187,6 @@ def make_policy(name: str) -> ReplacementPolicy:
     try:
         return POLICIES[name]()
     except KeyError:
-        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
+        raise ConfigError(
+            f"unknown replacement policy {name!r}; choose from {', '.join(POLICIES)}"
+        ) from None

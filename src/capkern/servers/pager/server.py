@@ -16,9 +16,9 @@ from ...errors import ServerError
 from ...pagefmt import META_LEN, join_blob, split_blob
 from ...proc import Process
 from ._layout import NoSpace, SwapLayout, pack_meta_entry, unpack_meta_entry
-from ._policy import ReplacementPolicy, make_policy
+from ._policy import POLICIES, ReplacementPolicy, make_policy
 
-__all__ = ["Pager", "make_pager", "pager_server"]
+__all__ = ["POLICIES", "Pager", "make_pager", "pager_server"]
 
 Program = Callable[..., Any]
 
@@ -132,7 +132,7 @@ def make_pager(policy: ReplacementPolicy | Callable[[], ReplacementPolicy] | Non
 
     async def pager_program(proc: Process, policy_name: str = "clock") -> None:
         chosen = policy() if callable(policy) else policy
-        await cls(proc, chosen or make_policy(policy_name)).serve()
+        await cls(proc, chosen if chosen is not None else make_policy(policy_name)).serve()
 
     return pager_program
 
