@@ -377,9 +377,11 @@ def reply(
             value = wire.decode_untrusted(raw, k.limits)
             raw = bytes(raw)
     except Exception as exc:
-        # the replier gets the error; the caller must not hang on a broken server
+        # the replier gets the error in full; the caller must not hang on a broken server,
+        # but learns only the kind of error (not the server's slots or domain details)
         k.stats.messages_rejected += 1
-        _fail_caller(reply_obj, ContractViolation(f"server sent a bad reply: {exc}"))
+        _fail_caller(reply_obj, ContractViolation(
+            f"server sent a bad reply ({type(exc).__name__}); the call has no answer"))
         raise
     if reply_obj.contract is not None:
         if value is _UNDECODED:
