@@ -2,7 +2,9 @@
 
 Resident pages are read and written on the process's own task with no channel hop
 (:meth:`VM.read`, :meth:`VM.write`).  A non-present page is a fault: the process's trap
-queues it to the kernel's fault task, which resolves faults one at a time::
+queues it to the kernel's fault path, which resolves each fault in its own task (in a
+nursery the fault path owns), so a slow or hung pager delays only the faults that need
+it, each by at most one deadline::
 
     fault -> [evict: pager chooses victims -> crypt seals -> pager stores]
           -> zero-fill, or pager fetch -> crypt unseal + binding/version check -> map
@@ -10,6 +12,10 @@ queues it to the kernel's fault task, which resolves faults one at a time::
 Every call into the untrusted pager has a deadline.  Victims are unmapped (not freed)
 while their sealed copies travel, so a process touching one just faults and waits; a
 frame is freed only after the pager confirmed the store, so a failed store loses no data.
+Concurrency is kept safe by three rules: a page being faulted in or evicted is *busy*
+and any other fault on it waits for that to end; evictions run one at a time (a lock);
+and a discard waits until the pages it names are no longer busy, so the pager never
+hears of a page after it was told to forget it.
 The version of each page lives here, in trusted memory, and is bumped on every seal; a
 page-in must carry exactly the version of the page's current sealed copy.
 """
@@ -65,6 +71,20 @@ class _FaultItem:
     done: trio.Event = field(default_factory=trio.Event)
     error: CapkernError | None = None
     discard: list[int] | None = None
+    after: list[trio.Event] = field(default_factory=list)  # a discard waits for these
+
+
+#: an eviction victim: (handle, address space, virtual page, page-table entry)
+_Victim = tuple[int, AddressSpace, int, PTE]
+
+
+@dataclass
+class _Eviction:
+    """One eviction under way; faults that need a frame meanwhile share its outcome."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    victims: int = 0
+    freed: int = 0
 
 
 class VM:
@@ -82,6 +102,10 @@ class VM:
         self._asid_free: list[int] = []
         self._asid_next = 1
         self._store_error = ""  # why the last eviction could not store its pages
+        self._busy: dict[PTE, trio.Event] = {}  # pages being faulted in or evicted
+        self._eviction: _Eviction | None = None  # the eviction under way
+        self._filling = 0  # frames held by faults in flight (allocated, not yet mapped)
+        self._filled = trio.Event()  # set (and replaced) whenever such a fault ends
         self._incarnations: dict[int, int] = {}
         send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
         self._submit = send
@@ -108,7 +132,10 @@ class VM:
         self._asid_free.append(aspace.asid)
 
     def _release(self, ptes: list[PTE]) -> None:
+        """Unmapped pages: free resident frames now (a busy page's frame is freed by the
+        task working on it), and have the pager discard them once they are not busy."""
         handles = []
+        after = [self._busy[pte] for pte in ptes if pte in self._busy]
         for pte in ptes:
             if pte.present:
                 self.frames.free(pte.frame)
@@ -120,7 +147,7 @@ class VM:
         if handles:
             dead = set(handles)
             self._mapped = [h for h in self._mapped if h not in dead]
-            self._submit.send_nowait(_FaultItem(None, 0, discard=handles))
+            self._submit.send_nowait(_FaultItem(None, 0, discard=handles, after=after))
 
     def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
         assert dom.aspace is not None
@@ -196,46 +223,77 @@ class VM:
     # -- the kernel's fault task ----------------------------------------------------------
 
     async def run(self) -> None:
-        async for item in self._queue:
-            try:
-                if item.discard is not None:
-                    await self._discard(item.discard)
-                else:
-                    await self._resolve(item)
-            except Fault as exc:
-                item.error = exc
-            except Exception as exc:  # a kernel bug must not take the kernel down
-                item.error = Fault(f"internal error in the fault path: {exc!r}")
-                if item.dom is not None:
-                    self.kernel.event("internal_error", item.dom, repr(exc))
-            finally:
-                item.done.set()
+        """The kernel's fault path: one task per queued fault or discard."""
+        async with trio.open_nursery() as nursery:
+            async for item in self._queue:
+                nursery.start_soon(self._serve, item)
+
+    async def _serve(self, item: _FaultItem) -> None:
+        try:
+            if item.discard is not None:
+                for busy in item.after:
+                    await busy.wait()
+                await self._discard(item.discard)
+            else:
+                await self._resolve(item)
+        except Fault as exc:
+            item.error = exc
+        except Exception as exc:  # a kernel bug must not take the kernel down
+            item.error = Fault(f"internal error in the fault path: {exc!r}")
+            if item.dom is not None:
+                self.kernel.event("internal_error", item.dom, repr(exc))
+        finally:
+            item.done.set()
+
+    async def _settled_pte(self, aspace: AddressSpace, vpn: int) -> PTE:
+        """The page-table entry of ``vpn`` once no other task is faulting or evicting it."""
+        while True:
+            pte = aspace.pages.get(vpn)
+            if not aspace.alive or pte is None:
+                raise SegmentationFault(f"address {vpn * PAGE_SIZE:#x} is not mapped")
+            busy = self._busy.get(pte)
+            if busy is None:
+                return pte
+            await busy.wait()
 
     async def _resolve(self, item: _FaultItem) -> None:
         dom = item.dom
         assert dom is not None and dom.aspace is not None
         aspace = dom.aspace
-        pte = aspace.pages.get(item.vpn)
-        if not aspace.alive or pte is None:
-            raise SegmentationFault(f"address {item.vpn * PAGE_SIZE:#x} is not mapped")
+        pte = await self._settled_pte(aspace, item.vpn)
         if pte.present:
             return
+        busy = self._busy[pte] = trio.Event()
+        try:
+            await self._fill(dom, aspace, item.vpn, pte)
+        finally:
+            del self._busy[pte]
+            busy.set()
+
+    async def _fill(self, dom: Domain, aspace: AddressSpace, vpn: int, pte: PTE) -> None:
+        """Give a busy, non-present page a frame: zero-filled or paged in and verified."""
         stats = self.kernel.stats
         stats.faults += 1
         dom.faults += 1
         frame = await self._get_frame()
+        self._filling += 1
         try:
             if pte.state == "zero":
                 stats.zero_fills += 1
             else:
-                await self._page_in(dom, aspace, item.vpn, pte, frame)
+                await self._page_in(dom, aspace, vpn, pte, frame)
         except BaseException:
             self.frames.free(frame)
             raise
-        if not aspace.alive or aspace.pages.get(item.vpn) is not pte:
-            self.frames.free(frame)  # unmapped while we waited: nothing to map
-            return
-        self._map(aspace, item.vpn, pte, frame)
+        else:
+            if not aspace.alive or aspace.pages.get(vpn) is not pte:
+                self.frames.free(frame)  # unmapped while we waited: nothing to map
+            else:
+                self._map(aspace, vpn, pte, frame)
+        finally:
+            self._filling -= 1
+            self._filled.set()
+            self._filled = trio.Event()
 
     def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:
         if not pte.handle:
@@ -256,15 +314,42 @@ class VM:
                 return handle
 
     async def _get_frame(self) -> int:
-        frame = self.frames.alloc()
-        if frame is None:
-            await self._evict(min(self.kernel.config.evict_batch, MAX_BATCH))
+        """A free frame, evicting a batch if RAM is full.
+
+        One eviction runs at a time.  A fault that needs a frame while one is under way
+        shares its outcome instead of queueing another: it takes a frame the eviction
+        freed, or fails with it -- so when the pager hangs, every fault waiting for
+        memory fails after one eviction's deadlines, not one after the other.
+        """
+        while True:
             frame = self.frames.alloc()
-        if frame is None:
-            why = f": the evicted pages could not be stored ({self._store_error})" \
-                if self._store_error else ""
-            raise OutOfMemory(f"no frame could be freed{why}")
-        return frame
+            if frame is not None:
+                return frame
+            eviction = self._eviction
+            if eviction is None:
+                if not self._resident:
+                    if not self._filling:
+                        raise self._out_of_memory()
+                    await self._filled.wait()  # every frame is on its way to a page
+                    continue
+                eviction = self._eviction = _Eviction()
+                try:
+                    eviction.victims, eviction.freed = await self._evict(
+                        min(self.kernel.config.evict_batch, MAX_BATCH))
+                finally:
+                    self._eviction = None
+                    eviction.done.set()
+            else:
+                await eviction.done.wait()
+            if eviction.victims and not eviction.freed and not self.frames.free_count:
+                raise self._out_of_memory()  # the pager would not take the pages
+            # frames were freed (others may take them first), or the victims went away
+            # meanwhile (their process exited): try again
+
+    def _out_of_memory(self) -> OutOfMemory:
+        why = f": the evicted pages could not be stored ({self._store_error})" \
+            if self._store_error else ""
+        return OutOfMemory(f"no frame could be freed{why}")
 
     # -- calls to servers, with deadlines --------------------------------------------------
 
@@ -326,32 +411,49 @@ class VM:
             victims = list(self._resident)[:n]
         return victims
 
-    async def _evict(self, n: int) -> None:
+    async def _evict(self, n: int) -> tuple[int, int]:
+        """Evict up to ``n`` pages; return how many were chosen and how many frames that
+        freed (fewer when the pager did not store some: those stay resident)."""
         victims = await self._choose_victims(n)
-        ptes = [(h, *self._handles[h]) for h in victims]
-        for h, aspace, vpn in ptes:  # unmap first: a touch now faults and waits for us
-            aspace.pages[vpn].present = False
+        pages: list[_Victim] = []
+        busy = trio.Event()
+        for h in victims:  # unmap first: a touch now faults and waits for us
+            aspace, vpn = self._handles[h]
+            pte = aspace.pages[vpn]
+            pte.present = False
             self._resident.pop(h, None)
-        to_seal = [(h, a, v) for h, a, v in ptes
-                   if a.pages[v].dirty or a.pages[v].sealed_version is None]
-        clean = [(h, a, v) for h, a, v in ptes if (h, a, v) not in to_seal]
+            self._busy[pte] = busy
+            pages.append((h, aspace, vpn, pte))
+        to_seal = [v for v in pages if v[3].dirty or v[3].sealed_version is None]
         stored: set[int] = set()
+        freed = 0
         try:
             if to_seal:
                 stored = await self._seal_and_store(to_seal)
         finally:
-            for h, aspace, vpn in ptes:
-                pte = aspace.pages.get(vpn)
-                if pte is None or not aspace.alive or pte.handle != h:
-                    continue  # freed meanwhile by exit/munmap
-                if h in stored or (h, aspace, vpn) in clean:
-                    self._drop(pte)
-                else:  # the sealed copy did not make it: keep the data resident
-                    self.kernel.stats.store_failures += 1
-                    pte.present = True
-                    self._resident[h] = None
-                    self._mapped.append(h)
-        self.kernel.stats.clean_drops += len(clean)
+            for victim in pages:
+                freed += self._settle_victim(victim, victim in to_seal, stored)
+            busy.set()
+        self.kernel.stats.clean_drops += len(pages) - len(to_seal)
+        return len(pages), freed
+
+    def _settle_victim(self, victim: _Victim, sealed: bool, stored: set[int]) -> bool:
+        """After the store: free the frame (True), or map the page again if its sealed
+        copy did not make it (False)."""
+        h, aspace, vpn, pte = victim
+        del self._busy[pte]
+        if not aspace.alive or aspace.pages.get(vpn) is not pte:
+            self.frames.free(pte.frame)  # unmapped meanwhile: the frame is ours to free
+            pte.frame = -1
+        elif not sealed or h in stored:
+            self._drop(pte)
+        else:  # keep the data resident: no data is lost
+            self.kernel.stats.store_failures += 1
+            pte.present = True
+            self._resident[h] = None
+            self._mapped.append(h)
+            return False
+        return True
 
     def _drop(self, pte: PTE) -> None:
         self.frames.free(pte.frame)
@@ -359,10 +461,9 @@ class VM:
         pte.state = "swapped"
         self.kernel.stats.evictions += 1
 
-    async def _seal_and_store(self, pages: list[tuple[int, AddressSpace, int]]) -> set[int]:
+    async def _seal_and_store(self, pages: list[_Victim]) -> set[int]:
         items = []
-        for _h, aspace, vpn in pages:
-            pte = aspace.pages[vpn]
+        for _h, aspace, vpn, pte in pages:
             pte.version += 1
             binding = [aspace.asid, aspace.incarnation, vpn, pte.version]
             items.append([binding, bytes(self.frames.frame(pte.frame))])
@@ -371,7 +472,7 @@ class VM:
         if len(blobs) != len(items):
             raise Fault("sealer returned the wrong number of pages")
         self.kernel.stats.seals += len(blobs)
-        body = {"pages": [[h, blob] for (h, _a, _v), blob in zip(pages, blobs, strict=True)]}
+        body = {"pages": [[v[0], blob] for v, blob in zip(pages, blobs, strict=True)]}
         try:
             reply = await self._pager_call("store", body)
         except (Fault, ServerError) as exc:
@@ -380,9 +481,8 @@ class VM:
             return set()
         stored = set(reply["stored"])
         self._store_error = "" if stored else "the pager stored none of them"
-        for h, aspace, vpn in pages:
+        for h, _aspace, _vpn, pte in pages:
             if h in stored:
-                pte = aspace.pages[vpn]
                 pte.sealed_version = pte.version
                 pte.dirty = False
         return stored
