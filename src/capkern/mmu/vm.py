@@ -13,10 +13,10 @@ Every call into the untrusted pager has a deadline.  Victims are unmapped (not f
 while their sealed copies travel, so a process touching one just faults and waits; a
 frame is freed only after the pager confirmed the store, so a failed store loses no data.
 Concurrency is kept safe by three rules: a page being faulted in or evicted is *busy*
-and any other fault on it waits for that to end; evictions run one at a time (a lock);
-and a discard waits until the pages it names are no longer busy, so the pager never
-hears of a page after it was told to forget it.
-The version of each page lives here, in trusted memory, and is bumped on every seal; a
+and any other fault on it waits for that to end; one eviction runs at a time (faults
+that need a frame meanwhile share its outcome); and a discard waits until the pages it
+names are no longer busy, so the pager never hears of a page after it was told to
+forget it.  The version of each page lives here, in trusted memory, and is bumped on every seal; a
 page-in must carry exactly the version of the page's current sealed copy.
 """
 
@@ -220,7 +220,7 @@ class VM:
         if item.error is not None:
             raise item.error
 
-    # -- the kernel's fault task ----------------------------------------------------------
+    # -- the kernel's fault path ----------------------------------------------------------
 
     async def run(self) -> None:
         """The kernel's fault path: one task per queued fault or discard."""
@@ -540,7 +540,7 @@ def check_paging_config(cfg: BootConfig) -> None:
 
 
 async def start_paging(kernel: Kernel) -> None:
-    """Start the sealer, block device and pager domains and the kernel's fault task."""
+    """Start the sealer, block device and pager domains and the kernel's fault path."""
     from ..servers.crypt.server import crypt_server  # trusted: part of the TCB
 
     cfg = kernel.config
