@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -24,11 +25,11 @@ import trio
 
 from . import wire
 from .contract import Contract
-from .cspace import CapInfo, Rights
+from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
-from .errors import ConfigError, KernelShutdown, NoSuchProcess
+from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess
 from .ipc import Endpoint, Notification, ReplyObject
-from .proc import Process, ProcessExit
+from .proc import Process, ProcessExit, check_name, check_object_args, parse_rights
 from .trace import Counters, Event, EventLog, IpcTrace
 
 if TYPE_CHECKING:
@@ -83,16 +84,45 @@ class BootConfig:
     paging: bool = True
 
     def validate(self) -> None:
-        if not isinstance(self.ram_pages, int) or self.ram_pages < 1:
-            raise ConfigError(f"ram_pages must be a positive int, not {self.ram_pages!r}")
-        if self.evict_batch < 1 or self.pager_deadline <= 0 or self.crypt_deadline <= 0:
-            raise ConfigError("evict_batch and deadlines must be positive")
-        if self.swap_blocks < 2:
-            raise ConfigError("swap_blocks must be at least 2")
+        """Refuse a bad option with a :class:`ConfigError` before anything starts."""
+
+        def count(name: str, minimum: int) -> None:
+            value = getattr(self, name)
+            if type(value) is not int or value < minimum:
+                raise ConfigError(f"{name} must be an int >= {minimum}, not {value!r}")
+
+        def seconds(name: str, positive: bool) -> None:
+            value = getattr(self, name)
+            ok = (
+                type(value) in (int, float)
+                and math.isfinite(value)
+                and (value > 0 if positive else value >= 0)
+            )
+            if not ok:
+                what = "a positive" if positive else "a non-negative"
+                raise ConfigError(f"{name} must be {what} finite number, not {value!r}")
+
+        count("ram_pages", 1)
+        count("evict_batch", 1)
+        count("swap_blocks", 2)
+        count("cspace_size", 1)
+        seconds("pager_deadline", True)
+        seconds("crypt_deadline", True)
+        seconds("blockdev_latency", False)
+        if not isinstance(self.policy, str):
+            raise ConfigError(f"policy must be a str, not {self.policy!r}")
         if self.cipher not in ("aes-256-gcm", "chacha20-poly1305", "null"):
             raise ConfigError(f"unknown cipher {self.cipher!r}")
+        if not isinstance(self.limits, wire.Limits):
+            raise ConfigError(f"limits must be a capkern.wire.Limits, not {self.limits!r}")
+        for name in ("pager", "blockdev_server"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ConfigError(f"{name} must be a program (async function), not {value!r}")
         if self.blockdev_server is None and not (
-            self.blockdev == "memory" or (self.blockdev.startswith("file:") and self.blockdev[5:])
+            isinstance(self.blockdev, str)
+            and (self.blockdev == "memory" or (self.blockdev.startswith("file:")
+                                               and self.blockdev[5:]))
         ):
             raise ConfigError(f"blockdev must be 'memory' or 'file:PATH', not {self.blockdev!r}")
 
@@ -136,26 +166,34 @@ class Kernel:
             + (f" badge={cap.badge}" if cap.badge else ""),
         )
 
+    @staticmethod
+    def _root_slot(cap: RootCap) -> int:
+        if not isinstance(cap, RootCap):
+            raise ConfigError(f"expected a RootCap, not {cap!r}")
+        return cap.slot
+
     def new_endpoint(self, name: str = "", contract: Contract | None = None) -> RootCap:
         """Create an endpoint; the root holds the original capability (rwg)."""
+        check_object_args(name, contract)
         return self._root_cap(
             self.root.cspace.insert_original(Endpoint(name, contract), Rights.ALL)
         )
 
     def new_notification(self, name: str = "") -> RootCap:
+        check_object_args(name, None)
         return self._root_cap(self.root.cspace.insert_original(Notification(name), Rights.ALL))
 
     def mint(self, cap: RootCap, rights: str | Rights, badge: int | None = None) -> RootCap:
         """Derive a root-held capability with fewer rights and/or a badge."""
-        src = self.root.cspace.lookup(cap.slot)
-        return self._root_cap(self.root.cspace.insert_derived(src, Rights.parse(rights), badge))
+        src = self.root.cspace.lookup(self._root_slot(cap))
+        return self._root_cap(self.root.cspace.insert_derived(src, parse_rights(rights), badge))
 
     def revoke(self, cap: RootCap) -> int:
         """Remove every capability derived from ``cap``, in every domain."""
-        return self.root.cspace.revoke(cap.slot)
+        return self.root.cspace.revoke(self._root_slot(cap))
 
     def delete(self, cap: RootCap) -> None:
-        self.root.cspace.delete(cap.slot)
+        self.root.cspace.delete(self._root_slot(cap))
 
     # -- processes -----------------------------------------------------------------------
 
@@ -171,22 +209,26 @@ class Kernel:
 
         ``args`` cross into the new domain as msgpack (fresh copies, no shared objects);
         ``caps`` places capabilities derived from root capabilities in named slots.
+        Everything is checked before anything changes: a refused spawn leaves no trace.
         """
         if self._closing:
             raise KernelShutdown("the kernel is shutting down")
         if not callable(program):
             raise ConfigError(f"program must be an async function, not {program!r}")
+        if kind not in ("process", "server"):
+            raise ConfigError(f"kind must be 'process' or 'server', not {kind!r}")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"name must be a str, not {name!r}")
         fresh_args = wire.decode(wire.encode(list(args), self.limits))
+        plan = self._plan_grants(caps)
+        if len(plan) > self.config.cspace_size - 1:  # slot 0 is the null slot
+            raise CSpaceFull(f"{len(plan)} capabilities do not fit a CSpace of "
+                             f"{self.config.cspace_size} slots")
         pid = next(self._pids)
-        dom_name = str(name or getattr(program, "__name__", "process"))
+        dom_name = name or str(getattr(program, "__name__", "process"))
         dom = Domain(self, pid, dom_name, kind, self.config.cspace_size)
-        grants = [
-            (slot_name, g if isinstance(g, Grant) else Grant(g))
-            for slot_name, g in (caps or {}).items()
-        ]
-        sources = [(n, self.root.cspace.lookup(g.cap.slot), g) for n, g in grants]
-        for slot_name, src, g in sources:
-            dom.cspace.insert_derived(src, Rights.parse(g.rights), g.badge, slot_name)
+        for slot_name, src, rights, badge in plan:
+            dom.cspace.insert_derived(src, rights, badge, slot_name)
         dom.program = program
         if self.vm is not None and kind == "process":
             self.vm.attach(dom)
@@ -198,30 +240,97 @@ class Kernel:
         self.event("spawn", dom, kind)
         return pid
 
+    def _plan_grants(
+        self, caps: Mapping[str, RootCap | Grant] | None
+    ) -> list[tuple[str, Cap, Rights, int]]:
+        """Decode phase of spawn's ``caps``: every check, no mutation."""
+        if caps is None:
+            return []
+        if not isinstance(caps, Mapping):
+            raise ConfigError(f"caps must be a mapping of slot name -> RootCap/Grant, "
+                              f"not {type(caps).__name__}")
+        plan = []
+        for slot_name, g in caps.items():
+            check_name(slot_name, "slot name")
+            if not slot_name:
+                raise ConfigError("a granted capability needs a non-empty slot name")
+            grant = g if isinstance(g, Grant) else Grant(g)
+            src = self.root.cspace.lookup(self._root_slot(grant.cap))
+            rights, badge = CSpace.check_derivation(src, parse_rights(grant.rights), grant.badge)
+            plan.append((slot_name, src, rights, badge))
+        return plan
+
     async def _run_domain(self, dom: Domain, program: Program, args: list[Any]) -> None:
-        """A domain's task: run the program, turn its end into an exit status."""
+        """A domain's task: run the program, turn its end into an exit status.
+
+        Whatever the program raises -- an exception, ``sys.exit``, any other
+        ``BaseException``, an exception group from its own nursery -- ends this domain
+        only.  Two things pass through: the kernel's own cancellation, and
+        ``KeyboardInterrupt`` -- Trio delivers the user's Ctrl-C to whichever task is
+        running, and it must end the run, not one unlucky domain.
+        """
         status: ExitStatus | None = None
         try:
             with dom.cancel_scope:
                 dom.state = "running"
+                # killed before it ever ran: it does not run at all
+                await trio.lowlevel.checkpoint_if_cancelled()
                 try:
                     rv = await program(Process(dom), *args)
                     code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
-                    status = ExitStatus(dom.pid, dom.name, "exited", code)
-                except ProcessExit as exc:
-                    status = ExitStatus(dom.pid, dom.name, "exited", exc.code)
-                except Exception as exc:
-                    status = self._crashed(dom, exc)
-            if status is None:
+                    status = self._exited(dom, code)
+                except BaseException as exc:
+                    status = self._ended_by(dom, exc)
+                    if status is None:
+                        raise  # a cancellation: the cancel scope (or the kernel's) takes it
+            if status is None or (status.state == "exited" and dom.cancel_scope.cancel_called):
+                # killed -- even if the program swallowed the cancellation and returned
                 status = ExitStatus(dom.pid, dom.name, "killed")
         finally:
-            if status is None:
+            if status is None or (status.state == "exited" and self._closing):
                 status = ExitStatus(dom.pid, dom.name, "killed", error="kernel shutdown")
             self._teardown(dom, status)
 
+    @staticmethod
+    def _exited(dom: Domain, code: Any) -> ExitStatus:
+        """An exit status from an exit code (a plain int; anything else is a failure)."""
+        if code is None:
+            code = 0
+        elif isinstance(code, bool):
+            code = int(code)
+        if type(code) is not int:
+            if isinstance(code, int):
+                code = int.__int__(code)  # an int subclass: keep only its value
+            else:
+                return ExitStatus(dom.pid, dom.name, "exited", 1, str(code)[:200])
+        if not -(1 << 63) <= code < (1 << 63):
+            return ExitStatus(dom.pid, dom.name, "exited", 1, "exit code out of range")
+        return ExitStatus(dom.pid, dom.name, "exited", code)
+
+    def _ended_by(self, dom: Domain, exc: BaseException) -> ExitStatus | None:
+        """The exit status for what a program raised; None if it must pass through."""
+        if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
+            return None
+        if isinstance(exc, BaseExceptionGroup):
+            rest = exc.split(trio.Cancelled)[1]
+            if rest is None or rest.subgroup(KeyboardInterrupt) is not None:
+                return None
+            exits, errors = rest.split((ProcessExit, SystemExit))
+            if errors is not None or exits is None:
+                return self._crashed(dom, rest)
+            exc = _leaves(exits)[0]
+        if isinstance(exc, ProcessExit):
+            return self._exited(dom, exc.code)
+        if isinstance(exc, SystemExit):
+            return self._exited(dom, exc.code)
+        return self._crashed(dom, exc)
+
     def _crashed(self, dom: Domain, exc: BaseException) -> ExitStatus:
         self.stats.crashes += 1
-        summary = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        if isinstance(exc, BaseExceptionGroup):
+            summary = "; ".join(_summary(leaf) for leaf in _leaves(exc))
+        else:
+            summary = _summary(exc)
         self.event("crash", dom, summary)
         return ExitStatus(dom.pid, dom.name, "failed", None, summary)
 
@@ -244,7 +353,7 @@ class Kernel:
             self.event("exit", dom, f"{status.state} code={status.code}")
 
     def _domain(self, pid: int) -> Domain:
-        dom = self._domains.get(pid)
+        dom = self._domains.get(pid) if type(pid) is int else None
         if dom is None or pid == 0:
             raise NoSuchProcess(f"no domain with pid {pid!r}")
         return dom
@@ -252,7 +361,7 @@ class Kernel:
     def kill(self, pid: int) -> None:
         """Cancel a domain's program; its resources are freed as it unwinds."""
         dom = self._domain(pid)
-        if dom.alive:
+        if dom.alive and not dom.cancel_scope.cancel_called:
             self.stats.kills += 1
             self.event("kill", dom)
             dom.cancel_scope.cancel()
@@ -315,19 +424,23 @@ class Kernel:
         return dom.cspace.info()
 
     def dump(self) -> dict[str, Any]:
-        """A capDL-like, machine-readable picture of the system: domains, objects, caps
-        and the derivation tree (each cap names its parent as ``[pid, slot]``)."""
+        """A capDL-like, machine-readable (JSON-serialisable) picture of the system:
+        domains (with their exit status and pending implicit reply), objects, caps and
+        the derivation tree (each cap names its parent as ``[pid, slot]``)."""
         objects: dict[int, dict[str, Any]] = {}
         domains = []
         for dom in self._domains.values():
             caps: list[dict[str, Any]] = []
+            names = {s: n for n, s in dom.cspace.names.items()}
             for cap in dom.cspace.caps():
                 obj = cap.obj
-                objects.setdefault(obj.oid, {"oid": obj.oid, "kind": obj.kind, "name": obj.name})
+                if obj.oid not in objects:
+                    objects[obj.oid] = _describe_object(obj)
                 parent = cap.parent
                 caps.append(
                     {
                         "slot": cap.slot,
+                        "name": str(names.get(cap.slot, "")),
                         "object": obj.oid,
                         "rights": cap.rights.short(),
                         "badge": cap.badge,
@@ -336,21 +449,26 @@ class Kernel:
                         else None,
                     }
                 )
-            names = {s: n for n, s in dom.cspace.names.items()}
-            for c in caps:
-                c["name"] = names.get(int(c["slot"]), "")
+            pending = dom.reply if dom.reply is not None and dom.reply.state == "waiting" else None
+            if pending is not None and pending.oid not in objects:
+                objects[pending.oid] = _describe_object(pending)
+            ended = dom.exit
             domains.append(
                 {
                     "pid": dom.pid,
-                    "name": dom.name,
+                    "name": str(dom.name),
                     "kind": dom.kind,
                     "state": dom.state,
+                    "exit": None
+                    if ended is None
+                    else {"state": ended.state, "code": ended.code, "error": ended.error},
+                    "reply": None if pending is None else pending.oid,
                     "caps": caps,
                 }
             )
         return {
             "domains": domains,
-            "objects": sorted(objects.values(), key=lambda o: o["oid"]),
+            "objects": sorted(objects.values(), key=lambda o: int(o["oid"])),
             "stats": self.stats.as_dict(),
         }
 
@@ -363,6 +481,30 @@ class Kernel:
     async def _shutdown(self) -> None:
         self._closing = True
         self._nursery.cancel_scope.cancel()
+
+
+def _describe_object(obj: Any) -> dict[str, Any]:
+    """One object of :meth:`Kernel.dump`: identity plus its kernel state."""
+    out: dict[str, Any] = {"oid": obj.oid, "kind": obj.kind, "name": str(obj.name)}
+    if isinstance(obj, Endpoint):
+        out["contract"] = None if obj.contract is None else str(obj.contract.name)
+        out["senders"] = [b.dom.pid for b in obj.senders]
+        out["receivers"] = [b.dom.pid for b in obj.receivers]
+    elif isinstance(obj, ReplyObject):
+        out["caller"] = obj.caller_dom.pid
+        out["state"] = obj.state
+    return out
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _summary(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 @asynccontextmanager
@@ -381,13 +523,26 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
         from .mmu.vm import check_paging_config
 
         check_paging_config(cfg)
-    async with trio.open_nursery() as nursery:
-        kernel = Kernel(cfg, nursery)
-        try:
-            if cfg.paging:
-                from .mmu.vm import start_paging
+    try:
+        async with trio.open_nursery() as nursery:
+            kernel = Kernel(cfg, nursery)
+            try:
+                if cfg.paging:
+                    from .mmu.vm import start_paging
 
-                await start_paging(kernel)
-            yield kernel
+                    await start_paging(kernel)
+                yield kernel
+            finally:
+                await kernel._shutdown()
+    except BaseExceptionGroup as group:
+        # the nursery wraps whatever ended the block (the body's own exception, an error
+        # starting the servers): a single one goes back to the caller as itself, so
+        # ``except KeyError`` / ``pytest.raises`` around the boot block work as written
+        if len(group.exceptions) != 1:
+            raise
+        leaf = group.exceptions[0]
+        context = leaf.__context__
+        try:
+            raise leaf
         finally:
-            await kernel._shutdown()
+            leaf.__context__ = context

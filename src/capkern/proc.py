@@ -13,17 +13,46 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import ipc
 from .contract import Contract
 from .cspace import CapInfo, Rights
-from .errors import ReplyError, SegmentationFault
+from .errors import (
+    CapkernError,
+    ConfigError,
+    InvalidSlot,
+    MalformedMessage,
+    ProcessError,
+    ReplyError,
+    SegmentationFault,
+)
 from .ipc import Endpoint, Notification, Received, ReplyObject
 
 if TYPE_CHECKING:
     from .domain import Domain
     from .mmu.vm import VM
 
-__all__ = ["Process", "ProcessExit", "SlotRef"]
+__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args",
+           "parse_rights"]
 
 SlotRef = int | str
 """A slot index in the caller's CSpace, or the name given to a slot."""
+
+
+def parse_rights(rights: Any) -> Rights:
+    """``Rights.parse`` with a typed error: bad rights are a :class:`ConfigError`."""
+    try:
+        return Rights.parse(rights)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"bad rights {rights!r}: {exc}") from None
+
+
+def check_name(name: Any, what: str = "name") -> None:
+    """Names of slots and objects are strings (they show up in ``kernel.dump()``)."""
+    if type(name) is not str:
+        raise ConfigError(f"{what} must be a str, not {type(name).__name__}")
+
+
+def check_object_args(name: Any, contract: Any) -> None:
+    check_name(name, "object name")
+    if contract is not None and not isinstance(contract, Contract):
+        raise ConfigError(f"contract must be a capkern Contract, not {type(contract).__name__}")
 
 
 class ProcessExit(BaseException):
@@ -57,19 +86,41 @@ class Process:
 
     def exit(self, code: int = 0) -> NoReturn:
         """End this domain now with exit status ``code``."""
+        if not isinstance(code, int):
+            raise ConfigError(f"exit code must be an int, not {type(code).__name__}")
         raise ProcessExit(int(code))
+
+    def _alive(self) -> None:
+        """Refuse a syscall through the handle of a domain that has ended."""
+        if self._dom.exit is not None:
+            raise ProcessError(
+                f"{self.name!r} (pid {self.pid}) has ended; its handle is dead"
+            )
 
     # -- capabilities -----------------------------------------------------------------------
 
     def _slot(self, ref: SlotRef) -> int:
         return self._dom.cspace.resolve_name(ref) if isinstance(ref, str) else ref
 
+    def _slots(self, caps: Sequence[SlotRef]) -> list[int]:
+        """The slots of capabilities to attach: a list or tuple of slot refs."""
+        if not isinstance(caps, list | tuple):
+            raise MalformedMessage(
+                f"caps must be a list or tuple of slots, not {type(caps).__name__}"
+            )
+        return [self._slot(c) for c in caps]
+
     def slot(self, name: str) -> int:
         """The slot index that carries ``name``."""
+        if type(name) is not str:
+            raise InvalidSlot(f"slot names are str, not {type(name).__name__}")
         return self._dom.cspace.resolve_name(name)
 
     def name_slot(self, slot: SlotRef, name: str) -> None:
         """Give a slot of this CSpace a name (e.g. a capability received in a message)."""
+        check_name(name, "slot name")
+        if not name:
+            raise ConfigError("a slot name must not be empty")
         self._dom.cspace.name_slot(self._slot(slot), name)
 
     def caps(self) -> list[CapInfo]:
@@ -78,18 +129,24 @@ class Process:
 
     def new_endpoint(self, name: str = "", contract: Contract | None = None) -> int:
         """Create an endpoint (optionally bound to a contract); returns its slot (rwg)."""
+        self._alive()
+        check_object_args(name, contract)
         return self._dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name)
 
     def new_notification(self, name: str = "") -> int:
+        self._alive()
+        check_object_args(name, None)
         return self._dom.cspace.insert_original(Notification(name), Rights.ALL, name)
 
     def copy(self, slot: SlotRef, rights: str | Rights = Rights.ALL, name: str = "") -> int:
         """Derive a copy (rights can only shrink)."""
-        return self._dom.cspace.copy(self._slot(slot), Rights.parse(rights), name)
+        check_name(name, "slot name")
+        return self._dom.cspace.copy(self._slot(slot), parse_rights(rights), name)
 
     def mint(self, slot: SlotRef, rights: str | Rights, badge: int, name: str = "") -> int:
         """Derive a capability with fewer rights and a badge (only on an unbadged one)."""
-        return self._dom.cspace.mint(self._slot(slot), Rights.parse(rights), badge, name)
+        check_name(name, "slot name")
+        return self._dom.cspace.mint(self._slot(slot), parse_rights(rights), badge, name)
 
     def move(self, slot: SlotRef, dest: int | None = None) -> int:
         return self._dom.cspace.move(self._slot(slot), dest)
@@ -110,7 +167,7 @@ class Process:
              caps: Sequence[SlotRef]) -> tuple[Any, Any]:
         dom = self._dom
         cap = dom.cspace.lookup(self._slot(slot), Rights.WRITE, Endpoint)
-        slots = [self._slot(c) for c in caps] if caps else ()
+        slots = self._slots(caps) if caps else ()
         msg = ipc.make_message(dom, cap, label, body, raw, slots)
         return cap, msg
 
@@ -161,8 +218,9 @@ class Process:
     def reply(self, label: str = "ok", body: Any = None, *,
               caps: Sequence[SlotRef] = ()) -> bool:
         """Answer the last call received.  False if that caller has gone away."""
-        reply = self._take_reply()
-        return ipc.reply(self._dom, reply, label, body, None, [self._slot(c) for c in caps])
+        # resolve slot names first: a bad name must not cost the caller its reply
+        slots = self._slots(caps) if caps else ()
+        return ipc.reply(self._dom, self._take_reply(), label, body, None, slots)
 
     def reply_raw(self, label: str, raw: bytes) -> bool:
         return ipc.reply(self._dom, self._take_reply(), label, None, raw, ())
@@ -180,23 +238,29 @@ class Process:
 
     def save_caller(self, name: str = "") -> int:
         """Move the implicit reply capability into a CSpace slot, to reply later."""
+        check_name(name, "slot name")
         reply = self._take_reply()
-        return self._dom.cspace.insert_original(reply, Rights.WRITE, name)
+        try:
+            return self._dom.cspace.insert_original(reply, Rights.WRITE, name)
+        except CapkernError:
+            self._dom.reply = reply  # still ours to answer: the caller must not hang
+            raise
 
     def reply_to(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
                  caps: Sequence[SlotRef] = ()) -> bool:
         """Reply through a saved reply capability; the capability is used up."""
+        slots = self._slots(caps) if caps else ()  # before the cap is used up
         cap = self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, ReplyObject)
         reply: ReplyObject = cap.obj  # type: ignore[assignment]
         self._dom.cspace.delete(cap.slot)
-        return ipc.reply(self._dom, reply, label, body, None, [self._slot(c) for c in caps])
+        return ipc.reply(self._dom, reply, label, body, None, slots)
 
     # -- memory -----------------------------------------------------------------------------
 
     def mmap(self, length: int, rights: str | Rights = "rw", addr: int | None = None) -> int:
         """Map ``length`` bytes (rounded up to pages) of demand-zero memory; returns the
         start address.  ``rights``: "r" or "rw"."""
-        return self._vm().mmap(self._dom, length, Rights.parse(rights), addr)
+        return self._vm().mmap(self._dom, length, parse_rights(rights), addr)
 
     def munmap(self, addr: int, length: int) -> None:
         """Unmap pages; their frames are freed and their sealed copies discarded."""
@@ -211,9 +275,12 @@ class Process:
         await self._vm().write(self._dom, addr, data)
 
     def _vm(self) -> VM:
-        vm = self._dom.kernel.vm
-        if vm is None or self._dom.aspace is None:
+        dom = self._dom
+        vm = dom.kernel.vm
+        if vm is None or dom.aspace is None:
             raise SegmentationFault(f"{self.name!r} has no address space (paging is off)")
+        if dom.exit is not None:
+            self._alive()
         return vm
 
     # -- notifications ----------------------------------------------------------------------

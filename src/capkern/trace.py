@@ -8,12 +8,17 @@ keeps the newest ``capacity`` records and can be written as JSON.
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TextIO
 
+from .errors import ConfigError
+
 __all__ = ["Counters", "Event", "EventLog", "IpcRecord", "IpcTrace"]
+
+log = logging.getLogger("capkern.events")
 
 
 @dataclass
@@ -69,12 +74,20 @@ class EventLog:
         self._listeners: list[Any] = []
 
     def add(self, event: Event) -> None:
+        """Record ``event`` and show it to every subscriber.  A subscriber that raises is
+        logged and skipped: it runs inside kernel code (spawn, teardown, the fault path),
+        which must not fail because a watcher did."""
         self.events.append(event)
         self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
         for listener in list(self._listeners):
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %s", listener, event.kind)
 
-    def subscribe(self, listener: Any) -> None:
+    def subscribe(self, listener: Callable[[Event], object]) -> None:
+        if not callable(listener):
+            raise ConfigError(f"an event subscriber must be callable, not {listener!r}")
         self._listeners.append(listener)
 
     def unsubscribe(self, listener: Any) -> None:
