@@ -66,6 +66,32 @@ class SwapLayout:
         if slot is not None:
             heapq.heappush(self._free, slot)
 
+    def take(self) -> int:
+        """Reserve the lowest free slot for a copy not yet written (NoSpace if none).
+
+        The slot belongs to no handle until :meth:`bind`; give it back with :meth:`put`
+        if the write fails.  This is how a page is replaced copy-on-write: the previous
+        copy stays where it is, and fetchable, until the new one is on the disk.
+        """
+        if not self._free:
+            raise NoSpace(f"all {self.slots} swap slots are in use")
+        return heapq.heappop(self._free)
+
+    def put(self, slot: int) -> None:
+        """Return a slot reserved by :meth:`take` (or left by :meth:`bind`) to the pool."""
+        self._check_slot(slot)
+        heapq.heappush(self._free, slot)
+
+    def bind(self, handle: int, slot: int) -> int | None:
+        """Make ``slot`` the home of ``handle``; returns its previous slot, if another.
+
+        The caller frees the previous slot (with :meth:`put`) once it no longer needs it.
+        """
+        self._check_slot(slot)
+        old = self._slot_of.get(handle)
+        self._slot_of[handle] = slot
+        return None if old == slot else old
+
     def handles(self) -> list[int]:
         """Handles in swap, in allocation order."""
         return list(self._slot_of)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import ServerError
-from ...pagefmt import META_LEN, join_blob, split_blob
+from ...errors import CapkernError, ServerError
+from ...pagefmt import META_LEN, PAGE_SIZE, join_blob, split_blob
 from ...proc import Process
 from ._layout import NoSpace, SwapLayout, pack_meta_entry, unpack_meta_entry
 from ._policy import POLICIES, ReplacementPolicy, make_policy
@@ -31,14 +31,24 @@ class Pager:
         self.proc = proc
         self.policy = policy
         self.layout: SwapLayout | None = None
+        self.unusable = ""  # why the device cannot hold pages (set by start)
         self.block_size = 0
         self.meta: dict[int, bytearray] = {}
         self.stats = {"evict": 0, "store": 0, "fetch": 0, "discard": 0, "not_found": 0}
 
     async def start(self) -> None:
-        info = (await self.proc.call("blockdev", "info", {})).ok()
-        self.block_size = info["block_size"]
-        self.layout = SwapLayout(info["nblocks"], self.block_size)
+        """Learn the device's geometry.  A device the pager cannot use (unreachable, too
+        small, blocks of another size than a page) does not stop the pager: it keeps
+        serving, refuses every store with ``io`` and the reason, and holds no page."""
+        try:
+            info = await self._blockdev("info", {})
+            if info["block_size"] != PAGE_SIZE:
+                raise ValueError(f"block size {info['block_size']} is not the page size "
+                                 f"{PAGE_SIZE}")
+            self.block_size = info["block_size"]
+            self.layout = SwapLayout(info["nblocks"], self.block_size)
+        except (ServerError, ValueError) as exc:
+            self.unusable = f"swap device unusable: {exc}"
 
     async def serve(self) -> None:
         await self.start()
@@ -53,7 +63,12 @@ class Pager:
         except ServerError as exc:
             self.proc.reply_error(exc.reason, exc.detail)
             return
-        self.proc.reply("ok", reply)
+        try:
+            self.proc.reply("ok", reply)
+        except CapkernError:
+            # an answer that cannot cross (e.g. a custom policy's out-of-contract
+            # victims): the kernel has failed the caller with a typed error; keep serving
+            return
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -63,55 +78,99 @@ class Pager:
             self.policy.admit(handle)
         self.policy.referenced(body["referenced"])
         self.policy.dirtied(body["dirty"])
-        victims = self.policy.choose(body["n"])
+        n = body["n"]
+        # a policy's bad choice must cost speed only, never an out-of-contract reply
+        victims = [h for h in dict.fromkeys(self.policy.choose(n))
+                   if isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 1 << 63][:n]
         for handle in victims:  # the kernel re-reports any page it keeps after all
             self.policy.remove(handle)
         return {"victims": victims}
 
     async def on_store(self, body: Any) -> Any:
-        assert self.layout is not None
+        """Store a batch copy-on-write: every page goes to a free slot and its previous
+        copy (if any) stays where it was until the whole batch is on the disk.
+
+        If the device write fails, nothing changes: a page stored before is still
+        fetched exactly as it was, a new one is not in swap.  Only a page that had to be
+        rewritten in place (no free slot left) loses its previous copy on such a failure;
+        it is then dropped, so a fetch says ``not_found`` rather than returning a mix.
+        A batch naming a handle twice stores its last copy.  Pages that find no slot are
+        left out of ``stored``; if none fits, the store fails with ``no_space``.
+        """
+        layout = self.layout
         self.stats["store"] += 1
-        writes: list[list[Any]] = []
-        stored = []
-        touched: set[int] = set()
+        if layout is None:
+            raise ServerError("io", self.unusable or "no swap device")
+        pages: dict[int, bytes] = {}
         for handle, blob in body["pages"]:
+            pages.pop(handle, None)  # the last copy wins, in its position
+            pages[handle] = blob
+        # new pages first, so rewrites never take the last free slots from them
+        order = sorted(pages, key=lambda h: layout.lookup(h) is not None)
+        plan: dict[int, tuple[int, int | None]] = {}  # handle -> (new slot, previous)
+        for handle in order:
+            old = layout.lookup(handle)
             try:
-                slot = self.layout.allocate(handle)
+                plan[handle] = (layout.take(), old)
             except NoSpace:
-                continue
-            nonce, ciphertext, tag = split_blob(blob)
-            writes.append([self.layout.data_lba(slot), ciphertext])
-            lba, off = self.layout.meta_lba(slot), self.layout.meta_offset(slot)
-            block = self.meta.setdefault(lba, bytearray(self.block_size))
+                if old is None:
+                    continue
+                plan[handle] = (old, old)  # full: rewrite in place
+        if not plan:
+            raise ServerError("no_space", f"swap is full ({layout.slots} slots)")
+        stored = [h for h in pages if h in plan]
+        writes: list[list[Any]] = []
+        staged: dict[int, bytearray] = {}
+        for handle in stored:
+            slot = plan[handle][0]
+            nonce, ciphertext, tag = split_blob(pages[handle])
+            writes.append([layout.data_lba(slot), ciphertext])
+            lba, off = layout.meta_lba(slot), layout.meta_offset(slot)
+            block = staged.get(lba)
+            if block is None:
+                block = staged[lba] = bytearray(self.meta.get(lba, bytes(self.block_size)))
             block[off : off + META_LEN] = pack_meta_entry(nonce, tag)
-            touched.add(lba)
-            stored.append(handle)
-        if not stored:
-            raise ServerError("no_space", "swap is full")
-        writes.extend([lba, bytes(self.meta[lba])] for lba in sorted(touched))
-        await self._blockdev("write", {"blocks": writes})
+        writes.extend([lba, bytes(staged[lba])] for lba in sorted(staged))
+        try:
+            await self._blockdev("write", {"blocks": writes})
+        except ServerError:
+            for handle, (slot, old) in plan.items():
+                if slot != old:
+                    layout.put(slot)
+                else:  # rewritten in place: the previous copy may be half overwritten
+                    layout.release(handle)
+            raise
+        self.meta.update(staged)
+        for handle, (slot, _old) in plan.items():
+            previous = layout.bind(handle, slot)
+            if previous is not None:
+                layout.put(previous)
         return {"stored": stored}
 
     async def on_fetch(self, body: Any) -> Any:
-        assert self.layout is not None
         self.stats["fetch"] += 1
-        slot = self.layout.lookup(body["handle"])
-        if slot is None:
+        layout = self.layout
+        slot = layout.lookup(body["handle"]) if layout is not None else None
+        if layout is None or slot is None:
             self.stats["not_found"] += 1
             raise ServerError("not_found", "no such page in swap")
-        reply = await self._blockdev("read", {"lbas": [self.layout.data_lba(slot)]})
-        block = self.meta.get(self.layout.meta_lba(slot))
+        reply = await self._blockdev("read", {"lbas": [layout.data_lba(slot)]})
+        blocks = reply.get("blocks") if isinstance(reply, dict) else None
+        if not isinstance(blocks, list) or len(blocks) != 1 or not isinstance(blocks[0], bytes) \
+                or len(blocks[0]) != PAGE_SIZE:
+            raise ServerError("io", "block device answered the read with the wrong blocks")
+        block = self.meta.get(layout.meta_lba(slot))
         if block is None:
             raise ServerError("io", "metadata lost")
-        nonce, tag = unpack_meta_entry(bytes(block), self.layout.meta_offset(slot))
-        return {"blob": join_blob(nonce, reply["blocks"][0], tag)}
+        nonce, tag = unpack_meta_entry(bytes(block), layout.meta_offset(slot))
+        return {"blob": join_blob(nonce, blocks[0], tag)}
 
     async def on_discard(self, body: Any) -> Any:
-        assert self.layout is not None
         self.stats["discard"] += 1
         for handle in body["handles"]:
             self.policy.remove(handle)
-            self.layout.release(handle)
+            if self.layout is not None:
+                self.layout.release(handle)
         return None
 
     async def on_stats(self, body: Any) -> Any:
@@ -120,9 +179,11 @@ class Pager:
                 "swap_used": used}
 
     async def _blockdev(self, label: str, body: Any) -> Any:
+        """Call the block device; any failure of it (an error reply, a crash, a reply
+        out of contract, a revoked capability) is this pager's ``io`` error."""
         try:
             return (await self.proc.call("blockdev", label, body)).ok()
-        except ServerError as exc:
+        except CapkernError as exc:
             raise ServerError("io", f"block device: {exc}") from None
 
 

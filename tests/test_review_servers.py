@@ -1,0 +1,531 @@
+"""Review of the servers through their real IPC contracts: sealer, pager, block device.
+
+Each test boots a kernel without paging, starts the server under test in its own domain
+on an endpoint bound to the server's contract, and drives it from a client domain as the
+kernel (or the pager) would -- including with inputs and peers the server must survive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from capkern import boot
+from capkern.cspace import Rights
+from capkern.errors import CapkernError, ContractViolation, ServerError
+from capkern.kernel import Grant, Kernel, RootCap
+from capkern.pagefmt import META_LEN, PAGE_SIZE, SEALED_LEN, split_blob
+from capkern.proc import Process
+from capkern.protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
+from capkern.servers.blockdev._backends import BackendIOError, BlockBackend, MemoryBackend
+from capkern.servers.blockdev.server import serve_backend
+from capkern.servers.crypt.server import crypt_server
+from capkern.servers.pager import FIFOPolicy, Pager
+
+BOOT_ID = bytes(range(16))
+Client = Callable[[Process], Awaitable[Any]]
+
+
+# -- harness ---------------------------------------------------------------------------------
+
+
+async def _run_client(kernel: Kernel, caps: dict[str, RootCap], fn: Client) -> Any:
+    """Run ``fn(proc)`` in a fresh client domain holding ``caps`` (write right only)."""
+    out: list[Any] = []
+
+    async def client(proc: Process) -> None:
+        out.append(await fn(proc))
+
+    pid = kernel.spawn(client, name="client",
+                       caps={n: Grant(c, Rights.WRITE) for n, c in caps.items()})
+    with trio.fail_after(600):  # on the autojump clock: a hang fails at once, not slowly
+        status = await kernel.wait(pid)
+    assert status.state == "exited", status
+    return out[0]
+
+
+def _alive(kernel: Kernel, name: str) -> bool:
+    return any(d.name == name and d.state == "running" for d in kernel.domains())
+
+
+def _start_crypt(kernel: Kernel, cipher: str = "aes-256-gcm") -> RootCap:
+    ep = kernel.new_endpoint("crypt", CRYPT)
+    kernel.spawn(crypt_server, cipher, BOOT_ID, name="crypt", kind="server",
+                 caps={"service": Grant(ep, Rights.READ)})
+    return ep
+
+
+def _start_blockdev(kernel: Kernel, backend: BlockBackend) -> RootCap:
+    ep = kernel.new_endpoint("blockdev", BLOCKDEV)
+
+    async def program(proc: Process) -> None:
+        await serve_backend(proc, backend)
+
+    kernel.spawn(program, name="blockdev", kind="server",
+                 caps={"service": Grant(ep, Rights.READ)})
+    return ep
+
+
+def _start_pager(kernel: Kernel, backend: BlockBackend) -> RootCap:
+    disk = _start_blockdev(kernel, backend)
+    ep = kernel.new_endpoint("pager", PAGER)
+
+    async def program(proc: Process) -> None:
+        await Pager(proc, FIFOPolicy()).serve()
+
+    kernel.spawn(program, name="pager", kind="server",
+                 caps={"service": Grant(ep, Rights.READ), "blockdev": Grant(disk, Rights.WRITE)})
+    return ep
+
+
+def _blob(seed: int) -> bytes:
+    """A stand-in for a sealed page (the pager cannot tell it from a real one)."""
+    return bytes([seed % 256]) * 12 + bytes([(seed * 7 + 1) % 256]) * PAGE_SIZE \
+        + bytes([(seed * 13 + 5) % 256]) * 16
+
+
+async def _call(proc: Process, label: str, body: Any, slot: str = "svc") -> Any:
+    return (await proc.call(slot, label, body)).ok()
+
+
+async def _reason(proc: Process, label: str, body: Any, slot: str = "svc") -> str:
+    with pytest.raises(ServerError) as info:
+        await _call(proc, label, body, slot)
+    return info.value.reason
+
+
+# -- block device ----------------------------------------------------------------------------
+
+
+async def test_blockdev_read_too_big_for_one_reply_is_refused_and_server_survives(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # 256 blocks of 4 KiB are a valid request but cannot fit one 1 MiB reply
+    async with boot(paging=False) as k:
+        ep = _start_blockdev(k, MemoryBackend(512))
+
+        async def client(proc: Process) -> Any:
+            with pytest.raises(CapkernError):
+                await _call(proc, "read", {"lbas": list(range(256))})
+            blocks = await _call(proc, "read", {"lbas": [0, 511]})
+            return blocks["blocks"]
+
+        assert await _run_client(k, {"svc": ep}, client) == [bytes(4096)] * 2
+        assert _alive(k, "blockdev")
+
+
+# -- the honest pager ------------------------------------------------------------------------
+
+
+class FlakyDisk(MemoryBackend):
+    """A memory disk whose writes fail on demand after ``land`` blocks of a batch landed."""
+
+    def __init__(self, nblocks: int) -> None:
+        super().__init__(nblocks)
+        self.fail_next_batch = False
+        self.land = 0
+        self.read_size: int | None = None  # answer reads with blocks of this many bytes
+        self.read_none = False  # answer reads with no blocks at all
+
+    def write_many(self, blocks: Any) -> None:
+        if not self.fail_next_batch:
+            super().write_many(blocks)
+            return
+        self.fail_next_batch = False
+        for lba, data in list(blocks)[: self.land]:
+            self.write(lba, data)
+        raise BackendIOError("medium error half-way through the batch")
+
+    def read_many(self, lbas: Any) -> list[bytes]:
+        blocks = super().read_many(lbas)
+        if self.read_none:
+            return []
+        if self.read_size is not None:
+            return [(b * 2)[: self.read_size] for b in blocks]
+        return blocks
+
+
+async def test_pager_failed_store_keeps_the_previous_copy_and_frees_new_slots(
+        autojump_clock: trio.testing.MockClock) -> None:
+    disk = FlakyDisk(64)
+    async with boot(paging=False) as k:
+        ep = _start_pager(k, disk)
+
+        async def client(proc: Process) -> Any:
+            await _call(proc, "store", {"pages": [[1, _blob(1)], [2, _blob(2)]]})
+            before = await _call(proc, "stats", {})
+            for land in range(0, 5):  # the write batch fails after 0..4 blocks landed
+                disk.fail_next_batch, disk.land = True, land
+                reason = await _reason(proc, "store",
+                                       {"pages": [[1, _blob(10 + land)], [3, _blob(3)]]})
+                assert reason == "io"
+                # the store failed: the pager hands back exactly the copy it had...
+                assert (await _call(proc, "fetch", {"handle": 1}))["blob"] == _blob(1)
+                assert (await _call(proc, "fetch", {"handle": 2}))["blob"] == _blob(2)
+                # ...and holds nothing for a handle it never stored
+                assert await _reason(proc, "fetch", {"handle": 3}) == "not_found"
+                assert (await _call(proc, "stats", {}))["swap_used"] == before["swap_used"]
+            # a later store of the same pages works and replaces the copy
+            await _call(proc, "store", {"pages": [[1, _blob(20)], [3, _blob(3)]]})
+            assert (await _call(proc, "fetch", {"handle": 1}))["blob"] == _blob(20)
+            assert (await _call(proc, "fetch", {"handle": 3}))["blob"] == _blob(3)
+            return (await _call(proc, "stats", {}))["swap_used"]
+
+        assert await _run_client(k, {"svc": ep}, client) == 3
+        assert _alive(k, "pager")
+
+
+@pytest.mark.parametrize("size", [0, PAGE_SIZE - 1, PAGE_SIZE + 1, 3 * SEALED_LEN])
+async def test_pager_refuses_a_disk_block_of_the_wrong_size(
+        size: int, autojump_clock: trio.testing.MockClock) -> None:
+    disk = FlakyDisk(64)
+    async with boot(paging=False) as k:
+        ep = _start_pager(k, disk)
+
+        async def client(proc: Process) -> Any:
+            await _call(proc, "store", {"pages": [[5, _blob(5)]]})
+            disk.read_size = size
+            reason = await _reason(proc, "fetch", {"handle": 5})
+            disk.read_size = None
+            return reason, (await _call(proc, "fetch", {"handle": 5}))["blob"]
+
+        assert await _run_client(k, {"svc": ep}, client) == ("io", _blob(5))
+        assert _alive(k, "pager")
+
+
+async def test_pager_survives_a_disk_that_answers_a_read_with_no_blocks(
+        autojump_clock: trio.testing.MockClock) -> None:
+    disk = FlakyDisk(64)
+    async with boot(paging=False) as k:
+        ep = _start_pager(k, disk)
+
+        async def client(proc: Process) -> Any:
+            await _call(proc, "store", {"pages": [[5, _blob(5)]]})
+            disk.read_none = True
+            reason = await _reason(proc, "fetch", {"handle": 5})
+            disk.read_none = False
+            return reason, (await _call(proc, "fetch", {"handle": 5}))["blob"]
+
+        assert await _run_client(k, {"svc": ep}, client) == ("io", _blob(5))
+        assert _alive(k, "pager")
+
+
+async def test_pager_survives_its_disk_dying_mid_call(
+        autojump_clock: trio.testing.MockClock) -> None:
+    async with boot(paging=False) as k:
+        disk = k.new_endpoint("blockdev", BLOCKDEV)
+
+        async def dying_disk(proc: Process) -> None:
+            backend = MemoryBackend(64)
+            while True:
+                msg = await proc.recv("service")
+                if msg.label == "read":  # dies holding the pager's call
+                    raise RuntimeError("disk controller on fire")
+                if msg.label == "info":
+                    proc.reply("ok", {"block_size": 4096, "nblocks": 64})
+                else:
+                    backend.write_many([(lba, d) for lba, d in msg.body["blocks"]])
+                    proc.reply("ok", None)
+
+        k.spawn(dying_disk, name="blockdev", kind="server",
+                caps={"service": Grant(disk, Rights.READ)})
+        ep = k.new_endpoint("pager", PAGER)
+
+        async def pager(proc: Process) -> None:
+            await Pager(proc, FIFOPolicy()).serve()
+
+        k.spawn(pager, name="pager", kind="server",
+                caps={"service": Grant(ep, Rights.READ), "blockdev": Grant(disk, Rights.WRITE)})
+
+        async def client(proc: Process) -> Any:
+            await _call(proc, "store", {"pages": [[5, _blob(5)]]})
+            return await _reason(proc, "fetch", {"handle": 5})
+
+        assert await _run_client(k, {"svc": ep}, client) == "io"
+        assert _alive(k, "pager")
+
+
+async def test_pager_store_when_full_is_typed_and_partial_batches_say_what_was_stored(
+        autojump_clock: trio.testing.MockClock) -> None:
+    disk = FlakyDisk(4)  # 1 metadata block + 3 slots
+    async with boot(paging=False) as k:
+        ep = _start_pager(k, disk)
+
+        async def client(proc: Process) -> Any:
+            got = await _call(proc, "store", {"pages": [[1, _blob(1)], [2, _blob(2)]]})
+            assert got["stored"] == [1, 2]
+            got = await _call(proc, "store", {"pages": [[3, _blob(3)], [4, _blob(4)]]})
+            assert got["stored"] == [3]  # 4 found no slot, and the reply says so
+            assert await _reason(proc, "store", {"pages": [[4, _blob(4)]]}) == "no_space"
+            assert await _reason(proc, "fetch", {"handle": 4}) == "not_found"
+            # a full swap still takes new copies of pages it holds (rewritten in place)
+            got = await _call(proc, "store", {"pages": [[9, _blob(9)], [2, _blob(22)]]})
+            assert got["stored"] == [2]
+            blobs = [(await _call(proc, "fetch", {"handle": h}))["blob"] for h in (1, 2, 3)]
+            assert blobs == [_blob(1), _blob(22), _blob(3)]
+            # an in-place rewrite that fails drops the page: refused, never a mixed blob
+            disk.fail_next_batch, disk.land = True, 1
+            assert await _reason(proc, "store", {"pages": [[2, _blob(23)]]}) == "io"
+            assert await _reason(proc, "fetch", {"handle": 2}) == "not_found"
+            # and its slot is free again
+            assert (await _call(proc, "store", {"pages": [[4, _blob(4)]]}))["stored"] == [4]
+            return (await _call(proc, "fetch", {"handle": 4}))["blob"]
+
+        assert await _run_client(k, {"svc": ep}, client) == _blob(4)
+
+
+async def test_pager_batch_edge_cases(autojump_clock: trio.testing.MockClock) -> None:
+    async with boot(paging=False) as k:
+        ep = _start_pager(k, FlakyDisk(2 * MAX_BATCH + 2))
+
+        async def client(proc: Process) -> Any:
+            # a handle named twice in one batch: its last copy is the one kept
+            got = await _call(proc, "store", {"pages": [[7, _blob(1)], [8, _blob(8)],
+                                                        [7, _blob(2)]]})
+            assert sorted(got["stored"]) == [7, 8]
+            assert (await _call(proc, "fetch", {"handle": 7}))["blob"] == _blob(2)
+            assert (await _call(proc, "stats", {}))["swap_used"] == 2
+            # the largest batch, then every page comes back exactly
+            pages = [[100 + i, _blob(100 + i)] for i in range(MAX_BATCH)]
+            assert (await _call(proc, "store", {"pages": pages}))["stored"] == \
+                [h for h, _ in pages]
+            for h, blob in pages:
+                assert (await _call(proc, "fetch", {"handle": h}))["blob"] == blob
+            # empty and oversized batches never reach the pager
+            for bad in ([], [[1, _blob(1)]] * (MAX_BATCH + 1), [[1, _blob(1)[:-1]]],
+                        [[-1, _blob(1)]], [[1 << 63, _blob(1)]]):
+                with pytest.raises(ContractViolation):
+                    await _call(proc, "store", {"pages": bad})
+            # discard: unknown handles are fine, discarded pages are gone, handles reusable
+            assert await _call(proc, "discard", {"handles": [7, 123456, 7]}) is None
+            assert await _reason(proc, "fetch", {"handle": 7}) == "not_found"
+            assert await _reason(proc, "fetch", {"handle": 999}) == "not_found"
+            await _call(proc, "store", {"pages": [[7, _blob(77)]]})
+            assert (await _call(proc, "fetch", {"handle": 7}))["blob"] == _blob(77)
+            stats = await _call(proc, "stats", {})
+            assert stats["swap_used"] == 2 + MAX_BATCH
+            return stats["not_found"]
+
+        assert await _run_client(k, {"svc": ep}, client) == 2
+        assert _alive(k, "pager")
+
+
+async def test_pager_rewrite_frees_the_previous_slot(
+        autojump_clock: trio.testing.MockClock) -> None:
+    disk = FlakyDisk(5)  # 1 metadata block + 4 slots
+    async with boot(paging=False) as k:
+        ep = _start_pager(k, disk)
+
+        async def client(proc: Process) -> Any:
+            for round_ in range(10):  # rewriting never leaks slots
+                await _call(proc, "store", {"pages": [[1, _blob(round_)], [2, _blob(50)]]})
+                assert (await _call(proc, "stats", {}))["swap_used"] == 2
+            await _call(proc, "store", {"pages": [[3, _blob(3)], [4, _blob(4)]]})
+            return [(await _call(proc, "fetch", {"handle": h}))["blob"] for h in (1, 2, 3, 4)]
+
+        assert await _run_client(k, {"svc": ep}, client) == \
+            [_blob(9), _blob(50), _blob(3), _blob(4)]
+
+
+async def test_pager_never_writes_more_than_the_blobs_it_is_given(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # every byte on the disk is a piece of a sealed blob: ciphertext or nonce || tag
+    disk = FlakyDisk(16)
+    async with boot(paging=False) as k:
+        ep = _start_pager(k, disk)
+
+        async def client(proc: Process) -> Any:
+            await _call(proc, "store", {"pages": [[h, _blob(h)] for h in range(1, 6)]})
+            return None
+
+        await _run_client(k, {"svc": ep}, client)
+    pieces = {part for h in range(1, 6) for part in split_blob(_blob(h))}
+    meta = disk.read(0)
+    entries = [meta[i: i + META_LEN] for i in range(0, 5 * META_LEN, META_LEN)]
+    assert all(e[:12] in pieces and e[12:] in pieces for e in entries)
+    assert not any(meta[5 * META_LEN:])
+    assert all(disk.read(lba) in pieces for lba in range(1, 6))
+
+
+@pytest.mark.parametrize(("nblocks", "block_size"), [(64, 512), (64, 16), (1, 4096), (8, 8192)])
+async def test_pager_with_an_unusable_disk_keeps_serving_typed_errors(
+        nblocks: int, block_size: int, autojump_clock: trio.testing.MockClock) -> None:
+    async with boot(paging=False) as k:
+        ep = _start_pager(k, MemoryBackend(nblocks, block_size=block_size))
+
+        async def client(proc: Process) -> Any:
+            store = await _reason(proc, "store", {"pages": [[1, _blob(1)]]})
+            fetch = await _reason(proc, "fetch", {"handle": 1})
+            await _call(proc, "discard", {"handles": [1]})
+            stats = await _call(proc, "stats", {})
+            return store, fetch, stats["swap_used"]
+
+        assert await _run_client(k, {"svc": ep}, client) == ("io", "not_found", 0)
+        assert _alive(k, "pager")
+
+
+async def test_pager_survives_a_policy_that_chooses_garbage(
+        autojump_clock: trio.testing.MockClock) -> None:
+    class Garbage(FIFOPolicy):
+        def choose(self, n: int) -> list[int]:
+            good = super().choose(n)
+            return [True, -1, 1 << 63, "x", *good, *good, *good]  # type: ignore[list-item]
+
+    async with boot(paging=False) as k:
+        disk = _start_blockdev(k, MemoryBackend(8))
+        ep = k.new_endpoint("pager", PAGER)
+
+        async def pager(proc: Process) -> None:
+            await Pager(proc, Garbage()).serve()
+
+        k.spawn(pager, name="pager", kind="server",
+                caps={"service": Grant(ep, Rights.READ), "blockdev": Grant(disk, Rights.WRITE)})
+
+        async def client(proc: Process) -> Any:
+            return await _call(proc, "evict", {"n": 2, "mapped": [5, 6, 7], "referenced": [],
+                                               "dirty": []})
+
+        assert await _run_client(k, {"svc": ep}, client) == {"victims": [5, 6]}
+        assert _alive(k, "pager")
+
+
+@pytest.mark.parametrize("backend", ["memory", "file"])
+async def test_blockdev_boundaries_through_the_contract(
+        backend: str, tmp_path: Any, autojump_clock: trio.testing.MockClock) -> None:
+    from capkern.servers.blockdev._backends import FileBackend
+
+    n, bs = 8, 4096
+    dev: BlockBackend = MemoryBackend(n, bs) if backend == "memory" \
+        else FileBackend(tmp_path / "disk.img", n, bs)
+    async with boot(paging=False) as k:
+        ep = _start_blockdev(k, dev)
+
+        async def client(proc: Process) -> Any:
+            one = bytes([7]) * bs
+            assert await _call(proc, "info", {}) == {"block_size": bs, "nblocks": n}
+            await _call(proc, "write", {"blocks": [[0, one], [n - 1, one]]})
+            assert (await _call(proc, "read", {"lbas": [n - 1, 0]}))["blocks"] == [one, one]
+            # past the end: refused, and nothing of the batch is written
+            assert await _reason(proc, "write", {"blocks": [[1, one], [n, one]]}) == "range"
+            assert await _reason(proc, "read", {"lbas": [0, n]}) == "range"
+            # not exactly one block: refused, and nothing of the batch is written
+            for size in (0, bs - 1, bs + 1):
+                reason = await _reason(proc, "write", {"blocks": [[2, one], [3, b"x" * size]]})
+                assert reason == "misaligned"
+            assert (await _call(proc, "read", {"lbas": [1, 2, 3]}))["blocks"] == [bytes(bs)] * 3
+            # trim: the last block is fine, one more is out of range and changes nothing
+            assert await _reason(proc, "trim", {"lba": n - 1, "count": 2}) == "range"
+            assert (await _call(proc, "read", {"lbas": [n - 1]}))["blocks"] == [one]
+            await _call(proc, "trim", {"lba": n - 1, "count": 1})
+            assert (await _call(proc, "read", {"lbas": [n - 1]}))["blocks"] == [bytes(bs)]
+            await _call(proc, "flush", {})
+            for bad in ({"lba": 0, "count": 0}, {"lba": -1, "count": 1}, {"lba": 0}):
+                with pytest.raises(ContractViolation):
+                    await _call(proc, "trim", bad)
+            with pytest.raises(ContractViolation):
+                await _call(proc, "read", {"lbas": []})
+            return await _call(proc, "stats", {})
+
+        stats = await _run_client(k, {"svc": ep}, client)
+        assert stats["flushes"] == 1 and stats["trims"] == 1
+        assert _alive(k, "blockdev")
+    dev.close()
+
+
+# -- the trusted sealer ----------------------------------------------------------------------
+
+
+def _page(i: int) -> bytes:
+    return bytes([i % 256]) * PAGE_SIZE
+
+
+@pytest.mark.parametrize("cipher", ["aes-256-gcm", "chacha20-poly1305"])
+async def test_crypt_nonces_never_repeat_across_batches_duplicates_and_refusals(
+        cipher: str, autojump_clock: trio.testing.MockClock) -> None:
+    async with boot(paging=False) as k:
+        ep = _start_crypt(k, cipher)
+
+        async def client(proc: Process) -> Any:
+            binding = [1, 0, 5, 1]
+            blobs: list[bytes] = []
+            # the same (binding, page) many times in one batch, then in several batches,
+            # with refused requests in between: every blob gets a fresh nonce
+            for size in (MAX_BATCH, 1, 3):
+                got = await _call(proc, "seal", {"pages": [[binding, _page(0)]] * size})
+                blobs += got["blobs"]
+                with pytest.raises(ContractViolation):
+                    await _call(proc, "seal", {"pages": [[binding, _page(0)[:-1]]]})
+                await _call(proc, "unseal", {"pages": [[binding, b"junk"]]})
+            nonces = [b[:12] for b in blobs]
+            assert len(set(nonces)) == len(nonces) == MAX_BATCH + 4
+            assert len(set(blobs)) == len(blobs)
+            assert all(len(b) == SEALED_LEN for b in blobs)
+            back = await _call(proc, "unseal", {"pages": [[binding, b] for b in blobs[:8]]})
+            assert back == {"plain": [_page(0)] * 8, "ok": [1] * 8}
+            return await _call(proc, "stats", {})
+
+        stats = await _run_client(k, {"svc": ep}, client)
+        assert stats == {"cipher": cipher, "seals": MAX_BATCH + 4, "unseals": 11, "refused": 3}
+
+
+@pytest.mark.parametrize("cipher", ["aes-256-gcm", "chacha20-poly1305", "null"])
+async def test_crypt_refuses_bad_blobs_and_bindings_per_item(
+        cipher: str, autojump_clock: trio.testing.MockClock) -> None:
+    async with boot(paging=False) as k:
+        ep = _start_crypt(k, cipher)
+
+        async def client(proc: Process) -> Any:
+            good = [7, 3, 11, 4]
+            blob = (await _call(proc, "seal", {"pages": [[good, _page(9)]]}))["blobs"][0]
+            items = [[good, blob]]
+            for size in (0, 1, SEALED_LEN - 1, SEALED_LEN + 1, 2 * SEALED_LEN):
+                items.append([good, (blob * 3)[:size]])
+            for field in range(4):  # another asid, incarnation, vpn, older/newer version
+                for delta in (-1, 1):
+                    other = list(good)
+                    other[field] += delta
+                    items.append([other, blob])
+            items.append([good, blob[:-1] + bytes([blob[-1] ^ 1])])
+            got = await _call(proc, "unseal", {"pages": items})
+            assert got["ok"] == [1] + [0] * (len(items) - 1)
+            assert got["plain"] == [_page(9)] + [b""] * (len(items) - 1)
+            # out-of-range bindings, empty and oversized batches never reach the sealer
+            for bad in ([[[1 << 32, 0, 0, 0], blob]], [[[-1, 0, 0, 0], blob]],
+                        [[[True, 0, 0, 0], blob]], [[[0, 0, 0], blob]],
+                        [], [[good, blob]] * (MAX_BATCH + 1),
+                        [[good, b"x" * (2 * SEALED_LEN + 1)]]):
+                with pytest.raises(ContractViolation):
+                    await _call(proc, "unseal", {"pages": bad})
+            return len(items)
+
+        assert await _run_client(k, {"svc": ep}, client) == 15
+        assert _alive(k, "crypt")
+
+
+async def test_crypt_exhaustion_mid_batch_is_typed_and_never_reuses_a_nonce(
+        monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock) -> None:
+    from capkern.servers.crypt import _sealer
+
+    monkeypatch.setattr(_sealer, "NONCE_LIMIT", 5)
+    async with boot(paging=False) as k:
+        ep = _start_crypt(k)
+
+        async def client(proc: Process) -> Any:
+            binding = [1, 0, 0, 1]
+            first = (await _call(proc, "seal", {"pages": [[binding, _page(1)]] * 3}))["blobs"]
+            # a batch that crosses the limit fails as a whole, with the declared reason
+            assert await _reason(proc, "seal", {"pages": [[binding, _page(1)]] * 3}) \
+                == "exhausted"
+            # the nonces the failed batch consumed are gone: nothing more is sealed
+            assert await _reason(proc, "seal", {"pages": [[binding, _page(1)]]}) == "exhausted"
+            # unsealing what was sealed still works
+            got = await _call(proc, "unseal", {"pages": [[binding, b] for b in first]})
+            assert got["ok"] == [1, 1, 1]
+            return [b[:12] for b in first], await _call(proc, "stats", {})
+
+        nonces, stats = await _run_client(k, {"svc": ep}, client)
+        assert nonces == [bytes(4) + i.to_bytes(8, "big") for i in range(3)]
+        assert stats["seals"] == 5
+        assert _alive(k, "crypt")
