@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from ..errors import CapkernError, ServerError
-from ..pagefmt import NONCE_LEN, SEALED_LEN, TAG_LEN
+from ..pagefmt import NONCE_LEN, TAG_LEN
 from ..proc import Process
 from ..servers.blockdev._backends import BlockBackend, MemoryBackend
 from ..servers.blockdev.server import serve_backend
@@ -41,13 +41,18 @@ __all__ = [
 
 
 def _walk_bytes(value: Any) -> Iterator[bytes]:
-    if isinstance(value, bytes):
-        yield value
-    elif isinstance(value, list):
+    """Every byte string in a decoded message body (strings as their UTF-8 bytes, so
+    content smuggled out as text is looked at too)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        yield bytes(value)
+    elif isinstance(value, str):
+        yield value.encode("utf-8", "surrogateescape")
+    elif isinstance(value, list | tuple):
         for v in value:
             yield from _walk_bytes(v)
     elif isinstance(value, dict):
-        for v in value.values():
+        for k, v in value.items():
+            yield from _walk_bytes(k)
             yield from _walk_bytes(v)
 
 
@@ -153,15 +158,28 @@ class After(_Wrap):
 
 
 class Sometimes(_Wrap):
-    """Attack each request with probability ``p`` (seeded, deterministic)."""
+    """Attack each request with probability ``p`` (seeded, deterministic).
+
+    The decision is made once per request and is a pure function of ``(seed, request
+    number)``: the reply phase and the fetch phase of one request agree, and the set of
+    attacked requests does not depend on how often (or whether) other tampers consult
+    it."""
 
     def __init__(self, inner: Tamper, p: float, seed: int = 0) -> None:
         super().__init__(inner)
         self.p = p
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self._decided: tuple[int, bool] | None = None
+
+    def chosen(self, request: int) -> bool:
+        """Whether request number ``request`` is attacked."""
+        if self._decided is None or self._decided[0] != request:
+            draw = random.Random(f"capkern-sometimes:{self.seed}:{request}").random()
+            self._decided = (request, draw < self.p)
+        return self._decided[1]
 
     def _on(self, pager: AttackPager, label: str) -> bool:
-        return self.rng.random() < self.p
+        return self.chosen(pager.requests)
 
 
 # -- sealed-page attacks ----------------------------------------------------------------------
@@ -178,16 +196,29 @@ class BitFlip(Tamper):
 
     name = "bitflip"
 
+    REGIONS = ("nonce", "ciphertext", "tag", "any")
+
     def __init__(self, region: str = "any", seed: int = 0) -> None:
-        spans = {"nonce": (0, NONCE_LEN), "ciphertext": (NONCE_LEN, SEALED_LEN - TAG_LEN),
-                 "tag": (SEALED_LEN - TAG_LEN, SEALED_LEN), "any": (0, SEALED_LEN)}
-        self.span = spans[region]
+        if region not in self.REGIONS:
+            raise ValueError(f"region must be one of {', '.join(self.REGIONS)}, not {region!r}")
+        self.region = region
         self.rng = random.Random(seed)
         self.name = f"bitflip-{region}"
 
+    def span(self, length: int) -> tuple[int, int]:
+        """The byte range of ``region`` in a blob of ``length`` bytes: the nonce leads,
+        the tag ends the blob (so a blob already shortened or lengthened by an earlier
+        tamper still has a tag to flip)."""
+        nonce_end = min(NONCE_LEN, length)
+        tag_start = max(nonce_end, length - TAG_LEN)
+        return {"nonce": (0, nonce_end), "ciphertext": (nonce_end, tag_start),
+                "tag": (tag_start, length), "any": (0, length)}[self.region]
+
     async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
-        lo, hi = self.span
-        pos = self.rng.randrange(lo, min(hi, len(blob)))
+        lo, hi = self.span(len(blob))
+        if lo >= hi:  # no such region left in this blob: nothing to flip
+            return blob
+        pos = self.rng.randrange(lo, hi)
         out = bytearray(blob)
         out[pos] ^= 1 << self.rng.randrange(8)
         return bytes(out)
@@ -344,6 +375,7 @@ class Slow(Tamper):
         self.delay = delay
 
     async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        pager.evidence.tried[self.name] += 1  # it answers honestly: count the delay here
         await trio.sleep(self.delay)
         return False
 
@@ -419,14 +451,21 @@ class ForgeCaps(Tamper):
                 ev.breaches.append(f"forged slot {slot} reached an object")
             except CapkernError as exc:
                 ev.refused[type(exc).__name__] += 1
-        # rights never grow: a copy of the write-only block device cap cannot receive
+        # rights never grow: neither the write-only block device cap nor a copy of it
+        # asking for more rights can receive.  A recv the kernel accepts is a breach even
+        # if nothing arrives before the timeout: only a refusal is the right answer.
+        targets: list[int | str] = ["blockdev"]
         try:
-            dup = proc.copy("blockdev", "rwg")
-            with trio.move_on_after(0.01):
-                await proc.recv(dup)
-                ev.breaches.append("received on a write-only capability")
+            targets.append(proc.copy("blockdev", "rwg"))
         except CapkernError as exc:
             ev.refused[type(exc).__name__] += 1
+        for target in targets:
+            try:
+                with trio.move_on_after(0.01):
+                    await proc.recv(target)
+                ev.breaches.append(f"recv on a write-only capability ({target!r}) was accepted")
+            except CapkernError as exc:
+                ev.refused[type(exc).__name__] += 1
         await pager.honest(label, body)
         return True
 
