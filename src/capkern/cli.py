@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from typing import Any
 
+from .errors import ConfigError
 from .servers.crypt import CIPHERS
 
-__all__ = ["main"]
+__all__ = ["check_boot_options", "main"]
 
 POLICY_CHOICES = ("fifo", "clock", "lru", "random")
 
@@ -19,6 +22,31 @@ def _boot_args(p: argparse.ArgumentParser, ram: int) -> None:
     p.add_argument("--blockdev", default="memory", help="memory or file:PATH")
     p.add_argument("--cipher", choices=[c for c in CIPHERS if c != "null"],
                    default="aes-256-gcm")
+
+
+def check_boot_options(**options: Any) -> None:
+    """Raise :class:`ConfigError` (with a message fit for a person) if ``boot(**options)``
+    would be refused, or if a ``file:PATH`` block device cannot be created."""
+    from .kernel import BootConfig
+    from .mmu.vm import check_paging_config
+
+    try:
+        cfg = dataclasses.replace(BootConfig(), **options)
+        cfg.validate()
+        if cfg.paging:
+            check_paging_config(cfg)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad boot options: {exc}") from None
+    if cfg.paging and cfg.blockdev_server is None and cfg.blockdev.startswith("file:"):
+        path = cfg.blockdev[5:]
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"block device {cfg.blockdev!r} cannot be created: "
+                              f"{exc.strerror or exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +95,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
+    boot_options = {"ram_pages": args.ram, "policy": args.policy, "blockdev": args.blockdev,
+                    "cipher": args.cipher}
+    try:
+        check_boot_options(**boot_options)
+    except ConfigError as exc:
+        parser.error(str(exc))
     if args.command == "demo":
         from .demo import DemoOptions, run_demo
 
@@ -75,13 +112,16 @@ def main(argv: list[str] | None = None) -> int:
                            args.pages, args.quick)
         if args.quick:
             opts.pages = min(opts.pages, 24)
+        if opts.processes < 1 or opts.pages < 1:
+            parser.error("--processes and --pages must be at least 1")
+        if opts.processes * opts.pages <= opts.ram_pages:
+            parser.error(f"the working sets ({opts.processes} x {opts.pages} pages) must "
+                         f"exceed RAM ({opts.ram_pages} frames) for the demo to page; raise "
+                         f"--pages or lower --ram")
         return run_demo(opts)
-    if args.command == "bench":
-        return _bench(args)
     from .repl import run_repl
 
-    return run_repl(ram_pages=args.ram, policy=args.policy, blockdev=args.blockdev,
-                    cipher=args.cipher)
+    return run_repl(**boot_options)
 
 
 if __name__ == "__main__":

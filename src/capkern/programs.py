@@ -7,13 +7,54 @@ fault).  A program's data never depends on anything but its own arguments.
 
 from __future__ import annotations
 
+import inspect
 import random
+from collections.abc import Callable
+from typing import Any
 
 from .pagefmt import PAGE_SIZE
 from .proc import Process
 
-__all__ = ["echo_client", "echo_server", "page_pattern", "phased", "ping", "pong",
-           "random_ws", "sequential", "zipf"]
+__all__ = ["check_args", "echo_client", "echo_server", "page_pattern", "phased", "ping",
+           "pong", "random_ws", "sequential", "zipf"]
+
+#: The spawnable built-in programs, by name.
+PROGRAMS = ("echo_client", "echo_server", "phased", "ping", "pong", "random_ws",
+            "sequential", "zipf")
+
+
+def _int(name: str, value: Any, minimum: int) -> None:
+    """``value`` must be an int (not a bool) no smaller than ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+
+
+def _check(seed: Any = 0, **limits: tuple[Any, int]) -> None:
+    for name, (value, minimum) in limits.items():
+        _int(name, value, minimum)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, not {seed!r}")
+
+
+def check_args(program: Callable[..., Any], *args: Any) -> None:
+    """Raise TypeError/ValueError now if ``program(proc, *args)`` would reject ``args``.
+
+    Checks that the arguments fit the program's signature and, for the built-in
+    programs, that their values make sense (a working set of at least one page...).
+    """
+    try:
+        bound = inspect.signature(program).bind(None, *args)
+    except TypeError as exc:
+        name = getattr(program, "__name__", repr(program))
+        raise TypeError(f"bad arguments for program {name}: {exc}") from None
+    except ValueError:  # no signature (a builtin): nothing to check
+        return
+    check = _CHECKS.get(getattr(program, "__name__", ""))
+    if check is not None and getattr(program, "__module__", None) == __name__:
+        bound.apply_defaults()
+        check(*list(bound.arguments.values())[1:])
 
 
 def page_pattern(seed: int, page: int, round_: int = 0) -> bytes:
@@ -38,6 +79,7 @@ async def _touch(proc: Process, base: int, order: list[int], seed: int,
 
 async def sequential(proc: Process, pages: int = 64, rounds: int = 2, seed: int = 1) -> int:
     """Sweep a working set of ``pages`` pages in order, ``rounds`` times."""
+    _check_sequential(pages, rounds, seed)
     base = proc.mmap(pages * PAGE_SIZE)
     expected: dict[int, int] = {}
     wrong = 0
@@ -48,6 +90,7 @@ async def sequential(proc: Process, pages: int = 64, rounds: int = 2, seed: int 
 
 async def random_ws(proc: Process, pages: int = 64, touches: int = 256, seed: int = 2) -> int:
     """Touch random pages of the working set, verifying the last value written."""
+    _check_random_ws(pages, touches, seed)
     rng = random.Random(seed)
     base = proc.mmap(pages * PAGE_SIZE)
     expected: dict[int, int] = {}
@@ -66,6 +109,7 @@ async def random_ws(proc: Process, pages: int = 64, touches: int = 256, seed: in
 async def zipf(proc: Process, pages: int = 64, touches: int = 256, s: float = 1.1,
                seed: int = 3) -> int:
     """Skewed (Zipf-like) access: a few hot pages, a long cold tail."""
+    _check_zipf(pages, touches, s, seed)
     rng = random.Random(seed)
     weights = [1 / (k + 1) ** s for k in range(pages)]
     base = proc.mmap(pages * PAGE_SIZE)
@@ -82,6 +126,7 @@ async def zipf(proc: Process, pages: int = 64, touches: int = 256, s: float = 1.
 
 async def phased(proc: Process, pages: int = 64, phases: int = 3, seed: int = 4) -> int:
     """Working set that moves: each phase sweeps a different half of the region."""
+    _check_phased(pages, phases, seed)
     base = proc.mmap(pages * PAGE_SIZE)
     expected: dict[int, int] = {}
     wrong = 0
@@ -102,6 +147,7 @@ async def echo_server(proc: Process) -> None:
 
 async def echo_client(proc: Process, count: int = 10) -> int:
     """Call ``server`` ``count`` times; returns the number of wrong echoes."""
+    _check_count(count)
     wrong = 0
     for i in range(count):
         got = await proc.call("server", "echo", [proc.name, i])
@@ -111,6 +157,7 @@ async def echo_client(proc: Process, count: int = 10) -> int:
 
 async def ping(proc: Process, rounds: int = 10) -> int:
     """Ping-pong over two notifications: signal ``out``, wait on ``in``."""
+    _check_rounds(rounds)
     for _ in range(rounds):
         proc.signal("out")
         await proc.wait("in")
@@ -118,7 +165,42 @@ async def ping(proc: Process, rounds: int = 10) -> int:
 
 
 async def pong(proc: Process, rounds: int = 10) -> int:
+    """The other end of :func:`ping`: wait on ``in``, signal ``out``."""
+    _check_rounds(rounds)
     for _ in range(rounds):
         await proc.wait("in")
         proc.signal("out")
     return 0
+
+
+def _check_sequential(pages: Any, rounds: Any, seed: Any) -> None:
+    _check(pages=(pages, 0), rounds=(rounds, 0), seed=seed)  # 0 pages: maps nothing
+
+
+def _check_random_ws(pages: Any, touches: Any, seed: Any) -> None:
+    _check(pages=(pages, 1), touches=(touches, 0), seed=seed)
+
+
+def _check_zipf(pages: Any, touches: Any, s: Any, seed: Any) -> None:
+    _check(pages=(pages, 1), touches=(touches, 0), seed=seed)
+    if not isinstance(s, (int, float)) or isinstance(s, bool) or not s > 0:
+        raise ValueError(f"s (the Zipf exponent) must be a positive number, not {s!r}")
+
+
+def _check_phased(pages: Any, phases: Any, seed: Any) -> None:
+    _check(pages=(pages, 1), phases=(phases, 0), seed=seed)
+
+
+def _check_count(count: Any) -> None:
+    _check(count=(count, 0))
+
+
+def _check_rounds(rounds: Any) -> None:
+    _check(rounds=(rounds, 0))
+
+
+_CHECKS: dict[str, Callable[..., None]] = {
+    "sequential": _check_sequential, "random_ws": _check_random_ws, "zipf": _check_zipf,
+    "phased": _check_phased, "echo_client": _check_count, "ping": _check_rounds,
+    "pong": _check_rounds,
+}

@@ -1,11 +1,13 @@
 """``capkern repl``: a booted kernel in the background and a Python prompt with
 top-level ``await``.
 
-The prompt runs in a worker thread (``code.InteractiveConsole``); each statement is
-compiled with ``PyCF_ALLOW_TOP_LEVEL_AWAIT`` and handed back to the Trio loop with
-``trio.from_thread.run``, inside a cancel scope: Ctrl-C cancels the running statement,
-not the kernel.  Ctrl-D (or ``exit()``) shuts the kernel down cleanly.  Piped stdin works
-too, so sessions are scriptable.
+The kernel runs under ``trio.run`` in a background thread; the prompt
+(``code.InteractiveConsole``, with readline history and tab completion on a terminal)
+runs in the main thread, so Ctrl-C behaves as at any Python prompt: at the prompt it
+discards the line being typed; while a statement runs it cancels that statement (each is
+compiled with ``PyCF_ALLOW_TOP_LEVEL_AWAIT`` and run as a task on the Trio loop inside
+its own cancel scope), never the kernel or its processes.  Ctrl-D (or ``exit()``) shuts
+the kernel down cleanly.  Piped stdin works too, so sessions are scriptable.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import code
 import inspect
 import signal
 import sys
+import threading
 import types
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from . import programs
+from .errors import ConfigError
 from .kernel import Grant, Kernel, boot
 
 __all__ = ["run_repl"]
@@ -28,33 +33,65 @@ __all__ = ["run_repl"]
 BANNER = """capkern repl -- a kernel is booted; top-level await works.
   spawn(prog, *args, name=, caps=)  prog: a function or one of {progs}
   ps()  caps(pid)  kill(pid)  await wait(pid)  stats()  await server_stats()
-  events(n=10)  watch()  reboot(ram_pages=.., policy=.., cipher=..)  kernel  programs
+  events(n=10)  watch()  await reboot(ram_pages=.., policy=.., cipher=..)  kernel  programs
 Ctrl-C cancels the running statement; Ctrl-D quits."""
 
 
 class _Host:
-    """Owns the booted kernel; reboots it on request."""
+    """Owns the booted kernel; reboots it on request.
+
+    A reboot whose options are rejected leaves the running kernel untouched; one that
+    fails while booting falls back to the last options that booted.
+    """
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
         self.kernel: Kernel | None = None
         self._reboot = trio.Event()
         self._up = trio.Event()
+        self._failure: BaseException | None = None
+        self.on_up: Callable[[Kernel], None] = lambda kernel: None
 
-    async def run(self) -> None:
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        good: dict[str, Any] | None = None
+        started = False
         while True:
-            async with boot(**self.options) as kernel:
-                self.kernel = kernel
-                self._up.set()
-                await self._reboot.wait()
-            self._reboot = trio.Event()
+            came_up = False
+            try:
+                async with boot(**self.options) as kernel:
+                    came_up = True
+                    good = self.options
+                    self.kernel = kernel
+                    self.on_up(kernel)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    self._up.set()
+                    await self._reboot.wait()
+                    self._reboot = trio.Event()
+            except Exception as exc:
+                if came_up or good is None:
+                    raise  # the kernel crashed, or the very first boot failed
+                self._failure = exc
+                self.options = good
 
     async def reboot(self, **options: Any) -> Kernel:
-        self.options = {**self.options, **options}
+        from .cli import check_boot_options
+
+        new = {**self.options, **options}
+        try:
+            check_boot_options(**new)  # a rejected reboot keeps the running kernel
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (the kernel was not rebooted)") from None
+        self.options = new
+        self._failure = None
         self._up = trio.Event()
         self._reboot.set()
         await self._up.wait()
         assert self.kernel is not None
+        if self._failure is not None:
+            raise ConfigError(f"reboot failed ({self._failure}); booted again with the "
+                              f"previous options") from self._failure
         return self.kernel
 
 
@@ -65,11 +102,20 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
 
     def spawn(prog: Any, *args: Any, name: str | None = None,
               caps: dict[str, Any] | None = None) -> int:
+        """Start a program (a function, or a built-in program's name); returns its pid."""
         if isinstance(prog, str):
+            if prog not in programs.PROGRAMS:
+                raise ValueError(f"unknown program {prog!r}; the built-in programs are "
+                                 f"{', '.join(programs.PROGRAMS)}")
             prog = getattr(programs, prog)
+        if not callable(prog) or ((inspect.isfunction(prog) or inspect.isbuiltin(prog))
+                                  and not inspect.iscoroutinefunction(prog)):
+            raise TypeError(f"a program must be an async function, not {prog!r}")
+        programs.check_args(prog, *args)
         return k().spawn(prog, *args, name=name, caps=caps)
 
     def ps() -> None:
+        """List the domains: pid, name, kind, state, resident/swapped pages, faults."""
         print(f"{'pid':>4} {'name':<14} {'kind':<8} {'state':<8} {'res':>4} {'swap':>5} "
               f"{'faults':>6} {'integ':>5}", file=out)
         for d in k().domains():
@@ -77,20 +123,29 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
                   f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5}", file=out)
 
     def caps(pid: int) -> None:
+        """Show a domain's capabilities (pid 0 is the kernel's root CSpace)."""
+        held = k().capabilities(pid)
         print(f"{'slot':>4} {'name':<10} {'kind':<13} {'rights':<6} {'badge':>6} parent",
               file=out)
-        for c in k().capabilities(pid):
+        for c in held:
             print(f"{c.slot:>4} {c.name:<10} {c.kind:<13} {c.rights:<6} {c.badge:>6} "
                   f"{c.parent}", file=out)
 
+    def kill(pid: int) -> None:
+        """Cancel a process; its resources are freed as it unwinds."""
+        k().kill(pid)
+
     def stats() -> dict[str, int]:
+        """The kernel's nonzero counters."""
         return {n: v for n, v in k().stats.as_dict().items() if v}
 
     async def server_stats() -> dict[str, Any]:
+        """The pager's, sealer's and block device's own statistics."""
         vm = k().vm
         return {} if vm is None else dict(await vm.server_stats())
 
     def events(n: int = 10) -> None:
+        """The last ``n`` kernel events."""
         for e in list(k().events.events)[-n:]:
             print(f"{e.time:10.3f} {e.kind:<16} pid={e.pid:<3} {e.domain:<12} {e.detail}",
                   file=out)
@@ -98,6 +153,7 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
     watching: list[Any] = []
 
     def watch() -> str:
+        """Print kernel events as they happen (call again to stop)."""
         if watching:
             k().events.unsubscribe(watching.pop())
             return "stopped watching"
@@ -110,88 +166,180 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
         return "watching kernel events (call watch() again to stop)"
 
     async def wait(pid: int) -> Any:
+        """Wait for a process to end; returns its exit status."""
         return await k().wait(pid)
 
     async def reboot(**options: Any) -> str:
+        """Shut the kernel down and boot it again with changed boot options."""
         kernel = await host.reboot(**options)
-        ns["kernel"] = kernel
+        watching.clear()
         return f"rebooted with ram_pages={kernel.config.ram_pages} policy={kernel.config.policy}"
 
     ns: dict[str, Any] = {
         "kernel": host.kernel, "programs": programs, "trio": trio, "Grant": Grant,
-        "spawn": spawn, "ps": ps, "caps": caps, "kill": lambda pid: k().kill(pid),
+        "spawn": spawn, "ps": ps, "caps": caps, "kill": kill,
         "wait": wait, "stats": stats, "server_stats": server_stats, "events": events,
         "watch": watch, "reboot": reboot, "__name__": "__capkern_repl__",
     }
+    # ``kernel`` always names the running kernel, even after a reboot whose statement
+    # was cancelled (Ctrl-C) or failed and fell back to the previous options.
+    host.on_up = lambda kernel: ns.__setitem__("kernel", kernel)
     return ns
 
 
-class _Console(code.InteractiveConsole):
-    """Runs each compiled statement on the Trio loop, async or not."""
+class _Loop:
+    """``trio.run`` in a background thread: the host (kernel) and the statements."""
 
-    def __init__(self, ns: dict[str, Any], scopes: list[trio.CancelScope]) -> None:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.host = _Host(options)
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop: trio.Event | None = None
+        self.thread = threading.Thread(target=self._thread, name="capkern-kernel",
+                                       daemon=True)
+
+    def _thread(self) -> None:
+        # Ctrl-C must reach the prompt thread (it interrupts input() or the wait for a
+        # statement): keep SIGINT off this thread and the worker threads it starts.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # reported by the prompt thread
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    async def _main(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.host.run)
+            self.ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive() and self.error is None
+
+    def soon(self, fn: Any, *args: Any) -> bool:
+        """Run ``fn(*args)`` on the Trio thread soon; False if the loop is gone."""
+        if self.token is None:
+            return False
+        try:
+            self.token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            return False
+        return True
+
+    def start_statement(self, fn: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._stop is not None:
+            self.soon(self._stop.set)
+        self.thread.join(timeout)
+
+
+class _Console(code.InteractiveConsole):
+    """Sends each compiled statement to the Trio loop, async or not, and waits for it."""
+
+    def __init__(self, ns: dict[str, Any], loop: _Loop) -> None:
         super().__init__(ns)
         self.compile.compiler.flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-        self._scopes = scopes
+        self._loop = loop
+        self._eof = False
+
+    def raw_input(self, prompt: str = "") -> str:
+        try:
+            return input(prompt)
+        except EOFError:
+            if self.buffer and not self._eof:  # piped input ended inside a block: run it
+                self._eof = True
+                return ""
+            raise
 
     def runcode(self, codeobj: types.CodeType) -> None:
-        async def run() -> Any:
-            with trio.CancelScope() as scope:
-                self._scopes.append(scope)
-                try:
-                    func = types.FunctionType(codeobj, self.locals)
-                    result = func()
-                    if inspect.iscoroutine(result):
-                        await result
-                except SystemExit:
-                    raise
-                except BaseException:
-                    self.showtraceback()
-                finally:
-                    self._scopes.remove(scope)
-            if scope.cancelled_caught:
-                print("(statement cancelled)", file=sys.stderr)
+        done = threading.Event()
+        scope = trio.CancelScope()
+        outcome: dict[str, Any] = {}
 
-        trio.from_thread.run(run)
-
-
-async def _main(options: dict[str, Any]) -> None:
-    host = _Host(options)
-    scopes: list[trio.CancelScope] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(host.run)
-        await host._up.wait()
-        ns = _namespace(host, sys.stdout)
-        console = _Console(ns, scopes)
-        if sys.stdin.isatty():
+        async def statement() -> None:
             try:
-                import readline
-                import rlcompleter
+                with scope:
+                    try:
+                        result = types.FunctionType(codeobj, self.locals)()
+                        if inspect.iscoroutine(result):
+                            await result
+                    except trio.Cancelled:
+                        raise
+                    except SystemExit as exc:
+                        outcome["exit"] = exc
+                    except BaseException:  # shown; the prompt goes on
+                        self.showtraceback()
+                outcome["cancelled"] = scope.cancelled_caught
+            finally:
+                done.set()
 
-                readline.set_completer(rlcompleter.Completer(ns).complete)
-                readline.parse_and_bind("tab: complete")
-            except ImportError:
-                pass
+        if not self._loop.soon(self._loop.start_statement, statement):
+            self._kernel_gone()
+        interrupts = 0
+        while True:
+            try:
+                if done.wait(0.2):
+                    break
+                if not self._loop.alive():
+                    self._kernel_gone()
+            except KeyboardInterrupt:
+                interrupts += 1
+                self._loop.soon(scope.cancel)
+                if interrupts > 1:
+                    print("\n(the Trio loop is busy in code that never awaits; Ctrl-C "
+                          "cannot interrupt it)", file=sys.stderr)
+        if outcome.get("cancelled"):
+            print("\nKeyboardInterrupt: statement cancelled (the kernel keeps running)",
+                  file=sys.stderr)
+        if "exit" in outcome:
+            raise outcome["exit"]
 
-        async def on_sigint() -> None:
-            with trio.open_signal_receiver(signal.SIGINT) as signals:
-                async for _ in signals:
-                    if scopes:
-                        scopes[-1].cancel()
-                    else:
-                        print("\nKeyboardInterrupt (Ctrl-D quits)", file=sys.stderr)
-
-        nursery.start_soon(on_sigint)
-        banner = BANNER.format(progs=", ".join(p for p in programs.__all__ if p != "page_pattern"))
-        try:
-            await trio.to_thread.run_sync(
-                lambda: console.interact(banner=banner, exitmsg="shutting down"),
-                abandon_on_cancel=True)
-        except SystemExit:
-            pass
-        nursery.cancel_scope.cancel()
+    def _kernel_gone(self) -> None:
+        print(f"the kernel is gone: {self._loop.error!r}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def run_repl(**options: Any) -> int:
-    trio.run(_main, options)
-    return 0
+    """Boot a kernel with ``options`` and run the prompt until Ctrl-D; the exit status."""
+    loop = _Loop(options)
+    loop.thread.start()
+    try:
+        loop.ready.wait()
+    except KeyboardInterrupt:
+        loop.stop()
+        return 130
+    if loop.error is not None or loop.host.kernel is None:
+        print(f"capkern repl: could not boot: {loop.error}", file=sys.stderr)
+        return 2
+    ns = _namespace(loop.host, sys.stdout)
+    console = _Console(ns, loop)
+    if sys.stdin.isatty():
+        try:
+            import readline
+            import rlcompleter
+
+            readline.set_completer(rlcompleter.Completer(ns).complete)
+            readline.parse_and_bind("tab: complete")
+        except ImportError:
+            pass
+    banner = BANNER.format(progs=", ".join(programs.PROGRAMS))
+    status = 0
+    try:
+        console.interact(banner=banner, exitmsg="shutting down")
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        print("shutting down", file=sys.stderr)
+    finally:
+        loop.stop()
+    return status
