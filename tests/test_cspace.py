@@ -17,6 +17,7 @@ from capkern.errors import (
     BadgeError,
     CapabilityError,
     CapkernError,
+    ConfigError,
     CSpaceFull,
     EmptySlot,
     InsufficientRights,
@@ -660,3 +661,9 @@ CSpaceMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestCSpaceMachine = CSpaceMachine.TestCase
+
+
+@pytest.mark.parametrize("bad", ["rwz", None, 1.5, 99, -1, True, b"rw", ["r"]])
+def test_rights_parse_refuses_with_a_typed_error(bad: object) -> None:
+    with pytest.raises(ConfigError):
+        Rights.parse(bad)  # type: ignore[arg-type]

@@ -175,3 +175,23 @@ async def test_paging_off_has_no_address_space() -> None:
     async with capkern.boot(paging=False) as kernel:
         status = await kernel.wait(kernel.spawn(prog))
         assert status.state == "failed" and "SegmentationFault" in (status.error or "")
+
+
+@pytest.mark.parametrize("length", [0, -1, -4096, 1.5, "4096", True])
+async def test_mmap_of_a_bad_length_is_a_typed_error(length: object) -> None:
+    async def mapper(proc: capkern.Process) -> None:
+        with pytest.raises(capkern.ConfigError, match="length"):
+            proc.mmap(length)  # type: ignore[arg-type]
+        assert proc.mmap(1) > 0  # one byte still maps a whole page
+
+    async with capkern.boot(ram_pages=4) as kernel:
+        status = await kernel.wait(kernel.spawn(mapper))
+    assert status.ok, status
+
+
+@pytest.mark.parametrize("where", ["missing-dir/swap.img", "a-directory"])
+async def test_unusable_swap_file_is_refused_at_boot(where: str, tmp_path: Path) -> None:
+    (tmp_path / "a-directory").mkdir()
+    with pytest.raises(capkern.ConfigError, match="swap file"):
+        async with capkern.boot(blockdev=f"file:{tmp_path / where}"):
+            raise AssertionError("booted with an unusable swap file")  # pragma: no cover

@@ -123,7 +123,7 @@ def test_reboot_with_bad_options_keeps_a_working_kernel() -> None:
     assert out.returncode == 0, out.stderr
     assert "unknown replacement policy 'bogus'" in out.stderr
     assert "ram_pages must be" in out.stderr
-    assert "nonsense" in out.stderr and "cannot be created" in out.stderr
+    assert "nonsense" in out.stderr and "does not exist" in out.stderr
     assert out.stderr.count("(the kernel was not rebooted)\n") == 4
     assert "policy clock ram 8" in out.stdout
     assert "same pid before" in out.stdout and "after 0" in out.stdout
@@ -234,13 +234,13 @@ def test_reboot_that_fails_while_booting_falls_back(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["demo", "--blockdev", "file:/nonexistent/dir/x"], "cannot be created"),
+    (["demo", "--blockdev", "file:/nonexistent/dir/x"], "does not exist"),
     (["demo", "--blockdev", "bogus"], "blockdev must be"),
     (["demo", "--ram", "0"], "ram_pages must be"),
     (["demo", "--processes", "0"], "--processes and --pages must be at least 1"),
     (["demo", "--pages", "-1"], "--processes and --pages must be at least 1"),
     (["demo", "--pages", "4"], "must exceed RAM"),
-    (["repl", "--blockdev", "file:/nonexistent/dir/x"], "cannot be created"),
+    (["repl", "--blockdev", "file:/nonexistent/dir/x"], "does not exist"),
     (["repl", "--ram", "-3"], "ram_pages must be"),
 ])
 def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
@@ -252,12 +252,12 @@ def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
     assert "every property held" not in out.stdout
 
 
-def test_check_boot_options_creates_a_file_device_path(tmp_path: Any) -> None:
+def test_check_boot_options_checks_a_file_device_path(tmp_path: Any) -> None:
     from capkern.cli import check_boot_options
 
     check_boot_options(blockdev=f"file:{tmp_path / 'swap.img'}")
-    assert (tmp_path / "swap.img").exists()
-    with pytest.raises(capkern.ConfigError, match="Is a directory"):
+    assert not (tmp_path / "swap.img").exists()  # checked, not created (boot creates it)
+    with pytest.raises(capkern.ConfigError, match="is a directory"):
         check_boot_options(blockdev=f"file:{tmp_path}")
     with pytest.raises(capkern.ConfigError, match="bad boot options"):
         check_boot_options(nonsense=1)

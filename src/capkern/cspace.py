@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .errors import (
     BadgeError,
+    ConfigError,
     CSpaceFull,
     EmptySlot,
     InsufficientRights,
@@ -45,18 +46,20 @@ class Rights(enum.IntFlag):
 
     @classmethod
     def parse(cls, text: str | int | Rights) -> Rights:
-        """``"rwg"``-style strings, ints or Rights -> Rights."""
+        """``"rwg"``-style strings, ints or Rights -> Rights (else :class:`ConfigError`)."""
         if isinstance(text, Rights):
             return text
-        if isinstance(text, int):
+        if type(text) is int:
             if not 0 <= text <= cls.ALL:
-                raise ValueError(f"rights {text} out of range")
+                raise ConfigError(f"rights {text} out of range 0..{int(cls.ALL)}")
             return cls(text)
+        if not isinstance(text, str):
+            raise ConfigError(f"rights must be a str like 'rwg', not {text!r}")
         letters = {"r": cls.READ, "w": cls.WRITE, "g": cls.GRANT, "-": cls.NONE}
         out = cls.NONE
         for ch in text.lower():
             if ch not in letters:
-                raise ValueError(f"unknown right {ch!r} in {text!r}")
+                raise ConfigError(f"unknown right {ch!r} in {text!r}")
             out |= letters[ch]
         return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -125,6 +126,23 @@ class BootConfig:
                                                and self.blockdev[5:]))
         ):
             raise ConfigError(f"blockdev must be 'memory' or 'file:PATH', not {self.blockdev!r}")
+        if self.paging and self.blockdev_server is None and self.blockdev.startswith("file:"):
+            _check_swap_path(self.blockdev[5:])
+
+
+def _check_swap_path(path: str) -> None:
+    """The default block device will create (or overwrite) a swap file at ``path``: refuse
+    at boot a path where it cannot, rather than let the device die once domains run."""
+    where = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"swap file {path!r} is a directory")
+    if not os.path.isdir(where):
+        raise ConfigError(f"swap file {path!r}: directory {where!r} does not exist")
+    if os.path.exists(path):
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(f"swap file {path!r} is not readable and writable")
+    elif not os.access(where, os.W_OK | os.X_OK):
+        raise ConfigError(f"swap file {path!r}: cannot create files in {where!r}")
 
 
 class Kernel:

@@ -151,7 +151,9 @@ class VM:
 
     def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
         assert dom.aspace is not None
-        return dom.aspace.map_region(max(1, -(-length // PAGE_SIZE)), rights, addr)
+        if type(length) is not int or length < 1:
+            raise ConfigError(f"mmap length must be a positive int, not {length!r}")
+        return dom.aspace.map_region(-(-length // PAGE_SIZE), rights, addr)
 
     def munmap(self, dom: Domain, addr: int, length: int) -> None:
         assert dom.aspace is not None
