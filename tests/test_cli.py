@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import subprocess
-import sys
 import time
 
-CAPKERN = [sys.executable, "-m", "capkern.cli"]
+from ._terminal import CAPKERN, read_until, repl_in_a_pty, run_repl
 
 
 def test_demo_exit_status_and_summary() -> None:
@@ -40,61 +37,31 @@ def test_bench_json_parses() -> None:
         assert abs(r["ratio"] - r["value"] / r["baseline"]) < 1e-9
 
 
-def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
-    buf = b""
-    end = time.monotonic() + timeout
-    while needle not in buf:
-        left = end - time.monotonic()
-        assert left > 0, f"timed out waiting for {needle!r}; screen so far:\n{buf.decode()}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                buf += os.read(fd, 65536)
-            except OSError:
-                break
-    return buf
-
-
 def test_repl_in_a_pseudo_terminal() -> None:
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the real command on a real terminal
-        os.execv(sys.executable, [*CAPKERN, "repl", "--ram", "8"])
-    try:
-        _read_until(fd, b">>> ")
+    with repl_in_a_pty("--ram", "8") as fd:  # leaves with Ctrl-D: a clean shutdown, exit 0
         os.write(fd, b'p = spawn("sequential", 24, 1, 3, name="seqA")\n')
-        _read_until(fd, b">>> ")
+        read_until(fd, b">>> ")
         os.write(fd, b"await wait(p)\n")
-        screen = _read_until(fd, b">>> ")
+        screen = read_until(fd, b">>> ")
         assert b"state='exited'" in screen and b"code=0" in screen
         os.write(fd, b"ps()\n")
-        screen = _read_until(fd, b">>> ")
+        screen = read_until(fd, b">>> ")
         assert b"seqA" in screen and b"pager" in screen and b"crypt" in screen
         os.write(fd, b"caps(3)\n")
-        assert b"blockdev" in _read_until(fd, b">>> ")
+        assert b"blockdev" in read_until(fd, b">>> ")
         # Ctrl-C cancels the running statement, not the kernel
         os.write(fd, b"await trio.sleep(1000)\n")
         time.sleep(0.5)
         os.write(fd, b"\x03")
-        assert b"cancelled" in _read_until(fd, b">>> ")
+        assert b"cancelled" in read_until(fd, b">>> ")
         os.write(fd, b"stats()['faults'] > 0\n")
-        assert b"True" in _read_until(fd, b">>> ")
-        os.write(fd, b"\x04")  # Ctrl-D: clean shutdown
-        _read_until(fd, b"shutting down")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-        os.close(fd)
+        assert b"True" in read_until(fd, b">>> ")
 
 
 def test_repl_with_piped_stdin() -> None:
     script = "\n".join(['print("sum", 40 + 2)', "await reboot(ram_pages=4)",
                         "kernel.config.ram_pages", "1/0", 'print("alive")', ""])
-    out = subprocess.run([*CAPKERN, "repl"], input=script, capture_output=True, text=True,
-                         timeout=120)
+    out = run_repl(script)
     assert out.returncode == 0, out.stderr
     assert "sum 42" in out.stdout and "alive" in out.stdout
     assert "\n4\n" in out.stdout.replace(">>> ", "")

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import io
 import os
-import pty
-import select
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -21,87 +18,42 @@ import trio
 import capkern
 from capkern import programs, repl
 
-CAPKERN = [sys.executable, "-m", "capkern.cli"]
-
-
-def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
-    buf = b""
-    end = time.monotonic() + timeout
-    while needle not in buf:
-        left = end - time.monotonic()
-        assert left > 0, f"timed out waiting for {needle!r}; screen so far:\n{buf.decode()}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
-
-
-@contextmanager
-def _repl_in_a_pty(*args: str) -> Iterator[int]:
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the real command on a real terminal
-        os.execv(sys.executable, [*CAPKERN, "repl", *args])
-    try:
-        _read_until(fd, b">>> ")
-        yield fd
-        os.write(fd, b"\x04")  # Ctrl-D: clean shutdown
-        _read_until(fd, b"shutting down")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(fd)
-
-
-def _run_repl(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CAPKERN, "repl", *args], input=script, capture_output=True,
-                          text=True, timeout=120)
-
+from ._terminal import CAPKERN, read_until, repl_in_a_pty, run_repl
 
 # -- the REPL in a terminal -----------------------------------------------------------------
 
 
 def test_ctrl_c_at_the_prompt_discards_the_half_typed_line() -> None:
-    with _repl_in_a_pty("--ram", "8") as fd:
+    with repl_in_a_pty("--ram", "8") as fd:
         os.write(fd, b"1/")
-        _read_until(fd, b"1/")
+        read_until(fd, b"1/")
         os.write(fd, b"\x03")
-        assert b"KeyboardInterrupt" in _read_until(fd, b">>> ")  # a fresh prompt
+        assert b"KeyboardInterrupt" in read_until(fd, b">>> ")  # a fresh prompt
         os.write(fd, b"20+22\n")
-        screen = _read_until(fd, b">>> ")
+        screen = read_until(fd, b">>> ")
         assert b"42" in screen and b"0.9" not in screen  # not 1/20+22
 
 
 def test_ctrl_c_cancels_only_the_await_and_processes_survive() -> None:
-    with _repl_in_a_pty("--ram", "8") as fd:
+    with repl_in_a_pty("--ram", "8") as fd:
         os.write(fd, b"async def forever(proc): await trio.sleep(10**6)\n")
-        _read_until(fd, b"... ")
+        read_until(fd, b"... ")
         os.write(fd, b"\n")
-        _read_until(fd, b">>> ")
+        read_until(fd, b">>> ")
         os.write(fd, b'p = spawn(forever, name="sleeper")\n')
-        _read_until(fd, b">>> ")
+        read_until(fd, b">>> ")
         os.write(fd, b"await trio.sleep(1000)\n")
-        _read_until(fd, b"await trio.sleep(1000)")
+        read_until(fd, b"await trio.sleep(1000)")
         time.sleep(0.5)
         os.write(fd, b"\x03")
-        screen = _read_until(fd, b">>> ")
+        screen = read_until(fd, b">>> ")
         assert b"statement cancelled" in screen
         assert b"Traceback" not in screen and b"trio.Cancelled" not in screen
         os.write(fd, b"ps()\n")
-        screen = _read_until(fd, b">>> ")
+        screen = read_until(fd, b">>> ")
         assert b"sleeper" in screen and b"running" in screen
         os.write(fd, b"kernel.status(p) is None, stats()['spawns']\n")
-        assert b"(True, 4)" in _read_until(fd, b">>> ")
+        assert b"(True, 4)" in read_until(fd, b">>> ")
 
 
 # -- the REPL with piped stdin --------------------------------------------------------------
@@ -119,7 +71,7 @@ def test_reboot_with_bad_options_keeps_a_working_kernel() -> None:
         'print("after", (await wait(spawn("sequential", 12, 1))).code)',
         "",
     ])
-    out = _run_repl(script, "--ram", "8")
+    out = run_repl(script, "--ram", "8")
     assert out.returncode == 0, out.stderr
     assert "unknown replacement policy 'bogus'" in out.stderr
     assert "ram_pages must be" in out.stderr
@@ -141,7 +93,7 @@ def test_spawn_and_program_errors_are_clear_and_immediate() -> None:
         'print("alive", len(kernel.domains()))',
         "",
     ])
-    out = _run_repl(script)
+    out = run_repl(script)
     assert out.returncode == 0, out.stderr
     assert "ValueError: pages must be at least 0, not -5" in out.stderr
     assert "TypeError: pages must be an int, not 'many'" in out.stderr
@@ -154,13 +106,13 @@ def test_spawn_and_program_errors_are_clear_and_immediate() -> None:
 
 
 def test_piped_script_ending_inside_a_block_still_runs_it() -> None:
-    out = _run_repl('for i in range(2):\n    print("row", i)')
+    out = run_repl('for i in range(2):\n    print("row", i)')
     assert out.returncode == 0, out.stderr
     assert "row 0" in out.stdout and "row 1" in out.stdout
 
 
 def test_exit_status_of_a_piped_script() -> None:
-    out = _run_repl('print("one")\nexit(3)\nprint("two")\n')
+    out = run_repl('print("one")\nexit(3)\nprint("two")\n')
     assert out.returncode == 3
     assert "one" in out.stdout and "two" not in out.stdout
     assert "shutting down" in out.stderr
