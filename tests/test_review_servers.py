@@ -177,35 +177,22 @@ async def test_pager_failed_store_keeps_the_previous_copy_and_frees_new_slots(
         assert _alive(k, "pager")
 
 
-@pytest.mark.parametrize("size", [0, PAGE_SIZE - 1, PAGE_SIZE + 1, 3 * SEALED_LEN])
-async def test_pager_refuses_a_disk_block_of_the_wrong_size(
-        size: int, autojump_clock: trio.testing.MockClock) -> None:
+@pytest.mark.parametrize(("fault", "value"), [
+    *[("read_size", size) for size in (0, PAGE_SIZE - 1, PAGE_SIZE + 1, 3 * SEALED_LEN)],
+    ("read_none", True),  # a read answered with no blocks at all
+])
+async def test_pager_refuses_a_bad_disk_read(
+        fault: str, value: object, autojump_clock: trio.testing.MockClock) -> None:
     disk = FlakyDisk(64)
     async with boot(paging=False) as k:
         ep = _start_pager(k, disk)
 
         async def client(proc: Process) -> Any:
             await _call(proc, "store", {"pages": [[5, _blob(5)]]})
-            disk.read_size = size
+            healthy = getattr(disk, fault)
+            setattr(disk, fault, value)
             reason = await _reason(proc, "fetch", {"handle": 5})
-            disk.read_size = None
-            return reason, (await _call(proc, "fetch", {"handle": 5}))["blob"]
-
-        assert await _run_client(k, {"svc": ep}, client) == ("io", _blob(5))
-        assert _alive(k, "pager")
-
-
-async def test_pager_survives_a_disk_that_answers_a_read_with_no_blocks(
-        autojump_clock: trio.testing.MockClock) -> None:
-    disk = FlakyDisk(64)
-    async with boot(paging=False) as k:
-        ep = _start_pager(k, disk)
-
-        async def client(proc: Process) -> Any:
-            await _call(proc, "store", {"pages": [[5, _blob(5)]]})
-            disk.read_none = True
-            reason = await _reason(proc, "fetch", {"handle": 5})
-            disk.read_none = False
+            setattr(disk, fault, healthy)
             return reason, (await _call(proc, "fetch", {"handle": 5}))["blob"]
 
         assert await _run_client(k, {"svc": ep}, client) == ("io", _blob(5))
