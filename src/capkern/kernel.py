@@ -30,7 +30,7 @@ from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
 from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess
 from .ipc import Endpoint, Notification, ReplyObject
-from .proc import Process, ProcessExit, check_name, check_object_args, parse_rights
+from .proc import Process, ProcessExit, check_name, check_object_args
 from .trace import Counters, Event, EventLog, IpcTrace
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class Kernel:
     def mint(self, cap: RootCap, rights: str | Rights, badge: int | None = None) -> RootCap:
         """Derive a root-held capability with fewer rights and/or a badge."""
         src = self.root.cspace.lookup(self._root_slot(cap))
-        return self._root_cap(self.root.cspace.insert_derived(src, parse_rights(rights), badge))
+        return self._root_cap(self.root.cspace.insert_derived(src, Rights.parse(rights), badge))
 
     def revoke(self, cap: RootCap) -> int:
         """Remove every capability derived from ``cap``, in every domain."""
@@ -274,7 +274,7 @@ class Kernel:
                 raise ConfigError("a granted capability needs a non-empty slot name")
             grant = g if isinstance(g, Grant) else Grant(g)
             src = self.root.cspace.lookup(self._root_slot(grant.cap))
-            rights, badge = CSpace.check_derivation(src, parse_rights(grant.rights), grant.badge)
+            rights, badge = CSpace.check_derivation(src, Rights.parse(grant.rights), grant.badge)
             plan.append((slot_name, src, rights, badge))
         return plan
 

@@ -28,19 +28,10 @@ if TYPE_CHECKING:
     from .domain import Domain
     from .mmu.vm import VM
 
-__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args",
-           "parse_rights"]
+__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args"]
 
 SlotRef = int | str
 """A slot index in the caller's CSpace, or the name given to a slot."""
-
-
-def parse_rights(rights: Any) -> Rights:
-    """``Rights.parse`` with a typed error: bad rights are a :class:`ConfigError`."""
-    try:
-        return Rights.parse(rights)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"bad rights {rights!r}: {exc}") from None
 
 
 def check_name(name: Any, what: str = "name") -> None:
@@ -141,12 +132,12 @@ class Process:
     def copy(self, slot: SlotRef, rights: str | Rights = Rights.ALL, name: str = "") -> int:
         """Derive a copy (rights can only shrink)."""
         check_name(name, "slot name")
-        return self._dom.cspace.copy(self._slot(slot), parse_rights(rights), name)
+        return self._dom.cspace.copy(self._slot(slot), Rights.parse(rights), name)
 
     def mint(self, slot: SlotRef, rights: str | Rights, badge: int, name: str = "") -> int:
         """Derive a capability with fewer rights and a badge (only on an unbadged one)."""
         check_name(name, "slot name")
-        return self._dom.cspace.mint(self._slot(slot), parse_rights(rights), badge, name)
+        return self._dom.cspace.mint(self._slot(slot), Rights.parse(rights), badge, name)
 
     def move(self, slot: SlotRef, dest: int | None = None) -> int:
         return self._dom.cspace.move(self._slot(slot), dest)
@@ -260,7 +251,7 @@ class Process:
     def mmap(self, length: int, rights: str | Rights = "rw", addr: int | None = None) -> int:
         """Map ``length`` bytes (rounded up to pages) of demand-zero memory; returns the
         start address.  ``rights``: "r" or "rw"."""
-        return self._vm().mmap(self._dom, length, parse_rights(rights), addr)
+        return self._vm().mmap(self._dom, length, Rights.parse(rights), addr)
 
     def munmap(self, addr: int, length: int) -> None:
         """Unmap pages; their frames are freed and their sealed copies discarded."""
