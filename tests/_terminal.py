@@ -56,3 +56,15 @@ def repl_in_a_pty(*args: str) -> Iterator[int]:
 def run_repl(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CAPKERN, "repl", *args], input=script, capture_output=True,
                           text=True, timeout=120)
+
+
+def ctrl_c(fd: int, settle: float = 0.5) -> None:
+    """Press Ctrl-C, as a person would: not within microseconds of the last echo.
+
+    CPython's readline loop checks for signals only when its ``select`` is interrupted;
+    a SIGINT that lands between echoing a character and re-entering ``select`` is noticed
+    only at the next key press (the plain ``python`` prompt behaves the same).  A loaded
+    machine widens that window, so the press waits for the prompt to settle.
+    """
+    time.sleep(settle)
+    os.write(fd, b"\x03")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
-from ._terminal import CAPKERN, read_until, repl_in_a_pty, run_repl
+from ._terminal import CAPKERN, ctrl_c, read_until, repl_in_a_pty, run_repl
 
 
 def test_demo_exit_status_and_summary() -> None:
@@ -51,8 +50,7 @@ def test_repl_in_a_pseudo_terminal() -> None:
         assert b"blockdev" in read_until(fd, b">>> ")
         # Ctrl-C cancels the running statement, not the kernel
         os.write(fd, b"await trio.sleep(1000)\n")
-        time.sleep(0.5)
-        os.write(fd, b"\x03")
+        ctrl_c(fd)
         assert b"cancelled" in read_until(fd, b">>> ")
         os.write(fd, b"stats()['faults'] > 0\n")
         assert b"True" in read_until(fd, b">>> ")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +17,7 @@ import trio
 import capkern
 from capkern import programs, repl
 
-from ._terminal import CAPKERN, read_until, repl_in_a_pty, run_repl
+from ._terminal import CAPKERN, ctrl_c, read_until, repl_in_a_pty, run_repl
 
 # -- the REPL in a terminal -----------------------------------------------------------------
 
@@ -27,7 +26,7 @@ def test_ctrl_c_at_the_prompt_discards_the_half_typed_line() -> None:
     with repl_in_a_pty("--ram", "8") as fd:
         os.write(fd, b"1/")
         read_until(fd, b"1/")
-        os.write(fd, b"\x03")
+        ctrl_c(fd)
         assert b"KeyboardInterrupt" in read_until(fd, b">>> ")  # a fresh prompt
         os.write(fd, b"20+22\n")
         screen = read_until(fd, b">>> ")
@@ -44,8 +43,7 @@ def test_ctrl_c_cancels_only_the_await_and_processes_survive() -> None:
         read_until(fd, b">>> ")
         os.write(fd, b"await trio.sleep(1000)\n")
         read_until(fd, b"await trio.sleep(1000)")
-        time.sleep(0.5)
-        os.write(fd, b"\x03")
+        ctrl_c(fd)
         screen = read_until(fd, b">>> ")
         assert b"statement cancelled" in screen
         assert b"Traceback" not in screen and b"trio.Cancelled" not in screen
