@@ -20,6 +20,7 @@ from .errors import __all__ as _errors_all
 from .ipc import Received
 from .kernel import BootConfig, Grant, Kernel, Program, RootCap, boot
 from .proc import Process
+from .quota import Quota
 from .wire import Limits
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __all__ = [
     "Op",
     "Process",
     "Program",
+    "Quota",
     "Received",
     "Rights",
     "RootCap",

@@ -9,6 +9,7 @@ import trio
 
 from .cspace import CSpace
 from .ipc import ReplyObject
+from .quota import Quota, Usage
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -51,7 +52,8 @@ class DomainInfo:
 class Domain:
     """A protection domain: a CSpace, an optional address space, one program task."""
 
-    def __init__(self, kernel: Kernel, pid: int, name: str, kind: str, cspace_size: int) -> None:
+    def __init__(self, kernel: Kernel, pid: int, name: str, kind: str, cspace_size: int,
+                 quota: Quota | None = None) -> None:
         self.kernel = kernel
         self.pid = pid
         self.name = name
@@ -66,6 +68,8 @@ class Domain:
         self.faults = 0
         self.integrity_faults = 0
         self.program: Any = None
+        #: what this domain holds against its quota (charged before anything is made)
+        self.usage = Usage(quota if quota is not None else Quota(), name)
 
     def set_reply(self, reply: ReplyObject) -> None:
         """Fill the implicit caller slot; a still-waiting previous caller is aborted."""

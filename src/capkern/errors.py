@@ -34,6 +34,7 @@ __all__ = [
     "ProcessError",
     "ProtectionFault",
     "QueueFull",
+    "QuotaExceeded",
     "ReplyError",
     "SegmentationFault",
     "ServerError",
@@ -187,6 +188,19 @@ class ProcessError(CapkernError):
 
 class NoSuchProcess(ProcessError):
     """No live or recorded domain has that pid."""
+
+
+class QuotaExceeded(CapkernError):
+    """A domain asked for more than its quota of a kernel resource; nothing was created."""
+
+    def __init__(self, resource: str, limit: int, used: int, wanted: int = 1,
+                 owner: str = "") -> None:
+        who = f"{owner!r} " if owner else ""
+        super().__init__(f"{who}quota of {resource} exceeded: {used} used + {wanted} "
+                         f"asked > limit {limit}")
+        self.resource = resource
+        self.limit = limit
+        self.used = used
 
 
 class KernelShutdown(CapkernError):

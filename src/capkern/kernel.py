@@ -31,6 +31,7 @@ from .domain import Domain, DomainInfo, ExitStatus
 from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess
 from .ipc import Endpoint, Notification, ReplyObject
 from .proc import Process, ProcessExit, check_name, check_object_args
+from .quota import Quota
 from .trace import Counters, Event, EventLog, IpcTrace
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class BootConfig:
     cspace_size: int = 4096
     trace: bool = False
     paging: bool = True
+    quota: Quota = field(default_factory=Quota)  # each spawned domain's default quota
 
     def validate(self) -> None:
         """Refuse a bad option with a :class:`ConfigError` before anything starts."""
@@ -114,6 +116,8 @@ class BootConfig:
             raise ConfigError(f"policy must be a str, not {self.policy!r}")
         if self.cipher not in ("aes-256-gcm", "chacha20-poly1305", "null"):
             raise ConfigError(f"unknown cipher {self.cipher!r}")
+        if not isinstance(self.quota, Quota):
+            raise ConfigError(f"quota must be a capkern Quota, not {self.quota!r}")
         if not isinstance(self.limits, wire.Limits):
             raise ConfigError(f"limits must be a capkern.wire.Limits, not {self.limits!r}")
         for name in ("pager", "blockdev_server"):
@@ -158,7 +162,7 @@ class Kernel:
         self._pids = itertools.count(1)
         self._domains: dict[int, Domain] = {}
         self._closing = False
-        self.root = Domain(self, 0, "root", "kernel", config.cspace_size)
+        self.root = Domain(self, 0, "root", "kernel", config.cspace_size, Quota.unlimited())
         self.root.state = "running"
         self._domains[0] = self.root
         self.vm: VM | None = None  # the paging subsystem, when enabled
@@ -222,11 +226,14 @@ class Kernel:
         name: str | None = None,
         caps: Mapping[str, RootCap | Grant] | None = None,
         kind: str = "process",
+        quota: Quota | dict[str, int] | None = None,
     ) -> int:
         """Start ``program(proc, *args)`` in a new protection domain; returns its pid.
 
         ``args`` cross into the new domain as msgpack (fresh copies, no shared objects);
-        ``caps`` places capabilities derived from root capabilities in named slots.
+        ``caps`` places capabilities derived from root capabilities in named slots;
+        ``quota`` (a :class:`Quota`, or a dict overriding fields of the boot default)
+        bounds what the domain may make the kernel hold.
         Everything is checked before anything changes: a refused spawn leaves no trace.
         """
         if self._closing:
@@ -237,6 +244,7 @@ class Kernel:
             raise ConfigError(f"kind must be 'process' or 'server', not {kind!r}")
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a str, not {name!r}")
+        dom_quota = Quota.coerce(quota, self.config.quota)
         fresh_args = wire.decode(wire.encode(list(args), self.limits))
         plan = self._plan_grants(caps)
         if len(plan) > self.config.cspace_size - 1:  # slot 0 is the null slot
@@ -244,7 +252,7 @@ class Kernel:
                              f"{self.config.cspace_size} slots")
         pid = next(self._pids)
         dom_name = name or str(getattr(program, "__name__", "process"))
-        dom = Domain(self, pid, dom_name, kind, self.config.cspace_size)
+        dom = Domain(self, pid, dom_name, kind, self.config.cspace_size, dom_quota)
         for slot_name, src, rights, badge in plan:
             dom.cspace.insert_derived(src, rights, badge, slot_name)
         dom.program = program
