@@ -35,6 +35,7 @@ class DemoOptions:
     processes: int = 3
     pages: int = 40
     quick: bool = False
+    trace: str | None = None  # write the honest run's Perfetto trace here
 
 
 @dataclass
@@ -126,12 +127,16 @@ async def _paging_run(opts: DemoOptions, name: str, tamper: atk.Tamper | None) -
     ev = atk.Evidence()
     pager = atk.attack_pager(*([tamper] if tamper else [atk.Snoop()]), evidence=ev)
     blockdev = opts.blockdev
+    trace = opts.trace if tamper is None else None
     async with boot(ram_pages=opts.ram_pages, policy=opts.policy, blockdev=blockdev,
-                    cipher=opts.cipher, pager=pager, pager_deadline=1.0) as kernel:
+                    cipher=opts.cipher, pager=pager, pager_deadline=1.0,
+                    trace=trace is not None) as kernel:
         pids = [kernel.spawn(programs.sequential, opts.pages, 2, seed, name=f"ws{seed}")
                 for seed in range(opts.processes)]
         statuses = [await kernel.wait(p) for p in pids]
         stats = _stats(kernel)
+        if trace is not None:
+            kernel.export_trace(trace)
     plaintexts = [programs.page_pattern(seed, page, r) for seed in range(opts.processes)
                   for page in range(opts.pages) for r in range(2)]
     result = RunResult(name, statuses, stats, ev, ev.saw_window_of(plaintexts))
