@@ -30,7 +30,7 @@ from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
 from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess
 from .ipc import Endpoint, Notification, ReplyObject
-from .proc import Process, ProcessExit, check_name, check_object_args
+from .proc import Process, ProcessExit, check_name, check_object_args, check_program
 from .quota import Quota
 from .trace import Counters, Event, EventLog, IpcTrace, PageTrace
 
@@ -169,6 +169,27 @@ class Kernel:
         self._domains[0] = self.root
         self.vm: VM | None = None  # the paging subsystem, when enabled
 
+    def __repr__(self) -> str:
+        """One line a REPL user can read: uptime, domains, memory, policy, cipher."""
+        cfg = self.config
+        doms = [d for d in self._domains.values() if d.pid]
+        running = sum(1 for d in doms if d.alive)
+        try:
+            up = f"up {trio.current_time() - self.boot_time:.1f}s"
+        except RuntimeError:
+            up = "not running"
+        if self._closing:
+            up = "shut down"
+        parts = [up, f"{len(doms)} domains ({running} running)"]
+        if self.vm is not None:
+            pager = f"policy {cfg.policy}" if cfg.pager is None else (
+                "pager " + str(getattr(cfg.pager, "__qualname__", "custom")))
+            parts += [f"RAM {self.vm.frames.free_count}/{cfg.ram_pages} frames free", pager,
+                      cfg.cipher, f"{self.stats.faults} faults"]
+        else:
+            parts.append("paging off")
+        return f"<Kernel {', '.join(parts)}>"
+
     # -- events ------------------------------------------------------------------------
 
     def event(self, kind: str, dom: Domain, detail: str = "") -> None:
@@ -242,6 +263,7 @@ class Kernel:
             raise KernelShutdown("the kernel is shutting down")
         if not callable(program):
             raise ConfigError(f"program must be an async function, not {program!r}")
+        check_program(program, args)
         if kind not in ("process", "server"):
             raise ConfigError(f"kind must be 'process' or 'server', not {kind!r}")
         if name is not None and not isinstance(name, str):
@@ -381,7 +403,11 @@ class Kernel:
             self.event("exit", dom, f"{status.state} code={status.code}")
 
     def _domain(self, pid: int) -> Domain:
-        dom = self._domains.get(pid) if type(pid) is int else None
+        if type(pid) is not int:
+            hint = " (kernel.pid_of(name) finds a live domain by name)" \
+                if isinstance(pid, str) else ""
+            raise NoSuchProcess(f"no domain with pid {pid!r}: a pid is an int{hint}")
+        dom = self._domains.get(pid)
         if dom is None or pid == 0:
             raise NoSuchProcess(f"no domain with pid {pid!r}")
         return dom
