@@ -170,7 +170,7 @@ class Kernel:
         self.vm: VM | None = None  # the paging subsystem, when enabled
 
     def __repr__(self) -> str:
-        """One line a REPL user can read: uptime, domains, memory, policy, cipher."""
+        """One line a REPL user can read: uptime, domains, free frames, policy, faults."""
         cfg = self.config
         doms = [d for d in self._domains.values() if d.pid]
         running = sum(1 for d in doms if d.alive)
@@ -180,12 +180,11 @@ class Kernel:
             up = "not running"
         if self._closing:
             up = "shut down"
-        parts = [up, f"{len(doms)} domains ({running} running)"]
+        parts = [up, f"{running} of {len(doms)} domains live"]
         if self.vm is not None:
-            pager = f"policy {cfg.policy}" if cfg.pager is None else (
-                "pager " + str(getattr(cfg.pager, "__qualname__", "custom")))
-            parts += [f"RAM {self.vm.frames.free_count}/{cfg.ram_pages} frames free", pager,
-                      cfg.cipher, f"{self.stats.faults} faults"]
+            pager = cfg.policy if cfg.pager is None else "custom pager"
+            parts += [f"{self.vm.frames.free_count}/{cfg.ram_pages} frames free", pager,
+                      f"{self.stats.faults} faults"]
         else:
             parts.append("paging off")
         return f"<Kernel {', '.join(parts)}>"
