@@ -155,9 +155,9 @@ def _stats(kernel: Kernel) -> dict[str, int]:
 
 def paging_table(runs: list[RunResult]) -> Table:
     """The paging results, one row per pager; fits an 80-column terminal without
-    cutting a name or a number (no vertical rules, one space between columns)."""
+    cutting a name or a number (no vertical rules: one blank between columns)."""
     table = Table(title="2-3. Paging, honest and under attack", box=box.SIMPLE_HEAD,
-                  pad_edge=False, padding=(0, 1), collapse_padding=True, show_edge=False)
+                  pad_edge=False, padding=0, show_edge=False)
     for col in ("pager", "ok", "faults", "seals", "unseals", "tried", "refused", "wrong",
                 "leaked"):
         table.add_column(col, justify="right" if col != "pager" else "left", no_wrap=True)
