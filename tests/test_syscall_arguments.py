@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 import capkern
 from capkern import Grant, programs
 from capkern.errors import BadgeError, ConfigError, NoSuchProcess
@@ -65,7 +66,7 @@ async def test_a_pid_is_an_int(pid: Any) -> None:
             k.kill(pid)
         with pytest.raises(NoSuchProcess, match="a pid is an int"):
             await k.wait(pid)
-        with pytest.raises(NoSuchProcess, match="no domain with pid 99$"):
+        with pytest.raises(NoSuchProcess, match=r"no domain with pid 99$"):
             k.kill(99)
 
 

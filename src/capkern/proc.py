@@ -297,7 +297,7 @@ class Process:
         vm = self._vm()
         return await vm.read(self._dom, _address(addr, "address"), _address(n, "length"))
 
-    async def write(self, addr: int, data: bytes) -> None:
+    async def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed)."""
         vm = self._vm()
         await vm.write(self._dom, _address(addr, "address"), _data(data))
