@@ -262,13 +262,13 @@ class Kernel:
             raise KernelShutdown("the kernel is shutting down")
         if not callable(program):
             raise ConfigError(f"program must be an async function, not {program!r}")
-        check_program(program, args)
         if kind not in ("process", "server"):
             raise ConfigError(f"kind must be 'process' or 'server', not {kind!r}")
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a str, not {name!r}")
         dom_quota = Quota.coerce(quota, self.config.quota)
         fresh_args = wire.decode(wire.encode(list(args), self.limits))
+        check_program(program, fresh_args)
         plan = self._plan_grants(caps)
         if len(plan) > self.config.cspace_size - 1:  # slot 0 is the null slot
             raise CSpaceFull(f"{len(plan)} capabilities do not fit a CSpace of "
