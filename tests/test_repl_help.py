@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 import capkern
-from capkern import programs, repl
+from capkern import programs, repl, replhelp
 from capkern.proc import Process
 from capkern.servers.pager import FIFOPolicy, make_pager
 from tests._terminal import run_repl
@@ -68,10 +68,10 @@ def test_unawaited_hint_closes_the_coroutine() -> None:
         await trio.sleep(1)
 
     coro = sleepy()
-    hint = repl.unawaited_hint(coro)
+    hint = replhelp.unawaited_hint(coro)
     assert hint is not None and "await sleepy(...)" in hint
     assert inspect.getcoroutinestate(coro) == "CORO_CLOSED"  # never runs, never warns
-    assert repl.unawaited_hint(42) is None and repl.unawaited_hint("x") is None
+    assert replhelp.unawaited_hint(42) is None and replhelp.unawaited_hint("x") is None
 
 
 async def test_short_traceback_drops_kernel_and_trio_frames() -> None:
@@ -79,19 +79,19 @@ async def test_short_traceback_drops_kernel_and_trio_frames() -> None:
         try:
             await k.wait("x")  # type: ignore[arg-type]
         except capkern.NoSuchProcess as exc:
-            text = repl.short_traceback(exc)
+            text = replhelp.short_traceback(exc)
     assert "test_repl_help.py" in text and "kernel.py" not in text
     assert text.rstrip().endswith("finds a live domain by name)")
     group = ExceptionGroup("two", [ValueError("a"), KeyError("b")])
-    assert "ValueError: a" in repl.short_traceback(group)
-    assert "KeyError: 'b'" in repl.short_traceback(group)
+    assert "ValueError: a" in replhelp.short_traceback(group)
+    assert "KeyError: 'b'" in replhelp.short_traceback(group)
 
 
 def test_describe_shows_signature_without_annotations() -> None:
-    text = repl.describe(programs.sequential)
+    text = replhelp.describe(programs.sequential)
     assert text.startswith("async sequential(proc, pages=64, rounds=2, seed=1)")
     assert "'int'" not in text and "Sweep a working set" in text
-    assert "Help on" in repl.describe(capkern.Kernel)  # everything else: pydoc, no pager
+    assert "Help on" in replhelp.describe(capkern.Kernel)  # everything else: pydoc, no pager
 
 
 async def test_kernel_repr_says_what_is_running() -> None:
