@@ -189,6 +189,7 @@ def to_dot(dump: dict[str, Any]) -> str:
         label = f"{obj['kind']}#{obj['oid']}" + (f"\n{obj['name']}" if obj["name"] else "")
         lines.append(f"  {names[int(obj['oid'])]} [shape=ellipse, label={_dot_str(label)}];")
     edges = []
+    by_oid = {int(o["oid"]): o for o in dump["objects"]}
     for dom in dump["domains"]:
         pid = int(dom["pid"])
         title = f"{dom['name']} (pid {pid}, {dom['kind']}, {dom['state']})"
@@ -196,7 +197,7 @@ def to_dot(dump: dict[str, Any]) -> str:
         lines.append(f"    label={_dot_str(title)};")
         for cap in dom["caps"]:
             node = f"cap_{pid}_{cap['slot']}"
-            obj = next(o for o in dump["objects"] if o["oid"] == cap["object"])
+            obj = by_oid[int(cap["object"])]
             text = f"slot {cap['slot']}" + (f" {cap['name']}" if cap["name"] else "")
             text += f"\n{obj['kind']}#{obj['oid']}" + (f" {obj['name']}" if obj["name"] else "")
             text += f"\n[{cap['rights']}]" + (f" badge {cap['badge']}" if cap["badge"] else "")
