@@ -60,3 +60,9 @@ def test_every_fixture_is_documented(pytester: pytest.Pytester) -> None:
         assert rest, f"{name} not listed"
         doc = rest.split("\n")[1].strip()
         assert doc and "no docstring" not in doc, name
+
+
+def test_without_pytest_trio_it_says_to_install_it(pytester: pytest.Pytester) -> None:
+    out = _pytest(pytester, "[pytest]\n", "-p", "no:trio")
+    assert out.returncode == 1, out.stdout
+    assert "which need pytest-trio" in out.stdout and "pip install pytest-trio" in out.stdout
