@@ -248,3 +248,23 @@ def test_flows_whose_start_left_the_ring_are_not_half_drawn() -> None:
     doc = chrome_trace(ipc, PageTrace(), {1: ("a", "process"), 2: ("b", "process")})
     assert validate_trace(doc) == []
     assert sorted(e["id"] for e in doc["traceEvents"] if e["ph"] == "f") == [2, 3]
+
+
+async def test_undelivered_messages_draw_no_arrow(tmp_path: Path,
+                                                 capkern_clock: trio.testing.MockClock) -> None:
+    """An nbsend nobody received and a call cancelled while queued leave a slice on the
+    sender's track but no half arrow."""
+    async def sender(proc: Process) -> None:
+        assert proc.nbsend("server", "dropped") is False
+        with trio.move_on_after(1):
+            await proc.call("server", "never-taken")
+
+    async with capkern.boot(paging=False, trace=True) as k:
+        ep = k.new_endpoint("nobody-listens")
+        assert (await k.wait(k.spawn(sender, caps={"server": Grant(ep, "w")}))).ok
+        k.export_trace(tmp_path / "t.json")
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert validate_trace(doc) == []
+    names = {e["name"] for e in doc["traceEvents"] if e["ph"] == "X"}
+    assert {"nbsend dropped", "call never-taken"} <= names
+    assert not [e for e in doc["traceEvents"] if e["ph"] in ("s", "f")]

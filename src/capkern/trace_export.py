@@ -53,6 +53,10 @@ def chrome_trace(ipc: IpcTrace, pages: PageTrace,
     slices: dict[int, list[dict[str, Any]]] = defaultdict(list)  # tid -> X slices
     events: list[dict[str, Any]] = []
 
+    # an arrow needs both ends: a message dropped (nbsend with no receiver, a caller
+    # cancelled while queued) or whose other end left the ring buffer gets none
+    delivered = {got.flow for got in ipc.deliveries}
+    flows_started = {f for f in ipc.flows if f}
     for record, flow in zip(ipc.records, ipc.flows, strict=True):
         tracks.setdefault(record.pid, record.domain)
         x = {"name": f"{record.op} {record.label}", "cat": "ipc", "ph": "X",
@@ -60,16 +64,15 @@ def chrome_trace(ipc: IpcTrace, pages: PageTrace,
              "args": {"object": record.object, "badge": record.badge,
                       "body_bytes": record.body_bytes, "caps": record.caps, "flow": flow}}
         slices[record.pid].append(x)
-        if flow:
+        if flow in delivered:
             events.append({"name": "message", "cat": "ipc", "ph": "s", "id": flow,
                            "ts": x["ts"], "pid": SYSTEM_PID, "tid": record.pid})
-    flows_started = {f for f in ipc.flows if f}
     for got in ipc.deliveries:
         tracks.setdefault(got.pid, got.domain)
         x = {"name": f"recv {got.label}", "cat": "ipc", "ph": "X", "ts": _us(got.time),
              "pid": SYSTEM_PID, "tid": got.pid, "args": {"flow": got.flow}}
         slices[got.pid].append(x)
-        if got.flow in flows_started:  # its start may have left the ring buffer
+        if got.flow in flows_started:
             events.append({"name": "message", "cat": "ipc", "ph": "f", "bp": "e",
                            "id": got.flow, "ts": x["ts"], "pid": SYSTEM_PID, "tid": got.pid})
     for x in (x for track in slices.values() for x in track):
