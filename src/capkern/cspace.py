@@ -201,7 +201,9 @@ class CSpace:
         new_rights = Rights(rights & src.rights)
         if badge is None or badge == src.badge:
             return new_rights, src.badge
-        if type(badge) is not int or not 0 < badge <= MAX_BADGE:
+        if type(badge) is not int:
+            raise BadgeError(f"a badge is an int, not {type(badge).__name__} {badge!r}")
+        if not 0 < badge <= MAX_BADGE:
             raise BadgeError(f"badge {badge!r} out of range 1..{MAX_BADGE}")
         if src.badge:
             raise BadgeError(f"cannot re-badge badged capability (badge {src.badge})")

@@ -42,7 +42,7 @@ from .errors import (
     ServerError,
     TooManyCaps,
 )
-from .trace import IpcRecord
+from .trace import Delivery, IpcRecord
 
 if TYPE_CHECKING:
     from .domain import Domain
@@ -97,7 +97,7 @@ _UNDECODED: Any = object()
 class _Msg:
     """A message in flight inside the kernel."""
 
-    __slots__ = ("badge", "caps", "label", "raw", "value")
+    __slots__ = ("badge", "caps", "flow", "label", "raw", "value")
 
     def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: list[Cap]):
         self.label = label
@@ -105,6 +105,7 @@ class _Msg:
         self.value = value
         self.badge = badge
         self.caps = caps
+        self.flow = 0  # the IPC trace's flow id, when the send was traced
 
 
 class ReplyObject(KObject):
@@ -235,15 +236,27 @@ def _transfer(msg: _Msg, to: Domain) -> tuple[int, ...]:
 
 def _deliver(msg: _Msg, to: Domain) -> Received:
     caps = _transfer(msg, to) if msg.caps else ()
+    if msg.flow:
+        k = to.kernel
+        k.trace.delivered(
+            Delivery(trio.current_time() - k.boot_time, to.pid, to.name, msg.label, msg.flow))
     return Received(msg.label, msg.raw, msg.value, msg.badge, caps)
 
 
 def _trace(
-    dom: Domain, op: str, obj: KObject, label: str, badge: int, size: int, caps: int
+    dom: Domain, op: str, obj: KObject, label: str, badge: int, size: int, caps: int,
+    msg: _Msg | None = None,
 ) -> None:
+    """Record an IPC operation (time since boot); a traced message gets a flow id so its
+    delivery can be matched to this record."""
     k = dom.kernel
+    flow = 0
+    if msg is not None:
+        flow = msg.flow = k.trace.new_flow()
     k.trace.add(
-        IpcRecord(trio.current_time(), op, dom.pid, dom.name, obj.label(), label, badge, size, caps)
+        IpcRecord(trio.current_time() - k.boot_time, op, dom.pid, dom.name, obj.label(), label,
+                  badge, size, caps),
+        flow,
     )
 
 
@@ -257,7 +270,8 @@ async def send(dom: Domain, cap: Cap, msg: _Msg, *, call: bool) -> Received | No
     k = dom.kernel
     if k.trace.enabled:
         _trace(
-            dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps)
+            dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps),
+            msg,
         )
     await checkpoint_if_cancelled()
     me = current_task()
@@ -307,7 +321,7 @@ def nbsend(dom: Domain, cap: Cap, msg: _Msg) -> bool:
     """Deliver only if a receiver is waiting; otherwise drop.  Never blocks."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if dom.kernel.trace.enabled:
-        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps))
+        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps), msg)
     if not ep.receivers:
         return False
     waiter = ep.receivers.popleft()
@@ -393,13 +407,13 @@ def reply(
             _fail_caller(reply_obj, ContractViolation(f"server replied out of contract: {exc}"))
             raise
     k.stats.ipc_replies += 1
+    msg = _Msg(label, raw, value, 0, caps)
     if k.trace.enabled:
-        _trace(dom, "reply", reply_obj, label, 0, len(raw), len(caps))
+        _trace(dom, "reply", reply_obj, label, 0, len(raw), len(caps), msg)
     if reply_obj.state == "gone":
         reply_obj.state = "done"
         return False
     reply_obj.state = "done"
-    msg = _Msg(label, raw, value, 0, caps)
     reschedule(reply_obj.caller, outcome.Value(_deliver(msg, reply_obj.caller_dom)))
     return True
 

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import trio
 
@@ -30,9 +30,9 @@ from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
 from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess
 from .ipc import Endpoint, Notification, ReplyObject
-from .proc import Process, ProcessExit, check_name, check_object_args
+from .proc import Process, ProcessExit, check_name, check_object_args, check_program
 from .quota import Quota
-from .trace import Counters, Event, EventLog, IpcTrace
+from .trace import Counters, Event, EventLog, IpcTrace, PageTrace
 
 if TYPE_CHECKING:
     from .mmu.vm import VM
@@ -155,9 +155,11 @@ class Kernel:
     def __init__(self, config: BootConfig, nursery: trio.Nursery) -> None:
         self.config = config
         self.limits = config.limits
+        self.boot_time = trio.current_time()  # records and events: seconds since boot
         self.stats = Counters()
         self.events = EventLog()
         self.trace = IpcTrace(enabled=config.trace)
+        self.page_trace = PageTrace(enabled=config.trace, epoch=self.boot_time)
         self._nursery = nursery
         self._pids = itertools.count(1)
         self._domains: dict[int, Domain] = {}
@@ -167,12 +169,32 @@ class Kernel:
         self._domains[0] = self.root
         self.vm: VM | None = None  # the paging subsystem, when enabled
 
+    def __repr__(self) -> str:
+        """One line a REPL user can read: uptime, domains, free frames, policy, faults."""
+        cfg = self.config
+        doms = [d for d in self._domains.values() if d.pid]
+        running = sum(1 for d in doms if d.alive)
+        try:
+            up = f"up {trio.current_time() - self.boot_time:.1f}s"
+        except RuntimeError:
+            up = "not running"
+        if self._closing:
+            up = "shut down"
+        parts = [up, f"{running} of {len(doms)} domains live"]
+        if self.vm is not None:
+            pager = cfg.policy if cfg.pager is None else "custom pager"
+            parts += [f"{self.vm.frames.free_count}/{cfg.ram_pages} frames free", pager,
+                      f"{self.stats.faults} faults"]
+        else:
+            parts.append("paging off")
+        return f"<Kernel {', '.join(parts)}>"
+
     # -- events ------------------------------------------------------------------------
 
     def event(self, kind: str, dom: Domain, detail: str = "") -> None:
         """Record a kernel event (crash, kill, integrity fault...) and log it."""
         try:
-            now = trio.current_time()
+            now = trio.current_time() - self.boot_time
         except RuntimeError:
             now = 0.0
         self.events.add(Event(now, kind, dom.pid, dom.name, detail))
@@ -246,6 +268,7 @@ class Kernel:
             raise ConfigError(f"name must be a str, not {name!r}")
         dom_quota = Quota.coerce(quota, self.config.quota)
         fresh_args = wire.decode(wire.encode(list(args), self.limits))
+        check_program(program, fresh_args)
         plan = self._plan_grants(caps)
         if len(plan) > self.config.cspace_size - 1:  # slot 0 is the null slot
             raise CSpaceFull(f"{len(plan)} capabilities do not fit a CSpace of "
@@ -379,7 +402,11 @@ class Kernel:
             self.event("exit", dom, f"{status.state} code={status.code}")
 
     def _domain(self, pid: int) -> Domain:
-        dom = self._domains.get(pid) if type(pid) is int else None
+        if type(pid) is not int:
+            hint = " (kernel.pid_of(name) finds a live domain by name)" \
+                if isinstance(pid, str) else ""
+            raise NoSuchProcess(f"no domain with pid {pid!r}: a pid is an int{hint}")
+        dom = self._domains.get(pid)
         if dom is None or pid == 0:
             raise NoSuchProcess(f"no domain with pid {pid!r}")
         return dom
@@ -449,54 +476,36 @@ class Kernel:
         dom = self.root if pid == 0 else self._domain(pid)
         return dom.cspace.info()
 
-    def dump(self) -> dict[str, Any]:
-        """A capDL-like, machine-readable (JSON-serialisable) picture of the system:
-        domains (with their exit status and pending implicit reply), objects, caps and
-        the derivation tree (each cap names its parent as ``[pid, slot]``)."""
-        objects: dict[int, dict[str, Any]] = {}
-        domains = []
-        for dom in self._domains.values():
-            caps: list[dict[str, Any]] = []
-            names = {s: n for n, s in dom.cspace.names.items()}
-            for cap in dom.cspace.caps():
-                obj = cap.obj
-                if obj.oid not in objects:
-                    objects[obj.oid] = _describe_object(obj)
-                parent = cap.parent
-                caps.append(
-                    {
-                        "slot": cap.slot,
-                        "name": str(names.get(cap.slot, "")),
-                        "object": obj.oid,
-                        "rights": cap.rights.short(),
-                        "badge": cap.badge,
-                        "parent": [parent.cspace.pid, parent.slot]
-                        if parent is not None and parent.cspace is not None
-                        else None,
-                    }
-                )
-            pending = dom.reply if dom.reply is not None and dom.reply.state == "waiting" else None
-            if pending is not None and pending.oid not in objects:
-                objects[pending.oid] = _describe_object(pending)
-            ended = dom.exit
-            domains.append(
-                {
-                    "pid": dom.pid,
-                    "name": str(dom.name),
-                    "kind": dom.kind,
-                    "state": dom.state,
-                    "exit": None
-                    if ended is None
-                    else {"state": ended.state, "code": ended.code, "error": ended.error},
-                    "reply": None if pending is None else pending.oid,
-                    "caps": caps,
-                }
-            )
-        return {
-            "domains": domains,
-            "objects": sorted(objects.values(), key=lambda o: int(o["oid"])),
-            "stats": self.stats.as_dict(),
-        }
+    @overload
+    def dump(self, format: Literal["json"] = "json") -> dict[str, Any]: ...
+    @overload
+    def dump(self, format: Literal["capdl", "dot"]) -> str: ...
+
+    def dump(self, format: str = "json") -> dict[str, Any] | str:
+        """A picture of the system (see :mod:`capkern.sysdump`).
+
+        ``json`` (the default): JSON-serialisable data -- domains (with their exit status
+        and pending implicit reply), objects, caps and the derivation tree (each cap
+        names its parent as ``[pid, slot]``).  ``capdl``: capDL-style text with object
+        names.  ``dot``: a Graphviz digraph of the capability derivation tree.
+        """
+        from . import sysdump
+
+        data = sysdump.snapshot(self)
+        return data if format == "json" else sysdump.render(data, format)
+
+    def export_trace(self, path: str | os.PathLike[str]) -> int:
+        """Write the page events and IPC trace as Chrome/Perfetto trace-event JSON (open
+        it at ui.perfetto.dev): one track per domain, IPC messages as flow arrows.
+        Returns the number of trace events written.  Recording is on with
+        ``boot(trace=True)`` (or ``kernel.trace.enabled = kernel.page_trace.enabled =
+        True``)."""
+        from .trace_export import chrome_trace, write_trace
+
+        names = {dom.pid: (dom.name, dom.kind) for dom in self._domains.values()}
+        doc = chrome_trace(self.trace, self.page_trace, names)
+        write_trace(doc, path)
+        return len(doc["traceEvents"])
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -507,19 +516,6 @@ class Kernel:
     async def _shutdown(self) -> None:
         self._closing = True
         self._nursery.cancel_scope.cancel()
-
-
-def _describe_object(obj: Any) -> dict[str, Any]:
-    """One object of :meth:`Kernel.dump`: identity plus its kernel state."""
-    out: dict[str, Any] = {"oid": obj.oid, "kind": obj.kind, "name": str(obj.name)}
-    if isinstance(obj, Endpoint):
-        out["contract"] = None if obj.contract is None else str(obj.contract.name)
-        out["senders"] = [b.dom.pid for b in obj.senders]
-        out["receivers"] = [b.dom.pid for b in obj.receivers]
-    elif isinstance(obj, ReplyObject):
-        out["caller"] = obj.caller_dom.pid
-        out["state"] = obj.state
-    return out
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:

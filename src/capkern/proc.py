@@ -7,6 +7,7 @@ handle holds no reference a program could use to reach another domain's objects.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from .domain import Domain
     from .mmu.vm import VM
 
-__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args"]
+__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args",
+           "check_program"]
 
 SlotRef = int | str
 """A slot index in the caller's CSpace, or the name given to a slot."""
@@ -44,6 +46,39 @@ def check_object_args(name: Any, contract: Any) -> None:
     check_name(name, "object name")
     if contract is not None and not isinstance(contract, Contract):
         raise ConfigError(f"contract must be a capkern Contract, not {type(contract).__name__}")
+
+
+def check_program(program: Any, args: Sequence[Any]) -> None:
+    """Refuse now, with a :class:`ConfigError`, a program that ``program(proc, *args)``
+    would reject at its first line: the arguments must bind to its signature (after the
+    ``proc`` handle).  A callable without a signature is taken on trust."""
+    try:
+        signature = inspect.signature(program)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, *args)
+    except TypeError as exc:
+        name = getattr(program, "__name__", repr(program))
+        raise ConfigError(f"bad arguments for program {name}: {exc}") from None
+
+
+def _address(value: Any, what: str) -> int:
+    if type(value) is not int:
+        raise ConfigError(f"{what} must be an int, not {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ConfigError(f"{what} must not be negative, not {value}")
+    return value
+
+
+def _data(value: Any) -> bytes:
+    """Bytes to write: bytes-like only (a str must be encoded, an int is not a length)."""
+    if isinstance(value, str):
+        raise ConfigError("write needs bytes, not str: encode it first "
+                          f"(e.g. {value[:20]!r}.encode())")
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ConfigError(f"write needs bytes-like data, not {type(value).__name__}")
+    return bytes(value)
 
 
 class ProcessExit(BaseException):
@@ -259,11 +294,13 @@ class Process:
 
     async def read(self, addr: int, n: int) -> bytes:
         """Read ``n`` bytes at ``addr`` (faulting pages in as needed)."""
-        return await self._vm().read(self._dom, addr, n)
+        vm = self._vm()
+        return await vm.read(self._dom, _address(addr, "address"), _address(n, "length"))
 
-    async def write(self, addr: int, data: bytes) -> None:
-        """Write ``data`` at ``addr`` (faulting pages in as needed)."""
-        await self._vm().write(self._dom, addr, data)
+    async def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed)."""
+        vm = self._vm()
+        await vm.write(self._dom, _address(addr, "address"), _data(data))
 
     def _vm(self) -> VM:
         dom = self._dom

@@ -109,6 +109,7 @@ class VM:
         self._incarnations: dict[int, int] = {}
         send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
         self._submit = send
+        self._ptrace = kernel.page_trace  # page events (fault, page-in, eviction...)
 
     # -- address spaces ------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class VM:
         incarnation = self._incarnations.get(asid, -1) + 1
         self._incarnations[asid] = incarnation
         dom.aspace = AddressSpace(asid, incarnation)
+        self._ptrace.owners[asid] = dom.pid
 
     def detach(self, dom: Domain) -> None:
         """Process exit: free its frames now, tell the pager to discard its pages."""
@@ -141,9 +143,11 @@ class VM:
                 self.frames.free(pte.frame)
                 pte.present = False
             if pte.handle:
-                self._handles.pop(pte.handle, None)
+                where = self._handles.pop(pte.handle, None)
                 self._resident.pop(pte.handle, None)
                 handles.append(pte.handle)
+                if self._ptrace.enabled and where is not None:
+                    self._ptrace.page("discard", where[0].asid, where[1], pte.handle)
         if handles:
             dead = set(handles)
             self._mapped = [h for h in self._mapped if h not in dead]
@@ -277,21 +281,33 @@ class VM:
         stats = self.kernel.stats
         stats.faults += 1
         dom.faults += 1
-        frame = await self._get_frame()
+        trace = self._ptrace.enabled
+        started = self._ptrace.page("fault", aspace.asid, vpn, pte.handle) if trace else 0.0
+        try:
+            frame = await self._get_frame()
+        except BaseException as exc:
+            if trace:
+                self._ptrace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
+            raise
         self._filling += 1
         try:
             if pte.state == "zero":
                 stats.zero_fills += 1
             else:
                 await self._page_in(dom, aspace, vpn, pte, frame)
-        except BaseException:
+        except BaseException as exc:
             self.frames.free(frame)
+            if trace:
+                self._ptrace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
             raise
         else:
+            kind = "zero-fill" if pte.state == "zero" else "page-in"
             if not aspace.alive or aspace.pages.get(vpn) is not pte:
                 self.frames.free(frame)  # unmapped while we waited: nothing to map
             else:
                 self._map(aspace, vpn, pte, frame)
+            if trace:
+                self._ptrace.page(kind, aspace.asid, vpn, pte.handle, started)
         finally:
             self._filling -= 1
             self._filled.set()
@@ -449,6 +465,8 @@ class VM:
             pte.frame = -1
         elif not sealed or h in stored:
             self._drop(pte)
+            if self._ptrace.enabled:
+                self._ptrace.page("eviction", aspace.asid, vpn, h, None, "" if sealed else "clean")
         else:  # keep the data resident: no data is lost
             self.kernel.stats.store_failures += 1
             pte.present = True
