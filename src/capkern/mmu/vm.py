@@ -16,8 +16,9 @@ Concurrency is kept safe by three rules: a page being faulted in or evicted is *
 and any other fault on it waits for that to end; one eviction runs at a time (faults
 that need a frame meanwhile share its outcome); and a discard waits until the pages it
 names are no longer busy, so the pager never hears of a page after it was told to
-forget it.  The version of each page lives here, in trusted memory, and is bumped on every seal; a
-page-in must carry exactly the version of the page's current sealed copy.
+forget it.  Versions live here, in trusted memory: every seal draws the next value of
+one boot-wide counter (:mod:`.binding`), and a page-in must carry exactly the version of
+the page's current sealed copy, so no binding ever repeats within a boot.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ from ..ipc import Endpoint, Received
 from ..kernel import Grant
 from ..pagefmt import PAGE_SIZE
 from ..protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
-from .aspace import PTE, AddressSpace
+from .aspace import PTE, AddressSpace, check_span
+from .binding import BindingError, Versions, binding
+from .discards import DiscardPool, shuffled
 from .frames import FrameTable
 
 if TYPE_CHECKING:
@@ -109,6 +112,8 @@ class VM:
         self._incarnations: dict[int, int] = {}
         send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
         self._submit = send
+        self.versions = Versions()  # one boot-wide counter: no binding ever repeats
+        self._discards = DiscardPool(self._send_discard)  # pooled across processes
 
     # -- address spaces ------------------------------------------------------------------
 
@@ -127,15 +132,14 @@ class VM:
         aspace = dom.aspace
         assert aspace is not None
         aspace.alive = False
-        self._release(list(aspace.pages.values()))
-        aspace.pages.clear()
+        dom.usage.release("pages", aspace.mapped_pages)
+        self._release(aspace.unmap_all())
         self._asid_free.append(aspace.asid)
 
     def _release(self, ptes: list[PTE]) -> None:
         """Unmapped pages: free resident frames now (a busy page's frame is freed by the
         task working on it), and have the pager discard them once they are not busy."""
-        handles = []
-        after = [self._busy[pte] for pte in ptes if pte in self._busy]
+        gone: list[tuple[int, trio.Event | None]] = []
         for pte in ptes:
             if pte.present:
                 self.frames.free(pte.frame)
@@ -143,26 +147,38 @@ class VM:
             if pte.handle:
                 self._handles.pop(pte.handle, None)
                 self._resident.pop(pte.handle, None)
-                handles.append(pte.handle)
-        if handles:
-            dead = set(handles)
+                gone.append((pte.handle, self._busy.get(pte)))
+        if gone:
+            dead = {h for h, _busy in gone}
             self._mapped = [h for h in self._mapped if h not in dead]
-            self._submit.send_nowait(_FaultItem(None, 0, discard=handles, after=after))
+            self._discards.add(gone)
+
+    def _send_discard(self, handles: list[int], after: list[trio.Event]) -> None:
+        self._submit.send_nowait(_FaultItem(None, 0, discard=handles, after=after))
 
     def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
-        assert dom.aspace is not None
+        """Reserve pages: checked against the address space and charged to the
+        domain's ``pages`` quota before anything is made; no page-table entry yet."""
+        aspace = dom.aspace
+        assert aspace is not None
         if type(length) is not int or length < 1:
             raise ConfigError(f"mmap length must be a positive int, not {length!r}")
-        return dom.aspace.map_region(-(-length // PAGE_SIZE), rights, addr)
+        npages = -(-length // PAGE_SIZE)
+        aspace.plan_map(npages, addr)
+        dom.usage.charge("pages", npages)
+        return aspace.map_region(npages, rights, addr)
 
     def munmap(self, dom: Domain, addr: int, length: int) -> None:
-        assert dom.aspace is not None
-        self._release(dom.aspace.unmap_region(addr, length))
+        aspace = dom.aspace
+        assert aspace is not None
+        first, end = aspace.plan_unmap(addr, length)
+        self._release(aspace.unmap_region(addr, length))
+        dom.usage.release("pages", end - first)
 
     # -- the fast path -------------------------------------------------------------------
 
     def _pte(self, aspace: AddressSpace, vpn: int, need: int) -> PTE:
-        pte = aspace.pages.get(vpn)
+        pte = aspace.touch(vpn)
         if pte is None:
             raise SegmentationFault(f"address {vpn * PAGE_SIZE:#x} is not mapped")
         if not pte.rights._value_ & need:
@@ -181,8 +197,10 @@ class VM:
 
     async def read(self, dom: Domain, addr: int, n: int) -> bytes:
         aspace = dom.aspace
-        if aspace is None or n < 0 or addr < 0:
+        if aspace is None:
             raise SegmentationFault("bad read")
+        addr, n = check_span(addr, n, what="read")
+        aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
         out = bytearray(n)
         done = 0
         while done < n:
@@ -199,8 +217,12 @@ class VM:
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
         aspace = dom.aspace
-        if aspace is None or addr < 0:
+        if aspace is None:
             raise SegmentationFault("bad write")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ConfigError(f"write data must be bytes, not {type(data).__name__}")
+        addr, _n = check_span(addr, len(data), what="write")
+        aspace.check_access(addr, len(data), Rights.WRITE)  # before any byte lands
         data = bytes(data)
         done = 0
         while done < len(data):
@@ -227,6 +249,7 @@ class VM:
     async def run(self) -> None:
         """The kernel's fault path: one task per queued fault or discard."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._discards.run)
             async for item in self._queue:
                 nursery.start_soon(self._serve, item)
 
@@ -312,7 +335,7 @@ class VM:
         """An opaque page name for the pager: random, so it reveals no pid or address."""
         while True:
             handle = secrets.randbits(63) or 1
-            if handle not in self._handles:
+            if handle not in self._handles and handle not in self._discards:
                 return handle
 
     async def _get_frame(self) -> int:
@@ -399,8 +422,9 @@ class VM:
         referenced, dirty = self._harvest()
         # bounded: if a broken pager never hears of some pages, it just cannot pick them
         self._mapped = list(dict.fromkeys(self._mapped))[-MAX_REPORT:]
-        body = {"n": n, "mapped": self._mapped, "referenced": referenced[-MAX_REPORT:],
-                "dirty": dirty[-MAX_REPORT:]}
+        # mapped stays in mapping order (FIFO needs it); the sets go out shuffled
+        body = {"n": n, "mapped": self._mapped, "referenced": shuffled(referenced[-MAX_REPORT:]),
+                "dirty": shuffled(dirty[-MAX_REPORT:])}
         chosen: list[int] = []
         try:
             reply = await self._pager_call("evict", body)
@@ -416,6 +440,7 @@ class VM:
     async def _evict(self, n: int) -> tuple[int, int]:
         """Evict up to ``n`` pages; return how many were chosen and how many frames that
         freed (fewer when the pager did not store some: those stay resident)."""
+        self._discards.flush()  # the pager may need the swap slots of dead pages now
         victims = await self._choose_victims(n)
         pages: list[_Victim] = []
         busy = trio.Event()
@@ -464,11 +489,19 @@ class VM:
         self.kernel.stats.evictions += 1
 
     async def _seal_and_store(self, pages: list[_Victim]) -> set[int]:
-        items = []
-        for _h, aspace, vpn, pte in pages:
-            pte.version += 1
-            binding = [aspace.asid, aspace.incarnation, vpn, pte.version]
-            items.append([binding, bytes(self.frames.frame(pte.frame))])
+        items, sealing = [], []
+        for victim in pages:
+            _h, aspace, vpn, pte = victim
+            try:  # a page whose binding cannot be encoded stays resident, alone
+                bound = self.versions.next_seal(aspace, vpn, pte)
+            except BindingError as exc:
+                self.kernel.event("internal_error", self.kernel.root, str(exc))
+                continue
+            items.append([bound, bytes(self.frames.frame(pte.frame))])
+            sealing.append(victim)
+        if not items:
+            return set()
+        pages = sealing
         sealed = await self._crypt_call("seal", {"pages": items})
         blobs = sealed["blobs"]
         if len(blobs) != len(items):
@@ -481,7 +514,7 @@ class VM:
             self.kernel.event("pager_error", self.kernel.root, f"store: {exc}")
             self._store_error = f"pager: {exc}"
             return set()
-        stored = set(reply["stored"])
+        stored = set(reply["stored"]) & {v[0] for v in pages}  # only what was sent
         self._store_error = "" if stored else "the pager stored none of them"
         for h, _aspace, _vpn, pte in pages:
             if h in stored:
@@ -500,8 +533,8 @@ class VM:
             stats.page_in_errors += 1
             raise PageInError(exc.reason, exc.detail) from None
         assert pte.sealed_version is not None
-        binding = [aspace.asid, aspace.incarnation, vpn, pte.sealed_version]
-        result = await self._crypt_call("unseal", {"pages": [[binding, reply["blob"]]]})
+        bound = binding(aspace, vpn, pte.sealed_version)
+        result = await self._crypt_call("unseal", {"pages": [[bound, reply["blob"]]]})
         stats.unseals += 1
         if not result["ok"] or not result["ok"][0]:
             stats.integrity_faults += 1
