@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from . import programs
+from . import insecure, programs
 from .errors import CapkernError
-from .kernel import Grant, Kernel, boot
+from .kernel import BootConfig, Grant, Kernel, boot
 from .proc import Process
 from .testing import attackers as atk
 
@@ -147,14 +147,22 @@ def _stats(kernel: Kernel) -> dict[str, int]:
     return kernel.stats.as_dict()
 
 
+def paging_header(opts: DemoOptions, console: Console) -> None:
+    """The paging part's header; an insecure configuration is said loudly."""
+    console.print(f"\n2. Sealed paging: {opts.processes} processes x {opts.pages} pages "
+                  f"through {opts.ram_pages} frames ({opts.policy}, {opts.blockdev}, "
+                  f"{opts.cipher})")
+    why = insecure.reasons(BootConfig(cipher=opts.cipher))
+    for reason in why:
+        console.print(f"[bold red]INSECURE[/bold red] {reason}")
+
+
 def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     console = console or Console()
     console.rule("[bold]capkern demo")
     ipc_ok = trio.run(_ipc_part, console)
 
-    console.print(f"\n2. Sealed paging: {opts.processes} processes x {opts.pages} pages "
-                  f"through {opts.ram_pages} frames ({opts.policy}, {opts.blockdev}, "
-                  f"{opts.cipher})")
+    paging_header(opts, console)
     honest = trio.run(_paging_run, opts, "honest (snooping)", None)
     attacks = _attacks(opts.quick)
     results: list[RunResult] = []

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import wire
+from . import insecure, wire
 from .contract import Contract
 from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
@@ -166,6 +166,12 @@ class Kernel:
         self.root.state = "running"
         self._domains[0] = self.root
         self.vm: VM | None = None  # the paging subsystem, when enabled
+        #: why this kernel gives up a security property (empty: it does not)
+        self.insecure: tuple[str, ...] = insecure.reasons(config)
+
+    def __repr__(self) -> str:
+        loud = f" INSECURE ({'; '.join(self.insecure)})" if self.insecure else ""
+        return f"<Kernel cipher={self.config.cipher!r} domains={len(self._domains) - 1}{loud}>"
 
     # -- events ------------------------------------------------------------------------
 
@@ -549,6 +555,7 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
         from .mmu.vm import check_paging_config
 
         check_paging_config(cfg)
+    serial = insecure.boot_started(cfg)  # warns (InsecureWarning) if insecure
     try:
         async with trio.open_nursery() as nursery:
             kernel = Kernel(cfg, nursery)
@@ -572,3 +579,5 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
             raise leaf
         finally:
             leaf.__context__ = context
+    finally:
+        insecure.boot_ended(serial)

@@ -118,6 +118,8 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
         """List the domains: pid, name, kind, state, resident/swapped pages, faults."""
         print(f"{'pid':>4} {'name':<14} {'kind':<8} {'state':<8} {'res':>4} {'swap':>5} "
               f"{'faults':>6} {'integ':>5}", file=out)
+        if k().insecure:
+            print("INSECURE kernel: " + "; ".join(k().insecure), file=out)
         for d in k().domains():
             print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {d.state:<8} {d.resident_pages:>4} "
                   f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5}", file=out)

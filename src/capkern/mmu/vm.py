@@ -451,7 +451,9 @@ class VM:
             self._resident.pop(h, None)
             self._busy[pte] = busy
             pages.append((h, aspace, vpn, pte))
-        to_seal = [v for v in pages if v[3].dirty or v[3].sealed_version is None]
+        # a page never written since its zero-fill goes back to demand-zero, unsealed:
+        # its next touch reads zeros without asking the pager for anything
+        to_seal = [v for v in pages if v[3].dirty]
         stored: set[int] = set()
         freed = 0
         try:
@@ -485,7 +487,7 @@ class VM:
     def _drop(self, pte: PTE) -> None:
         self.frames.free(pte.frame)
         pte.frame = -1
-        pte.state = "swapped"
+        pte.state = "swapped" if pte.sealed_version is not None else "zero"
         self.kernel.stats.evictions += 1
 
     async def _seal_and_store(self, pages: list[_Victim]) -> set[int]:

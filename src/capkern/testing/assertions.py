@@ -22,8 +22,13 @@ from ..pagefmt import PAGE_SIZE
 from ..programs import page_pattern
 from .attackers import Evidence
 
-__all__ = ["Workload", "WrongRead", "assert_no_plaintext", "assert_no_wrong_reads",
+__all__ = ["InsecureRun", "Workload", "WrongRead", "assert_no_plaintext", "assert_no_wrong_reads",
            "expected_pages", "is_typed_fault", "page_pattern_for", "run_workload"]
+
+
+class InsecureRun(AssertionError):
+    """A confidentiality check was asked of a run whose kernel gave it up (the null
+    cipher): the kit refuses to call such a run secure."""
 
 
 class WrongRead(AssertionError):
@@ -180,12 +185,18 @@ def assert_no_plaintext(evidence: Evidence, plaintexts: Iterable[bytes], *,
 
     Refuses to pass vacuously: with no plaintext to look for, or (unless
     ``require_seen=False``) an evidence object that saw nothing at all -- typically an
-    ``evidence`` that is not the one handed to :func:`attack_pager`."""
+    ``evidence`` that is not the one handed to :func:`attack_pager`.  Refuses to pass,
+    with :class:`InsecureRun`, when a kernel booted with the null cipher ran while the
+    evidence was recording: such a run has no confidentiality to check."""
     wanted = [p for p in plaintexts if p.strip(b"\x00")]
     assert wanted, "no non-zero plaintext to look for: the check would pass vacuously"
     assert evidence.seen or not require_seen, (
         "the untrusted side saw nothing: is this the evidence passed to attack_pager "
         "(or the disk), and was there memory pressure? (require_seen=False to allow)")
+    why = evidence.insecure_runs()
+    if why:
+        raise InsecureRun("refusing to call this run confidential: a kernel was booted "
+                          f"INSECURE while the evidence was recording ({why[0]})")
     assert not evidence.saw_window_of(wanted), "plaintext reached the attacker"
 
 

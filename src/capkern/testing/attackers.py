@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from .. import insecure
 from ..errors import CapkernError, ServerError
 from ..pagefmt import NONCE_LEN, TAG_LEN
 from ..proc import Process
@@ -65,6 +66,12 @@ class Evidence:
         self.breaches: list[str] = []  # anything confinement should have stopped
         self.refused: Counter[str] = Counter()  # error types the kernel answered with
         self.archive: dict[int, list[bytes]] = defaultdict(list)  # handle -> blobs, all boots
+        self.since_boot = insecure.serial()  # boots after this one are this evidence's runs
+
+    def insecure_runs(self) -> list[str]:
+        """Why a kernel that ran while this evidence was recording was insecure (e.g.
+        the null cipher); empty if every such kernel was secure."""
+        return insecure.insecure_since(self.since_boot)
 
     def record(self, value: Any) -> None:
         self.seen.extend(_walk_bytes(value))
