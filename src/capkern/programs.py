@@ -198,6 +198,8 @@ async def hostile_memory(proc: Process) -> int:
             if inspect.isawaitable(result):
                 await result
             accepted += 1
+            if type(result) is int:  # a mapping it should not have got: use it
+                await proc.write(result, b"x")
         except CapkernError:
             pass
     if await proc.read(base, 4) != b"mine":  # a refused write must not land part-way
