@@ -15,7 +15,7 @@ from capkern import programs
 from capkern.cspace import Rights
 from capkern.mmu.aspace import MAX_IO, USER_BASE_VPN, VA_LIMIT, VA_PAGES, AddressSpace, check_span
 from capkern.pagefmt import PAGE_SIZE
-from capkern.testing import Evidence, Snoop, assert_no_wrong_reads, attack_pager
+from capkern.testing import Evidence, Snoop, attack_pager
 
 RW = Rights.READ | Rights.WRITE
 
