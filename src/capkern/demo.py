@@ -26,6 +26,9 @@ from .testing import attackers as atk
 __all__ = ["DemoOptions", "run_demo"]
 
 
+REMAP_PAGES = 6
+
+
 @dataclass
 class DemoOptions:
     ram_pages: int = 16
@@ -70,6 +73,7 @@ def _attacks(quick: bool) -> list[tuple[str, Callable[[], atk.Tamper]]]:
         ("flood", lambda: atk.Flood(20)),
         ("flip p=0.2", lambda: atk.Sometimes(atk.BitFlip(seed=3), 0.2, seed=4)),
         ("disk exhausted", lambda: atk.ExhaustDisk()),
+        ("replay discarded", lambda: atk.ReplayDiscarded()),
     ]
     return mix[::3] if quick else mix
 
@@ -130,10 +134,17 @@ async def _paging_run(opts: DemoOptions, name: str, tamper: atk.Tamper | None) -
                     cipher=opts.cipher, pager=pager, pager_deadline=1.0) as kernel:
         pids = [kernel.spawn(programs.sequential, opts.pages, 2, seed, name=f"ws{seed}")
                 for seed in range(opts.processes)]
+        # unmaps and maps again at the same address: discarded pages' sealed copies
+        # are fair game for the pager; and a process throwing bad addresses at the kernel
+        pids.append(kernel.spawn(programs.remap, REMAP_PAGES, 3, opts.processes,
+                                 name="remap"))
+        pids.append(kernel.spawn(programs.hostile_memory, name="hostile"))
         statuses = [await kernel.wait(p) for p in pids]
         stats = _stats(kernel)
     plaintexts = [programs.page_pattern(seed, page, r) for seed in range(opts.processes)
                   for page in range(opts.pages) for r in range(2)]
+    plaintexts += [programs.page_pattern(opts.processes, page, r)
+                   for page in range(REMAP_PAGES) for r in range(3)]
     result = RunResult(name, statuses, stats, ev, ev.saw_window_of(plaintexts))
     result.tried = sum(ev.tried.values()) + sum(ev.refused.values())
     result.wrong_reads = sum(1 for s in statuses if s.state == "exited" and s.code)

@@ -204,13 +204,14 @@ def page_pattern_for(program: str, pages: int, seed: int, steps: int | None = No
                      s: float = 1.1) -> list[bytes]:
     """Every page content the built-in ``program`` (by short name) writes.
 
-    ``steps`` is the program's own count: rounds (``sequential``), phases (``phased``) or
+    ``steps`` is the program's own count: rounds (``sequential``, ``remap``), phases
+    (``phased``) or
     touches (``random``, ``zipf``; ``s`` is zipf's exponent).  By default it covers the
     programs' defaults (and any shorter run): 5 rounds or phases, ``max(256, 3 * pages +
     1)`` touches (a shorter run writes a prefix of a longer one).
     ``random``/``zipf`` are replayed exactly, so only pages they really write are listed.
     """
-    if program in ("sequential", "phased"):
+    if program in ("sequential", "phased", "remap"):
         return [page_pattern(seed, p, r) for p in range(pages) for r in range(steps or 5)]
     touches = max(256, 3 * pages + 1) if steps is None else steps
     rng = random.Random(seed)
