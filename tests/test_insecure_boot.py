@@ -54,7 +54,7 @@ async def test_kit_refuses_to_call_a_null_cipher_run_confidential(capkern_clock:
     async with capkern.boot(cipher="null", ram_pages=4,
                             pager=attack_pager(Snoop(), evidence=ev)) as kernel:
         work = await run_workload(kernel, programs.sequential, 8, 1, seeds=[1])
-    with pytest.raises(InsecureRun, match="INSECURE.*null"):
+    with pytest.raises(InsecureRun, match=r"INSECURE.*null"):
         assert_no_plaintext(ev, work.written)
     # the same check of a secure run passes, and an old insecure boot does not taint it
     ev2 = Evidence()
