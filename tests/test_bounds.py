@@ -235,3 +235,30 @@ def test_auto_placement_finds_a_gap_when_the_top_is_taken() -> None:
     addr = space.map_region(4, RW)
     assert addr == USER_BASE_VPN * PAGE_SIZE
     assert space.mapped_pages == 5
+
+
+async def test_checked_workload_handles_hostile_and_huge_mappings(capkern_clock: Any) -> None:
+    """The kit's checked handle costs no more than the kernel: a huge mapping is a range,
+    a refused munmap/write leaves its shadow alone, bad arguments stay typed errors."""
+    from capkern.testing import assert_no_wrong_reads, run_workload
+
+    async def prog(proc: Any) -> int:
+        big = proc.mmap((1 << 18) * PAGE_SIZE)
+        await proc.write(big + 5 * PAGE_SIZE, b"five")
+        assert await proc.read(big + 5 * PAGE_SIZE - 2, 8) == b"\0\0five\0\0"
+        for bad in (lambda: proc.munmap(big, 1 << 62), lambda: proc.munmap("x", 1)):
+            with pytest.raises(capkern.CapkernError):
+                bad()
+        with pytest.raises(capkern.CapkernError):
+            await proc.write("x", b"1")
+        assert await proc.read(big + 5 * PAGE_SIZE, 4) == b"five"
+        proc.munmap(big + 4 * PAGE_SIZE, 3 * PAGE_SIZE)
+        proc.mmap(3 * PAGE_SIZE, addr=big + 4 * PAGE_SIZE)
+        assert await proc.read(big + 5 * PAGE_SIZE, 4) == bytes(4)  # zero again
+        return 0
+
+    async with capkern.boot(ram_pages=8) as kernel:
+        work = await run_workload(kernel, prog)
+        hostile = await run_workload(kernel, programs.hostile_memory)
+    assert_no_wrong_reads(work)
+    assert_no_wrong_reads(hostile)

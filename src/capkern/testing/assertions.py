@@ -49,21 +49,40 @@ class Workload(list[ExitStatus]):
 
 class _Shadow:
     """What one process wrote, page by page; pages whose content is unknown (a write
-    that failed part-way) are left out and not checked."""
+    that failed part-way) are left out and not checked.  Mapped, never-written pages are
+    kept as ranges (known zero), so a huge mapping costs the kit no more than the kernel."""
 
     def __init__(self, name: str, ledger: Workload, seen: dict[bytes, None]) -> None:
         self.name = name
         self.ledger = ledger
         self.seen = seen
         self.pages: dict[int, bytearray] = {}
+        self.zero: list[tuple[int, int]] = []  # page ranges [a, b) known to be zero
+
+    def _drop(self, addr: int, length: int) -> None:
+        first, end = addr // PAGE_SIZE, -(-(addr + length) // PAGE_SIZE)
+        if end - first <= len(self.pages):
+            gone = [p for p in range(first, end) if p in self.pages]
+        else:
+            gone = [p for p in self.pages if first <= p < end]
+        for page in gone:
+            del self.pages[page]
+        self.zero = [piece for a, b in self.zero for piece in ((a, min(b, first)),
+                                                               (max(a, end), b))
+                     if piece[0] < piece[1]]
 
     def mapped(self, addr: int, length: int) -> None:
-        for page in range(addr // PAGE_SIZE, -(-(addr + length) // PAGE_SIZE)):
-            self.pages[page] = bytearray(PAGE_SIZE)  # demand-zero
+        self._drop(addr, length)
+        self.zero.append((addr // PAGE_SIZE, -(-(addr + length) // PAGE_SIZE)))  # demand-zero
 
     def forget(self, addr: int, length: int) -> None:
-        for page in range(addr // PAGE_SIZE, -(-(addr + length) // PAGE_SIZE)):
-            self.pages.pop(page, None)
+        self._drop(addr, length)
+
+    def _content(self, page: int) -> bytearray | None:
+        buf = self.pages.get(page)
+        if buf is None and any(a <= page < b for a, b in self.zero):
+            return bytearray(PAGE_SIZE)
+        return buf
 
     def wrote(self, addr: int, data: bytes) -> None:
         end = addr + len(data)
@@ -77,7 +96,7 @@ class _Shadow:
     def check(self, addr: int, got: bytes) -> None:
         end = addr + len(got)
         for page in range(addr // PAGE_SIZE, -(-end // PAGE_SIZE)):
-            buf = self.pages.get(page)
+            buf = self._content(page)
             if buf is None:
                 continue
             base = page * PAGE_SIZE
@@ -110,14 +129,15 @@ class _CheckedProcess:
         return addr
 
     def munmap(self, addr: int, length: int) -> None:
+        self._proc.munmap(addr, length)  # a refused munmap changes nothing
         self._shadow.forget(addr, length)
-        self._proc.munmap(addr, length)
 
     async def write(self, addr: int, data: bytes) -> None:
         try:
             await self._proc.write(addr, data)
         except BaseException:
-            self._shadow.forget(addr, len(data))  # part of it may have landed
+            if type(addr) is int and isinstance(data, bytes | bytearray | memoryview):
+                self._shadow.forget(addr, len(data))  # part of it may have landed
             raise
         self._shadow.wrote(addr, bytes(data))
 
