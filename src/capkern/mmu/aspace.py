@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ..cspace import Rights
 from ..errors import ConfigError, ProtectionFault, SegmentationFault
 from ..pagefmt import PAGE_SIZE
+from ..quota import Usage
 
 __all__ = ["MAX_IO", "PTE", "USER_BASE_VPN", "VA_BITS", "VA_LIMIT", "VA_PAGES", "AddressSpace",
            "Region", "check_span"]
@@ -186,6 +187,23 @@ class AddressSpace:
         self.mapped_pages += npages
         self._next_vpn = max(self._next_vpn, start + npages)
         return start * PAGE_SIZE
+
+    def mmap(self, length: object, rights: Rights, addr: object, usage: Usage) -> int:
+        """The ``mmap`` syscall: ``length`` bytes (rounded up to pages), checked against
+        the address space and charged to ``usage``'s ``pages`` before anything is made."""
+        if type(length) is not int or length < 1:
+            raise ConfigError(f"mmap length must be a positive int, not {length!r}")
+        npages = -(-length // PAGE_SIZE)
+        start = self.plan_map(npages, addr)
+        usage.charge("pages", npages)
+        return self.map_region(npages, rights, start * PAGE_SIZE)
+
+    def munmap(self, addr: object, length: object, usage: Usage) -> list[PTE]:
+        """The ``munmap`` syscall: returns the touched entries; releases the pages."""
+        first, end = self.plan_unmap(addr, length)
+        ptes = self.unmap_region(first * PAGE_SIZE, (end - first) * PAGE_SIZE)
+        usage.release("pages", end - first)
+        return ptes
 
     def plan_unmap(self, addr: object, length: object) -> tuple[int, int]:
         """Check an unmap of ``[addr, addr + length)``: every page must be mapped.

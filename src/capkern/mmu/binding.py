@@ -14,9 +14,14 @@ stored, accepts only that one copy.  Other boots differ in the boot id (and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from .aspace import PTE, VA_PAGES, AddressSpace
 
 __all__ = ["ASID_LIMIT", "VERSION_LIMIT", "BindingError", "Versions", "binding"]
+
+V = TypeVar("V", bound=tuple[object, AddressSpace, int, PTE])
 
 ASID_LIMIT = 1 << 32
 VERSION_LIMIT = 1 << 64
@@ -57,3 +62,17 @@ class Versions:
         self._last = version
         pte.version = version
         return bound
+
+    def seal_batch(self, victims: Sequence[V]) -> tuple[list[V], list[list[int]], list[str]]:
+        """Fresh bindings for eviction victims ``(handle, aspace, vpn, pte)``: the
+        victims that got one, their bindings, and why the others did not -- a binding
+        that cannot be encoded fails its own page, never the batch."""
+        kept, bindings, errors = [], [], []
+        for victim in victims:
+            try:
+                bindings.append(self.next_seal(victim[1], victim[2], victim[3]))
+            except BindingError as exc:
+                errors.append(str(exc))
+                continue
+            kept.append(victim)
+        return kept, bindings, errors

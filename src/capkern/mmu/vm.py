@@ -52,7 +52,7 @@ from ..kernel import Grant
 from ..pagefmt import PAGE_SIZE
 from ..protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
 from .aspace import PTE, AddressSpace, check_span
-from .binding import BindingError, Versions, binding
+from .binding import Versions, binding
 from .discards import DiscardPool, shuffled
 from .frames import FrameTable
 
@@ -157,23 +157,12 @@ class VM:
         self._submit.send_nowait(_FaultItem(None, 0, discard=handles, after=after))
 
     def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
-        """Reserve pages: checked against the address space and charged to the
-        domain's ``pages`` quota before anything is made; no page-table entry yet."""
-        aspace = dom.aspace
-        assert aspace is not None
-        if type(length) is not int or length < 1:
-            raise ConfigError(f"mmap length must be a positive int, not {length!r}")
-        npages = -(-length // PAGE_SIZE)
-        aspace.plan_map(npages, addr)
-        dom.usage.charge("pages", npages)
-        return aspace.map_region(npages, rights, addr)
+        assert dom.aspace is not None
+        return dom.aspace.mmap(length, rights, addr, dom.usage)
 
     def munmap(self, dom: Domain, addr: int, length: int) -> None:
-        aspace = dom.aspace
-        assert aspace is not None
-        first, end = aspace.plan_unmap(addr, length)
-        self._release(aspace.unmap_region(addr, length))
-        dom.usage.release("pages", end - first)
+        assert dom.aspace is not None
+        self._release(dom.aspace.munmap(addr, length, dom.usage))
 
     # -- the fast path -------------------------------------------------------------------
 
@@ -491,19 +480,13 @@ class VM:
         self.kernel.stats.evictions += 1
 
     async def _seal_and_store(self, pages: list[_Victim]) -> set[int]:
-        items, sealing = [], []
-        for victim in pages:
-            _h, aspace, vpn, pte = victim
-            try:  # a page whose binding cannot be encoded stays resident, alone
-                bound = self.versions.next_seal(aspace, vpn, pte)
-            except BindingError as exc:
-                self.kernel.event("internal_error", self.kernel.root, str(exc))
-                continue
-            items.append([bound, bytes(self.frames.frame(pte.frame))])
-            sealing.append(victim)
-        if not items:
+        pages, bindings, errors = self.versions.seal_batch(pages)
+        for error in errors:  # those pages stay resident; the rest of the batch goes on
+            self.kernel.event("internal_error", self.kernel.root, error)
+        if not pages:
             return set()
-        pages = sealing
+        items = [[b, bytes(self.frames.frame(v[3].frame))] for v, b in zip(pages, bindings,
+                                                                          strict=True)]
         sealed = await self._crypt_call("seal", {"pages": items})
         blobs = sealed["blobs"]
         if len(blobs) != len(items):
