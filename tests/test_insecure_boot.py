@@ -92,3 +92,13 @@ def test_demo_header_says_the_run_is_insecure(cipher: str, loud: bool) -> None:
     console = Console(file=io.StringIO(), width=200, record=True)
     paging_header(DemoOptions(cipher=cipher), console)
     assert ("INSECURE" in console.export_text()) is loud
+
+
+def test_demo_never_says_a_null_cipher_run_held() -> None:
+    from capkern.demo import run_demo
+
+    console = Console(file=io.StringIO(), width=200, record=True)
+    opts = DemoOptions(cipher="null", processes=2, pages=10, ram_pages=8, quick=True)
+    assert run_demo(opts, console) == 1
+    text = console.export_text()
+    assert "FAILED INSECURE" in text and "every property held" not in text

@@ -113,6 +113,7 @@ async def test_honest_run_is_all_clear_and_records_what_was_written(kernel_facto
 # -- assert_no_plaintext does not pass vacuously ----------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::capkern.InsecureWarning")  # the null cipher, on purpose
 async def test_no_plaintext_refuses_an_evidence_the_attacker_never_used(kernel_factory, evidence,
                                                                        capkern_clock):
     pager = attack_pager(Snoop())  # forgot evidence=evidence: the fixture sees nothing

@@ -196,7 +196,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
                       "YES" if r.plaintext_seen else "0 B")
     console.print(table)
 
-    failures = []
+    failures = [f"INSECURE: {why}" for why in insecure.reasons(BootConfig(cipher=opts.cipher))]
     if not ipc_ok:
         failures.append("IPC/capability part failed")
     if not all(s.ok for s in honest.statuses):
