@@ -204,3 +204,28 @@ def test_no_two_seals_share_a_binding_whatever_happens_to_the_places(ops: list[A
                 bound = tuple(versions.next_seal(space, vpn, pte))
                 assert bound not in seen
                 seen.add(bound)
+
+
+async def test_every_seal_of_a_boot_has_its_own_binding(monkeypatch: pytest.MonkeyPatch,
+                                                        capkern_clock: Any) -> None:
+    """Observed at the sealer itself over a real run that reuses places every way it can:
+    munmap/mmap at the same address (remap), exit and respawn at a reused asid."""
+    from capkern.servers.crypt import _sealer
+
+    bindings: list[Any] = []
+    real_seal = _sealer.Sealer.seal
+
+    def recording_seal(self: Any, bound: Any, plaintext: bytes) -> bytes:
+        bindings.append(bound)
+        return real_seal(self, bound, plaintext)
+
+    monkeypatch.setattr(_sealer.Sealer, "seal", recording_seal)
+    async with capkern.boot(ram_pages=4, evict_batch=2) as kernel:
+        for generation in range(3):
+            pids = [kernel.spawn(programs.remap, 5, 3, seed) for seed in range(2)]
+            statuses = [await kernel.wait(p) for p in pids]
+            assert all(s.ok for s in statuses), (generation, statuses)
+    places = {(b.asid, b.incarnation, b.vpn) for b in bindings}
+    assert len(bindings) >= 2 * len(places)  # places really were sealed again and again
+    assert len(set(bindings)) == len(bindings)
+    assert len({b.version for b in bindings}) == len(bindings)
