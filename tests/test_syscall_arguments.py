@@ -17,7 +17,6 @@ from capkern.proc import Process
     (lambda p, b: p.read(b, -1), "length must not be negative, not -1"),
     (lambda p, b: p.read(b, 1.5), "length must be an int, not float"),
     (lambda p, b: p.read(b, True), "length must be an int, not bool"),
-    (lambda p, b: p.read(-4096, 1), "address must not be negative"),
     (lambda p, b: p.read(str(b), 1), "address must be an int, not str"),
     (lambda p, b: p.write(b, "text"), "write needs bytes, not str: encode it first"),
     (lambda p, b: p.write(b, 5), "write needs bytes-like data, not int"),

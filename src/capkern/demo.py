@@ -18,13 +18,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from . import programs
+from . import insecure, programs
 from .errors import CapkernError
-from .kernel import Grant, Kernel, boot
+from .kernel import BootConfig, Grant, Kernel, boot
 from .proc import Process
 from .testing import attackers as atk
 
 __all__ = ["DemoOptions", "run_demo"]
+
+
+REMAP_PAGES = 6
 
 
 @dataclass
@@ -72,6 +75,7 @@ def _attacks(quick: bool) -> list[tuple[str, Callable[[], atk.Tamper]]]:
         ("flood", lambda: atk.Flood(20)),
         ("flip p=0.2", lambda: atk.Sometimes(atk.BitFlip(seed=3), 0.2, seed=4)),
         ("disk exhausted", lambda: atk.ExhaustDisk()),
+        ("replay discarded", lambda: atk.ReplayDiscarded()),
     ]
     return mix[::3] if quick else mix
 
@@ -134,12 +138,19 @@ async def _paging_run(opts: DemoOptions, name: str, tamper: atk.Tamper | None) -
                     trace=trace is not None) as kernel:
         pids = [kernel.spawn(programs.sequential, opts.pages, 2, seed, name=f"ws{seed}")
                 for seed in range(opts.processes)]
+        # unmaps and maps again at the same address: discarded pages' sealed copies
+        # are fair game for the pager; and a process throwing bad addresses at the kernel
+        pids.append(kernel.spawn(programs.remap, REMAP_PAGES, 3, opts.processes,
+                                 name="remap"))
+        pids.append(kernel.spawn(programs.hostile_memory, name="hostile"))
         statuses = [await kernel.wait(p) for p in pids]
         stats = _stats(kernel)
         if trace is not None:
             kernel.export_trace(trace)
     plaintexts = [programs.page_pattern(seed, page, r) for seed in range(opts.processes)
                   for page in range(opts.pages) for r in range(2)]
+    plaintexts += [programs.page_pattern(opts.processes, page, r)
+                   for page in range(REMAP_PAGES) for r in range(3)]
     result = RunResult(name, statuses, stats, ev, ev.saw_window_of(plaintexts))
     result.tried = sum(ev.tried.values()) + sum(ev.refused.values())
     result.wrong_reads = sum(1 for s in statuses if s.state == "exited" and s.code)
@@ -171,14 +182,22 @@ def paging_table(runs: list[RunResult]) -> Table:
     return table
 
 
+def paging_header(opts: DemoOptions, console: Console) -> None:
+    """The paging part's header; an insecure configuration is said loudly."""
+    console.print(f"\n2. Sealed paging: {opts.processes} processes x {opts.pages} pages "
+                  f"through {opts.ram_pages} frames ({opts.policy}, {opts.blockdev}, "
+                  f"{opts.cipher})")
+    why = insecure.reasons(BootConfig(cipher=opts.cipher))
+    for reason in why:
+        console.print(f"[bold red]INSECURE[/bold red] {reason}")
+
+
 def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     console = console or Console()
     console.rule("[bold]capkern demo")
     ipc_ok = trio.run(_ipc_part, console)
 
-    console.print(f"\n2. Sealed paging: {opts.processes} processes x {opts.pages} pages "
-                  f"through {opts.ram_pages} frames ({opts.policy}, {opts.blockdev}, "
-                  f"{opts.cipher})")
+    paging_header(opts, console)
     honest = trio.run(_paging_run, opts, "honest (snooping)", None)
     attacks = _attacks(opts.quick)
     results: list[RunResult] = []
@@ -191,7 +210,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
 
     console.print(paging_table([honest, *results]))
 
-    failures = []
+    failures = [f"INSECURE: {why}" for why in insecure.reasons(BootConfig(cipher=opts.cipher))]
     if not ipc_ok:
         failures.append("IPC/capability part failed")
     if not all(s.ok for s in honest.statuses):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import trio
 
-from . import wire
+from . import insecure, wire
 from .contract import Contract
 from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
@@ -168,6 +168,8 @@ class Kernel:
         self.root.state = "running"
         self._domains[0] = self.root
         self.vm: VM | None = None  # the paging subsystem, when enabled
+        #: why this kernel gives up a security property (empty: it does not)
+        self.insecure: tuple[str, ...] = insecure.reasons(config)
 
     def __repr__(self) -> str:
         """One line a REPL user can read: uptime, domains, free frames, policy, faults."""
@@ -187,6 +189,8 @@ class Kernel:
                       f"{self.stats.faults} faults"]
         else:
             parts.append("paging off")
+        if self.insecure:
+            parts.append(f"INSECURE ({'; '.join(self.insecure)})")
         return f"<Kernel {', '.join(parts)}>"
 
     # -- events ------------------------------------------------------------------------
@@ -545,6 +549,7 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
         from .mmu.vm import check_paging_config
 
         check_paging_config(cfg)
+    serial = insecure.boot_started(cfg)  # warns (InsecureWarning) if insecure
     try:
         async with trio.open_nursery() as nursery:
             kernel = Kernel(cfg, nursery)
@@ -568,3 +573,5 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
             raise leaf
         finally:
             leaf.__context__ = context
+    finally:
+        insecure.boot_ended(serial)

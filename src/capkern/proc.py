@@ -63,12 +63,18 @@ def check_program(program: Any, args: Sequence[Any]) -> None:
         raise ConfigError(f"bad arguments for program {name}: {exc}") from None
 
 
-def _address(value: Any, what: str) -> int:
+def _int_arg(value: Any, what: str) -> int:
     if type(value) is not int:
         raise ConfigError(f"{what} must be an int, not {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ConfigError(f"{what} must not be negative, not {value}")
     return value
+
+
+def _length(value: Any) -> int:
+    """A length is a non-negative int (an address outside the address space, negative
+    or too big, is the fault path's :class:`SegmentationFault`, as on hardware)."""
+    if _int_arg(value, "length") < 0:
+        raise ConfigError(f"length must not be negative, not {value}")
+    return int(value)
 
 
 def _data(value: Any) -> bytes:
@@ -295,12 +301,12 @@ class Process:
     async def read(self, addr: int, n: int) -> bytes:
         """Read ``n`` bytes at ``addr`` (faulting pages in as needed)."""
         vm = self._vm()
-        return await vm.read(self._dom, _address(addr, "address"), _address(n, "length"))
+        return await vm.read(self._dom, _int_arg(addr, "address"), _length(n))
 
     async def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed)."""
         vm = self._vm()
-        await vm.write(self._dom, _address(addr, "address"), _data(data))
+        await vm.write(self._dom, _int_arg(addr, "address"), _data(data))
 
     def _vm(self) -> VM:
         dom = self._dom

@@ -17,6 +17,7 @@ import code
 import inspect
 import signal
 import sys
+import textwrap
 import threading
 import traceback
 import types
@@ -31,6 +32,12 @@ from .kernel import Grant, Kernel, boot
 from .replhelp import HELP_TOPIC, describe, displayhook, running_policy, short_traceback
 
 __all__ = ["run_repl"]
+
+
+def _program_list() -> str:
+    """The built-in programs' names, wrapped to fit the banner in 80 columns."""
+    return textwrap.fill(", ".join(programs.PROGRAMS), 72, subsequent_indent="      ")
+
 
 BANNER = """capkern repl -- a kernel is booted; top-level await works.
   spawn(prog, *args, name=, caps=)   prog: an async function, or one of
@@ -137,6 +144,8 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
         """List the domains: pid, name, kind, state, pages and faults."""
         print(f"{'pid':>4} {'name':<14} {'kind':<8} {'state':<8} {'res':>4} {'swap':>5} "
               f"{'faults':>6} {'integ':>5}", file=out)
+        if k().insecure:
+            print("INSECURE kernel: " + "; ".join(k().insecure), file=out)
         for d in k().domains():
             print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {d.state:<8} {d.resident_pages:>4} "
                   f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5}", file=out)
@@ -225,7 +234,7 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
     def help(obj: Any = None) -> None:
         """help() lists the REPL's functions; help(x) (or ``x?``) explains ``x``."""
         if obj is None:
-            print(BANNER.format(progs=", ".join(programs.PROGRAMS)), file=out)
+            print(BANNER.format(progs=_program_list()), file=out)
             for fname in ("spawn", "ps", "caps", "kill", "wait", "stats", "server_stats",
                           "events", "watch", "reboot", "fulltb"):
                 doc = (inspect.getdoc(ns[fname]) or "").splitlines()[0]
@@ -411,7 +420,7 @@ def run_repl(**options: Any) -> int:
             readline.parse_and_bind("tab: complete")
         except ImportError:
             pass
-    banner = BANNER.format(progs=", ".join(programs.PROGRAMS))
+    banner = BANNER.format(progs=_program_list())
     status = 0
     sys.displayhook = displayhook
     try:

@@ -16,8 +16,9 @@ Concurrency is kept safe by three rules: a page being faulted in or evicted is *
 and any other fault on it waits for that to end; one eviction runs at a time (faults
 that need a frame meanwhile share its outcome); and a discard waits until the pages it
 names are no longer busy, so the pager never hears of a page after it was told to
-forget it.  The version of each page lives here, in trusted memory, and is bumped on every seal; a
-page-in must carry exactly the version of the page's current sealed copy.
+forget it.  Versions live here, in trusted memory: every seal draws the next value of
+one boot-wide counter (:mod:`.binding`), and a page-in must carry exactly the version of
+the page's current sealed copy, so no binding ever repeats within a boot.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ from ..ipc import Endpoint, Received
 from ..kernel import Grant
 from ..pagefmt import PAGE_SIZE
 from ..protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
-from .aspace import PTE, AddressSpace
+from .aspace import PTE, AddressSpace, check_span
+from .binding import Versions, binding
+from .discards import DiscardPool, shuffled
 from .frames import FrameTable
 
 if TYPE_CHECKING:
@@ -110,6 +113,8 @@ class VM:
         send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
         self._submit = send
         self._ptrace = kernel.page_trace  # page events (fault, page-in, eviction...)
+        self.versions = Versions()  # one boot-wide counter: no binding ever repeats
+        self._discards = DiscardPool(self._send_discard)  # pooled across processes
 
     # -- address spaces ------------------------------------------------------------------
 
@@ -129,15 +134,14 @@ class VM:
         aspace = dom.aspace
         assert aspace is not None
         aspace.alive = False
-        self._release(list(aspace.pages.values()))
-        aspace.pages.clear()
+        dom.usage.release("pages", aspace.mapped_pages)
+        self._release(aspace.unmap_all())
         self._asid_free.append(aspace.asid)
 
     def _release(self, ptes: list[PTE]) -> None:
         """Unmapped pages: free resident frames now (a busy page's frame is freed by the
         task working on it), and have the pager discard them once they are not busy."""
-        handles = []
-        after = [self._busy[pte] for pte in ptes if pte in self._busy]
+        gone: list[tuple[int, trio.Event | None]] = []
         for pte in ptes:
             if pte.present:
                 self.frames.free(pte.frame)
@@ -145,28 +149,29 @@ class VM:
             if pte.handle:
                 where = self._handles.pop(pte.handle, None)
                 self._resident.pop(pte.handle, None)
-                handles.append(pte.handle)
+                gone.append((pte.handle, self._busy.get(pte)))
                 if self._ptrace.enabled and where is not None:
                     self._ptrace.page("discard", where[0].asid, where[1], pte.handle)
-        if handles:
-            dead = set(handles)
+        if gone:
+            dead = {h for h, _busy in gone}
             self._mapped = [h for h in self._mapped if h not in dead]
-            self._submit.send_nowait(_FaultItem(None, 0, discard=handles, after=after))
+            self._discards.add(gone)
+
+    def _send_discard(self, handles: list[int], after: list[trio.Event]) -> None:
+        self._submit.send_nowait(_FaultItem(None, 0, discard=handles, after=after))
 
     def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
         assert dom.aspace is not None
-        if type(length) is not int or length < 1:
-            raise ConfigError(f"mmap length must be a positive int, not {length!r}")
-        return dom.aspace.map_region(-(-length // PAGE_SIZE), rights, addr)
+        return dom.aspace.mmap(length, rights, addr, dom.usage)
 
     def munmap(self, dom: Domain, addr: int, length: int) -> None:
         assert dom.aspace is not None
-        self._release(dom.aspace.unmap_region(addr, length))
+        self._release(dom.aspace.munmap(addr, length, dom.usage))
 
     # -- the fast path -------------------------------------------------------------------
 
     def _pte(self, aspace: AddressSpace, vpn: int, need: int) -> PTE:
-        pte = aspace.pages.get(vpn)
+        pte = aspace.touch(vpn)
         if pte is None:
             raise SegmentationFault(f"address {vpn * PAGE_SIZE:#x} is not mapped")
         if not pte.rights._value_ & need:
@@ -185,8 +190,10 @@ class VM:
 
     async def read(self, dom: Domain, addr: int, n: int) -> bytes:
         aspace = dom.aspace
-        if aspace is None or n < 0 or addr < 0:
+        if aspace is None:
             raise SegmentationFault("bad read")
+        addr, n = check_span(addr, n, what="read")
+        aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
         out = bytearray(n)
         done = 0
         while done < n:
@@ -203,8 +210,12 @@ class VM:
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
         aspace = dom.aspace
-        if aspace is None or addr < 0:
+        if aspace is None:
             raise SegmentationFault("bad write")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ConfigError(f"write data must be bytes, not {type(data).__name__}")
+        addr, _n = check_span(addr, len(data), what="write")
+        aspace.check_access(addr, len(data), Rights.WRITE)  # before any byte lands
         data = bytes(data)
         done = 0
         while done < len(data):
@@ -231,6 +242,7 @@ class VM:
     async def run(self) -> None:
         """The kernel's fault path: one task per queued fault or discard."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._discards.run)
             async for item in self._queue:
                 nursery.start_soon(self._serve, item)
 
@@ -328,7 +340,7 @@ class VM:
         """An opaque page name for the pager: random, so it reveals no pid or address."""
         while True:
             handle = secrets.randbits(63) or 1
-            if handle not in self._handles:
+            if handle not in self._handles and handle not in self._discards:
                 return handle
 
     async def _get_frame(self) -> int:
@@ -415,8 +427,9 @@ class VM:
         referenced, dirty = self._harvest()
         # bounded: if a broken pager never hears of some pages, it just cannot pick them
         self._mapped = list(dict.fromkeys(self._mapped))[-MAX_REPORT:]
-        body = {"n": n, "mapped": self._mapped, "referenced": referenced[-MAX_REPORT:],
-                "dirty": dirty[-MAX_REPORT:]}
+        # mapped stays in mapping order (FIFO needs it); the sets go out shuffled
+        body = {"n": n, "mapped": self._mapped, "referenced": shuffled(referenced[-MAX_REPORT:]),
+                "dirty": shuffled(dirty[-MAX_REPORT:])}
         chosen: list[int] = []
         try:
             reply = await self._pager_call("evict", body)
@@ -432,6 +445,7 @@ class VM:
     async def _evict(self, n: int) -> tuple[int, int]:
         """Evict up to ``n`` pages; return how many were chosen and how many frames that
         freed (fewer when the pager did not store some: those stay resident)."""
+        self._discards.flush()  # the pager may need the swap slots of dead pages now
         victims = await self._choose_victims(n)
         pages: list[_Victim] = []
         busy = trio.Event()
@@ -442,7 +456,9 @@ class VM:
             self._resident.pop(h, None)
             self._busy[pte] = busy
             pages.append((h, aspace, vpn, pte))
-        to_seal = [v for v in pages if v[3].dirty or v[3].sealed_version is None]
+        # a page never written since its zero-fill goes back to demand-zero, unsealed:
+        # its next touch reads zeros without asking the pager for anything
+        to_seal = [v for v in pages if v[3].dirty]
         stored: set[int] = set()
         freed = 0
         try:
@@ -478,15 +494,17 @@ class VM:
     def _drop(self, pte: PTE) -> None:
         self.frames.free(pte.frame)
         pte.frame = -1
-        pte.state = "swapped"
+        pte.state = "swapped" if pte.sealed_version is not None else "zero"
         self.kernel.stats.evictions += 1
 
     async def _seal_and_store(self, pages: list[_Victim]) -> set[int]:
-        items = []
-        for _h, aspace, vpn, pte in pages:
-            pte.version += 1
-            binding = [aspace.asid, aspace.incarnation, vpn, pte.version]
-            items.append([binding, bytes(self.frames.frame(pte.frame))])
+        pages, bindings, errors = self.versions.seal_batch(pages)
+        for error in errors:  # those pages stay resident; the rest of the batch goes on
+            self.kernel.event("internal_error", self.kernel.root, error)
+        if not pages:
+            return set()
+        items = [[b, bytes(self.frames.frame(v[3].frame))] for v, b in zip(pages, bindings,
+                                                                          strict=True)]
         sealed = await self._crypt_call("seal", {"pages": items})
         blobs = sealed["blobs"]
         if len(blobs) != len(items):
@@ -499,7 +517,7 @@ class VM:
             self.kernel.event("pager_error", self.kernel.root, f"store: {exc}")
             self._store_error = f"pager: {exc}"
             return set()
-        stored = set(reply["stored"])
+        stored = set(reply["stored"]) & {v[0] for v in pages}  # only what was sent
         self._store_error = "" if stored else "the pager stored none of them"
         for h, _aspace, _vpn, pte in pages:
             if h in stored:
@@ -518,8 +536,8 @@ class VM:
             stats.page_in_errors += 1
             raise PageInError(exc.reason, exc.detail) from None
         assert pte.sealed_version is not None
-        binding = [aspace.asid, aspace.incarnation, vpn, pte.sealed_version]
-        result = await self._crypt_call("unseal", {"pages": [[binding, reply["blob"]]]})
+        bound = binding(aspace, vpn, pte.sealed_version)
+        result = await self._crypt_call("unseal", {"pages": [[bound, reply["blob"]]]})
         stats.unseals += 1
         if not result["ok"] or not result["ok"][0]:
             stats.integrity_faults += 1

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from .. import insecure
 from ..errors import CapkernError, ServerError
 from ..pagefmt import NONCE_LEN, TAG_LEN
 from ..proc import Process
@@ -34,7 +35,8 @@ from ..servers.pager.server import Pager
 __all__ = [
     "After", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay", "Drop", "Evidence",
     "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang", "Misdirect", "Only",
-    "Oversized", "PrevBoot", "PrevIncarnation", "Refuse", "Replay", "ReuseReply", "Slow", "Snoop",
+    "Oversized", "PrevBoot", "PrevIncarnation", "Refuse", "Replay", "ReplayDiscarded",
+    "ReuseReply", "Slow", "Snoop",
     "Sometimes", "Swap", "Tamper", "Truncate", "WrongLabel", "Zeros", "attack_disk",
     "attack_pager",
 ]
@@ -65,6 +67,28 @@ class Evidence:
         self.breaches: list[str] = []  # anything confinement should have stopped
         self.refused: Counter[str] = Counter()  # error types the kernel answered with
         self.archive: dict[int, list[bytes]] = defaultdict(list)  # handle -> blobs, all boots
+        self.since_boot = insecure.serial()  # boots after this one are this evidence's runs
+        #: the metadata of every evict report, discard batch and fetch, in arrival
+        #: order, as ``(label, body)`` -- what the pager could learn beyond contents
+        self.metadata: list[tuple[str, Any]] = []
+
+    def discard_batches(self) -> list[list[int]]:
+        """Every discard batch the kernel sent, in order."""
+        return [list(body["handles"]) for label, body in self.metadata if label == "discard"]
+
+    def mapped_order(self) -> list[int]:
+        """Handles in the order the kernel reported them mapped (first report wins)."""
+        seen: dict[int, None] = {}
+        for label, body in self.metadata:
+            if label == "evict":
+                for h in body["mapped"]:
+                    seen.setdefault(h, None)
+        return list(seen)
+
+    def insecure_runs(self) -> list[str]:
+        """Why a kernel that ran while this evidence was recording was insecure (e.g.
+        the null cipher); empty if every such kernel was secure."""
+        return insecure.insecure_since(self.since_boot)
 
     def record(self, value: Any) -> None:
         self.seen.extend(_walk_bytes(value))
@@ -284,6 +308,52 @@ class PrevIncarnation(Tamper):
 
     async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
         return pager.discarded[-1] if pager.discarded else blob
+
+
+class ReplayDiscarded(Tamper):
+    """Keep the sealed copy of every page the kernel said to discard, and hand one back
+    for a *live* page -- the page mapped again at the same address after ``munmap``, or
+    a respawned process's page.
+
+    ``pick``: ``"newest"`` (the most recently discarded copy), ``"oldest"``, or
+    ``"cycle"`` (each fetch the next copy, so repeated fetches try them all).
+    ``target``: ``"new"`` attacks only pages first stored after a discard (the likely
+    reincarnations of a discarded place: the sharpest form of the attack), ``"all"``
+    every fetch."""
+
+    name = "replay-discarded"
+
+    def __init__(self, pick: str = "newest", target: str = "new") -> None:
+        if pick not in ("newest", "oldest", "cycle"):
+            raise ValueError(f"pick must be newest, oldest or cycle, not {pick!r}")
+        if target not in ("new", "all"):
+            raise ValueError(f"target must be new or all, not {target!r}")
+        self.pick, self.target = pick, target
+        self.turn = 0
+        self.first_discard: int | None = None
+        self.born: dict[int, int] = {}  # handle -> request number of its first store
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if label == "discard" and self.first_discard is None:
+            self.first_discard = pager.requests
+        elif label == "store":
+            for handle, _blob in body["pages"]:
+                self.born.setdefault(handle, pager.requests)
+        return False
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        kept = pager.discarded
+        if not kept:
+            return blob
+        if self.target == "new" and (self.first_discard is None
+                                     or self.born.get(handle, 0) < self.first_discard):
+            return blob
+        if self.pick == "newest":
+            return kept[-1]
+        if self.pick == "oldest":
+            return kept[0]
+        self.turn += 1
+        return kept[(self.turn - 1) % len(kept)]
 
 
 class PrevBoot(Tamper):
@@ -526,6 +596,8 @@ class AttackPager(Pager):
     async def dispatch(self, label: str, body: Any) -> None:
         self.requests += 1
         self.evidence.record(body)
+        if label in ("evict", "discard", "fetch"):
+            self.evidence.metadata.append((label, body))
         if label == "store":
             for handle, blob in body["pages"]:
                 self.current[handle] = blob
