@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +51,7 @@ from ..pagefmt import PAGE_SIZE
 from ..protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
 from .aspace import PTE, AddressSpace
 from .frames import FrameTable
+from .reflog import HandleSource, ReferenceLog
 
 if TYPE_CHECKING:
     from ..domain import Domain
@@ -107,6 +107,9 @@ class VM:
         self._filling = 0  # frames held by faults in flight (allocated, not yet mapped)
         self._filled = trio.Event()  # set (and replaced) whenever such a fault ends
         self._incarnations: dict[int, int] = {}
+        self._handle_source = HandleSource(kernel.config.seed)
+        # precise mode: every reference, in order, for the pager (see reflog.py)
+        self.reflog = ReferenceLog(MAX_REPORT) if kernel.config.precise else None
         send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
         self._submit = send
 
@@ -147,6 +150,8 @@ class VM:
         if handles:
             dead = set(handles)
             self._mapped = [h for h in self._mapped if h not in dead]
+            if self.reflog is not None:
+                self.reflog.forget(dead)
             self._submit.send_nowait(_FaultItem(None, 0, discard=handles, after=after))
 
     def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
@@ -193,8 +198,10 @@ class VM:
             pte, base, chunk = span
             out[done : done + chunk] = self.frames.view[base : base + chunk]
             pte.accessed = True
+            if self.reflog is not None:
+                self.reflog.note(pte.handle)
             done += chunk
-        await trio.lowlevel.checkpoint()
+        await self.settle_refs()
         return bytes(out)
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
@@ -211,8 +218,10 @@ class VM:
             pte, base, chunk = span
             self.frames.view[base : base + chunk] = data[done : done + chunk]
             pte.accessed = pte.dirty = True
+            if self.reflog is not None:
+                self.reflog.note(pte.handle)
             done += chunk
-        await trio.lowlevel.checkpoint()
+        await self.settle_refs()
 
     async def fault(self, dom: Domain, vpn: int) -> None:
         """The trap of a non-present page: queue it to the kernel and wait."""
@@ -309,11 +318,9 @@ class VM:
         self._mapped.append(pte.handle)
 
     def _new_handle(self) -> int:
-        """An opaque page name for the pager: random, so it reveals no pid or address."""
-        while True:
-            handle = secrets.randbits(63) or 1
-            if handle not in self._handles:
-                return handle
+        """An opaque page name for the pager: random (or derived from the boot seed), so
+        it reveals no pid or address."""
+        return self._handle_source.new(self._handles)
 
     async def _get_frame(self) -> int:
         """A free frame, evicting a batch if RAM is full.
@@ -395,18 +402,43 @@ class VM:
                 dirty.append(handle)
         return referenced, dirty
 
-    async def _choose_victims(self, n: int) -> list[int]:
+    def _report(self) -> dict[str, Any]:
+        """What the pager hears with its next request: pages mapped since it last heard,
+        the references (harvested bits, or in precise mode every reference in order, with
+        next uses when an oracle batch ran) and the dirty pages."""
         referenced, dirty = self._harvest()
         # bounded: if a broken pager never hears of some pages, it just cannot pick them
-        self._mapped = list(dict.fromkeys(self._mapped))[-MAX_REPORT:]
-        body = {"n": n, "mapped": self._mapped, "referenced": referenced[-MAX_REPORT:],
-                "dirty": dirty[-MAX_REPORT:]}
+        mapped = list(dict.fromkeys(self._mapped))[-MAX_REPORT:]
+        self._mapped = []
+        body: dict[str, Any] = {"mapped": mapped, "dirty": dirty[-MAX_REPORT:]}
+        if self.reflog is None:
+            body["referenced"] = referenced[-MAX_REPORT:]
+        else:
+            refs, future = self.reflog.take()
+            body["referenced"] = refs[-MAX_REPORT:]
+            if future is not None:
+                body["next_use"] = future[-MAX_REPORT:]
+        return body
+
+    async def settle_refs(self) -> None:
+        """End of an access syscall: in precise mode, report a full reference log to
+        the pager before it outgrows one message; otherwise just a checkpoint."""
+        if self.reflog is not None and self.reflog.full:
+            try:
+                await self._pager_call("observe", self._report())
+            except (Fault, ServerError) as exc:
+                self.kernel.event("pager_error", self.kernel.root, f"observe: {exc}")
+        await trio.lowlevel.checkpoint()
+
+    async def _choose_victims(self, n: int) -> list[int]:
+        body = self._report()
+        body["n"] = n
         chosen: list[int] = []
         try:
             reply = await self._pager_call("evict", body)
-            self._mapped = []
             chosen = reply["victims"]
         except (Fault, ServerError) as exc:
+            self._mapped[:0] = body["mapped"]  # not heard: report them again next time
             self.kernel.event("pager_error", self.kernel.root, f"evict: {exc}")
         victims = list(dict.fromkeys(h for h in chosen if h in self._resident))[:n]
         if not victims:  # a policy's bad choice costs speed only: fall back to FIFO

@@ -12,7 +12,7 @@ import abc
 import itertools
 import random
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from ...errors import ConfigError
@@ -35,6 +35,10 @@ class ReplacementPolicy(abc.ABC):
     """
 
     name: ClassVar[str] = "policy"
+    #: exact only when the kernel reports every reference in order (``boot(precise=True)``)
+    precise: ClassVar[bool] = False
+    #: needs the future of the trace (:meth:`next_uses`): offline simulation only
+    needs_future: ClassVar[bool] = False
 
     @abc.abstractmethod
     def admit(self, handle: int) -> None:
@@ -59,6 +63,12 @@ class ReplacementPolicy(abc.ABC):
 
     def dirtied(self, handles: Iterable[int]) -> None:
         """These pages are dirty (a hint; default: ignored)."""
+
+    def next_uses(self, handles: Sequence[int], positions: Sequence[int]) -> None:
+        """Oracle mode only (offline simulation, ``access(..., future=True)``): the
+        reference to ``handles[i]`` will next be repeated at trace position
+        ``positions[i]`` (``2**63 - 1``: never).  Parallel to the precise
+        :meth:`referenced` list.  Default: ignored; Belady's OPT uses it."""
 
     def __bool__(self) -> bool:
         """Always true: a policy is an object, not a container, even with no pages.
@@ -99,13 +109,16 @@ class FIFOPolicy(_OrderedPolicy):
 
 
 class LRUPolicy(_OrderedPolicy):
-    """Approximate LRU: pages referenced since the last harvest move to the MRU end.
+    """LRU: referenced pages move to the MRU end, in the order the kernel reports them;
+    victims come from the LRU end.
 
-    The order is only as fine as the harvests: pages referenced in the same harvest are
-    ordered as the kernel reported them.  Victims come from the LRU end.
+    Exact on a precise boot (``boot(precise=True)``: every reference, in order).  On a
+    normal boot the order is only as fine as the harvests: pages referenced between two
+    evictions look equally recent (ordered by how the kernel listed them).
     """
 
     name = "lru"
+    precise = True
 
     def referenced(self, handles: Iterable[int]) -> None:
         for h in handles:
@@ -183,10 +196,18 @@ POLICIES: dict[str, type[ReplacementPolicy]] = {
 
 
 def make_policy(name: str) -> ReplacementPolicy:
-    """A fresh policy by name (``fifo``, ``clock``, ``lru``, ``random``)."""
+    """A fresh policy by name (``fifo``, ``clock``, ``lru``, ``random``, ``lfu``,
+    ``mru``, ``opt``)."""
     try:
         return POLICIES[name]()
     except KeyError:
         raise ConfigError(
             f"unknown replacement policy {name!r}; choose from {', '.join(POLICIES)}"
         ) from None
+
+
+# the exact and offline policies live in their own module; registered here so every
+# user of POLICIES (the default pager, the CLI) sees them
+from ._exact import LFUPolicy, MRUPolicy, OPTPolicy  # noqa: E402
+
+POLICIES.update({p.name: p for p in (LFUPolicy, MRUPolicy, OPTPolicy)})
