@@ -1,4 +1,4 @@
-"""The ``capkern`` command: ``demo``, ``repl`` and ``bench``."""
+"""The ``capkern`` command: ``demo``, ``repl``, ``bench``, ``sim`` and ``lab``."""
 
 from __future__ import annotations
 
@@ -55,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
-    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault")
+    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault, sim_*")
+    from .lab.cli import add_parsers
+
+    add_parsers(sub)  # sim, lab
     return parser
 
 
@@ -92,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench(args)
+    if args.command in ("sim", "lab"):
+        from .lab.cli import run
+
+        return run(args)
     boot_options = {"ram_pages": args.ram, "policy": args.policy, "blockdev": args.blockdev,
                     "cipher": args.cipher}
     try:
