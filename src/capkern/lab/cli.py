@@ -86,6 +86,11 @@ def _refs(args: argparse.Namespace) -> tuple[list[int], str]:
     return make_workload(name, args.seed if args.seed is not None else 0), name
 
 
+def _policy_name(spec: str) -> str:
+    """Names are case-blind (OSTEP writes LRU); ``module:Class`` is kept as given."""
+    return spec if ":" in spec else spec.lower()
+
+
 def _fmt_frames(frames: list[int | None]) -> str:
     return "[" + " ".join("." if p is None else str(p) for p in frames) + "]"
 
@@ -99,7 +104,7 @@ def _sim(args: argparse.Namespace) -> int:
               "fault: the counts are not the textbook ones", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the warning above said it once, in CLI words
-        result = run_sim(refs, args.policy.lower(), args.frames, seed=args.seed,
+        result = run_sim(refs, _policy_name(args.policy), args.frames, seed=args.seed,
                          steps=args.compute, write=args.write, evict_batch=args.evict_batch,
                          cipher=args.cipher)
     if args.json:
@@ -133,7 +138,7 @@ def _lab(args: argparse.Namespace) -> int:
     from .sweep import plot, rows_csv, rows_json, rows_table, sweep
 
     workloads = args.workload or ["belady", "silberschatz", "heavy:n=2000,pages=60"]
-    policies = [p.lower() for p in args.policy or ["fifo", "lru", "opt", "clock"]]
+    policies = [_policy_name(p) for p in args.policy or ["fifo", "lru", "opt", "clock"]]
     frames = parse_frames(args.frames)
     err = Console(stderr=True)
     with Progress(console=err, transient=True) as bar:

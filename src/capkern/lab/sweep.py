@@ -70,12 +70,14 @@ def _cells(workloads: Sequence[str], policies: Sequence[str], frames: Sequence[i
 
 def sweep(workloads: Sequence[str], policies: Sequence[str], frames: Sequence[int],
           seed: int | None = 0, jobs: int | None = None, dask: str | None = None,
-          progress: Callable[[int, int], None] | None = None) -> list[Row]:
+          progress: Callable[[int, int], None] | None = None,
+          connect_timeout: float = 10.0) -> list[Row]:
     """Run every cell; rows come back in cell order whatever order they finished in.
 
     ``jobs``: worker processes (default: every core; 1 runs in this process).
     ``dask``: a scheduler address (``tcp://host:8786``) to run the cells on a cluster.
-    ``progress(done, total)`` is called as cells finish.
+    ``progress(done, total)`` is called as cells finish; ``connect_timeout`` bounds
+    the wait for the Dask scheduler.
     """
     cells = _cells(workloads, policies, frames, seed)
     results: dict[int, Row] = {}
@@ -86,7 +88,7 @@ def sweep(workloads: Sequence[str], policies: Sequence[str], frames: Sequence[in
             progress(len(results), len(cells))
 
     if dask:
-        _on_dask(dask, cells, finished)
+        _on_dask(dask, cells, finished, connect_timeout)
     elif (jobs or os.cpu_count() or 1) == 1 or len(cells) == 1:
         for i, cell in enumerate(cells):
             finished(i, run_cell(cell))
@@ -98,13 +100,14 @@ def sweep(workloads: Sequence[str], policies: Sequence[str], frames: Sequence[in
     return [results[i] for i in range(len(cells))]
 
 
-def _on_dask(address: str, cells: list[Cell], finished: Callable[[int, Row], None]) -> None:
+def _on_dask(address: str, cells: list[Cell], finished: Callable[[int, Row], None],
+             timeout: float) -> None:
     try:
         from distributed import Client, as_completed as dask_completed
     except ImportError:
         raise ConfigError("--dask needs the dask extra: pip install 'capkern[dask]'") from None
     try:
-        client = Client(address, timeout=10)
+        client = Client(address, timeout=timeout)
     except OSError as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     try:
