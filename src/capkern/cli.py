@@ -81,7 +81,7 @@ def _bench(args: argparse.Namespace) -> int:
     for col in ("benchmark", "value", "baseline", "ratio", "unit"):
         table.add_column(col)
     for name, r in results.items():
-        table.add_row(name, f"{r['value']:.2f}", f"{r['baseline']:.2f}", f"{r['ratio']:.2f}x",
+        table.add_row(name, f"{r['value']:.4g}", f"{r['baseline']:.4g}", f"{r['ratio']:.2f}x",
                       r["unit"])
     Console().print(table)
     if "major_fault" in results:
