@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -103,20 +104,21 @@ def sweep(workloads: Sequence[str], policies: Sequence[str], frames: Sequence[in
 def _on_dask(address: str, cells: list[Cell], finished: Callable[[int, Row], None],
              timeout: float) -> None:
     try:
-        from distributed import Client, as_completed as dask_completed
+        from distributed import Client
+        from distributed import as_completed as dask_completed
     except ImportError:
         raise ConfigError("--dask needs the dask extra: pip install 'capkern[dask]'") from None
     try:
-        client = Client(address, timeout=timeout)
+        client = Client(address, timeout=timeout)  # type: ignore[no-untyped-call]
     except OSError as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     try:
         futures = client.map(run_cell, cells, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
-        for fut in dask_completed(futures):
+        for fut in dask_completed(futures):  # type: ignore[no-untyped-call]
             finished(index[fut.key], fut.result())
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
 
 
 def anomalies(rows: Iterable[Row]) -> list[tuple[str, str, int]]:
@@ -128,7 +130,7 @@ def anomalies(rows: Iterable[Row]) -> list[tuple[str, str, int]]:
     out = []
     for (w, p), rs in series.items():
         rs.sort(key=lambda r: r.frames)
-        out += [(w, p, b.frames) for a, b in zip(rs, rs[1:], strict=False) if b.faults > a.faults]
+        out += [(w, p, b.frames) for a, b in itertools.pairwise(rs) if b.faults > a.faults]
     return out
 
 

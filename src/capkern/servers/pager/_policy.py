@@ -210,4 +210,5 @@ def make_policy(name: str) -> ReplacementPolicy:
 # user of POLICIES (the default pager, the CLI) sees them
 from ._exact import LFUPolicy, MRUPolicy, OPTPolicy  # noqa: E402
 
-POLICIES.update({p.name: p for p in (LFUPolicy, MRUPolicy, OPTPolicy)})
+_EXACT: tuple[type[ReplacementPolicy], ...] = (LFUPolicy, MRUPolicy, OPTPolicy)
+POLICIES.update({cls.name: cls for cls in _EXACT})

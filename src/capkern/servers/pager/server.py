@@ -34,7 +34,8 @@ class Pager:
         self.unusable = ""  # why the device cannot hold pages (set by start)
         self.block_size = 0
         self.meta: dict[int, bytearray] = {}
-        self.stats = {"evict": 0, "observe": 0, "store": 0, "fetch": 0, "discard": 0, "not_found": 0}
+        self.stats = {"evict": 0, "observe": 0, "store": 0, "fetch": 0, "discard": 0,
+                      "not_found": 0}
 
     async def start(self) -> None:
         """Learn the device's geometry.  A device the pager cannot use (unreachable, too
