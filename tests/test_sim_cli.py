@@ -112,3 +112,10 @@ def test_lab_table_csv_json_plot(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_lab_bad_frames(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lab", "-w", "belady", "-f", "0-3", "-j", "1"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_several_processes_from_pid_page_pairs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = sim(capsys, "-a", "1:0,1:1,2:0,1:0,2:1,2:0", "-f", "4", "-p", "local-lru")
+    assert code == 0 and "faults per process: pid 1 2, pid 2 2" in out
+    code, _, err = sim(capsys, "-a", "1:0,2:0", "-c")
+    assert code == 2 and "one process" in err

@@ -33,12 +33,14 @@ def add_parsers(sub: Any) -> None:
                          description="Drive a page reference string through a booted "
                          "kernel, pager and sealer (OSTEP paging-policy.py style).")
     src = sim.add_mutually_exclusive_group()
-    src.add_argument("-a", "--addresses", help="reference string of page numbers: 7,0,1,2")
+    src.add_argument("-a", "--addresses", help="reference string of page numbers: 7,0,1,2 "
+                     "(or pid:page pairs, 1:0,2:0,1:1, for several processes)")
     src.add_argument("--trace", metavar="FILE", help="file of page numbers (# comments)")
     src.add_argument("-w", "--workload", help="named workload: belady, ostep, silberschatz, "
                      "tanenbaum, heavy[:n=..,pages=..,alpha=..], uniform, loop, phases")
     sim.add_argument("-p", "--policy", default="fifo",
-                     help="fifo, lru, opt, clock, random, lfu, mru or module:Class")
+                     help="fifo, lru, opt, clock, random, lfu, mru, local-lru, ws[:tau], "
+                     "pff[:T] or module:Class")
     sim.add_argument("-f", "--frames", type=int, default=3, help="frames of RAM (default 3)")
     sim.add_argument("-c", "--compute", action="store_true",
                      help="print each access: hit/miss, victim, frame contents")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _refs(args: argparse.Namespace) -> tuple[list[int], str]:
+def _refs(args: argparse.Namespace) -> tuple[list[int] | list[tuple[int, int]], str]:
     from .workloads import load_trace, make_workload, parse_refs
 
     if args.addresses:
@@ -99,6 +101,8 @@ def _sim(args: argparse.Namespace) -> int:
     from .sim import run_sim
 
     refs, source = _refs(args)
+    if args.compute and isinstance(refs[0], tuple):
+        raise ConfigError("-c shows one process; drop it for pid:page traces")
     if args.evict_batch != 1:
         print(f"warning: --evict-batch {args.evict_batch} evicts more than one page per "
               "fault: the counts are not the textbook ones", file=sys.stderr)
@@ -122,6 +126,9 @@ def _sim(args: argparse.Namespace) -> int:
             victim = "-" if step.victim is None else str(step.victim)
             print(f"  {i:6d}  {step.page:4d}  {'hit ' if step.hit else 'MISS'}  "
                   f"{victim:>6}  {_fmt_frames(step.frames)}  [hits {hits} misses {i - hits}]")
+    if result.per_process:
+        print("faults per process: " + ", ".join(
+            f"pid {pid} {n}" for pid, n in sorted(result.per_process.items())))
     k = result.kernel
     print(f"FINALSTATS hits {result.hits}   misses {result.faults}   "
           f"hitrate {100 * result.hit_rate:.2f}")

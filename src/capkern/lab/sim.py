@@ -64,6 +64,7 @@ class SimResult:
     seed: int | None
     steps: list[Step] | None = None
     kernel: dict[str, int] = field(default_factory=dict)
+    per_process: dict[int, int] = field(default_factory=dict)  # pid in the trace -> faults
 
     @property
     def hit_rate(self) -> float:
@@ -86,6 +87,16 @@ def resolve_policy(spec: str | type[ReplacementPolicy],
         raise ConfigError(f"policy must be a name, module:Class or a class, not {spec!r}")
     elif spec in POLICIES:
         cls = POLICIES[spec]
+    elif spec.partition(":")[0] in POLICIES:  # a parameter: ws:20 (tau), pff:8 (T)
+        name, _, arg = spec.partition(":")
+        if not arg.isdigit() or int(arg) < 1:
+            raise ConfigError(f"policy parameter must be a positive int: {spec!r}")
+        base = POLICIES[name]
+        try:
+            base(int(arg))  # type: ignore[call-arg]
+        except TypeError:
+            raise ConfigError(f"policy {name!r} takes no parameter") from None
+        return lambda: base(int(arg))  # type: ignore[call-arg]
     elif ":" in spec:
         mod, _, attr = spec.partition(":")
         try:
@@ -102,7 +113,7 @@ def resolve_policy(spec: str | type[ReplacementPolicy],
     return cls
 
 
-def _check(refs: Sequence[int], frames: int) -> None:
+def _check(refs: Sequence[object], frames: int) -> None:
     if type(frames) is not int or frames < 1:
         raise ConfigError(f"frames must be an int >= 1, not {frames!r}")
     if not refs:
@@ -112,11 +123,30 @@ def _check(refs: Sequence[int], frames: int) -> None:
             raise ConfigError(f"page numbers must be ints in [0, 2**20), not {page!r}")
 
 
-async def simulate(refs: Sequence[int], policy: str | type[ReplacementPolicy], frames: int,
+Ref = int | tuple[int, int]
+
+
+async def simulate(refs: Sequence[Ref], policy: str | type[ReplacementPolicy], frames: int,
                    *, seed: int | None = None, steps: bool = False, write: bool = False,
                    evict_batch: int = 1, cipher: str = "aes-256-gcm") -> SimResult:
-    """Run ``refs`` through a booted kernel with ``frames`` frames; see the module doc."""
+    """Run ``refs`` through a booted kernel with ``frames`` frames; see the module doc.
+
+    ``refs`` are page numbers (one process), or ``(pid, page)`` pairs: then one process
+    per pid, taking turns in trace order, competing for the same frames.
+    """
+    if refs and isinstance(refs[0], tuple):
+        return await _simulate_processes(refs, policy, frames, seed=seed, write=write,
+                                         evict_batch=evict_batch, cipher=cipher)
     _check(refs, frames)
+    return await _simulate_one([r for r in refs if isinstance(r, int)], policy, frames,
+                               seed=seed, steps=steps, write=write, evict_batch=evict_batch,
+                               cipher=cipher)
+
+
+async def _simulate_one(refs: list[int], policy: str | type[ReplacementPolicy], frames: int,
+                        *, seed: int | None, steps: bool, write: bool, evict_batch: int,
+                        cipher: str) -> SimResult:
+    """One process references ``refs`` (page numbers)."""
     factory = resolve_policy(policy, seed)
     probe = factory()
     name = str(getattr(probe, "name", policy))
@@ -181,7 +211,70 @@ async def simulate(refs: Sequence[int], policy: str | type[ReplacementPolicy], f
                                          "clean_drops", "seals", "unseals")})
 
 
-def run_sim(refs: Sequence[int], policy: str | type[ReplacementPolicy], frames: int,
+async def _simulate_processes(refs: Sequence[Ref], policy: str | type[ReplacementPolicy],
+                              frames: int, *, seed: int | None, write: bool,
+                              evict_batch: int, cipher: str) -> SimResult:
+    """One process per pid of ``(pid, page)`` references, taking turns in trace order:
+    each run of consecutive references by one pid is one trap of that process."""
+    pairs: list[tuple[int, int]] = []
+    for r in refs:
+        if not (isinstance(r, tuple) and len(r) == 2 and all(type(x) is int for x in r)):
+            raise ConfigError(f"references must all be (pid, page) pairs, not {r!r}")
+        pairs.append(r)
+    _check([p for _, p in pairs], frames)
+    factory = resolve_policy(policy, seed)
+    probe = factory()
+    name = str(getattr(probe, "name", policy))
+    future = bool(getattr(probe, "needs_future", False))
+    if future:
+        raise ConfigError(f"{name} needs the future of one trap; it simulates one process")
+    runs: list[tuple[int, list[int]]] = []
+    for pid, page in pairs:
+        if runs and runs[-1][0] == pid:
+            runs[-1][1].append(page)
+        else:
+            runs.append((pid, [page]))
+    turns = [trio.Event() for _ in range(len(runs) + 1)]
+    turns[0].set()
+    hits: dict[int, bytes] = {}
+    npages = max(p for _, p in pairs) + 1
+    clock: list[float] = []
+
+    async def program(proc: Process, me: int) -> None:
+        base = proc.mmap(npages * PAGE_SIZE)
+        for k, (pid, pages) in enumerate(runs):
+            if pid != me:
+                continue
+            await turns[k].wait()
+            if not clock:
+                clock.append(time.perf_counter())
+            try:
+                hits[k] = await proc.access([base + p * PAGE_SIZE for p in pages], write=write)
+            finally:
+                turns[k + 1].set()
+
+    async with boot(ram_pages=frames, evict_batch=evict_batch, precise=True, seed=seed,
+                    pager=make_pager(factory), policy=name, cipher=cipher) as kernel:
+        pids = [kernel.spawn(program, me, name=f"p{me}")
+                for me in dict.fromkeys(p for p, _ in pairs)]
+        for pid in pids:
+            status = await kernel.wait(pid)
+            if not status.ok:
+                raise ConfigError(f"simulation failed: {status.error}")
+        seconds = time.perf_counter() - clock[0]
+        stats = kernel.stats.as_dict()
+    per: dict[int, int] = {}
+    faults = 0
+    for k, (pid, pages) in enumerate(runs):
+        f = len(pages) - sum(hits[k])
+        per[pid] = per.get(pid, 0) + f
+        faults += f
+    return SimResult(name, frames, len(pairs), faults, len(pairs) - faults, seconds, seed, None,
+                     {k: stats[k] for k in ("faults", "zero_fills", "page_ins", "evictions",
+                                            "clean_drops", "seals", "unseals")}, per)
+
+
+def run_sim(refs: Sequence[Ref], policy: str | type[ReplacementPolicy], frames: int,
             **options: Any) -> SimResult:
     """:func:`simulate` in a fresh ``trio.run``."""
     return trio.run(lambda: simulate(refs, policy, frames, **options))

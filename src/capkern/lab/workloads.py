@@ -113,23 +113,34 @@ def make_workload(spec: str, seed: int | None = 0) -> list[int]:
     return refs
 
 
-def parse_refs(text: str) -> list[int]:
-    """Page numbers separated by commas and/or whitespace (``7,0,1`` or one per line)."""
-    out = []
-    for tok in text.replace(",", " ").split():
-        try:
-            page = int(tok, 0)
-        except ValueError:
-            raise ConfigError(f"not a page number: {tok[:40]!r}") from None
-        if not 0 <= page < MAX_PAGES:
-            raise ConfigError(f"page number {page} out of range [0, {MAX_PAGES})")
-        out.append(page)
-    if not out:
+def _page(tok: str) -> int:
+    try:
+        page = int(tok, 0)
+    except ValueError:
+        raise ConfigError(f"not a page number: {tok[:40]!r}") from None
+    if not 0 <= page < MAX_PAGES:
+        raise ConfigError(f"page number {page} out of range [0, {MAX_PAGES})")
+    return page
+
+
+def parse_refs(text: str) -> list[int] | list[tuple[int, int]]:
+    """Page numbers separated by commas and/or whitespace (``7,0,1`` or one per line),
+    or ``pid:page`` pairs (``1:0,2:0,1:3``) for several processes -- not mixed."""
+    toks = text.replace(",", " ").split()
+    if not toks:
         raise ConfigError("the reference string is empty")
-    return out
+    if not any(":" in t for t in toks):
+        return [_page(t) for t in toks]
+    pairs = []
+    for tok in toks:
+        pid, colon, page = tok.partition(":")
+        if not colon:
+            raise ConfigError(f"{tok!r}: give every reference as pid:page, or none")
+        pairs.append((_page(pid), _page(page)))
+    return pairs
 
 
-def load_trace(path: str) -> list[int]:
+def load_trace(path: str) -> list[int] | list[tuple[int, int]]:
     """A trace file: page numbers separated by commas/whitespace; ``#`` starts a comment."""
     try:
         with open(path, encoding="utf-8") as f:

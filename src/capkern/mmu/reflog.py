@@ -60,10 +60,12 @@ class ReferenceLog:
     contract's list bound): when the log reaches it the kernel flushes it early.
     """
 
-    __slots__ = ("clock", "future", "limit", "oracle", "refs")
+    __slots__ = ("_source", "_tags", "clock", "future", "limit", "oracle", "refs")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, source: HandleSource) -> None:
         self.limit = limit
+        self._source = source
+        self._tags: dict[object, int] = {}  # address space -> its opaque space tag
         self.clock = 0  # oracle batches so far have covered positions [0, clock)
         self.refs: list[int] = []
         self.future: list[int] = []
@@ -82,6 +84,21 @@ class ReferenceLog:
         refs, future, oracle = self.refs, self.future, self.oracle
         self.refs, self.future, self.oracle = [], [], False
         return refs, (future if oracle else None)
+
+    def tag(self, space: object) -> int:
+        """The opaque tag of an address space (drawn like a handle: random or seeded).
+
+        Precise mode tells the pager which pages share an address space, and which
+        space a fault is for, so frame-allocation policies (working set, page-fault
+        frequency, local replacement) are possible.  It reveals grouping only: no pid,
+        asid or address; a new incarnation gets a new tag."""
+        tag = self._tags.get(space)
+        if tag is None:
+            tag = self._tags[space] = self._source.new(set(self._tags.values()))
+        return tag
+
+    def drop_space(self, space: object) -> None:
+        self._tags.pop(space, None)
 
     def forget(self, dead: Container[int]) -> None:
         """Drop references to pages that were unmapped (the pager is told to discard

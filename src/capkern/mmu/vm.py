@@ -109,7 +109,9 @@ class VM:
         self._incarnations: dict[int, int] = {}
         self._handle_source = HandleSource(kernel.config.seed)
         # precise mode: every reference, in order, for the pager (see reflog.py)
-        self.reflog = ReferenceLog(MAX_REPORT) if kernel.config.precise else None
+        self.reflog = ReferenceLog(MAX_REPORT, self._handle_source) \
+            if kernel.config.precise else None
+        self._faulter: AddressSpace | None = None  # whose fault the next eviction serves
         send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
         self._submit = send
 
@@ -130,6 +132,8 @@ class VM:
         aspace = dom.aspace
         assert aspace is not None
         aspace.alive = False
+        if self.reflog is not None:
+            self.reflog.drop_space(aspace)
         self._release(list(aspace.pages.values()))
         aspace.pages.clear()
         self._asid_free.append(aspace.asid)
@@ -286,6 +290,7 @@ class VM:
         stats = self.kernel.stats
         stats.faults += 1
         dom.faults += 1
+        self._faulter = aspace
         frame = await self._get_frame()
         self._filling += 1
         try:
@@ -414,6 +419,7 @@ class VM:
         if self.reflog is None:
             body["referenced"] = referenced[-MAX_REPORT:]
         else:
+            body["spaces"] = [self.reflog.tag(self._handles[h][0]) for h in mapped]
             refs, future = self.reflog.take()
             body["referenced"] = refs[-MAX_REPORT:]
             if future is not None:
@@ -433,6 +439,8 @@ class VM:
     async def _choose_victims(self, n: int) -> list[int]:
         body = self._report()
         body["n"] = n
+        if self.reflog is not None and self._faulter is not None and self._faulter.alive:
+            body["for"] = self.reflog.tag(self._faulter)
         chosen: list[int] = []
         try:
             reply = await self._pager_call("evict", body)

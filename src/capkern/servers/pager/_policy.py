@@ -70,6 +70,13 @@ class ReplacementPolicy(abc.ABC):
         ``positions[i]`` (``2**63 - 1``: never).  Parallel to the precise
         :meth:`referenced` list.  Default: ignored; Belady's OPT uses it."""
 
+    def spaces(self, handles: Sequence[int], tags: Sequence[int]) -> None:
+        """Precise mode: newly mapped ``handles[i]`` belongs to the address space with
+        opaque tag ``tags[i]`` (default: ignored; frame-allocation policies use it)."""
+
+    def faulting(self, tag: int) -> None:
+        """Precise mode: the next :meth:`choose` serves a fault of space ``tag``."""
+
     def __bool__(self) -> bool:
         """Always true: a policy is an object, not a container, even with no pages.
 
@@ -208,7 +215,9 @@ def make_policy(name: str) -> ReplacementPolicy:
 
 # the exact and offline policies live in their own module; registered here so every
 # user of POLICIES (the default pager, the CLI) sees them
+from ._alloc import LocalLRUPolicy, PFFPolicy, WorkingSetPolicy  # noqa: E402
 from ._exact import LFUPolicy, MRUPolicy, OPTPolicy  # noqa: E402
 
-_EXACT: tuple[type[ReplacementPolicy], ...] = (LFUPolicy, MRUPolicy, OPTPolicy)
+_EXACT: tuple[type[ReplacementPolicy], ...] = (LFUPolicy, MRUPolicy, OPTPolicy, LocalLRUPolicy,
+                                               WorkingSetPolicy, PFFPolicy)
 POLICIES.update({cls.name: cls for cls in _EXACT})

@@ -78,6 +78,8 @@ class Pager:
         precise mode every one, in order), dirty pages, next uses (oracle mode)."""
         for handle in body["mapped"]:
             self.policy.admit(handle)
+        if "spaces" in body:
+            self.policy.spaces(body["mapped"], body["spaces"])
         self.policy.referenced(body["referenced"])
         if "next_use" in body:
             self.policy.next_uses(body["referenced"], body["next_use"])
@@ -91,6 +93,8 @@ class Pager:
     async def on_evict(self, body: Any) -> Any:
         self.stats["evict"] += 1
         self.observe(body)
+        if "for" in body:
+            self.policy.faulting(body["for"])
         n = body["n"]
         # a policy's bad choice must cost speed only, never an out-of-contract reply
         victims = [h for h in dict.fromkeys(self.policy.choose(n))
