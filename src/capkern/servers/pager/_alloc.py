@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from ._policy import ReplacementPolicy
+from ._base import ReplacementPolicy
 
 __all__ = ["LocalLRUPolicy", "PFFPolicy", "WorkingSetPolicy"]
 
@@ -104,6 +104,8 @@ class LocalLRUPolicy(_SpacePolicy):
     name = "local-lru"
 
     def choose(self, n: int) -> list[int]:
+        if n <= 0 or not self._lru:
+            return []
         share = max(1, len(self) // max(1, len(self._lru)))
         if len(self._lru.get(self._for, ())) >= share:
             return self._own_lru(self._for, n)
@@ -121,6 +123,8 @@ class WorkingSetPolicy(_SpacePolicy):
         self.tau = tau
 
     def choose(self, n: int) -> list[int]:
+        if n <= 0:
+            return []
         outside = [(self._vtime.get(tag, 0) - t, h) for tag, order in self._lru.items()
                    for h, t in order.items() if self._vtime.get(tag, 0) - t >= self.tau]
         outside.sort(key=lambda a: -a[0])
@@ -143,6 +147,8 @@ class PFFPolicy(_SpacePolicy):
         self._last_fault: dict[int, int] = {}
 
     def choose(self, n: int) -> list[int]:
+        if n <= 0 or not self._space:
+            return []
         tag = self._for
         now = self._vtime.get(tag, 0)
         interval = now - self._last_fault.get(tag, -(1 << 62))

@@ -19,7 +19,7 @@ import heapq
 import itertools
 from collections.abc import Iterable, Sequence
 
-from ._policy import ReplacementPolicy, _OrderedPolicy
+from ._base import ReplacementPolicy, _OrderedPolicy
 
 __all__ = ["NEVER", "LFUPolicy", "MRUPolicy", "OPTPolicy"]
 
@@ -154,4 +154,4 @@ class MRUPolicy(_OrderedPolicy):
                 self._order.move_to_end(h)
 
     def choose(self, n: int) -> list[int]:
-        return list(itertools.islice(reversed(self._order), max(0, n)))
+        return list(itertools.islice(reversed(self._order), max(0, n)))  # (n < 0: none)
