@@ -430,11 +430,18 @@ class VM:
         """End of an access syscall: in precise mode, report a full reference log to
         the pager before it outgrows one message; otherwise just a checkpoint."""
         if self.reflog is not None and self.reflog.full:
+            body = self._report()
             try:
-                await self._pager_call("observe", self._report())
+                await self._pager_call("observe", body)
             except (Fault, ServerError) as exc:
+                self._unheard(body)
                 self.kernel.event("pager_error", self.kernel.root, f"observe: {exc}")
         await trio.lowlevel.checkpoint()
+
+    def _unheard(self, body: dict[str, Any]) -> None:
+        """A report the pager did not take: its still-mapped pages go in the next one
+        (references are lost: a policy's knowledge costs speed only)."""
+        self._mapped[:0] = [h for h in body["mapped"] if h in self._handles]
 
     async def _choose_victims(self, n: int) -> list[int]:
         body = self._report()
@@ -446,7 +453,7 @@ class VM:
             reply = await self._pager_call("evict", body)
             chosen = reply["victims"]
         except (Fault, ServerError) as exc:
-            self._mapped[:0] = body["mapped"]  # not heard: report them again next time
+            self._unheard(body)
             self.kernel.event("pager_error", self.kernel.root, f"evict: {exc}")
         victims = list(dict.fromkeys(h for h in chosen if h in self._resident))[:n]
         if not victims:  # a policy's bad choice costs speed only: fall back to FIFO
