@@ -51,7 +51,7 @@ def run_cell(cell: Cell) -> Row:
     """Run one cell (top-level so a process pool or a Dask worker can pickle it)."""
     refs = make_workload(cell.workload, cell.seed)
     r = run_sim(refs, cell.policy, cell.frames, seed=cell.seed)
-    return Row(cell.workload, r.policy, cell.frames, r.references, r.faults,
+    return Row(cell.workload, cell.policy, cell.frames, r.references, r.faults,
                round(r.hit_rate, 6), round(r.seconds, 6))
 
 
