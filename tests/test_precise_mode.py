@@ -172,3 +172,32 @@ async def test_access_checks_its_arguments() -> None:
         assert await proc.access([base, base, ro]) == b"\x01\x01\x00"  # base faulted above
 
     await run(program, ram_pages=4)
+
+
+async def test_a_report_the_pager_refused_is_reported_again() -> None:
+    heard: list[tuple[str, Any]] = []
+
+    class FailsOnce(Pager):
+        failed = False
+
+        async def dispatch(self, label: str, body: Any) -> None:
+            if label == "evict":
+                heard.append((label, body))
+                if not FailsOnce.failed:
+                    FailsOnce.failed = True
+                    self.proc.reply_error("io", "transient")
+                    return
+            await super().dispatch(label, body)
+
+    async def program(proc: Process) -> None:
+        base = proc.mmap(6 * PAGE_SIZE)
+        for p in range(6):
+            await proc.write(base + p * PAGE_SIZE, bytes([p + 1]))
+        for p in range(6):
+            assert await proc.read(base + p * PAGE_SIZE, 1) == bytes([p + 1])
+
+    async with capkern.boot(ram_pages=2, evict_batch=1, precise=True,
+                            pager=make_pager(FIFOPolicy, cls=FailsOnce)) as kernel:
+        assert (await kernel.wait(kernel.spawn(program))).ok
+    first, second = heard[0][1], heard[1][1]
+    assert first["mapped"] and set(first["mapped"]) <= set(second["mapped"])
