@@ -8,6 +8,10 @@
   insecure ``null`` sealer over the same channels (us per major fault; faults/s shown).
 * ``mmap_huge``: mmap + munmap of 2**22 pages (16 GiB of virtual memory, sparse page
   tables) vs the same for one page (us per pair; the ratio should be about 1).
+* ``sim_fifo``, ``sim_lru``, ``sim_opt``: ``capkern sim`` on a 100,000-reference
+  heavy-tailed trace over 1,000 pages with 100 frames -- the real kernel, pager and
+  sealer -- vs a plain in-memory simulator of the same policy (seconds; both must give
+  the same fault count, which is checked).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from .pagefmt import PAGE_SIZE
 from .proc import Process
 
 __all__ = ["BENCHMARKS", "bench_ipc_call", "bench_major_fault", "bench_mmap_huge",
-           "bench_seal_page", "run_all"]
+           "bench_seal_page", "bench_sim", "run_all"]
 
 Result = dict[str, Any]
 
@@ -172,6 +176,36 @@ def bench_mmap_huge(pages: int = 1 << 22, n: int = 2000, repeats: int = 3) -> Re
     value, baseline = _best(pair(pages), n, repeats), _best(pair(1), n, repeats)
     return {"value": value, "baseline": baseline, "ratio": value / baseline, "unit": "us",
             "pages": pages}
+def bench_sim(policy: str, n: int = 100_000, pages: int = 1000, frames: int = 100) -> Result:
+    """Seconds for ``capkern sim`` on the heavy-tailed trace vs the plain simulator."""
+    from .lab.reference import SIMULATORS
+    from .lab.sim import run_sim
+    from .lab.workloads import make_workload
+
+    refs = make_workload(f"heavy:n={n},pages={pages}", seed=0)
+    t0 = time.perf_counter()
+    result = run_sim(refs, policy, frames, seed=0)
+    value = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    expect = SIMULATORS[policy](refs, frames)
+    baseline = time.perf_counter() - t0
+    if result.faults != expect:
+        raise AssertionError(f"sim {policy}: kernel {result.faults} faults, plain {expect}")
+    return {"value": value, "baseline": baseline, "ratio": value / baseline, "unit": "s",
+            "faults": result.faults, "references": n, "us_per_fault":
+            value / max(1, result.faults) * 1e6}
+
+
+def bench_sim_fifo(**kw: int) -> Result:
+    return bench_sim("fifo", **kw)
+
+
+def bench_sim_lru(**kw: int) -> Result:
+    return bench_sim("lru", **kw)
+
+
+def bench_sim_opt(**kw: int) -> Result:
+    return bench_sim("opt", **kw)
 
 
 BENCHMARKS: dict[str, Callable[..., Result]] = {
@@ -179,6 +213,9 @@ BENCHMARKS: dict[str, Callable[..., Result]] = {
     "seal_page": bench_seal_page,
     "major_fault": bench_major_fault,
     "mmap_huge": bench_mmap_huge,
+    "sim_fifo": bench_sim_fifo,
+    "sim_lru": bench_sim_lru,
+    "sim_opt": bench_sim_opt,
 }
 
 
@@ -187,6 +224,9 @@ QUICK: dict[str, dict[str, int]] = {
     "seal_page": {"n": 100, "repeats": 1},
     "major_fault": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
     "mmap_huge": {"n": 50, "repeats": 1},
+    "sim_fifo": {"n": 2000, "pages": 100, "frames": 10},
+    "sim_lru": {"n": 2000, "pages": 100, "frames": 10},
+    "sim_opt": {"n": 2000, "pages": 100, "frames": 10},
 }
 
 

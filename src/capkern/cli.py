@@ -1,4 +1,4 @@
-"""The ``capkern`` command: ``demo``, ``repl``, ``dump`` and ``bench``."""
+"""The ``capkern`` command: ``demo``, ``repl``, ``dump``, ``bench``, ``sim`` and ``lab``."""
 
 from __future__ import annotations
 
@@ -64,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
-    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault")
+    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault, sim_*")
+    from .lab.cli import add_parsers
+
+    add_parsers(sub)  # sim, lab
     return parser
 
 
@@ -87,7 +90,7 @@ def _bench(args: argparse.Namespace) -> int:
     for col in ("benchmark", "value", "baseline", "ratio", "unit"):
         table.add_column(col)
     for name, r in results.items():
-        table.add_row(name, f"{r['value']:.2f}", f"{r['baseline']:.2f}", f"{r['ratio']:.2f}x",
+        table.add_row(name, f"{r['value']:.4g}", f"{r['baseline']:.4g}", f"{r['ratio']:.2f}x",
                       r["unit"])
     Console().print(table)
     if "major_fault" in results:
@@ -103,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(args)
     if args.command == "dump":
         return _dump(args)
+    if args.command in ("sim", "lab"):
+        from .lab.cli import run
+
+        return run(args)
     boot_options = {"ram_pages": args.ram, "policy": args.policy, "blockdev": args.blockdev,
                     "cipher": args.cipher}
     try:

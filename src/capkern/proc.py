@@ -24,6 +24,7 @@ from .errors import (
     SegmentationFault,
 )
 from .ipc import Endpoint, Notification, Received, ReplyObject
+from .pagefmt import PAGE_SIZE
 
 if TYPE_CHECKING:
     from .domain import Domain
@@ -307,6 +308,27 @@ class Process:
         """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed)."""
         vm = self._vm()
         await vm.write(self._dom, _int_arg(addr, "address"), _data(data))
+
+    async def access(self, addrs: Sequence[int], write: bool = False,
+                     future: bool = False, count: int | None = None) -> bytes:
+        """Reference the page of each address in ``addrs``, in order, in one trap.
+
+        Each reference goes through the page tables and the fault path exactly as a
+        one-byte ``read`` (or ``write``) would; the result has one byte per reference, 1
+        for a hit and 0 for a fault.  ``future=True`` (precise boots, offline simulation)
+        lets the kernel tell the pager each page's next use within this list, for
+        Belady's OPT; ``count`` then limits the references made to the first ``count``
+        (the rest is only the future).  See :mod:`capkern.mmu.batch`.
+        """
+        from .mmu.batch import access
+
+        if not isinstance(addrs, list | tuple):
+            raise ConfigError("access takes a list of addresses")
+        for a in addrs:
+            if type(a) is not int or a < 0:
+                raise ConfigError(f"addresses must be non-negative ints, not {a!r}")
+        return await access(self._vm(), self._dom, [a // PAGE_SIZE for a in addrs], write,
+                            future, count)
 
     def _vm(self) -> VM:
         dom = self._dom

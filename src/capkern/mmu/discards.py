@@ -24,6 +24,7 @@ of a page after it was told to forget it.
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Callable, Iterable
 from typing import TypeVar
@@ -42,10 +43,11 @@ T = TypeVar("T")
 Batch = tuple[list[int], list[trio.Event]]
 
 
-def shuffled(items: Iterable[T]) -> list[T]:
-    """A new list of ``items`` in an order drawn from the OS's CSPRNG."""
+def shuffled(items: Iterable[T], rng: random.Random = _RNG) -> list[T]:
+    """A new list of ``items`` in an order drawn from ``rng`` (the OS's CSPRNG, unless a
+    seeded boot asked for reproducible runs)."""
     out = list(items)
-    _RNG.shuffle(out)
+    rng.shuffle(out)
     return out
 
 
@@ -56,10 +58,12 @@ class DiscardPool:
     pool holds a full batch, by :meth:`flush`, or by :meth:`run`'s timer)."""
 
     def __init__(self, send: Callable[[list[int], list[trio.Event]], None],
-                 batch: int = DISCARD_BATCH, delay: float = DISCARD_DELAY) -> None:
+                 batch: int = DISCARD_BATCH, delay: float = DISCARD_DELAY,
+                 rng: random.Random = _RNG) -> None:
         if batch < 1:
             raise ValueError("a discard batch holds at least one handle")
         self._send = send
+        self._rng = rng
         self.batch = batch
         self.delay = delay
         self._pending: dict[int, trio.Event | None] = {}
@@ -76,13 +80,13 @@ class DiscardPool:
         for handle, busy in pages:
             self._pending[handle] = busy
         while len(self._pending) >= self.batch:
-            self._emit(_RNG.sample(list(self._pending), self.batch))
+            self._emit(self._rng.sample(list(self._pending), self.batch))
         if self._pending:
             self._wake.set()
 
     def flush(self) -> None:
         """Send everything pending now (shuffled, in batches of at most ``batch``)."""
-        order = shuffled(self._pending)
+        order = shuffled(self._pending, self._rng)
         for i in range(0, len(order), self.batch):
             self._emit(order[i : i + self.batch])
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ from .aspace import PTE, AddressSpace, check_span
 from .binding import Versions, binding
 from .discards import DiscardPool, shuffled
 from .frames import FrameTable
+from .reflog import HandleSource, ReferenceLog
 
 if TYPE_CHECKING:
     from ..domain import Domain
@@ -90,6 +91,18 @@ class _Eviction:
     freed: int = 0
 
 
+class _Taken:
+    """Handles a new page must not get: live ones and ones waiting to be discarded."""
+
+    __slots__ = ("_a", "_b")
+
+    def __init__(self, a: Container[int], b: Container[int]) -> None:
+        self._a, self._b = a, b
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._a or handle in self._b
+
+
 class VM:
     """Paging state of one booted kernel."""
 
@@ -110,11 +123,17 @@ class VM:
         self._filling = 0  # frames held by faults in flight (allocated, not yet mapped)
         self._filled = trio.Event()  # set (and replaced) whenever such a fault ends
         self._incarnations: dict[int, int] = {}
+        self._handle_source = HandleSource(kernel.config.seed)
+        # precise mode: every reference, in order, for the pager (see reflog.py)
+        self.reflog = ReferenceLog(MAX_REPORT, self._handle_source) \
+            if kernel.config.precise else None
+        self._faulter: AddressSpace | None = None  # whose fault the next eviction serves
         send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
         self._submit = send
         self._ptrace = kernel.page_trace  # page events (fault, page-in, eviction...)
         self.versions = Versions()  # one boot-wide counter: no binding ever repeats
-        self._discards = DiscardPool(self._send_discard)  # pooled across processes
+        self._rng = self._handle_source.rng
+        self._discards = DiscardPool(self._send_discard, rng=self._rng)  # pooled across processes
 
     # -- address spaces ------------------------------------------------------------------
 
@@ -135,6 +154,8 @@ class VM:
         assert aspace is not None
         aspace.alive = False
         dom.usage.release("pages", aspace.mapped_pages)
+        if self.reflog is not None:
+            self.reflog.drop_space(aspace)
         self._release(aspace.unmap_all())
         self._asid_free.append(aspace.asid)
 
@@ -155,6 +176,8 @@ class VM:
         if gone:
             dead = {h for h, _busy in gone}
             self._mapped = [h for h in self._mapped if h not in dead]
+            if self.reflog is not None:
+                self.reflog.forget(dead)
             self._discards.add(gone)
 
     def _send_discard(self, handles: list[int], after: list[trio.Event]) -> None:
@@ -204,8 +227,10 @@ class VM:
             pte, base, chunk = span
             out[done : done + chunk] = self.frames.view[base : base + chunk]
             pte.accessed = True
+            if self.reflog is not None:
+                self.reflog.note(pte.handle)
             done += chunk
-        await trio.lowlevel.checkpoint()
+        await self.settle_refs()
         return bytes(out)
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
@@ -226,8 +251,10 @@ class VM:
             pte, base, chunk = span
             self.frames.view[base : base + chunk] = data[done : done + chunk]
             pte.accessed = pte.dirty = True
+            if self.reflog is not None:
+                self.reflog.note(pte.handle)
             done += chunk
-        await trio.lowlevel.checkpoint()
+        await self.settle_refs()
 
     async def fault(self, dom: Domain, vpn: int) -> None:
         """The trap of a non-present page: queue it to the kernel and wait."""
@@ -295,6 +322,7 @@ class VM:
         dom.faults += 1
         trace = self._ptrace.enabled
         started = self._ptrace.page("fault", aspace.asid, vpn, pte.handle) if trace else 0.0
+        self._faulter = aspace
         try:
             frame = await self._get_frame()
         except BaseException as exc:
@@ -337,11 +365,9 @@ class VM:
         self._mapped.append(pte.handle)
 
     def _new_handle(self) -> int:
-        """An opaque page name for the pager: random, so it reveals no pid or address."""
-        while True:
-            handle = secrets.randbits(63) or 1
-            if handle not in self._handles and handle not in self._discards:
-                return handle
+        """An opaque page name for the pager: random (or derived from the boot seed), so
+        it reveals no pid or address; never one still live or waiting to be discarded."""
+        return self._handle_source.new(_Taken(self._handles, self._discards))
 
     async def _get_frame(self) -> int:
         """A free frame, evicting a batch if RAM is full.
@@ -423,19 +449,55 @@ class VM:
                 dirty.append(handle)
         return referenced, dirty
 
-    async def _choose_victims(self, n: int) -> list[int]:
+    def _report(self) -> dict[str, Any]:
+        """What the pager hears with its next request: pages mapped since it last heard,
+        the references (harvested bits, or in precise mode every reference in order, with
+        next uses when an oracle batch ran) and the dirty pages."""
         referenced, dirty = self._harvest()
         # bounded: if a broken pager never hears of some pages, it just cannot pick them
-        self._mapped = list(dict.fromkeys(self._mapped))[-MAX_REPORT:]
-        # mapped stays in mapping order (FIFO needs it); the sets go out shuffled
-        body = {"n": n, "mapped": self._mapped, "referenced": shuffled(referenced[-MAX_REPORT:]),
-                "dirty": shuffled(dirty[-MAX_REPORT:])}
+        mapped = list(dict.fromkeys(self._mapped))[-MAX_REPORT:]
+        self._mapped = []
+        # mapped stays in mapping order (FIFO needs it); the sets go out shuffled; a
+        # precise boot's reference log is in reference order (that is its point)
+        body: dict[str, Any] = {"mapped": mapped, "dirty": shuffled(dirty[-MAX_REPORT:], self._rng)}
+        if self.reflog is None:
+            body["referenced"] = shuffled(referenced[-MAX_REPORT:], self._rng)
+        else:
+            body["spaces"] = [self.reflog.tag(self._handles[h][0]) for h in mapped]
+            refs, future = self.reflog.take()
+            body["referenced"] = refs[-MAX_REPORT:]
+            if future is not None:
+                body["next_use"] = future[-MAX_REPORT:]
+        return body
+
+    async def settle_refs(self) -> None:
+        """End of an access syscall: in precise mode, report a full reference log to
+        the pager before it outgrows one message; otherwise just a checkpoint."""
+        if self.reflog is not None and self.reflog.full:
+            body = self._report()
+            try:
+                await self._pager_call("observe", body)
+            except (Fault, ServerError) as exc:
+                self._unheard(body)
+                self.kernel.event("pager_error", self.kernel.root, f"observe: {exc}")
+        await trio.lowlevel.checkpoint()
+
+    def _unheard(self, body: dict[str, Any]) -> None:
+        """A report the pager did not take: its still-mapped pages go in the next one
+        (references are lost: a policy's knowledge costs speed only)."""
+        self._mapped[:0] = [h for h in body["mapped"] if h in self._handles]
+
+    async def _choose_victims(self, n: int) -> list[int]:
+        body = self._report()
+        body["n"] = n
+        if self.reflog is not None and self._faulter is not None and self._faulter.alive:
+            body["for"] = self.reflog.tag(self._faulter)
         chosen: list[int] = []
         try:
             reply = await self._pager_call("evict", body)
-            self._mapped = []
             chosen = reply["victims"]
         except (Fault, ServerError) as exc:
+            self._unheard(body)
             self.kernel.event("pager_error", self.kernel.root, f"evict: {exc}")
         victims = list(dict.fromkeys(h for h in chosen if h in self._resident))[:n]
         if not victims:  # a policy's bad choice costs speed only: fall back to FIFO

@@ -34,7 +34,8 @@ class Pager:
         self.unusable = ""  # why the device cannot hold pages (set by start)
         self.block_size = 0
         self.meta: dict[int, bytearray] = {}
-        self.stats = {"evict": 0, "store": 0, "fetch": 0, "discard": 0, "not_found": 0}
+        self.stats = {"evict": 0, "observe": 0, "store": 0, "fetch": 0, "discard": 0,
+                      "not_found": 0}
 
     async def start(self) -> None:
         """Learn the device's geometry.  A device the pager cannot use (unreachable, too
@@ -72,12 +73,28 @@ class Pager:
 
     # -- handlers --------------------------------------------------------------------------
 
-    async def on_evict(self, body: Any) -> Any:
-        self.stats["evict"] += 1
+    def observe(self, body: Any) -> None:
+        """Feed the kernel's report to the policy: newly resident pages, references (in
+        precise mode every one, in order), dirty pages, next uses (oracle mode)."""
         for handle in body["mapped"]:
             self.policy.admit(handle)
+        if "spaces" in body:
+            self.policy.spaces(body["mapped"], body["spaces"])
         self.policy.referenced(body["referenced"])
+        if "next_use" in body:
+            self.policy.next_uses(body["referenced"], body["next_use"])
         self.policy.dirtied(body["dirty"])
+
+    async def on_observe(self, body: Any) -> Any:
+        self.stats["observe"] += 1
+        self.observe(body)
+        return None
+
+    async def on_evict(self, body: Any) -> Any:
+        self.stats["evict"] += 1
+        self.observe(body)
+        if "for" in body:
+            self.policy.faulting(body["for"])
         n = body["n"]
         # a policy's bad choice must cost speed only, never an out-of-contract reply
         victims = [h for h in dict.fromkeys(self.policy.choose(n))
