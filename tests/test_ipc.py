@@ -976,3 +976,66 @@ async def test_trace_is_off_by_default() -> None:
         assert len(k.trace.records) == 0
         assert json.loads(k.trace.as_json()) == []
         assert k.stats.ipc_calls == 1 and k.stats.ipc_replies == 1
+
+
+async def test_reply_with_a_bad_cap_name_keeps_the_caller_answerable(
+        autojump_clock: trio.abc.Clock) -> None:
+    errors: list[str] = []
+
+    async def server(proc: Process) -> None:
+        msg = await proc.recv("service")
+        try:
+            proc.reply("ok", caps=["no-such-slot"])
+        except capkern.CapkernError as exc:
+            errors.append(type(exc).__name__)
+        proc.reply("ok", msg.body)
+        msg = await proc.recv("service")
+        slot = proc.save_caller("later")
+        try:
+            proc.reply_to(slot, "ok", caps=["no-such-slot"])
+        except capkern.CapkernError as exc:
+            errors.append(type(exc).__name__)
+        proc.reply_to(slot, "ok", msg.body)
+        await trio.sleep_forever()
+
+    async def client(proc: Process) -> int:
+        first = await proc.call("server", "q", 1)
+        second = await proc.call("server", "q", 2)
+        total: int = first.body * 10 + second.body
+        return total
+
+    async with capkern.boot(paging=False) as k:
+        ep = k.new_endpoint("svc")
+        k.spawn(server, caps={"service": Grant(ep, "rg")})
+        pid = k.spawn(client, caps={"server": Grant(ep, "wg")})
+        with trio.fail_after(5):
+            assert (await k.wait(pid)).code == 12
+        assert errors == ["InvalidSlot", "InvalidSlot"]
+
+
+async def test_save_caller_into_a_full_cspace_keeps_the_reply(
+        autojump_clock: trio.abc.Clock) -> None:
+    async def server(proc: Process) -> None:
+        msg = await proc.recv("service")
+        while True:  # fill the CSpace
+            try:
+                proc.new_notification()
+            except capkern.CSpaceFull:
+                break
+        with pytest.raises(capkern.CSpaceFull):
+            proc.save_caller("c")
+        proc.reply("ok", msg.body)
+        await trio.sleep_forever()
+
+    async def client(proc: Process) -> int:
+        got = await proc.call("server", "q", 5)
+        code: int = got.body
+        return code
+
+    async with capkern.boot(paging=False, cspace_size=4) as k:
+        ep = k.new_endpoint("svc")
+        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+        pid = k.spawn(client, caps={"server": Grant(ep, "w")})
+        with trio.fail_after(5):
+            assert (await k.wait(pid)).code == 5
+        assert k.status(srv) is None

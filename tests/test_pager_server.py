@@ -1,13 +1,9 @@
-"""Review of the servers through their real IPC contracts: sealer, pager, block device.
-
-Each test boots a kernel without paging, starts the server under test in its own domain
-on an endpoint bound to the server's contract, and drives it from a client domain as the
-kernel (or the pager) would -- including with inputs and peers the server must survive.
-"""
+"""The honest pager through its real PAGER contract, in its own domain with its own block
+device, driven by a client domain as the kernel drives it: copy-on-write stores, a full
+or failing disk, batch edge cases, a garbage-choosing policy."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,108 +11,23 @@ import trio
 
 from capkern import boot
 from capkern.cspace import Rights
-from capkern.errors import CapkernError, ContractViolation, ServerError
-from capkern.kernel import Grant, Kernel, RootCap
+from capkern.errors import ContractViolation
+from capkern.kernel import Grant
 from capkern.pagefmt import META_LEN, PAGE_SIZE, SEALED_LEN, split_blob
 from capkern.proc import Process
-from capkern.protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
-from capkern.servers.blockdev._backends import BackendIOError, BlockBackend, MemoryBackend
-from capkern.servers.blockdev.server import serve_backend
-from capkern.servers.crypt.server import crypt_server
+from capkern.protocols import BLOCKDEV, MAX_BATCH, PAGER
+from capkern.servers.blockdev._backends import BackendIOError, MemoryBackend
 from capkern.servers.pager import FIFOPolicy, Pager
 
-BOOT_ID = bytes(range(16))
-Client = Callable[[Process], Awaitable[Any]]
-
-
-# -- harness ---------------------------------------------------------------------------------
-
-
-async def _run_client(kernel: Kernel, caps: dict[str, RootCap], fn: Client) -> Any:
-    """Run ``fn(proc)`` in a fresh client domain holding ``caps`` (write right only)."""
-    out: list[Any] = []
-
-    async def client(proc: Process) -> None:
-        out.append(await fn(proc))
-
-    pid = kernel.spawn(client, name="client",
-                       caps={n: Grant(c, Rights.WRITE) for n, c in caps.items()})
-    with trio.fail_after(600):  # on the autojump clock: a hang fails at once, not slowly
-        status = await kernel.wait(pid)
-    assert status.state == "exited", status
-    return out[0]
-
-
-def _alive(kernel: Kernel, name: str) -> bool:
-    return any(d.name == name and d.state == "running" for d in kernel.domains())
-
-
-def _start_crypt(kernel: Kernel, cipher: str = "aes-256-gcm") -> RootCap:
-    ep = kernel.new_endpoint("crypt", CRYPT)
-    kernel.spawn(crypt_server, cipher, BOOT_ID, name="crypt", kind="server",
-                 caps={"service": Grant(ep, Rights.READ)})
-    return ep
-
-
-def _start_blockdev(kernel: Kernel, backend: BlockBackend) -> RootCap:
-    ep = kernel.new_endpoint("blockdev", BLOCKDEV)
-
-    async def program(proc: Process) -> None:
-        await serve_backend(proc, backend)
-
-    kernel.spawn(program, name="blockdev", kind="server",
-                 caps={"service": Grant(ep, Rights.READ)})
-    return ep
-
-
-def _start_pager(kernel: Kernel, backend: BlockBackend) -> RootCap:
-    disk = _start_blockdev(kernel, backend)
-    ep = kernel.new_endpoint("pager", PAGER)
-
-    async def program(proc: Process) -> None:
-        await Pager(proc, FIFOPolicy()).serve()
-
-    kernel.spawn(program, name="pager", kind="server",
-                 caps={"service": Grant(ep, Rights.READ), "blockdev": Grant(disk, Rights.WRITE)})
-    return ep
-
-
-def _blob(seed: int) -> bytes:
-    """A stand-in for a sealed page (the pager cannot tell it from a real one)."""
-    return bytes([seed % 256]) * 12 + bytes([(seed * 7 + 1) % 256]) * PAGE_SIZE \
-        + bytes([(seed * 13 + 5) % 256]) * 16
-
-
-async def _call(proc: Process, label: str, body: Any, slot: str = "svc") -> Any:
-    return (await proc.call(slot, label, body)).ok()
-
-
-async def _reason(proc: Process, label: str, body: Any, slot: str = "svc") -> str:
-    with pytest.raises(ServerError) as info:
-        await _call(proc, label, body, slot)
-    return info.value.reason
-
-
-# -- block device ----------------------------------------------------------------------------
-
-
-async def test_blockdev_read_too_big_for_one_reply_is_refused_and_server_survives(
-        autojump_clock: trio.testing.MockClock) -> None:
-    # 256 blocks of 4 KiB are a valid request but cannot fit one 1 MiB reply
-    async with boot(paging=False) as k:
-        ep = _start_blockdev(k, MemoryBackend(512))
-
-        async def client(proc: Process) -> Any:
-            with pytest.raises(CapkernError):
-                await _call(proc, "read", {"lbas": list(range(256))})
-            blocks = await _call(proc, "read", {"lbas": [0, 511]})
-            return blocks["blocks"]
-
-        assert await _run_client(k, {"svc": ep}, client) == [bytes(4096)] * 2
-        assert _alive(k, "blockdev")
-
-
-# -- the honest pager ------------------------------------------------------------------------
+from .helpers import (
+    _alive,
+    _blob,
+    _call,
+    _reason,
+    _run_client,
+    _start_blockdev,
+    _start_pager,
+)
 
 
 class FlakyDisk(MemoryBackend):
@@ -376,143 +287,3 @@ async def test_pager_survives_a_policy_that_chooses_garbage(
 
         assert await _run_client(k, {"svc": ep}, client) == {"victims": [5, 6]}
         assert _alive(k, "pager")
-
-
-@pytest.mark.parametrize("backend", ["memory", "file"])
-async def test_blockdev_boundaries_through_the_contract(
-        backend: str, tmp_path: Any, autojump_clock: trio.testing.MockClock) -> None:
-    from capkern.servers.blockdev._backends import FileBackend
-
-    n, bs = 8, 4096
-    dev: BlockBackend = MemoryBackend(n, bs) if backend == "memory" \
-        else FileBackend(tmp_path / "disk.img", n, bs)
-    async with boot(paging=False) as k:
-        ep = _start_blockdev(k, dev)
-
-        async def client(proc: Process) -> Any:
-            one = bytes([7]) * bs
-            assert await _call(proc, "info", {}) == {"block_size": bs, "nblocks": n}
-            await _call(proc, "write", {"blocks": [[0, one], [n - 1, one]]})
-            assert (await _call(proc, "read", {"lbas": [n - 1, 0]}))["blocks"] == [one, one]
-            # past the end: refused, and nothing of the batch is written
-            assert await _reason(proc, "write", {"blocks": [[1, one], [n, one]]}) == "range"
-            assert await _reason(proc, "read", {"lbas": [0, n]}) == "range"
-            # not exactly one block: refused, and nothing of the batch is written
-            for size in (0, bs - 1, bs + 1):
-                reason = await _reason(proc, "write", {"blocks": [[2, one], [3, b"x" * size]]})
-                assert reason == "misaligned"
-            assert (await _call(proc, "read", {"lbas": [1, 2, 3]}))["blocks"] == [bytes(bs)] * 3
-            # trim: the last block is fine, one more is out of range and changes nothing
-            assert await _reason(proc, "trim", {"lba": n - 1, "count": 2}) == "range"
-            assert (await _call(proc, "read", {"lbas": [n - 1]}))["blocks"] == [one]
-            await _call(proc, "trim", {"lba": n - 1, "count": 1})
-            assert (await _call(proc, "read", {"lbas": [n - 1]}))["blocks"] == [bytes(bs)]
-            await _call(proc, "flush", {})
-            for bad in ({"lba": 0, "count": 0}, {"lba": -1, "count": 1}, {"lba": 0}):
-                with pytest.raises(ContractViolation):
-                    await _call(proc, "trim", bad)
-            with pytest.raises(ContractViolation):
-                await _call(proc, "read", {"lbas": []})
-            return await _call(proc, "stats", {})
-
-        stats = await _run_client(k, {"svc": ep}, client)
-        assert stats["flushes"] == 1 and stats["trims"] == 1
-        assert _alive(k, "blockdev")
-    dev.close()
-
-
-# -- the trusted sealer ----------------------------------------------------------------------
-
-
-def _page(i: int) -> bytes:
-    return bytes([i % 256]) * PAGE_SIZE
-
-
-@pytest.mark.parametrize("cipher", ["aes-256-gcm", "chacha20-poly1305"])
-async def test_crypt_nonces_never_repeat_across_batches_duplicates_and_refusals(
-        cipher: str, autojump_clock: trio.testing.MockClock) -> None:
-    async with boot(paging=False) as k:
-        ep = _start_crypt(k, cipher)
-
-        async def client(proc: Process) -> Any:
-            binding = [1, 0, 5, 1]
-            blobs: list[bytes] = []
-            # the same (binding, page) many times in one batch, then in several batches,
-            # with refused requests in between: every blob gets a fresh nonce
-            for size in (MAX_BATCH, 1, 3):
-                got = await _call(proc, "seal", {"pages": [[binding, _page(0)]] * size})
-                blobs += got["blobs"]
-                with pytest.raises(ContractViolation):
-                    await _call(proc, "seal", {"pages": [[binding, _page(0)[:-1]]]})
-                await _call(proc, "unseal", {"pages": [[binding, b"junk"]]})
-            nonces = [b[:12] for b in blobs]
-            assert len(set(nonces)) == len(nonces) == MAX_BATCH + 4
-            assert len(set(blobs)) == len(blobs)
-            assert all(len(b) == SEALED_LEN for b in blobs)
-            back = await _call(proc, "unseal", {"pages": [[binding, b] for b in blobs[:8]]})
-            assert back == {"plain": [_page(0)] * 8, "ok": [1] * 8}
-            return await _call(proc, "stats", {})
-
-        stats = await _run_client(k, {"svc": ep}, client)
-        assert stats == {"cipher": cipher, "seals": MAX_BATCH + 4, "unseals": 11, "refused": 3}
-
-
-@pytest.mark.parametrize("cipher", ["aes-256-gcm", "chacha20-poly1305", "null"])
-async def test_crypt_refuses_bad_blobs_and_bindings_per_item(
-        cipher: str, autojump_clock: trio.testing.MockClock) -> None:
-    async with boot(paging=False) as k:
-        ep = _start_crypt(k, cipher)
-
-        async def client(proc: Process) -> Any:
-            good = [7, 3, 11, 4]
-            blob = (await _call(proc, "seal", {"pages": [[good, _page(9)]]}))["blobs"][0]
-            items = [[good, blob]]
-            for size in (0, 1, SEALED_LEN - 1, SEALED_LEN + 1, 2 * SEALED_LEN):
-                items.append([good, (blob * 3)[:size]])
-            for field in range(4):  # another asid, incarnation, vpn, older/newer version
-                for delta in (-1, 1):
-                    other = list(good)
-                    other[field] += delta
-                    items.append([other, blob])
-            items.append([good, blob[:-1] + bytes([blob[-1] ^ 1])])
-            got = await _call(proc, "unseal", {"pages": items})
-            assert got["ok"] == [1] + [0] * (len(items) - 1)
-            assert got["plain"] == [_page(9)] + [b""] * (len(items) - 1)
-            # out-of-range bindings, empty and oversized batches never reach the sealer
-            for bad in ([[[1 << 32, 0, 0, 0], blob]], [[[-1, 0, 0, 0], blob]],
-                        [[[True, 0, 0, 0], blob]], [[[0, 0, 0], blob]],
-                        [], [[good, blob]] * (MAX_BATCH + 1),
-                        [[good, b"x" * (2 * SEALED_LEN + 1)]]):
-                with pytest.raises(ContractViolation):
-                    await _call(proc, "unseal", {"pages": bad})
-            return len(items)
-
-        assert await _run_client(k, {"svc": ep}, client) == 15
-        assert _alive(k, "crypt")
-
-
-async def test_crypt_exhaustion_mid_batch_is_typed_and_never_reuses_a_nonce(
-        monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock) -> None:
-    from capkern.servers.crypt import _sealer
-
-    monkeypatch.setattr(_sealer, "NONCE_LIMIT", 5)
-    async with boot(paging=False) as k:
-        ep = _start_crypt(k)
-
-        async def client(proc: Process) -> Any:
-            binding = [1, 0, 0, 1]
-            first = (await _call(proc, "seal", {"pages": [[binding, _page(1)]] * 3}))["blobs"]
-            # a batch that crosses the limit fails as a whole, with the declared reason
-            assert await _reason(proc, "seal", {"pages": [[binding, _page(1)]] * 3}) \
-                == "exhausted"
-            # the nonces the failed batch consumed are gone: nothing more is sealed
-            assert await _reason(proc, "seal", {"pages": [[binding, _page(1)]]}) == "exhausted"
-            # unsealing what was sealed still works
-            got = await _call(proc, "unseal", {"pages": [[binding, b] for b in first]})
-            assert got["ok"] == [1, 1, 1]
-            return [b[:12] for b in first], await _call(proc, "stats", {})
-
-        nonces, stats = await _run_client(k, {"svc": ep}, client)
-        assert nonces == [bytes(4) + i.to_bytes(8, "big") for i in range(3)]
-        assert stats["seals"] == 5
-        assert _alive(k, "crypt")
