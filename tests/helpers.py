@@ -22,10 +22,11 @@ import pytest
 import trio
 import trio.testing
 
-from capkern import Grant, Process
+import capkern
+from capkern import Grant, Process, RootCap
 from capkern.cspace import Rights
 from capkern.errors import ServerError
-from capkern.kernel import Kernel, RootCap
+from capkern.kernel import Kernel
 from capkern.pagefmt import PAGE_SIZE
 from capkern.protocols import BLOCKDEV, CRYPT, PAGER
 from capkern.servers.blockdev._backends import BlockBackend
@@ -169,3 +170,18 @@ async def forever(proc: Process) -> None:
 
 async def forever_recv(proc: Process) -> None:
     await proc.recv("service")
+
+
+async def echo(proc: Process) -> None:
+    """Answers every call on 'service' with the body and the caller's badge."""
+    msg = await proc.recv("service")
+    while True:
+        msg = await proc.reply_recv(
+            "service", "ok", {"label": msg.label, "body": msg.body, "badge": msg.badge}
+        )
+
+
+def start_echo(k: capkern.Kernel, name: str = "echo") -> capkern.RootCap:
+    ep = k.new_endpoint(name)
+    k.spawn(echo, name=name, caps={"service": Grant(ep, "r")})
+    return ep

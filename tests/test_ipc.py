@@ -22,6 +22,8 @@ import capkern
 from capkern import Grant, Limits, Process, RootCap
 from capkern.contract import Contract, Int, Op, Struct
 
+from .helpers import start_echo
+
 ADD = Contract(
     "svc",
     {"add": Op(Struct({"a": Int(), "b": Int()}), Struct({"sum": Int()}), frozenset({"overflow"}))},
@@ -38,19 +40,8 @@ async def finish(k: capkern.Kernel, pid: int) -> capkern.ExitStatus:
     return status
 
 
-async def echo(proc: Process) -> None:
-    """Answers every call on 'service' with the body and the caller's badge."""
-    msg = await proc.recv("service")
-    while True:
-        msg = await proc.reply_recv(
-            "service", "ok", {"label": msg.label, "body": msg.body, "badge": msg.badge}
-        )
 
 
-def start_echo(k: capkern.Kernel, name: str = "echo") -> capkern.RootCap:
-    ep = k.new_endpoint(name)
-    k.spawn(echo, name=name, caps={"service": Grant(ep, "r")})
-    return ep
 
 
 async def still_serves(proc: Process, slot: str = "s") -> None:

@@ -13,6 +13,8 @@ import capkern
 from capkern import Grant, Process
 from capkern.contract import Contract, Int, Op, Struct
 
+from .helpers import echo
+
 ADD = Contract("adder", {"add": Op(Struct({"a": Int(), "b": Int()}), Struct({"sum": Int()}),
                                    frozenset({"overflow"}))})
 
@@ -33,10 +35,6 @@ async def adder(proc: Process, publish: bool = True) -> None:
             proc.reply("ok", {"sum": a + b})
 
 
-async def echo(proc: Process) -> None:
-    msg = await proc.recv("service")
-    while True:
-        msg = await proc.reply_recv("service", "ok", {"body": msg.body, "badge": msg.badge})
 
 
 async def _run(kernel: capkern.Kernel, program, *args, **caps) -> capkern.ExitStatus:

@@ -16,11 +16,7 @@ import trio.testing
 import capkern
 from capkern import Grant, Process
 
-
-async def echo(proc: Process) -> None:
-    msg = await proc.recv("service")
-    while True:
-        msg = await proc.reply_recv("service", "ok", msg.body)
+from .helpers import echo
 
 
 async def forever(proc: Process) -> None:
@@ -94,7 +90,7 @@ async def test_crash_is_contained_and_recorded() -> None:
         raise ValueError("program bug 123")
 
     async def client(proc: Process) -> int:
-        return 0 if (await proc.call("s", "ping", "pong?")).body == "pong?" else 1
+        return 0 if (await proc.call("s", "ping", "pong?")).body["body"] == "pong?" else 1
 
     async with capkern.boot(paging=False) as k:
         ep = k.new_endpoint()
@@ -120,7 +116,7 @@ async def test_crash_while_others_talk_concurrently() -> None:
 
     async def client(proc: Process, n: int) -> None:
         for i in range(20):
-            results.append((await proc.call("s", "x", i)).body)
+            results.append((await proc.call("s", "x", i)).body["body"])
             await trio.sleep(0)
 
     async def crasher(proc: Process) -> None:
@@ -451,7 +447,7 @@ async def test_dead_client_frees_nothing_it_does_not_own() -> None:
     """A domain's end removes only its own capabilities, not the server's or root's."""
 
     async def client(proc: Process) -> int:
-        return 0 if (await proc.call("s", "x", 1)).body == 1 else 1
+        return 0 if (await proc.call("s", "x", 1)).body["body"] == 1 else 1
 
     async with capkern.boot(paging=False) as k:
         ep = k.new_endpoint()
