@@ -60,23 +60,6 @@ async def test_crash_is_a_failed_status_and_others_keep_running() -> None:
         assert (await k.wait(client)).ok
 
 
-async def test_kill_and_unknown_pids() -> None:
-    async with capkern.boot(paging=False) as k:
-        pid = k.spawn(lambda proc: trio.sleep_forever(), name="sleeper")
-        await trio.sleep(0)
-        assert k.status(pid) is None
-        k.kill(pid)
-        status = await k.wait(pid)
-        assert status.state == "killed" and k.stats.kills == 1
-        k.kill(pid)  # killing a dead domain is harmless
-        for bad in (999, 0):
-            with pytest.raises(capkern.NoSuchProcess):
-                k.kill(bad)
-        assert k.reap(pid).state == "killed"
-        with pytest.raises(capkern.NoSuchProcess):
-            await k.wait(pid)
-
-
 async def test_args_cross_as_fresh_copies() -> None:
     mine = [1, [2, 3]]
 

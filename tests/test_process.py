@@ -162,6 +162,8 @@ async def test_kill_and_unknown_pids(autojump_clock: trio.abc.Clock) -> None:
         with pytest.raises(capkern.NoSuchProcess):
             k.kill(pid)
         with pytest.raises(capkern.NoSuchProcess):
+            await k.wait(pid)
+        with pytest.raises(capkern.NoSuchProcess):
             k.reap(k.spawn(forever))  # still running
 
 
