@@ -513,7 +513,7 @@ async def test_rights_are_enforced() -> None:
         await finish(k, k.spawn(reader, name="reader", caps=caps))
 
 
-FORGED = [0, -1, 10**9, "nope", True]
+FORGED = [0, -1, 10**9, "nope", True, 2.5]
 
 
 @pytest.mark.parametrize("slot", FORGED, ids=repr)
@@ -616,6 +616,33 @@ async def test_wait_blocks_until_signalled(autojump_clock: trio.abc.Clock) -> No
         await finish(k, k.spawn(signaller, caps={"n": Grant(n, "w", badge=8)}))
         await finish(k, w)
     assert woke == [8]
+
+
+async def test_signal_wakes_the_waiter_with_its_badge_and_later_signals_stay_pending() -> None:
+    """A signal to a notification with a waiter hands that waiter the badge at once; a
+    signal after it (before the waiter runs again) is kept in the word, not lost."""
+    woke: list[int] = []
+    later: list[int] = []
+
+    async def waiter(proc: Process) -> None:
+        assert proc.poll("n") == 0
+        woke.append(await proc.wait("n"))
+        later.append(proc.poll("n"))
+
+    async def signaller(proc: Process) -> None:
+        proc.signal("one")  # the waiter is blocked: it gets badge 1
+        proc.signal("two")  # no waiter any more: bit 2 waits in the word
+
+    async with capkern.boot(paging=False) as k:
+        n = k.new_notification()
+        w = k.spawn(waiter, caps={"n": Grant(n, "r")})
+        await trio.testing.wait_all_tasks_blocked()
+        assert k.status(w) is None and woke == []
+        await finish(k, k.spawn(signaller, caps={"one": Grant(n, "w", badge=1),
+                                                "two": Grant(n, "w", badge=2)}))
+        await finish(k, w)
+        assert k.stats.signals == 2
+    assert (woke, later) == ([1], [2])
 
 
 # -- bad input at the boundary -------------------------------------------------------------
