@@ -178,15 +178,3 @@ async def test_only_by_label_leaves_other_requests_honest() -> None:
     assert ev.tried["drop"] == 0
 
 
-async def test_untouched_process_finishes_under_attack() -> None:
-    """Processes that do not depend on the pager (IPC only) run on while it attacks."""
-    ev = Evidence()
-    async with capkern.boot(ram_pages=8, pager=attack_pager(BitFlip(), evidence=ev)) as k:
-        ep = k.new_endpoint("echo")
-        k.spawn(programs.echo_server, caps={"service": capkern.Grant(ep, "r")})
-        big = k.spawn(programs.sequential, 24, 2, 8, name="big")
-        client = k.spawn(programs.echo_client, 200, caps={"server": capkern.Grant(ep, "w")})
-        s_big, s_client = await k.wait(big), await k.wait(client)
-    assert s_client.ok
-    assert_no_wrong_reads([s_big])
-    assert not s_big.ok and k.stats.integrity_faults >= 1
