@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from capkern import boot
+from capkern import Kernel, boot
 from capkern.errors import CapkernError, ContractViolation
 from capkern.proc import Process
 from capkern.servers.blockdev._backends import BlockBackend, MemoryBackend
@@ -23,19 +23,19 @@ from .helpers import (
 
 
 async def test_blockdev_read_too_big_for_one_reply_is_refused_and_server_survives(
-        autojump_clock: trio.testing.MockClock) -> None:
+        autojump_clock: trio.testing.MockClock, bare_kernel: Kernel) -> None:
     # 256 blocks of 4 KiB are a valid request but cannot fit one 1 MiB reply
-    async with boot(paging=False) as k:
-        ep = _start_blockdev(k, MemoryBackend(512))
+    k = bare_kernel
+    ep = _start_blockdev(k, MemoryBackend(512))
 
-        async def client(proc: Process) -> Any:
-            with pytest.raises(CapkernError):
-                await _call(proc, "read", {"lbas": list(range(256))})
-            blocks = await _call(proc, "read", {"lbas": [0, 511]})
-            return blocks["blocks"]
+    async def client(proc: Process) -> Any:
+        with pytest.raises(CapkernError):
+            await _call(proc, "read", {"lbas": list(range(256))})
+        blocks = await _call(proc, "read", {"lbas": [0, 511]})
+        return blocks["blocks"]
 
-        assert await _run_client(k, {"svc": ep}, client) == [bytes(4096)] * 2
-        assert _alive(k, "blockdev")
+    assert await _run_client(k, {"svc": ep}, client) == [bytes(4096)] * 2
+    assert _alive(k, "blockdev")
 
 
 @pytest.mark.parametrize("backend", ["memory", "file"])

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-import capkern
-from capkern import Grant, Process, serverloop
+from capkern import Grant, Kernel, Process, serverloop
 from capkern.contract import Any_, Contract, Int, Null, Op, Struct
 from capkern.errors import (
     CapkernError,
@@ -225,7 +224,7 @@ DOUBLER = Contract("doubler", {
 })
 
 
-async def test_a_domain_serves_a_table_through_its_process_handle() -> None:
+async def test_a_domain_serves_a_table_through_its_process_handle(bare_kernel: Kernel) -> None:
     refused: list[str] = []
 
     async def server(proc: Process) -> None:
@@ -242,21 +241,21 @@ async def test_a_domain_serves_a_table_through_its_process_handle() -> None:
         got.append((await proc.call("typed", "double", {"n": 3})).ok())
         return got
 
-    async with capkern.boot(paging=False) as k:
-        plain = k.new_endpoint("plain")
-        typed = k.new_endpoint("typed", contract=DOUBLER)
-        for ep in (plain, typed):
-            k.spawn(server, caps={"service": Grant(ep, "r")})
-        results: list[Any] = []
+    k = bare_kernel
+    plain = k.new_endpoint("plain")
+    typed = k.new_endpoint("typed", contract=DOUBLER)
+    for ep in (plain, typed):
+        k.spawn(server, caps={"service": Grant(ep, "r")})
+    results: list[Any] = []
 
-        async def run(proc: Process) -> None:
-            results.extend(await client(proc))
+    async def run(proc: Process) -> None:
+        results.extend(await client(proc))
 
-        status = await k.wait(k.spawn(run, caps={"plain": Grant(plain, "w"),
-                                                 "typed": Grant(typed, "w")}))
-        assert status.ok, status
-        # out-of-contract answers (n=1000 > 100, undeclared "io") failed the caller with
-        # a typed ContractViolation; the server was told and went on serving
-        assert results == [{"n": 42}, "not_found", UNSUPPORTED, "ContractViolation",
-                           "ContractViolation", {"n": 6}]
-        assert refused == ["ContractViolation", "ContractViolation"]
+    status = await k.wait(k.spawn(run, caps={"plain": Grant(plain, "w"),
+                                             "typed": Grant(typed, "w")}))
+    assert status.ok, status
+    # out-of-contract answers (n=1000 > 100, undeclared "io") failed the caller with
+    # a typed ContractViolation; the server was told and went on serving
+    assert results == [{"n": 42}, "not_found", UNSUPPORTED, "ContractViolation",
+                       "ContractViolation", {"n": 6}]
+    assert refused == ["ContractViolation", "ContractViolation"]
