@@ -29,8 +29,7 @@ from capkern.errors import ServerError
 from capkern.kernel import Kernel
 from capkern.pagefmt import PAGE_SIZE
 from capkern.protocols import BLOCKDEV, CRYPT, PAGER
-from capkern.servers.blockdev._backends import BlockBackend
-from capkern.servers.blockdev.server import serve_backend
+from capkern.servers.blockdev import BlockBackend, serve_backend
 from capkern.servers.crypt.server import crypt_server
 from capkern.servers.pager import FIFOPolicy, Pager
 

@@ -11,7 +11,7 @@ import trio
 from capkern import Kernel, boot
 from capkern.errors import CapkernError, ContractViolation
 from capkern.proc import Process
-from capkern.servers.blockdev._backends import BlockBackend, MemoryBackend
+from capkern.servers.blockdev import BlockBackend, MemoryBackend
 
 from .helpers import (
     _alive,
@@ -41,7 +41,7 @@ async def test_blockdev_read_too_big_for_one_reply_is_refused_and_server_survive
 @pytest.mark.parametrize("backend", ["memory", "file"])
 async def test_blockdev_boundaries_through_the_contract(
         backend: str, tmp_path: Any, autojump_clock: trio.testing.MockClock) -> None:
-    from capkern.servers.blockdev._backends import FileBackend
+    from capkern.servers.blockdev import FileBackend
 
     n, bs = 8, 4096
     dev: BlockBackend = MemoryBackend(n, bs) if backend == "memory" \

@@ -16,7 +16,7 @@ from capkern.kernel import Grant
 from capkern.pagefmt import META_LEN, PAGE_SIZE, SEALED_LEN, split_blob
 from capkern.proc import Process
 from capkern.protocols import BLOCKDEV, MAX_BATCH, PAGER
-from capkern.servers.blockdev._backends import BackendIOError, MemoryBackend
+from capkern.servers.blockdev import BackendIOError, MemoryBackend
 from capkern.servers.pager import FIFOPolicy, Pager
 
 from .helpers import (
