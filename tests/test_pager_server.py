@@ -290,3 +290,13 @@ async def test_pager_survives_a_policy_that_chooses_garbage(
 
     assert await _run_client(k, {"svc": ep}, client) == {"victims": [5, 6]}
     assert _alive(k, "pager")
+
+
+def test_pager_handlers_are_its_on_methods_and_a_subclass_adds_labels() -> None:
+    class Counting(Pager):
+        async def on_ping(self, body: Any) -> Any:
+            return "pong"
+
+    table = Counting(None, FIFOPolicy()).handlers()  # type: ignore[arg-type]
+    assert sorted(table) == ["discard", "evict", "fetch", "ping", "stats", "store"]
+    assert sorted(PAGER.ops) == sorted(set(table) - {"ping"})  # the contract, exactly

@@ -58,10 +58,11 @@ class Pager:
         await serverloop.serve(self.proc, self.handlers(), on_refused=self.reply_refused)
 
     def handlers(self) -> serverloop.Table:
-        """The PAGER contract's handlers by label.  Override (e.g. with
-        :func:`capkern.serverloop.around`) to add behaviour to every request."""
-        return {"evict": self.on_evict, "store": self.on_store, "fetch": self.on_fetch,
-                "discard": self.on_discard, "stats": self.on_stats}
+        """The handlers by label: every ``on_<label>`` method serves ``<label>`` (so a
+        subclass adds a request by adding a method).  Override, e.g. with
+        :func:`capkern.serverloop.around`, to add behaviour to every request."""
+        return {name[3:]: getattr(self, name) for name in dir(self)
+                if name.startswith("on_") and callable(getattr(self, name))}
 
     def reply_refused(self, exc: CapkernError) -> None:
         """An answer could not cross (e.g. a custom policy's out-of-contract victims):
