@@ -22,6 +22,8 @@ import capkern
 from capkern import Grant, Limits, Process, RootCap
 from capkern.contract import Contract, Int, Op, Struct
 
+from .helpers import start_echo
+
 ADD = Contract(
     "svc",
     {"add": Op(Struct({"a": Int(), "b": Int()}), Struct({"sum": Int()}), frozenset({"overflow"}))},
@@ -38,19 +40,8 @@ async def finish(k: capkern.Kernel, pid: int) -> capkern.ExitStatus:
     return status
 
 
-async def echo(proc: Process) -> None:
-    """Answers every call on 'service' with the body and the caller's badge."""
-    msg = await proc.recv("service")
-    while True:
-        msg = await proc.reply_recv(
-            "service", "ok", {"label": msg.label, "body": msg.body, "badge": msg.badge}
-        )
 
 
-def start_echo(k: capkern.Kernel, name: str = "echo") -> capkern.RootCap:
-    ep = k.new_endpoint(name)
-    k.spawn(echo, name=name, caps={"service": Grant(ep, "r")})
-    return ep
 
 
 async def still_serves(proc: Process, slot: str = "s") -> None:
@@ -522,7 +513,7 @@ async def test_rights_are_enforced() -> None:
         await finish(k, k.spawn(reader, name="reader", caps=caps))
 
 
-FORGED = [0, -1, 10**9, "nope", True]
+FORGED = [0, -1, 10**9, "nope", True, 2.5]
 
 
 @pytest.mark.parametrize("slot", FORGED, ids=repr)
@@ -625,6 +616,33 @@ async def test_wait_blocks_until_signalled(autojump_clock: trio.abc.Clock) -> No
         await finish(k, k.spawn(signaller, caps={"n": Grant(n, "w", badge=8)}))
         await finish(k, w)
     assert woke == [8]
+
+
+async def test_signal_wakes_the_waiter_with_its_badge_and_later_signals_stay_pending() -> None:
+    """A signal to a notification with a waiter hands that waiter the badge at once; a
+    signal after it (before the waiter runs again) is kept in the word, not lost."""
+    woke: list[int] = []
+    later: list[int] = []
+
+    async def waiter(proc: Process) -> None:
+        assert proc.poll("n") == 0
+        woke.append(await proc.wait("n"))
+        later.append(proc.poll("n"))
+
+    async def signaller(proc: Process) -> None:
+        proc.signal("one")  # the waiter is blocked: it gets badge 1
+        proc.signal("two")  # no waiter any more: bit 2 waits in the word
+
+    async with capkern.boot(paging=False) as k:
+        n = k.new_notification()
+        w = k.spawn(waiter, caps={"n": Grant(n, "r")})
+        await trio.testing.wait_all_tasks_blocked()
+        assert k.status(w) is None and woke == []
+        await finish(k, k.spawn(signaller, caps={"one": Grant(n, "w", badge=1),
+                                                "two": Grant(n, "w", badge=2)}))
+        await finish(k, w)
+        assert k.stats.signals == 2
+    assert (woke, later) == ([1], [2])
 
 
 # -- bad input at the boundary -------------------------------------------------------------
@@ -976,3 +994,66 @@ async def test_trace_is_off_by_default() -> None:
         assert len(k.trace.records) == 0
         assert json.loads(k.trace.as_json()) == []
         assert k.stats.ipc_calls == 1 and k.stats.ipc_replies == 1
+
+
+async def test_reply_with_a_bad_cap_name_keeps_the_caller_answerable(
+        autojump_clock: trio.abc.Clock) -> None:
+    errors: list[str] = []
+
+    async def server(proc: Process) -> None:
+        msg = await proc.recv("service")
+        try:
+            proc.reply("ok", caps=["no-such-slot"])
+        except capkern.CapkernError as exc:
+            errors.append(type(exc).__name__)
+        proc.reply("ok", msg.body)
+        msg = await proc.recv("service")
+        slot = proc.save_caller("later")
+        try:
+            proc.reply_to(slot, "ok", caps=["no-such-slot"])
+        except capkern.CapkernError as exc:
+            errors.append(type(exc).__name__)
+        proc.reply_to(slot, "ok", msg.body)
+        await trio.sleep_forever()
+
+    async def client(proc: Process) -> int:
+        first = await proc.call("server", "q", 1)
+        second = await proc.call("server", "q", 2)
+        total: int = first.body * 10 + second.body
+        return total
+
+    async with capkern.boot(paging=False) as k:
+        ep = k.new_endpoint("svc")
+        k.spawn(server, caps={"service": Grant(ep, "rg")})
+        pid = k.spawn(client, caps={"server": Grant(ep, "wg")})
+        with trio.fail_after(5):
+            assert (await k.wait(pid)).code == 12
+        assert errors == ["InvalidSlot", "InvalidSlot"]
+
+
+async def test_save_caller_into_a_full_cspace_keeps_the_reply(
+        autojump_clock: trio.abc.Clock) -> None:
+    async def server(proc: Process) -> None:
+        msg = await proc.recv("service")
+        while True:  # fill the CSpace
+            try:
+                proc.new_notification()
+            except capkern.CSpaceFull:
+                break
+        with pytest.raises(capkern.CSpaceFull):
+            proc.save_caller("c")
+        proc.reply("ok", msg.body)
+        await trio.sleep_forever()
+
+    async def client(proc: Process) -> int:
+        got = await proc.call("server", "q", 5)
+        code: int = got.body
+        return code
+
+    async with capkern.boot(paging=False, cspace_size=4) as k:
+        ep = k.new_endpoint("svc")
+        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+        pid = k.spawn(client, caps={"server": Grant(ep, "w")})
+        with trio.fail_after(5):
+            assert (await k.wait(pid)).code == 5
+        assert k.status(srv) is None

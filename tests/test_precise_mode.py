@@ -9,22 +9,25 @@ from typing import Any
 import pytest
 
 import capkern
-from capkern.errors import ConfigError, ProtectionFault, SegmentationFault
+from capkern import serverloop
+from capkern.errors import ConfigError, ProtectionFault, SegmentationFault, ServerError
 from capkern.lab import simulate
 from capkern.pagefmt import PAGE_SIZE
 from capkern.proc import Process
-from capkern.servers.pager import FIFOPolicy, LRUPolicy, Pager, make_pager
-from capkern.servers.pager._exact import LFUPolicy
+from capkern.servers.pager import FIFOPolicy, LFUPolicy, LRUPolicy, Pager, make_pager
 
 
 def spy(heard: list[tuple[str, Any]], policy: type = FIFOPolicy) -> Any:
     """A pager that records every evict/observe/discard body it is sent."""
 
     class Spy(Pager):
-        async def dispatch(self, label: str, body: Any) -> None:
-            if label in ("evict", "observe", "discard"):
-                heard.append((label, body))
-            await super().dispatch(label, body)
+        def handlers(self) -> serverloop.Table:
+            async def record(label: str, handler: serverloop.Handler, body: Any) -> Any:
+                if label in ("evict", "observe", "discard"):
+                    heard.append((label, body))
+                return await handler(body)
+
+            return serverloop.around(super().handlers(), record)
 
     return make_pager(policy, cls=Spy)
 
@@ -185,14 +188,16 @@ async def test_a_report_the_pager_refused_is_reported_again() -> None:
     class FailsOnce(Pager):
         failed = False
 
-        async def dispatch(self, label: str, body: Any) -> None:
-            if label == "evict":
-                heard.append((label, body))
-                if not FailsOnce.failed:
-                    FailsOnce.failed = True
-                    self.proc.reply_error("io", "transient")
-                    return
-            await super().dispatch(label, body)
+        def handlers(self) -> serverloop.Table:
+            async def fail_once(label: str, handler: serverloop.Handler, body: Any) -> Any:
+                if label == "evict":
+                    heard.append((label, body))
+                    if not FailsOnce.failed:
+                        FailsOnce.failed = True
+                        raise ServerError("io", "transient")
+                return await handler(body)
+
+            return serverloop.around(super().handlers(), fail_once)
 
     async def program(proc: Process) -> None:
         base = proc.mmap(6 * PAGE_SIZE)

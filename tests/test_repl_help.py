@@ -14,7 +14,7 @@ import capkern
 from capkern import programs, repl, replhelp
 from capkern.proc import Process
 from capkern.servers.pager import FIFOPolicy, make_pager
-from tests._terminal import run_repl
+from tests.helpers import run_repl
 
 
 class MRUPolicy(FIFOPolicy):

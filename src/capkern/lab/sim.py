@@ -37,8 +37,7 @@ from ..errors import ConfigError
 from ..kernel import boot
 from ..pagefmt import PAGE_SIZE
 from ..proc import Process
-from ..servers.pager import POLICIES, ReplacementPolicy, make_pager
-from ..servers.pager._policy import RandomPolicy
+from ..servers.pager import POLICIES, RandomPolicy, ReplacementPolicy, make_pager
 
 __all__ = ["SimResult", "Step", "resolve_policy", "run_sim", "simulate"]
 

@@ -23,14 +23,12 @@ from typing import Any
 
 import trio
 
-from .. import insecure
+from .. import insecure, serverloop
 from ..errors import CapkernError, ServerError
 from ..pagefmt import NONCE_LEN, TAG_LEN
 from ..proc import Process
-from ..servers.blockdev._backends import BlockBackend, MemoryBackend
-from ..servers.blockdev.server import serve_backend
-from ..servers.pager._policy import make_policy
-from ..servers.pager.server import Pager
+from ..servers.blockdev import BlockBackend, MemoryBackend, serve_backend
+from ..servers.pager import Pager, make_policy
 
 __all__ = [
     "After", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay", "Drop", "Evidence",
@@ -593,7 +591,13 @@ class AttackPager(Pager):
         self.current: dict[int, bytes] = {}  # handle -> newest blob stored
         self.discarded: list[bytes] = []
 
-    async def dispatch(self, label: str, body: Any) -> None:
+    def handlers(self) -> serverloop.Table:
+        """Every request goes through :meth:`attacked` before the honest handler."""
+        return serverloop.around(super().handlers(), self.attacked)
+
+    async def attacked(self, label: str, handler: serverloop.Handler, body: Any) -> Any:
+        """Record the request, let a tamper take over its reply, or answer honestly
+        with the fetched page passed through the tampers."""
         self.requests += 1
         self.evidence.record(body)
         if label in ("evict", "discard", "fetch"):
@@ -609,15 +613,11 @@ class AttackPager(Pager):
         for tamper in self.tampers:
             if tamper.active(self, label) and await tamper.respond(self, label, body):
                 self.evidence.tried[tamper.name] += 1
-                return
-        await self.honest(label, body)
+                return serverloop.DEFERRED
+        return await self.tampered(label, await handler(body), body)
 
-    async def compute(self, label: str, body: Any) -> tuple[str, Any]:
-        """The (possibly tampered) reply to a request, without sending it."""
-        try:
-            reply = await getattr(self, "on_" + label)(body)
-        except ServerError as exc:
-            return "error", {"reason": exc.reason, "detail": exc.detail}
+    async def tampered(self, label: str, reply: Any, body: Any) -> Any:
+        """The honest ``reply`` to a request as the tampers change it."""
         if label == "fetch":
             blob = reply["blob"]
             for tamper in self.tampers:
@@ -627,14 +627,25 @@ class AttackPager(Pager):
                         self.evidence.tried[tamper.name] += 1
                     blob = new
             reply = {"blob": blob}
-        return "ok", reply
+        return reply
+
+    def reply_refused(self, exc: CapkernError) -> None:
+        self.evidence.refused[type(exc).__name__] += 1
+
+    async def compute(self, label: str, body: Any) -> tuple[str, Any]:
+        """The (possibly tampered) reply to a request, without sending it."""
+        try:
+            reply = await Pager.handlers(self)[label](body)
+        except ServerError as exc:
+            return "error", {"reason": exc.reason, "detail": exc.detail}
+        return "ok", await self.tampered(label, reply, body)
 
     async def honest(self, label: str, body: Any) -> None:
         reply_label, reply = await self.compute(label, body)
         try:
             self.proc.reply(reply_label, reply)
         except CapkernError as exc:
-            self.evidence.refused[type(exc).__name__] += 1
+            self.reply_refused(exc)
 
 
 def attack_pager(*tampers: Tamper, evidence: Evidence | None = None) -> Any:

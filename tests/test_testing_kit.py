@@ -1,4 +1,4 @@
-"""Review of the adversarial kit itself: its assertions must not give a false all-clear,
+"""The adversarial testing kit itself: its assertions must not give a false all-clear,
 its composition wrappers must be deterministic per request, and each attacker must
 really perform (and record) its attack.
 
