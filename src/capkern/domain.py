@@ -58,7 +58,9 @@ class Domain:
         self.pid = pid
         self.name = name
         self.kind = kind  # "process" | "server" | "kernel"
-        self.cspace = CSpace(name, pid, cspace_size)
+        #: what this domain holds against its quota (charged before anything is made)
+        self.usage = Usage(quota if quota is not None else Quota(), name)
+        self.cspace = CSpace(name, pid, cspace_size, self.usage)
         self.reply: ReplyObject | None = None
         self.state = "starting"
         self.exit: ExitStatus | None = None
@@ -68,8 +70,6 @@ class Domain:
         self.faults = 0
         self.integrity_faults = 0
         self.program: Any = None
-        #: what this domain holds against its quota (charged before anything is made)
-        self.usage = Usage(quota if quota is not None else Quota(), name)
 
     def set_reply(self, reply: ReplyObject) -> None:
         """Fill the implicit caller slot; a still-waiting previous caller is aborted."""

@@ -122,12 +122,15 @@ class Process:
         """Create an endpoint (optionally bound to a contract); returns its slot (rwg)."""
         self._alive()
         check_object_args(name, contract)
-        return self._dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name)
+        dom = self._dom
+        return dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name, dom.usage)
 
     def new_notification(self, name: str = "") -> int:
+        """Create a notification; returns its slot (rwg).  Charged like an endpoint."""
         self._alive()
         check_object_args(name, None)
-        return self._dom.cspace.insert_original(Notification(name), Rights.ALL, name)
+        dom = self._dom
+        return dom.cspace.insert_original(Notification(name), Rights.ALL, name, dom.usage)
 
     def copy(self, slot: SlotRef, rights: str | Rights = Rights.ALL, name: str = "") -> int:
         """Derive a copy (rights can only shrink)."""
@@ -149,7 +152,8 @@ class Process:
         self._dom.cspace.delete(cap.slot)
 
     def revoke(self, slot: SlotRef) -> int:
-        """Delete every capability derived from this one, in every domain."""
+        """Delete every capability derived from this one, in every domain; IPC blocked
+        on any of them fails with :class:`~capkern.errors.CapabilityRevoked`."""
         return self._dom.cspace.revoke(self._slot(slot))
 
     # -- IPC ------------------------------------------------------------------------------
@@ -206,15 +210,28 @@ class Process:
             raise ReplyError(f"{self.name!r} has no caller to reply to")
         return reply
 
+    def _answer(self, label: str, body: Any, raw: bytes | None,
+                slots: Sequence[int]) -> bool:
+        """Reply through the implicit reply capability.  A refused reply raises here and
+        leaves the capability in place, so the server can still answer its caller."""
+        dom = self._dom
+        reply = dom.reply
+        if reply is None:
+            raise ReplyError(f"{self.name!r} has no caller to reply to")
+        msg = ipc.check_reply(dom, reply, label, body, raw, slots)
+        dom.reply = None
+        return ipc.deliver_reply(dom, reply, msg)
+
     def reply(self, label: str = "ok", body: Any = None, *,
               caps: Sequence[SlotRef] = ()) -> bool:
-        """Answer the last call received.  False if that caller has gone away."""
+        """Answer the last call received.  False if that caller has gone away.  A reply
+        the kernel refuses raises its typed error and is not used up: answer again."""
         # resolve slot names first: a bad name must not cost the caller its reply
         slots = self._slots(caps) if caps else ()
-        return ipc.reply(self._dom, self._take_reply(), label, body, None, slots)
+        return self._answer(label, body, None, slots)
 
     def reply_raw(self, label: str, raw: bytes) -> bool:
-        return ipc.reply(self._dom, self._take_reply(), label, None, raw, ())
+        return self._answer(label, None, raw, ())
 
     def reply_error(self, reason: str, detail: str = "") -> bool:
         """The contract's typed error reply: label ``error``, ``{reason, detail}``."""
@@ -239,12 +256,14 @@ class Process:
 
     def reply_to(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
                  caps: Sequence[SlotRef] = ()) -> bool:
-        """Reply through a saved reply capability; the capability is used up."""
+        """Reply through a saved reply capability; the capability is used up (unless the
+        kernel refuses the reply: then it stays, and the typed error is raised)."""
         slots = self._slots(caps) if caps else ()  # before the cap is used up
         cap = self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, ReplyObject)
         reply: ReplyObject = cap.obj  # type: ignore[assignment]
+        msg = ipc.check_reply(self._dom, reply, label, body, None, slots)
         self._dom.cspace.delete(cap.slot)
-        return ipc.reply(self._dom, reply, label, body, None, slots)
+        return ipc.deliver_reply(self._dom, reply, msg)
 
     # -- memory -----------------------------------------------------------------------------
 
