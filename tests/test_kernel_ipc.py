@@ -199,7 +199,7 @@ async def test_cap_transfer_needs_grant_and_revoke_reaches_receiver() -> None:
         assert (await k.wait(g)).ok
         while not holder_slots:
             await trio.sleep(0.001)
-        assert k.revoke(secret_w) == 1  # the giver exited: only the holder's transfer is left
+        assert await k.revoke(secret_w) == 1  # the giver exited: only the holder's transfer is left
         poke = k.spawn(lambda p: p.send("m", "wake"), caps={"m": Grant(mailbox, "w")})
         await k.wait(poke)
         assert (await k.wait(h)).ok

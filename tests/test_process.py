@@ -444,7 +444,7 @@ async def test_dead_domain_capabilities_are_removed() -> None:
         children = [c for d in dump["domains"] if d["pid"] != 0 for c in d["caps"]]
         assert children == []
         # and revoking at the root finds nothing left to remove
-        assert k.revoke(ep) == 0 and k.revoke(n) == 0
+        assert await k.revoke(ep) == 0 and await k.revoke(n) == 0
 
 
 async def test_dead_client_frees_nothing_it_does_not_own() -> None:

@@ -239,7 +239,10 @@ class CSpace:
 
     @staticmethod
     def check_derivation(src: Cap, rights: Rights, badge: int | None) -> tuple[Rights, int]:
-        """Rights only shrink; a badge can be set once, on an unbadged capability."""
+        """Rights only shrink; a badge can be set once, on an unbadged capability;
+        nothing derives from a capability a revoke in progress is removing."""
+        if _revoking:
+            _check_not_doomed(src)
         new_rights = Rights(rights & src.rights)
         if badge is None or badge == src.badge:
             return new_rights, src.badge
@@ -428,6 +431,31 @@ class CSpace:
 
     def __len__(self) -> int:
         return self._count
+
+
+_revoking: dict[Cap, int] = {}  # capabilities whose preemptible revoke is under way
+
+
+def begin_revoke(cap: Cap) -> None:
+    """A preemptible revoke of ``cap`` starts: until :func:`end_revoke`, nothing can be
+    derived from its descendants (else a domain could grow the tree as fast as the
+    revoke removes it)."""
+    _revoking[cap] = _revoking.get(cap, 0) + 1
+
+
+def end_revoke(cap: Cap) -> None:
+    left = _revoking.pop(cap) - 1
+    if left:
+        _revoking[cap] = left
+
+
+def _check_not_doomed(src: Cap) -> None:
+    node = src.parent
+    while node is not None:
+        if node in _revoking:
+            raise EmptySlot(f"{src.cspace.describe(src) if src.cspace else 'capability'} "
+                            f"is being revoked")
+        node = node.parent
 
 
 def revoke_cap(cap: Cap) -> int:

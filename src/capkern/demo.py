@@ -104,7 +104,7 @@ async def _ipc_part(console: Console) -> bool:
                               caps={"server": Grant(minted, "w")})
         while "before" not in outcome:
             await trio.sleep(0.001)
-        removed = kernel.revoke(minted)
+        removed = await kernel.revoke(minted)
         outcome["revoked"] = str(removed)
         statuses = [await kernel.wait(p) for p in [*clients, victim]]
         ok = all(s.ok for s in statuses)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -35,7 +35,8 @@ class ExitStatus:
 
 @dataclass(frozen=True, slots=True)
 class DomainInfo:
-    """One row of ``kernel.domains()``."""
+    """One row of ``kernel.domains()``.  ``usage`` is ``{resource: (used, limit)}``
+    against the domain's quota (see :mod:`capkern.quota`)."""
 
     pid: int
     name: str
@@ -47,6 +48,7 @@ class DomainInfo:
     faults: int
     integrity_faults: int
     exit: ExitStatus | None
+    usage: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class Domain:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import trio
+
 from . import ipc
 from .contract import Contract
-from .cspace import CapInfo, Rights
+from .cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
 from .errors import (
     CapkernError,
     ConfigError,
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from .domain import Domain
     from .mmu.vm import VM
 
-__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args"]
+__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args", "revoke"]
 
 SlotRef = int | str
 """A slot index in the caller's CSpace, or the name given to a slot."""
@@ -44,6 +46,31 @@ def check_object_args(name: Any, contract: Any) -> None:
     check_name(name, "object name")
     if contract is not None and not isinstance(contract, Contract):
         raise ConfigError(f"contract must be a capkern Contract, not {type(contract).__name__}")
+
+
+REVOKE_STEP = 1024
+"""Capabilities a revoke removes between two checkpoints (about a millisecond)."""
+
+
+async def revoke(cap: Cap) -> int:
+    """Remove every descendant of ``cap``, ``REVOKE_STEP`` at a time with a checkpoint
+    between steps, so no revoke holds the kernel for more than about a millisecond
+    however large the derivation tree (seL4's preemptible revoke).  While it runs,
+    nothing can be derived from the capabilities it is removing; it is shielded from
+    cancellation, so a revoke once started always completes."""
+    removed = revoke_some(cap, REVOKE_STEP)
+    if cap.children:
+        begin_revoke(cap)
+        try:
+            with trio.CancelScope(shield=True):
+                while cap.children:
+                    await trio.sleep(0)
+                    removed += revoke_some(cap, REVOKE_STEP)
+        finally:
+            end_revoke(cap)
+    else:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return removed
 
 
 class ProcessExit(BaseException):
@@ -151,10 +178,11 @@ class Process:
             cap.obj.abort(f"{self.name!r} deleted the reply capability")
         self._dom.cspace.delete(cap.slot)
 
-    def revoke(self, slot: SlotRef) -> int:
+    async def revoke(self, slot: SlotRef) -> int:
         """Delete every capability derived from this one, in every domain; IPC blocked
-        on any of them fails with :class:`~capkern.errors.CapabilityRevoked`."""
-        return self._dom.cspace.revoke(self._slot(slot))
+        on any of them fails with :class:`~capkern.errors.CapabilityRevoked`.
+        Preemptible (see :func:`revoke`): returns once all are gone."""
+        return await revoke(self._dom.cspace.lookup(self._slot(slot)))
 
     # -- IPC ------------------------------------------------------------------------------
 
