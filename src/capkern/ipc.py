@@ -386,7 +386,9 @@ async def recv(dom: Domain, cap: Cap) -> Received:
     dom.kernel.stats.ipc_receives += 1
     await checkpoint_if_cancelled()
     pending = dom.reply
-    if pending is not None:  # receiving again gives up the caller not answered
+    if pending is not None and pending.refused:
+        # its reply was refused and it receives again instead of answering: it has given
+        # the caller up (an unrefused pending reply survives until the next call arrives)
         dom.reply = None
         pending.abort(f"server {dom.name!r} received again without replying")
     if ep.senders:
@@ -440,13 +442,13 @@ def check_reply(
         if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
             raise MalformedMessage("reply label must be a short non-empty str")
         if cap_slots:
-            if len(cap_slots) > k.limits.max_caps:
-                raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {k.limits.max_caps}")
             if not reply_obj.grant:
                 _unsolicited(dom, len(cap_slots), "the caller's capability lacks grant")
                 raise ReplyError(
                     f"reply carries {len(cap_slots)} capabilities, but the caller's "
                     "capability lacks the grant right: it cannot receive capabilities")
+            if len(cap_slots) > k.limits.max_caps:
+                raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {k.limits.max_caps}")
             allowed = _reply_caps(contract, reply_obj.request_label)
             if len(cap_slots) > allowed:
                 assert contract is not None
