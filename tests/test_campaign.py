@@ -33,6 +33,7 @@ import capkern
 from capkern import programs
 from capkern.testing import (
     After,
+    AttachCaps,
     BitFlip,
     Crash,
     DiskBitFlip,
@@ -45,12 +46,14 @@ from capkern.testing import (
     ForgeCaps,
     Garbage,
     Hang,
+    HoardQuota,
     Misdirect,
     Only,
     Oversized,
     PrevIncarnation,
     Replay,
     ReuseReply,
+    RevokeRace,
     Slow,
     Sometimes,
     Swap,
@@ -77,6 +80,8 @@ TAMPERS: dict[str, Callable[[int], Tamper]] = {
     "oversized": lambda s: Oversized(), "flood": lambda s: Flood(1 + s % 5),
     "slow": lambda s: Slow(0.01 * (1 + s % 20)), "prev-incarnation": lambda s: PrevIncarnation(),
     "exhaust-disk": lambda s: ExhaustDisk(),
+    "attach-caps": lambda s: AttachCaps(1 + s % 3), "hoard-quota": lambda s: HoardQuota(),
+    "revoke-race": lambda s: RevokeRace(),
 }
 PROGRAMS: dict[str, Callable[[int, int], tuple[Any, ...]]] = {
     "sequential": lambda pages, seed: (programs.sequential, pages, 2, seed),

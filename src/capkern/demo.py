@@ -70,6 +70,9 @@ def _attacks(quick: bool) -> list[tuple[str, Callable[[], atk.Tamper]]]:
         ("flood", lambda: atk.Flood(20)),
         ("flip p=0.2", lambda: atk.Sometimes(atk.BitFlip(seed=3), 0.2, seed=4)),
         ("disk exhausted", lambda: atk.ExhaustDisk()),
+        ("caps in replies", lambda: atk.AttachCaps()),
+        ("hoard quota", lambda: atk.HoardQuota()),
+        ("revoke race", lambda: atk.RevokeRace()),
     ]
     return mix[::3] if quick else mix
 
