@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import capkern
-from capkern import Grant, Process, Quota, programs
+from capkern import Grant, Process, programs
 from capkern.cspace import CSpace, KObject
 from capkern.proc import REVOKE_STEP
 from capkern.testing import Evidence, HoardQuota, RevokeRace, attack_pager
@@ -98,7 +98,7 @@ async def test_spawn_refuses_granted_caps_beyond_the_slots_quota() -> None:
 async def test_spawns_are_charged_to_the_root_and_released_at_exit(
         autojump_clock: trio.abc.Clock) -> None:
     async with capkern.boot(paging=False) as k:
-        pids = [k.spawn(trio.sleep, 1) for _ in range(3)]  # type: ignore[arg-type]
+        pids = [k.spawn(trio.sleep, 1) for _ in range(3)]
         assert k.root.usage.spawns == 3
         for pid in pids:
             await k.wait(pid)

@@ -266,7 +266,8 @@ async def test_bad_input_rejected_and_server_keeps_serving(bad: str) -> None:
                 await proc.call("s", "mul", {"a": 1, "b": 2})
         with pytest.raises(capkern.ContractViolation):
             await proc.call("s", "add", {"a": "1", "b": 2})
-        with pytest.raises(capkern.ReplyRefused, match="out of contract"):  # server replied out of contract
+        # the server replied out of contract
+        with pytest.raises(capkern.ReplyRefused, match="out of contract"):
             await proc.call("s", "add", {"a": 13, "b": 0})
         with pytest.raises(capkern.ServerError) as info:
             (await proc.call("s", "add", {"a": 999, "b": 2})).ok()

@@ -71,7 +71,8 @@ REMOVALS: dict[str, tuple[Remove, bool]] = {
 
 
 @pytest.mark.parametrize("how", list(REMOVALS))
-async def test_receiver_blocked_in_recv_is_cancelled(how: str, autojump_clock: trio.abc.Clock) -> None:
+async def test_receiver_blocked_in_recv_is_cancelled(
+        how: str, autojump_clock: trio.abc.Clock) -> None:
     remove, cancels = REMOVALS[how]
     outcome: list[str] = []
 
@@ -163,7 +164,8 @@ async def test_notification_waiter_is_cancelled(autojump_clock: trio.abc.Clock) 
     assert seen == ["revoked"]
 
 
-async def test_deleting_the_capability_cancels_its_own_domains_blocked_recv(autojump_clock: trio.abc.Clock) -> None:
+async def test_deleting_the_capability_cancels_its_own_domains_blocked_recv(
+        autojump_clock: trio.abc.Clock) -> None:
     """One task of a domain blocks in recv; another deletes the slot it uses."""
     seen: list[str] = []
 
@@ -207,7 +209,8 @@ async def test_moving_the_capability_keeps_what_waits_on_it(autojump_clock: trio
     assert seen == ["still"]
 
 
-async def test_revoke_in_a_middle_domain_reaches_ipc_blocked_downstream(autojump_clock: trio.abc.Clock) -> None:
+async def test_revoke_in_a_middle_domain_reaches_ipc_blocked_downstream(
+        autojump_clock: trio.abc.Clock) -> None:
     """A hands B a capability by IPC, then revokes its own: B's recv is cancelled."""
     seen: list[str] = []
 
@@ -257,7 +260,8 @@ async def test_killed_sender_message_is_never_delivered(autojump_clock: trio.abc
     assert got == [("real", 6)]
 
 
-async def test_cap_attached_to_a_queued_message_and_revoked_is_not_transferred(autojump_clock: trio.abc.Clock) -> None:
+async def test_cap_attached_to_a_queued_message_and_revoked_is_not_transferred(
+        autojump_clock: trio.abc.Clock) -> None:
     got: list[tuple[int, ...]] = []
 
     async def server(proc: Process) -> None:

@@ -545,7 +545,11 @@ class HoardQuota(Tamper):
         self.done = True
         proc, ev = pager.proc, pager.evidence
         made: list[int] = []
-        for make in (proc.new_endpoint, lambda: proc.copy("service", "r")):
+        def copy() -> int:
+            return proc.copy("service", "r")
+
+        makers: list[Callable[[], int]] = [proc.new_endpoint, copy]
+        for make in makers:
             try:
                 for _ in range(self.limit):
                     made.append(make())
