@@ -280,3 +280,28 @@ async def test_cap_attached_to_a_queued_message_and_revoked_is_not_transferred(
         await finish(k, s)
         await finish(k, srv)
     assert got == [(0,)]
+
+
+async def test_giver_teardown_splices_and_keeps_ipc_blocked_on_derived_caps(
+        autojump_clock: trio.abc.Clock) -> None:
+    """A domain's end clears only its own capabilities: a child it handed out is spliced
+    onto its parent (not revoked), so IPC blocked through that child goes on."""
+    seen: list[Any] = []
+
+    async def giver(proc: Process) -> None:
+        await proc.send("out", "take", caps=[proc.copy("ep", "r")])
+
+    async def holder(proc: Process) -> None:
+        msg = await proc.recv("in")
+        seen.append((await proc.recv(msg.caps[0])).body)
+
+    async with capkern.boot(paging=False) as k:
+        ep = k.new_endpoint("target")
+        box = k.new_endpoint("box")
+        h = k.spawn(holder, caps={"in": Grant(box, "r")})
+        await finish(k, k.spawn(giver, caps={"ep": Grant(ep, "rwg"), "out": Grant(box, "wg")}))
+        await settle()  # the giver has ended; the holder is blocked through its child
+        await finish(k, k.spawn(send, "alive", caps={"s": Grant(ep, "w")}))
+        await finish(k, h)
+        assert await k.revoke(ep) == 0  # the holder's copy went with its own teardown
+    assert seen == ["alive"]
