@@ -33,6 +33,7 @@ import capkern
 from capkern import programs
 from capkern.testing import (
     After,
+    AttachCaps,
     BitFlip,
     Crash,
     DiskBitFlip,
@@ -45,6 +46,7 @@ from capkern.testing import (
     ForgeCaps,
     Garbage,
     Hang,
+    HoardQuota,
     Misdirect,
     Only,
     Oversized,
@@ -52,6 +54,7 @@ from capkern.testing import (
     Replay,
     ReplayDiscarded,
     ReuseReply,
+    RevokeRace,
     Slow,
     Sometimes,
     Swap,
@@ -81,6 +84,8 @@ TAMPERS: dict[str, Callable[[int], Tamper]] = {
     "exhaust-disk": lambda s: ExhaustDisk(),
     "replay-discarded": lambda s: ReplayDiscarded(("newest", "oldest", "cycle")[s % 3],
                                                   "all" if s % 2 else "new"),
+    "attach-caps": lambda s: AttachCaps(1 + s % 3), "hoard-quota": lambda s: HoardQuota(),
+    "revoke-race": lambda s: RevokeRace(),
 }
 PROGRAMS: dict[str, Callable[[int, int], tuple[Any, ...]]] = {
     "sequential": lambda pages, seed: (programs.sequential, pages, 2, seed),

@@ -289,7 +289,7 @@ async def test_bad_caps_mapping_is_a_config_error(which: str) -> None:
         with pytest.raises(capkern.ConfigError):
             k.spawn(forever, caps=BAD_CAPS[which](ep))
         assert k.domains() == [] and k.stats.spawns == 0
-        assert k.revoke(ep) == 0
+        assert await k.revoke(ep) == 0
 
 
 async def test_a_refused_spawn_leaves_no_capability_behind() -> None:
@@ -307,7 +307,7 @@ async def test_a_refused_spawn_leaves_no_capability_behind() -> None:
         with pytest.raises(capkern.EmptySlot):
             k.spawn(forever, caps={"a": a, "b": b})
         # no half-built domain holds a child of the root's capability
-        assert k.revoke(a) == 0
+        assert await k.revoke(a) == 0
         assert [d.pid for d in k.domains()] == [two] and k.stats.spawns == 1
         assert all(d["caps"] == [] for d in k.dump()["domains"] if d["pid"] != 0)
 
@@ -330,7 +330,7 @@ async def test_root_api_bad_arguments_are_typed() -> None:
                 k.mint(ep, rights)  # type: ignore[arg-type]
         for not_a_cap in (ep.slot, "e", None):
             with pytest.raises(capkern.ConfigError):
-                k.revoke(not_a_cap)  # type: ignore[arg-type]
+                await k.revoke(not_a_cap)  # type: ignore[arg-type]
             with pytest.raises(capkern.ConfigError):
                 k.delete(not_a_cap)  # type: ignore[arg-type]
         with pytest.raises(capkern.ConfigError):
@@ -796,7 +796,7 @@ async def test_dead_domain_capabilities_are_removed() -> None:
         children = [c for d in dump["domains"] if d["pid"] != 0 for c in d["caps"]]
         assert children == []
         # and revoking at the root finds nothing left to remove
-        assert k.revoke(ep) == 0 and k.revoke(n) == 0
+        assert await k.revoke(ep) == 0 and await k.revoke(n) == 0
 
 
 async def test_dead_client_frees_nothing_it_does_not_own() -> None:

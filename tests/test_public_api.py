@@ -16,24 +16,24 @@ PKG = Path(capkern.__file__).parent
 
 CAPKERN_API = [
     "BadgeError", "BootConfig", "CSpaceFull", "CallAborted", "CapInfo", "CapabilityError",
-    "CapkernError", "ConfigError", "Contract", "ContractViolation", "DomainInfo", "EmptySlot",
-    "ExitStatus", "Fault", "Grant", "IPCError", "InsecureWarning", "InsufficientRights",
-    "IntegrityFault", "InvalidSlot", "Kernel", "KernelShutdown", "Limits", "MalformedMessage",
-    "MessageError", "MessageTooLarge", "NestingTooDeep", "NoSuchProcess", "Op", "OutOfMemory",
-    "PageInError", "PagerUnavailable", "Process", "ProcessError", "Program", "ProtectionFault",
-    "QueueFull", "Quota", "QuotaExceeded", "Received", "ReplyError", "Rights", "RootCap",
-    "SegmentationFault", "ServerError", "SlotOccupied", "TooManyCaps", "UnencodableBody",
-    "WrongObjectType", "boot",
+    "CapabilityRevoked", "CapkernError", "ConfigError", "Contract", "ContractViolation",
+    "DomainInfo", "EmptySlot", "ExitStatus", "Fault", "Grant", "IPCError", "InsecureWarning",
+    "InsufficientRights", "IntegrityFault", "InvalidSlot", "Kernel", "KernelShutdown", "Limits",
+    "MalformedMessage", "MessageError", "MessageTooLarge", "NestingTooDeep", "NoSuchProcess",
+    "Op", "OutOfMemory", "PageInError", "PagerUnavailable", "Process", "ProcessError",
+    "Program", "ProtectionFault", "QueueFull", "Quota", "QuotaExceeded", "Received",
+    "ReplyError", "ReplyRefused", "Rights", "RootCap", "SegmentationFault", "ServerError",
+    "SlotOccupied", "TooManyCaps", "UnencodableBody", "WrongObjectType", "boot",
 ]
 
 TESTING_API = [
-    "After", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay", "Drop", "Evidence",
-    "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang", "InsecureRun",
-    "Misdirect", "Only", "Oversized", "PrevBoot", "PrevIncarnation", "Refuse", "Replay",
-    "ReplayDiscarded", "ReuseReply", "Slow", "Snoop", "Sometimes", "Swap", "Tamper", "Truncate",
-    "Workload", "WrongLabel", "WrongRead", "Zeros", "assert_no_plaintext",
-    "assert_no_wrong_reads", "attack_disk", "attack_pager", "expected_pages", "is_typed_fault",
-    "page_pattern_for", "run_workload",
+    "After", "AttachCaps", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay",
+    "Drop", "Evidence", "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang",
+    "HoardQuota", "InsecureRun", "Misdirect", "Only", "Oversized", "PrevBoot",
+    "PrevIncarnation", "Refuse", "Replay", "ReplayDiscarded", "ReuseReply", "RevokeRace",
+    "Slow", "Snoop", "Sometimes", "Swap", "Tamper", "Truncate", "Workload", "WrongLabel",
+    "WrongRead", "Zeros", "assert_no_plaintext", "assert_no_wrong_reads", "attack_disk",
+    "attack_pager", "expected_pages", "is_typed_fault", "page_pattern_for", "run_workload",
 ]
 
 

@@ -119,7 +119,7 @@ async def test_caps_kill_and_wait_take_names(capkern_clock: Any) -> None:
         ns["caps"]("idler")
         row = out.getvalue().splitlines()[-1].split()
         assert row[:3] == ["1", "svc", "Endpoint#" + str(int(row[2].split("#")[1]))]
-        assert "'svc'" in row and "-w-" in row and "7" in row and "0:4" in row
+        assert "'svc'" in row and "-w-" in row and "7" in row and f"0:{ep.slot}" in row
         ns["kill"]("idler")
         status = await ns["wait"](4)
         assert status.state == "killed"

@@ -76,6 +76,9 @@ def _attacks(quick: bool) -> list[tuple[str, Callable[[], atk.Tamper]]]:
         ("flip p=0.2", lambda: atk.Sometimes(atk.BitFlip(seed=3), 0.2, seed=4)),
         ("disk exhausted", lambda: atk.ExhaustDisk()),
         ("replay discarded", lambda: atk.ReplayDiscarded()),
+        ("caps in replies", lambda: atk.AttachCaps()),
+        ("hoard quota", lambda: atk.HoardQuota()),
+        ("revoke race", lambda: atk.RevokeRace()),
     ]
     return mix[::3] if quick else mix
 
@@ -110,7 +113,7 @@ async def _ipc_part(console: Console) -> bool:
                               caps={"server": Grant(minted, "w")})
         while "before" not in outcome:
             await trio.sleep(0.001)
-        removed = kernel.revoke(minted)
+        removed = await kernel.revoke(minted)
         outcome["revoked"] = str(removed)
         statuses = [await kernel.wait(p) for p in [*clients, victim]]
         ok = all(s.ok for s in statuses)

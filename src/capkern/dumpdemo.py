@@ -53,7 +53,7 @@ async def _scenario(fmt: str, trace: str | None) -> str | dict[str, Any]:
                            "holder": Grant(inbox, "wg")})
         kernel.spawn(programs.echo_client, 1, name="revoked",
                      caps={"server": Grant(doomed, "w")})
-        kernel.revoke(doomed)
+        await kernel.revoke(doomed)
         await kernel.wait(done)
         await trio.sleep(0.05)
         snapshot = kernel.dump() if fmt == "json" else kernel.dump(fmt)  # type: ignore[call-overload]

@@ -29,9 +29,16 @@ from . import insecure, wire
 from .contract import Contract
 from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
-from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess
+from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess, QuotaExceeded
 from .ipc import Endpoint, Notification, ReplyObject
-from .proc import Process, ProcessExit, check_name, check_object_args, check_program
+from .proc import (
+    Process,
+    ProcessExit,
+    check_name,
+    check_object_args,
+    check_program,
+    revoke,
+)
 from .quota import Quota
 from .trace import Counters, Event, EventLog, IpcTrace, PageTrace
 
@@ -242,22 +249,26 @@ class Kernel:
     def new_endpoint(self, name: str = "", contract: Contract | None = None) -> RootCap:
         """Create an endpoint; the root holds the original capability (rwg)."""
         check_object_args(name, contract)
+        root = self.root
         return self._root_cap(
-            self.root.cspace.insert_original(Endpoint(name, contract), Rights.ALL)
+            root.cspace.insert_original(Endpoint(name, contract), Rights.ALL, "", root.usage)
         )
 
     def new_notification(self, name: str = "") -> RootCap:
         check_object_args(name, None)
-        return self._root_cap(self.root.cspace.insert_original(Notification(name), Rights.ALL))
+        root = self.root
+        return self._root_cap(
+            root.cspace.insert_original(Notification(name), Rights.ALL, "", root.usage))
 
     def mint(self, cap: RootCap, rights: str | Rights, badge: int | None = None) -> RootCap:
         """Derive a root-held capability with fewer rights and/or a badge."""
         src = self.root.cspace.lookup(self._root_slot(cap))
         return self._root_cap(self.root.cspace.insert_derived(src, Rights.parse(rights), badge))
 
-    def revoke(self, cap: RootCap) -> int:
-        """Remove every capability derived from ``cap``, in every domain."""
-        return self.root.cspace.revoke(self._root_slot(cap))
+    async def revoke(self, cap: RootCap) -> int:
+        """Remove every capability derived from ``cap``, in every domain (preemptible:
+        see :func:`capkern.proc.revoke`); IPC blocked on any of them is cancelled."""
+        return await revoke(self.root.cspace.lookup(self._root_slot(cap)))
 
     def delete(self, cap: RootCap) -> None:
         self.root.cspace.delete(self._root_slot(cap))
@@ -290,14 +301,17 @@ class Kernel:
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a str, not {name!r}")
         dom_quota = Quota.coerce(quota, self.config.quota)
+        dom_name = name or str(getattr(program, "__name__", "process"))
         fresh_args = wire.decode(wire.encode(list(args), self.limits))
         check_program(program, fresh_args)
         plan = self._plan_grants(caps)
         if len(plan) > self.config.cspace_size - 1:  # slot 0 is the null slot
             raise CSpaceFull(f"{len(plan)} capabilities do not fit a CSpace of "
                              f"{self.config.cspace_size} slots")
+        if len(plan) > dom_quota.slots:
+            raise QuotaExceeded("slots", dom_quota.slots, 0, len(plan), dom_name)
+        self.root.usage.check("spawns")  # the root pays for the domains it spawns
         pid = next(self._pids)
-        dom_name = name or str(getattr(program, "__name__", "process"))
         dom = Domain(self, pid, dom_name, kind, self.config.cspace_size, dom_quota)
         for slot_name, src, rights, badge in plan:
             dom.cspace.insert_derived(src, rights, badge, slot_name)
@@ -305,6 +319,7 @@ class Kernel:
         if self.vm is not None and kind == "process":
             self.vm.attach(dom)
         self._domains[pid] = dom
+        self.root.usage.charge("spawns")
         self.stats.spawns += 1
         self._nursery.start_soon(
             self._run_domain, dom, program, fresh_args, name=f"capkern:{dom_name}"
@@ -420,6 +435,7 @@ class Kernel:
                 cap.obj.abort(f"server {dom.name!r} (pid {dom.pid}) ended without replying")
         if self.vm is not None and dom.aspace is not None:
             self.vm.detach(dom)
+        self.root.usage.release("spawns")
         dom.done.set()
         if status.state != "killed" or status.error != "kernel shutdown":
             self.event("exit", dom, f"{status.state} code={status.code}")
@@ -484,6 +500,7 @@ class Kernel:
                     dom.faults,
                     dom.integrity_faults,
                     dom.exit,
+                    dom.usage.as_dict(),
                 )
             )
         return out

@@ -11,9 +11,11 @@ import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import trio
+
 from . import ipc
 from .contract import Contract
-from .cspace import CapInfo, Rights
+from .cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
 from .errors import (
     CapkernError,
     ConfigError,
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from .mmu.vm import VM
 
 __all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args",
-           "check_program"]
+           "check_program", "revoke"]
 
 SlotRef = int | str
 """A slot index in the caller's CSpace, or the name given to a slot."""
@@ -86,6 +88,29 @@ def _data(value: Any) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise ConfigError(f"write needs bytes-like data, not {type(value).__name__}")
     return bytes(value)
+REVOKE_STEP = 1024
+"""Capabilities a revoke removes between two checkpoints (about a millisecond)."""
+
+
+async def revoke(cap: Cap) -> int:
+    """Remove every descendant of ``cap``, ``REVOKE_STEP`` at a time with a checkpoint
+    between steps, so no revoke holds the kernel for more than about a millisecond
+    however large the derivation tree (seL4's preemptible revoke).  While it runs,
+    nothing can be derived from the capabilities it is removing; it is shielded from
+    cancellation, so a revoke once started always completes."""
+    removed = revoke_some(cap, REVOKE_STEP)
+    if cap.children:
+        begin_revoke(cap)
+        try:
+            with trio.CancelScope(shield=True):
+                while cap.children:
+                    await trio.sleep(0)
+                    removed += revoke_some(cap, REVOKE_STEP)
+        finally:
+            end_revoke(cap)
+    else:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return removed
 
 
 class ProcessExit(BaseException):
@@ -164,12 +189,15 @@ class Process:
         """Create an endpoint (optionally bound to a contract); returns its slot (rwg)."""
         self._alive()
         check_object_args(name, contract)
-        return self._dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name)
+        dom = self._dom
+        return dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name, dom.usage)
 
     def new_notification(self, name: str = "") -> int:
+        """Create a notification; returns its slot (rwg).  Charged like an endpoint."""
         self._alive()
         check_object_args(name, None)
-        return self._dom.cspace.insert_original(Notification(name), Rights.ALL, name)
+        dom = self._dom
+        return dom.cspace.insert_original(Notification(name), Rights.ALL, name, dom.usage)
 
     def copy(self, slot: SlotRef, rights: str | Rights = Rights.ALL, name: str = "") -> int:
         """Derive a copy (rights can only shrink)."""
@@ -190,9 +218,11 @@ class Process:
             cap.obj.abort(f"{self.name!r} deleted the reply capability")
         self._dom.cspace.delete(cap.slot)
 
-    def revoke(self, slot: SlotRef) -> int:
-        """Delete every capability derived from this one, in every domain."""
-        return self._dom.cspace.revoke(self._slot(slot))
+    async def revoke(self, slot: SlotRef) -> int:
+        """Delete every capability derived from this one, in every domain; IPC blocked
+        on any of them fails with :class:`~capkern.errors.CapabilityRevoked`.
+        Preemptible (see :func:`revoke`): returns once all are gone."""
+        return await revoke(self._dom.cspace.lookup(self._slot(slot)))
 
     # -- IPC ------------------------------------------------------------------------------
 
@@ -248,15 +278,28 @@ class Process:
             raise ReplyError(f"{self.name!r} has no caller to reply to")
         return reply
 
+    def _answer(self, label: str, body: Any, raw: bytes | None,
+                slots: Sequence[int]) -> bool:
+        """Reply through the implicit reply capability.  A refused reply raises here and
+        leaves the capability in place, so the server can still answer its caller."""
+        dom = self._dom
+        reply = dom.reply
+        if reply is None:
+            raise ReplyError(f"{self.name!r} has no caller to reply to")
+        msg = ipc.check_reply(dom, reply, label, body, raw, slots)
+        dom.reply = None
+        return ipc.deliver_reply(dom, reply, msg)
+
     def reply(self, label: str = "ok", body: Any = None, *,
               caps: Sequence[SlotRef] = ()) -> bool:
-        """Answer the last call received.  False if that caller has gone away."""
+        """Answer the last call received.  False if that caller has gone away.  A reply
+        the kernel refuses raises its typed error and is not used up: answer again."""
         # resolve slot names first: a bad name must not cost the caller its reply
         slots = self._slots(caps) if caps else ()
-        return ipc.reply(self._dom, self._take_reply(), label, body, None, slots)
+        return self._answer(label, body, None, slots)
 
     def reply_raw(self, label: str, raw: bytes) -> bool:
-        return ipc.reply(self._dom, self._take_reply(), label, None, raw, ())
+        return self._answer(label, None, raw, ())
 
     def reply_error(self, reason: str, detail: str = "") -> bool:
         """The contract's typed error reply: label ``error``, ``{reason, detail}``."""
@@ -281,12 +324,14 @@ class Process:
 
     def reply_to(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
                  caps: Sequence[SlotRef] = ()) -> bool:
-        """Reply through a saved reply capability; the capability is used up."""
+        """Reply through a saved reply capability; the capability is used up (unless the
+        kernel refuses the reply: then it stays, and the typed error is raised)."""
         slots = self._slots(caps) if caps else ()  # before the cap is used up
         cap = self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, ReplyObject)
         reply: ReplyObject = cap.obj  # type: ignore[assignment]
+        msg = ipc.check_reply(self._dom, reply, label, body, None, slots)
         self._dom.cspace.delete(cap.slot)
-        return ipc.reply(self._dom, reply, label, body, None, slots)
+        return ipc.deliver_reply(self._dom, reply, msg)
 
     # -- memory -----------------------------------------------------------------------------
 

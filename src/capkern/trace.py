@@ -33,6 +33,9 @@ class Counters:
     ipc_replies: int = 0
     ipc_receives: int = 0
     caps_transferred: int = 0
+    caps_dropped: int = 0  # transferred capabilities that did not fit the receiver
+    unsolicited_caps: int = 0  # replies refused for carrying capabilities nobody asked for
+    ipc_cancelled: int = 0  # blocked IPC cancelled because its capability was removed
     messages_rejected: int = 0
     contract_violations: int = 0
     signals: int = 0

@@ -660,7 +660,12 @@ async def start_paging(kernel: Kernel) -> None:
     kernel.spawn(pager, cfg.policy, name="pager", kind="server",
                  caps={"service": Grant(grant(slots["pager"]), Rights.READ),
                        "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})
-    vm = VM(kernel, boot_id, root.lookup(slots["pager"]), root.lookup(slots["crypt"]))
+    # the kernel calls its servers through write-only capabilities: no operation of
+    # theirs declares capabilities in its reply (Op.reply_caps), so a reply carrying
+    # any is refused, counted as an attack, and can never fill the root CSpace
+    calls = {name: root.lookup(root.insert_derived(root.lookup(slots[name]), Rights.WRITE, None))
+             for name in ("pager", "crypt")}
+    vm = VM(kernel, boot_id, calls["pager"], calls["crypt"])
     kernel.vm = vm
     kernel.start_soon(vm.run, name="capkern:fault-path")
 

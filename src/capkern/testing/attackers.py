@@ -31,12 +31,11 @@ from ..servers.blockdev import BlockBackend, MemoryBackend, serve_backend
 from ..servers.pager import Pager, make_policy
 
 __all__ = [
-    "After", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay", "Drop", "Evidence",
-    "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang", "Misdirect", "Only",
-    "Oversized", "PrevBoot", "PrevIncarnation", "Refuse", "Replay", "ReplayDiscarded",
-    "ReuseReply", "Slow", "Snoop",
-    "Sometimes", "Swap", "Tamper", "Truncate", "WrongLabel", "Zeros", "attack_disk",
-    "attack_pager",
+    "After", "AttachCaps", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay",
+    "Drop", "Evidence", "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang",
+    "HoardQuota", "Misdirect", "Only", "Oversized", "PrevBoot", "PrevIncarnation", "Refuse",
+    "Replay", "ReplayDiscarded", "ReuseReply", "RevokeRace", "Slow", "Snoop", "Sometimes",
+    "Swap", "Tamper", "Truncate", "WrongLabel", "Zeros", "attack_disk", "attack_pager"
 ]
 
 
@@ -564,6 +563,132 @@ class Flood(Tamper):
                 ev.refused[type(exc).__name__] += 1
         reply = await pager.compute(label, body)
         proc.reply_to(caller, *reply)
+        return True
+
+
+class AttachCaps(Tamper):
+    """Attach capabilities to every reply (its own notifications and copies of the caps it
+    holds), hoping they land in the kernel's root CSpace until it is full; then answer
+    honestly.  The kernel must refuse each such reply -- the kernel's calls carry no
+    grant right and no pager operation declares reply capabilities -- without using up
+    the reply capability, so the honest answer still gets through."""
+
+    name = "attach-caps"
+
+    def __init__(self, count: int = 3) -> None:
+        self.count = count
+        self.gifts: list[int] = []
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        proc, ev = pager.proc, pager.evidence
+        try:
+            while len(self.gifts) < self.count:
+                self.gifts.append(proc.new_notification())
+            reply_label, reply = await pager.compute(label, body)
+            proc.reply(reply_label, reply, caps=[*self.gifts, "service", "blockdev"])
+            ev.breaches.append(f"the kernel accepted {self.count + 2} unsolicited capabilities")
+            return True
+        except CapkernError as exc:
+            ev.refused[type(exc).__name__] += 1
+        await pager.honest(label, body)  # the refused reply did not cost the caller
+        return True
+
+
+class HoardQuota(Tamper):
+    """Once: create kernel objects and fill CSpace slots until the kernel says no, and
+    block sends until it says no, then give it all back and answer honestly.  Anything
+    but :class:`~capkern.errors.QuotaExceeded` (or a full CSpace) stopping it, or more
+    than its quota being handed out, is a breach."""
+
+    name = "hoard-quota"
+
+    def __init__(self, limit: int = 1 << 14) -> None:
+        self.limit = limit  # a bound far beyond any default quota: reaching it is a breach
+        self.done = False
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if self.done:
+            return False
+        self.done = True
+        proc, ev = pager.proc, pager.evidence
+        made: list[int] = []
+        def copy() -> int:
+            return proc.copy("service", "r")
+
+        makers: list[Callable[[], int]] = [proc.new_endpoint, copy]
+        for make in makers:
+            try:
+                for _ in range(self.limit):
+                    made.append(make())
+                ev.breaches.append(f"{self.limit} objects/slots created without a quota")
+            except CapkernError as exc:
+                ev.refused[type(exc).__name__] += 1
+        for slot in made:
+            proc.delete(slot)
+        if made:
+            await self._queue(proc, ev)
+        await pager.honest(label, body)
+        return True
+
+    async def _queue(self, proc: Process, ev: Evidence) -> None:
+        """Block sends on an endpoint nobody receives on, until the quota refuses one."""
+        ep = proc.new_endpoint()
+        refused: list[str] = []
+
+        async def sender() -> None:
+            try:
+                await proc.send(ep, "hoard")
+            except CapkernError as exc:
+                refused.append(type(exc).__name__)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.limit):
+                nursery.start_soon(sender)
+                await trio.sleep(0)
+                if refused:
+                    break
+            else:
+                ev.breaches.append(f"{self.limit} sends blocked without a quota")
+            proc.delete(ep)  # cancels every blocked send (CapabilityRevoked)
+        ev.refused.update(refused)
+
+
+class RevokeRace(Tamper):
+    """Check that revoke means revoke from the untrusted side: block a send with a badge
+    on its own endpoint, revoke that capability, then receive.  A message delivered
+    after its capability was revoked (or a send that was not cancelled) is a breach."""
+
+    name = "revoke-race"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        proc, ev = pager.proc, pager.evidence
+        ep = proc.new_endpoint()
+        badged = proc.mint(ep, "w", 7)
+        outcome: list[str] = []
+
+        async def sender() -> None:
+            try:
+                await proc.send(badged, "stale", None)
+                outcome.append("delivered")
+            except CapkernError as exc:
+                outcome.append(type(exc).__name__)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                for _ in range(3):
+                    await trio.sleep(0)  # the sender blocks in send
+                await proc.revoke(ep)
+                with trio.move_on_after(0.001):
+                    msg = await proc.recv(ep)
+                    ev.breaches.append(f"a message with revoked badge {msg.badge} arrived")
+            if outcome != ["CapabilityRevoked"]:
+                ev.breaches.append(f"a send through a revoked capability ended {outcome}")
+            else:
+                ev.refused["CapabilityRevoked"] += 1
+        finally:
+            proc.delete(ep)
+        await pager.honest(label, body)
         return True
 
 
