@@ -1,8 +1,9 @@
 """The block device's domain program (UNTRUSTED): serves the BLOCKDEV contract.
 
-Backends: ``memory`` (default) and ``file:PATH`` (real ``pread``/``pwrite``, flush =
-``fsync``).  ``latency`` adds a simulated delay per request, so that experiments run
-under an autojump clock measure time.
+Backends: ``memory`` (default), ``file:PATH`` (real ``pread``/``pwrite``, flush =
+``fsync``) and ``nbd://HOST[:PORT][/EXPORT]`` or ``nbd+unix:///EXPORT?socket=PATH`` (a
+real NBD server, over Trio sockets).  ``latency`` adds a simulated delay per request, so
+that experiments run under an autojump clock measure time.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import Any
 import trio
 
 from ...errors import IPCError
+from ...nbdaddr import is_nbd_spec
 from ...proc import Process
+from ._async import AsyncBlockBackend, as_async
 from ._backends import BackendIOError, BlockBackend, Misaligned, OutOfRange, open_backend
+from ._nbd import open_nbd
 
 __all__ = ["blockdev_server", "serve_backend"]
 
@@ -24,38 +28,38 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 
 async def blockdev_server(proc: Process, spec: str, nblocks: int, latency: float = 0.0) -> None:
     """Open the backend named by ``spec`` and serve it on the ``service`` endpoint."""
-    backend = open_backend(spec, nblocks)
-    try:
+    backend: AsyncBlockBackend = (await open_nbd(spec, nblocks) if is_nbd_spec(spec)
+                                  else as_async(open_backend(spec, nblocks)))
+    async with backend:
         await serve_backend(proc, backend, latency)
-    finally:
-        backend.close()
 
 
-def _handle(backend: BlockBackend, label: str, body: Any) -> Any:
+async def _handle(backend: AsyncBlockBackend, label: str, body: Any) -> Any:
     if label == "info":
         return {"block_size": backend.block_size, "nblocks": backend.nblocks}
     if label == "read":
-        return {"blocks": backend.read_many(body["lbas"])}
+        return {"blocks": await backend.read_many(body["lbas"])}
     if label == "write":
-        backend.write_many([(lba, data) for lba, data in body["blocks"]])
+        await backend.write_many([(lba, data) for lba, data in body["blocks"]])
     elif label == "flush":
-        backend.flush()
+        await backend.flush()
     elif label == "trim":
-        backend.trim(body["lba"], body["count"])
+        await backend.trim(body["lba"], body["count"])
     elif label == "stats":
-        return {"reads": backend.reads, "writes": backend.writes,
-                "flushes": backend.flushes, "trims": backend.trims}
+        return backend.counters()
     return None
 
 
-async def serve_backend(proc: Process, backend: BlockBackend, latency: float = 0.0) -> None:
-    """Serve any :class:`BlockBackend` (a malicious disk is just another backend)."""
+async def serve_backend(proc: Process, backend: BlockBackend | AsyncBlockBackend,
+                        latency: float = 0.0) -> None:
+    """Serve any backend, synchronous or not (a malicious disk is just another backend)."""
+    backend = as_async(backend)
     while True:
         msg = await proc.recv("service")
         if latency:
             await trio.sleep(latency)
         try:
-            reply = _handle(backend, msg.label, msg.body)
+            reply = await _handle(backend, msg.label, msg.body)
         except Exception as exc:
             reason = next((r for t, r in _REASONS if isinstance(exc, t)), "io")
             proc.reply_error(reason, str(exc)[:200])

@@ -1,0 +1,117 @@
+"""Run a real NBD server (Debian's ``nbdkit``) for tests, benchmarks and demos (UNTRUSTED).
+
+``async with nbdkit_server("64M") as spec:`` starts ``nbdkit`` in the foreground on a
+Unix socket (or on loopback TCP with ``tcp=True``), waits until it accepts connections
+and yields the ``--blockdev`` spec to reach it; leaving the block terminates it.  The
+server is a child process that dies with us (``--exit-with-parent``), so nothing
+outlives the block even if the test crashes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+
+__all__ = ["NBDKitUnavailable", "nbdkit_path", "nbdkit_server"]
+
+_READY_TIMEOUT = 10.0
+
+
+class NBDKitUnavailable(RuntimeError):
+    """``nbdkit`` is not installed, or would not start."""
+
+
+def nbdkit_path() -> str | None:
+    """The ``nbdkit`` executable, or None if it is not installed."""
+    return shutil.which("nbdkit")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(cmd: list[str], pidfile: str) -> subprocess.Popen[bytes]:
+    """Start nbdkit and block (in a worker thread) until it wrote its pid file: it is then
+    listening.  Real time, so an autojump test clock cannot time it out early."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        _wait_ready(pidfile, proc, time.monotonic() + _READY_TIMEOUT)
+    except BaseException:
+        _reap(proc)
+        raise
+    return proc
+
+
+def _wait_ready(pidfile: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace")[:500] if proc.stderr else ""
+            raise NBDKitUnavailable(f"nbdkit exited with status {proc.returncode}: {err}")
+        try:
+            with open(pidfile) as f:
+                if f.read().strip():
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    raise NBDKitUnavailable(f"nbdkit did not start within {_READY_TIMEOUT} s")
+
+
+@asynccontextmanager
+async def nbdkit_server(size: str | int = "64M", *, plugin: str = "memory",
+                        plugin_args: Sequence[str] = (), filters: Sequence[str] = (),
+                        tcp: bool = False, export: str = "") -> AsyncIterator[str]:
+    """Serve ``plugin`` (default: a fresh in-memory disk of ``size``) for the block.
+
+    ``filters`` are nbdkit filter names (``"error"``, ``"delay"``...) whose settings go in
+    ``plugin_args`` as ``key=value``.  Yields ``nbd+unix:///EXPORT?socket=PATH`` or, with
+    ``tcp``, ``nbd://127.0.0.1:PORT/EXPORT``.  Raises :class:`NBDKitUnavailable` when
+    nbdkit is missing or fails to start.
+    """
+    exe = nbdkit_path()
+    if exe is None:
+        raise NBDKitUnavailable("nbdkit is not installed (Debian: apt-get install nbdkit)")
+    with tempfile.TemporaryDirectory(prefix="capkern-nbd-") as tmp:
+        pidfile = os.path.join(tmp, "pid")
+        cmd = [exe, "-f", "--exit-with-parent", "-P", pidfile]
+        if tcp:
+            port = _free_port()
+            cmd += ["-i", "127.0.0.1", "-p", str(port)]
+            spec = f"nbd://127.0.0.1:{port}/{export}"
+        else:
+            sock = os.path.join(tmp, "sock")
+            cmd += ["-U", sock]
+            spec = f"nbd+unix:///{export}?socket={sock}"
+        cmd += [f"--filter={f}" for f in filters]
+        cmd += [plugin, *([f"size={size}"] if plugin == "memory" else []), *plugin_args]
+        proc = await trio.to_thread.run_sync(_start, cmd, pidfile)
+        try:
+            yield spec
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_reap, proc)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the server (SIGTERM, SIGKILL after 5 s) and wait for it, in real time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
