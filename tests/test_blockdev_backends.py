@@ -17,7 +17,6 @@ import pytest
 from capkern.servers.blockdev._async import AsyncBlockBackend, SyncBackend
 from capkern.servers.blockdev._backends import (
     BackendIOError,
-    BlockBackend,
     BlockDevError,
     DeviceClosed,
     FileBackend,

@@ -19,7 +19,8 @@ POLICY_CHOICES = ("fifo", "clock", "lru", "random")
 def _boot_args(p: argparse.ArgumentParser, ram: int) -> None:
     p.add_argument("--ram", type=int, default=ram, help="frames of simulated RAM")
     p.add_argument("--policy", choices=POLICY_CHOICES, default="clock")
-    p.add_argument("--blockdev", default="memory", help="memory, file:PATH, nbd://HOST[:PORT][/EXPORT] or "
+    p.add_argument("--blockdev", default="memory",
+                   help="memory, file:PATH, nbd://HOST[:PORT][/EXPORT] or "
                    "nbd+unix:///EXPORT?socket=PATH (a real NBD server, e.g. nbdkit)")
     p.add_argument("--cipher", choices=[c for c in CIPHERS if c != "null"],
                    default="aes-256-gcm")
