@@ -2,7 +2,7 @@
 
 :class:`NBDBackend` opens one connection (TCP or Unix socket) to a real NBD server
 (``nbdkit``, ``qemu-nbd``, ``nbd-server``), negotiates the export with
-:class:`~._nbd_proto.Handshake` and serves the block device interface over it.  A batch
+:class:`~._nbd_handshake.Handshake` and serves the block device interface over it.  A batch
 is pipelined: every request of it is sent at once (consecutive blocks coalesced into one
 request), then replies are read until every handle has been answered, in whatever order
 the server answers.  One batch at a time holds the connection (a ``trio.Lock``), so no
@@ -24,17 +24,16 @@ import trio
 from ...nbdaddr import NBDAddress, parse_nbd_spec
 from ._async import AsyncBlockBackend
 from ._backends import BackendIOError, BlockDevError, Geometry
+from ._nbd_handshake import Handshake
 from ._nbd_proto import (
     TFLAG_READ_ONLY,
     TFLAG_SEND_FLUSH,
     TFLAG_SEND_WRITE_ZEROES,
-    Completed,
     ExportInfo,
-    Handshake,
     NBDProtocolError,
-    Transmission,
     runs,
 )
+from ._nbd_transmission import Completed, Transmission
 
 __all__ = ["NBDBackend", "open_nbd"]
 
