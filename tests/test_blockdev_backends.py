@@ -51,7 +51,8 @@ async def dev(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
         if nbdkit_path() is None:
             pytest.skip("nbdkit is not installed: the NBD backend needs a real NBD server "
                         "(apt-get install nbdkit)")
-        async with nbdkit_server(N * BS) as spec, await NBDBackend.connect(spec, N, BS) as nbd:
+        async with (nbdkit_server(N * BS) as server,
+                    await NBDBackend.connect(server.spec, N, BS) as nbd):
             yield nbd
 
 

@@ -18,16 +18,28 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import trio
 
-__all__ = ["NBDKitUnavailable", "nbdkit_path", "nbdkit_server"]
+__all__ = ["NBDKit", "NBDKitUnavailable", "nbdkit_path", "nbdkit_server"]
 
 _READY_TIMEOUT = 10.0
 
 
 class NBDKitUnavailable(RuntimeError):
     """``nbdkit`` is not installed, or would not start."""
+
+
+@dataclass(frozen=True)
+class NBDKit:
+    """A running nbdkit: ``spec`` is the ``--blockdev`` address, ``process`` the child."""
+
+    spec: str
+    process: subprocess.Popen[bytes]
+
+    def __str__(self) -> str:
+        return self.spec
 
 
 def nbdkit_path() -> str | None:
@@ -72,12 +84,12 @@ def _wait_ready(pidfile: str, proc: subprocess.Popen[bytes], deadline: float) ->
 @asynccontextmanager
 async def nbdkit_server(size: str | int = "64M", *, plugin: str = "memory",
                         plugin_args: Sequence[str] = (), filters: Sequence[str] = (),
-                        tcp: bool = False, export: str = "") -> AsyncIterator[str]:
+                        tcp: bool = False, export: str = "") -> AsyncIterator[NBDKit]:
     """Serve ``plugin`` (default: a fresh in-memory disk of ``size``) for the block.
 
     ``filters`` are nbdkit filter names (``"error"``, ``"delay"``...) whose settings go in
-    ``plugin_args`` as ``key=value``.  Yields ``nbd+unix:///EXPORT?socket=PATH`` or, with
-    ``tcp``, ``nbd://127.0.0.1:PORT/EXPORT``.  Raises :class:`NBDKitUnavailable` when
+    ``plugin_args`` as ``key=value``.  Yields an :class:`NBDKit` whose ``spec`` is
+    ``nbd+unix:///EXPORT?socket=PATH`` or, with ``tcp``, ``nbd://127.0.0.1:PORT/EXPORT``.  Raises :class:`NBDKitUnavailable` when
     nbdkit is missing or fails to start.
     """
     exe = nbdkit_path()
@@ -98,7 +110,7 @@ async def nbdkit_server(size: str | int = "64M", *, plugin: str = "memory",
         cmd += [plugin, *([f"size={size}"] if plugin == "memory" else []), *plugin_args]
         proc = await trio.to_thread.run_sync(_start, cmd, pidfile)
         try:
-            yield spec
+            yield NBDKit(spec, proc)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_reap, proc)

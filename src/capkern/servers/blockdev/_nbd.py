@@ -51,14 +51,14 @@ async def _open_stream(address: NBDAddress) -> trio.SocketStream:
         raise BackendIOError(f"cannot connect to {address}: {exc}") from None
 
 
-async def _receive(stream: trio.SocketStream) -> bytes:
+async def _receive(stream: trio.abc.Stream) -> bytes:
     try:
-        return await stream.receive_some(_RECV)
-    except (OSError, trio.BrokenResourceError) as exc:
+        return bytes(await stream.receive_some(_RECV))
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise BackendIOError(f"NBD connection lost: {exc}") from None
 
 
-async def _send(stream: trio.SocketStream, data: bytes) -> None:
+async def _send(stream: trio.abc.Stream, data: bytes) -> None:
     if data:
         try:
             await stream.send_all(data)
@@ -74,7 +74,7 @@ class NBDBackend(AsyncBlockBackend):
     promises zeros), else writes zero blocks.  ``flush`` is NBD FLUSH when offered.
     """
 
-    def __init__(self, stream: trio.SocketStream, info: ExportInfo, nblocks: int,
+    def __init__(self, stream: trio.abc.Stream, info: ExportInfo, nblocks: int,
                  block_size: int, address: NBDAddress) -> None:
         self.geometry = Geometry(nblocks, block_size)
         self.address = address
@@ -90,18 +90,25 @@ class NBDBackend(AsyncBlockBackend):
         """Connect, negotiate the export and check it can hold the device."""
         addr = parse_nbd_spec(address) if isinstance(address, str) else address
         Geometry(nblocks, block_size)  # refuse a bad geometry before connecting
-        stream = await _open_stream(addr)
+        return await cls.negotiate(await _open_stream(addr), addr, nblocks, block_size,
+                                   structured=structured)
+
+    @classmethod
+    async def negotiate(cls, stream: trio.abc.Stream, address: NBDAddress, nblocks: int,
+                        block_size: int = 4096, *, structured: bool = True) -> NBDBackend:
+        """Run the handshake for ``address.export`` over an open ``stream`` (closed on
+        failure) and check the export can hold the device."""
         try:
-            hs = Handshake(addr.export, structured=structured)
+            hs = Handshake(address.export, structured=structured)
             while not hs.done:
                 await _send(stream, hs.data_to_send())
                 hs.receive_data(await _receive(stream))
             await _send(stream, hs.data_to_send())
             assert hs.info is not None
-            _check_export(hs.info, nblocks, block_size, addr)
+            _check_export(hs.info, nblocks, block_size, address)
             if hs.trailing_data():
                 raise NBDProtocolError("server sent data before any request")
-            return cls(stream, hs.info, nblocks, block_size, addr)
+            return cls(stream, hs.info, nblocks, block_size, address)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
