@@ -89,8 +89,8 @@ async def nbdkit_server(size: str | int = "64M", *, plugin: str = "memory",
 
     ``filters`` are nbdkit filter names (``"error"``, ``"delay"``...) whose settings go in
     ``plugin_args`` as ``key=value``.  Yields an :class:`NBDKit` whose ``spec`` is
-    ``nbd+unix:///EXPORT?socket=PATH`` or, with ``tcp``, ``nbd://127.0.0.1:PORT/EXPORT``.  Raises :class:`NBDKitUnavailable` when
-    nbdkit is missing or fails to start.
+    ``nbd+unix:///EXPORT?socket=PATH`` or, with ``tcp``, ``nbd://127.0.0.1:PORT/EXPORT``.
+    Raises :class:`NBDKitUnavailable` when nbdkit is missing or fails to start.
     """
     exe = nbdkit_path()
     if exe is None:
