@@ -162,15 +162,17 @@ class NBDBackend(AsyncBlockBackend):
     async def read_many(self, lbas: Sequence[int]) -> list[bytes]:
         for lba in lbas:
             self.geometry.check(lba)
-        reqs = self._requests(runs(lbas))
+        wanted = sorted(set(lbas))  # each block once, neighbours in one request
+        reqs = self._requests(runs(wanted))
         results = await self._exchange(lambda tx: [tx.read(o, n) for o, n in reqs])
         bs = self.block_size
-        blocks = []
-        for result in results:
+        got: dict[int, bytes] = {}
+        for (offset, _), result in zip(reqs, results, strict=True):
             assert result.data is not None
-            blocks += [result.data[i:i + bs] for i in range(0, len(result.data), bs)]
-        self.geometry.reads += len(blocks)
-        return blocks
+            for i in range(0, len(result.data), bs):
+                got[(offset + i) // bs] = result.data[i:i + bs]
+        self.geometry.reads += len(lbas)
+        return [got[lba] for lba in lbas]
 
     async def write_many(self, blocks: Sequence[tuple[int, bytes]]) -> None:
         for lba, data in blocks:
