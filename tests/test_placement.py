@@ -40,7 +40,7 @@ def test_quarantine_moves_only_the_pages_it_held() -> None:
         if 3 not in before[h]:
             assert after == before[h]
         else:
-            assert [p for p in before[h] if p != 3][0] in after
+            assert next(p for p in before[h] if p != 3) in after
     pl.rejoin(3)
     assert all(pl.mirrors(h) == before[h] for h in HANDLES)
 
@@ -64,7 +64,7 @@ def test_fewer_healthy_than_k() -> None:
 
 def test_shard_holders_rotate_over_every_pager() -> None:
     pl = Placement(5, 5)
-    starts = Counter()
+    starts: Counter[int] = Counter()
     for h in range(500):
         holders = pl.shard_holders(h)
         assert sorted(holders) == list(range(5))

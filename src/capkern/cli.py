@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
-    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault")
+    bench.add_argument("names", nargs="*",
+                       help="ipc_call, seal_page, major_fault, fault_nbd")
     return parser
 
 
@@ -80,6 +81,9 @@ def _bench(args: argparse.Namespace) -> int:
     for col in ("benchmark", "value", "baseline", "ratio", "unit"):
         table.add_column(col)
     for name, r in results.items():
+        if r.get("skipped"):
+            table.add_row(name, "-", "-", "-", f"skipped: {r['skipped']}")
+            continue
         table.add_row(name, f"{r['value']:.2f}", f"{r['baseline']:.2f}", f"{r['ratio']:.2f}x",
                       r["unit"])
     Console().print(table)
