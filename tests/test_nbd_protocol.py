@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capkern.servers.blockdev import _nbd_proto as p
 from capkern.servers.blockdev._backends import BackendIOError
@@ -379,3 +381,35 @@ def test_payload_limit_and_read_only_and_disconnect() -> None:
 def test_runs() -> None:
     assert runs([3, 4, 5, 9, 0, 1, 1]) == [(3, 3), (9, 1), (0, 2), (1, 1)]
     assert runs([]) == []
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_structured_reads_in_any_chunking_order_and_byte_split(data: st.DataObject) -> None:
+    """A read answered as any mix of data and hole chunks, in any order, arriving in any
+    byte split, interleaved with another command's answer, gives exactly the bytes."""
+    length = data.draw(st.integers(1, 300))
+    content = bytearray(data.draw(st.binary(min_size=length, max_size=length)))
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, length - 1), max_size=8))
+                      if length > 1 else []))
+    bounds = list(zip([0, *cuts], [*cuts, length], strict=True))
+    t = tx()
+    h = t.read(4096, length)
+    other = t.flush()
+    chunks = []
+    for lo, hi in bounds:
+        if data.draw(st.booleans()):
+            content[lo:hi] = bytes(hi - lo)
+            chunks.append(hole_chunk(h, 4096 + lo, hi - lo))
+        else:
+            chunks.append(data_chunk(h, 4096 + lo, bytes(content[lo:hi])))
+    order = data.draw(st.permutations(range(len(chunks))))
+    stream = b"".join(chunks[i] for i in order) + chunk(h, p.REPLY_TYPE_NONE, done=True)
+    insert = data.draw(st.sampled_from([0, len(stream)]))
+    stream = stream[:insert] + chunk(other, p.REPLY_TYPE_NONE, done=True) + stream[insert:]
+    splits = sorted(set(data.draw(st.lists(st.integers(0, len(stream)), max_size=10))))
+    for lo, hi in zip([0, *splits], [*splits, len(stream)], strict=True):
+        if hi > lo:  # an empty read would mean "connection closed"
+            t.receive_data(stream[lo:hi])
+    got = {e.handle: e for e in events(t)}
+    assert got[h].data == bytes(content) and got[other].error is None and t.in_flight == 0
