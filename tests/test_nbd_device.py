@@ -29,6 +29,8 @@ from capkern.programs import page_pattern
 from capkern.servers.blockdev._nbd import NBDBackend
 from capkern.testing.nbdkit import NBDKit, nbdkit_path, nbdkit_server
 
+from ._terminal import CAPKERN
+
 pytestmark = pytest.mark.skipif(
     nbdkit_path() is None,
     reason="nbdkit is not installed: these tests page onto a real NBD server "
@@ -217,14 +219,32 @@ async def test_stale_image_written_back_is_refused(server: NBDKit) -> None:
     assert set(seen.faults) == {"IntegrityFault"} and integrity_faults >= len(seen.faults)
 
 
-async def test_failing_reads_are_typed_errors_and_the_disk_can_recover(tmp_path: Path) -> None:
-    """nbdkit's error filter fails every read while a trigger file exists: the fetches
-    fail with a typed fault; once the disk recovers, the same pages come back intact."""
+def _failing_disk(kind: str, tmp_path: Path, trigger: Path) -> Any:
+    """An nbdkit whose reads fail while ``trigger`` exists: through the error filter (EIO),
+    or a shell-scripted disk that answers a read with half the bytes asked (nbdkit turns
+    the short read into an error reply, never a short block)."""
+    if kind == "error-filter":
+        return nbdkit_server(SWAP * PAGE_SIZE, filters=["error"], plugin_args=[
+            "error=EIO", "error-pread-rate=100%", f"error-pread-file={trigger}"])
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(SWAP * PAGE_SIZE))
+    return nbdkit_server(plugin="eval", plugin_args=[
+        f"get_size=echo {SWAP * PAGE_SIZE}",
+        f"pread=if [ -e {trigger} ]; then head -c $(($3 / 2)) {disk}; "
+        f"else dd if={disk} skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none; fi",
+        f"pwrite=dd of={disk} seek=$4 oflag=seek_bytes conv=notrunc status=none",
+        "can_write=exit 0"])
+
+
+@pytest.mark.parametrize("kind", ["error-filter", "short-read"])
+async def test_failing_reads_are_typed_errors_and_the_disk_can_recover(
+        tmp_path: Path, kind: str) -> None:
+    """While the disk fails reads, fetches fail with a typed fault; once it recovers, the
+    same pages come back intact (nothing was lost or replaced)."""
     trigger = tmp_path / "fail-reads"
     seen, after = Reads(), Reads()
     gate, written = trio.Event(), trio.Event()
-    async with nbdkit_server(SWAP * PAGE_SIZE, filters=["error"], plugin_args=[
-            "error=EIO", "error-pread-rate=100%", f"error-pread-file={trigger}"]) as srv:
+    async with _failing_disk(kind, tmp_path, trigger) as srv:
 
         async def program(proc: Process, seed: int) -> int:
             base = proc.mmap(PAGES * PAGE_SIZE)
@@ -291,3 +311,13 @@ async def test_export_too_small_fails_only_the_paging_processes() -> None:
         blockdev = next(d for d in k.domains() if d.name == "blockdev")
     assert status.state == "failed" and "capkern.errors." in (status.error or "")
     assert blockdev.state == "failed"
+
+
+async def test_demo_runs_on_nbd() -> None:
+    """``capkern demo --blockdev nbd://...`` pages onto the server and every property holds."""
+    async with nbdkit_server("64M", tcp=True) as srv:
+        out = await trio.run_process([*CAPKERN, "demo", "--quick", "--blockdev", srv.spec],
+                                     capture_stdout=True, capture_stderr=True, check=False)
+    text = out.stdout.decode()
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert srv.spec in text.replace("\n", "") and "every property held" in text
