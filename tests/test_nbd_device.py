@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,29 @@ async def test_demo_runs_on_nbd() -> None:
     text = out.stdout.decode()
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     assert srv.spec in text.replace("\n", "") and "every property held" in text
+
+
+async def test_a_restarted_server_is_used_again(tmp_path: Path) -> None:
+    """The server dies and comes back on the same socket with the same disk file: the
+    block device reconnects and every page comes back intact."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(SWAP * PAGE_SIZE))
+    sock = str(tmp_path / "nbd.sock")
+
+    def serve() -> Any:
+        return nbdkit_server(plugin="file", plugin_args=[f"file={disk}"], socket_path=sock)
+
+    seen = Reads()
+    gate, written = trio.Event(), trio.Event()
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(serve())
+        kernel = await stack.enter_async_context(boot(first.spec))
+        pid = kernel.spawn(writer(gate, written, seen), 6)
+        await written.wait()
+        first.process.kill()
+        await trio.to_thread.run_sync(first.process.wait)
+        Path(sock).unlink(missing_ok=True)  # a crashed nbdkit leaves its socket behind
+        await stack.enter_async_context(serve())
+        gate.set()
+        status = await kernel.wait(pid)
+    assert status.ok and seen.ok == PAGES and not seen.faults and not seen.wrong

@@ -84,12 +84,14 @@ def _wait_ready(pidfile: str, proc: subprocess.Popen[bytes], deadline: float) ->
 @asynccontextmanager
 async def nbdkit_server(size: str | int = "64M", *, plugin: str = "memory",
                         plugin_args: Sequence[str] = (), filters: Sequence[str] = (),
-                        tcp: bool = False, export: str = "") -> AsyncIterator[NBDKit]:
+                        tcp: bool = False, export: str = "",
+                        socket_path: str | None = None) -> AsyncIterator[NBDKit]:
     """Serve ``plugin`` (default: a fresh in-memory disk of ``size``) for the block.
 
     ``filters`` are nbdkit filter names (``"error"``, ``"delay"``...) whose settings go in
     ``plugin_args`` as ``key=value``.  Yields an :class:`NBDKit` whose ``spec`` is
     ``nbd+unix:///EXPORT?socket=PATH`` or, with ``tcp``, ``nbd://127.0.0.1:PORT/EXPORT``.
+    ``socket_path`` fixes the Unix socket's path (to restart a server where it was).
     Raises :class:`NBDKitUnavailable` when nbdkit is missing or fails to start.
     """
     exe = nbdkit_path()
@@ -103,7 +105,7 @@ async def nbdkit_server(size: str | int = "64M", *, plugin: str = "memory",
             cmd += ["-i", "127.0.0.1", "-p", str(port)]
             spec = f"nbd://127.0.0.1:{port}/{export}"
         else:
-            sock = os.path.join(tmp, "sock")
+            sock = socket_path or os.path.join(tmp, "sock")
             cmd += ["-U", sock]
             spec = f"nbd+unix:///{export}?socket={sock}"
         cmd += [f"--filter={f}" for f in filters]

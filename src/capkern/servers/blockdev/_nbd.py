@@ -9,9 +9,10 @@ the server answers.  One batch at a time holds the connection (a ``trio.Lock``),
 background task is needed and nothing outlives a call.
 
 A connection that fails mid-batch -- the server breaks the protocol, closes the socket,
-or the batch is cancelled halfway -- is out of step: it is marked broken and every later
-request fails with :class:`~._backends.BackendIOError` rather than risk matching a late
-reply to a new request.
+or the batch is cancelled halfway -- is out of step: it is marked broken and never used
+again, rather than risk matching a late reply to a new request.  The next request opens
+a fresh connection (one attempt per request; a device made from a caller's stream
+cannot, and fails with :class:`~._backends.BackendIOError`).
 """
 
 from __future__ import annotations
@@ -75,44 +76,60 @@ class NBDBackend(AsyncBlockBackend):
     """
 
     def __init__(self, stream: trio.abc.Stream, info: ExportInfo, nblocks: int,
-                 block_size: int, address: NBDAddress) -> None:
+                 block_size: int, address: NBDAddress, *, structured: bool = True,
+                 reconnect: bool = False) -> None:
         self.geometry = Geometry(nblocks, block_size)
         self.address = address
         self.info = info
+        self.reconnects = 0
         self._stream = stream
         self._tx = Transmission(info)
         self._lock = trio.Lock()
         self._broken: str | None = None
+        self._structured = structured
+        self._reconnect = reconnect
 
     @classmethod
     async def connect(cls, address: NBDAddress | str, nblocks: int, block_size: int = 4096,
                       *, structured: bool = True) -> NBDBackend:
-        """Connect, negotiate the export and check it can hold the device."""
+        """Connect, negotiate the export and check it can hold the device.
+
+        A device built this way reconnects (once per request) after its connection broke,
+        so a restarted server is used again; blocks it holds are whatever it kept.
+        """
         addr = parse_nbd_spec(address) if isinstance(address, str) else address
         Geometry(nblocks, block_size)  # refuse a bad geometry before connecting
-        return await cls.negotiate(await _open_stream(addr), addr, nblocks, block_size,
-                                   structured=structured)
+        stream = await _open_stream(addr)
+        info = await _handshake(stream, addr, nblocks, block_size, structured)
+        return cls(stream, info, nblocks, block_size, addr, structured=structured,
+                   reconnect=True)
 
     @classmethod
     async def negotiate(cls, stream: trio.abc.Stream, address: NBDAddress, nblocks: int,
                         block_size: int = 4096, *, structured: bool = True) -> NBDBackend:
         """Run the handshake for ``address.export`` over an open ``stream`` (closed on
-        failure) and check the export can hold the device."""
+        failure) and check the export can hold the device.  No reconnection: the stream
+        came from the caller."""
+        info = await _handshake(stream, address, nblocks, block_size, structured)
+        return cls(stream, info, nblocks, block_size, address, structured=structured)
+
+    async def _revive(self) -> None:
+        """Replace a broken connection by a fresh one, or raise BackendIOError."""
+        why = self._broken
+        if not self._reconnect:
+            raise BackendIOError(f"NBD connection is unusable: {why}")
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
         try:
-            hs = Handshake(address.export, structured=structured)
-            while not hs.done:
-                await _send(stream, hs.data_to_send())
-                hs.receive_data(await _receive(stream))
-            await _send(stream, hs.data_to_send())
-            assert hs.info is not None
-            _check_export(hs.info, nblocks, block_size, address)
-            if hs.trailing_data():
-                raise NBDProtocolError("server sent data before any request")
-            return cls(stream, hs.info, nblocks, block_size, address)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-            raise
+            stream = await _open_stream(self.address)
+            info = await _handshake(stream, self.address, self.nblocks, self.block_size,
+                                    self._structured)
+        except BackendIOError as exc:  # BlockDevErrors of a changed export pass as they are
+            raise BackendIOError(f"NBD connection is unusable: {why}; "
+                                 f"reconnecting failed: {exc}") from None
+        self._stream, self.info, self._tx = stream, info, Transmission(info)
+        self._broken = None
+        self.reconnects += 1
 
     # -- the exchange -----------------------------------------------------------------------
 
@@ -121,30 +138,43 @@ class NBDBackend(AsyncBlockBackend):
 
         Returns the completions in the order of the handles ``queue`` returned; raises the
         first command error only after every reply is in (so the connection stays in step).
+        A batch whose connection failed is sent once more on a fresh connection (when the
+        device may reconnect): every request here is idempotent, so a batch that partly
+        reached the disk is safe to repeat.
         """
         async with self._lock:
-            if self._broken is not None:
-                raise BackendIOError(f"NBD connection is unusable: {self._broken}")
-            handles = queue(self._tx)
-            done: dict[int, Completed] = {}
-            try:
-                await _send(self._stream, self._tx.data_to_send())
-                while len(done) < len(handles):
-                    event = self._tx.next_event()
-                    if event is None:
-                        self._tx.receive_data(await _receive(self._stream))
-                        continue
-                    if event.handle not in handles:
-                        raise NBDProtocolError(f"answer for handle {event.handle} not asked")
-                    done[event.handle] = event
-            except BaseException as exc:
-                self._broken = str(exc) or type(exc).__name__
-                raise
+            for attempt in range(2):
+                if self._broken is not None:
+                    await self._revive()
+                handles = queue(self._tx)
+                try:
+                    done = await self._round_trip(handles)
+                    break
+                except BackendIOError as exc:
+                    self._broken = str(exc) or type(exc).__name__
+                    if attempt or not self._reconnect:
+                        raise
+                except BaseException as exc:  # cancelled mid-batch: out of step, no retry
+                    self._broken = str(exc) or type(exc).__name__
+                    raise
             results = [done[h] for h in handles]
             for result in results:
                 if result.error is not None:
                     raise result.error
             return results
+
+    async def _round_trip(self, handles: list[int]) -> dict[int, Completed]:
+        done: dict[int, Completed] = {}
+        await _send(self._stream, self._tx.data_to_send())
+        while len(done) < len(handles):
+            event = self._tx.next_event()
+            if event is None:
+                self._tx.receive_data(await _receive(self._stream))
+                continue
+            if event.handle not in handles:
+                raise NBDProtocolError(f"answer for handle {event.handle} not asked")
+            done[event.handle] = event
+        return done
 
     # -- the block device interface -----------------------------------------------------------
 
@@ -218,6 +248,26 @@ class NBDBackend(AsyncBlockBackend):
                 with trio.move_on_after(_CLOSE_GRACE), contextlib.suppress(BackendIOError):
                     await _send(self._stream, self._tx.data_to_send())
             await self._stream.aclose()
+
+
+async def _handshake(stream: trio.abc.Stream, address: NBDAddress, nblocks: int,
+                     block_size: int, structured: bool) -> ExportInfo:
+    """Negotiate ``address.export`` on ``stream`` (closed on any failure) and check it."""
+    try:
+        hs = Handshake(address.export, structured=structured)
+        while not hs.done:
+            await _send(stream, hs.data_to_send())
+            hs.receive_data(await _receive(stream))
+        await _send(stream, hs.data_to_send())
+        assert hs.info is not None
+        _check_export(hs.info, nblocks, block_size, address)
+        if hs.trailing_data():
+            raise NBDProtocolError("server sent data before any request")
+        return hs.info
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        raise
 
 
 def _check_export(info: ExportInfo, nblocks: int, block_size: int, addr: NBDAddress) -> None:
