@@ -53,23 +53,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(cmd: list[str], pidfile: str) -> subprocess.Popen[bytes]:
-    """Start nbdkit and block (in a worker thread) until it wrote its pid file: it is then
-    listening.  Real time, so an autojump test clock cannot time it out early."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        _wait_ready(pidfile, proc, time.monotonic() + _READY_TIMEOUT)
-    except BaseException:
-        _reap(proc)
-        raise
-    return proc
+def _spawn(cmd: list[str], log: str) -> subprocess.Popen[bytes]:
+    """Start nbdkit from the calling (event loop) thread: ``--exit-with-parent`` ties the
+    server's life to the thread that forked it, and a worker thread may end any time.
+    Its messages go to the file ``log`` (a pipe nobody reads could fill and stall it)."""
+    with open(log, "wb") as err:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err)
 
 
-def _wait_ready(pidfile: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
+def _ready(proc: subprocess.Popen[bytes], pidfile: str, log: str) -> None:
+    """Block (in a worker thread, real time, so an autojump test clock cannot time it out
+    early) until nbdkit wrote its pid file: it is then listening."""
+    deadline = time.monotonic() + _READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace")[:500] if proc.stderr else ""
+            with open(log, errors="replace") as f:
+                err = f.read(500)
             raise NBDKitUnavailable(f"nbdkit exited with status {proc.returncode}: {err}")
         try:
             with open(pidfile) as f:
@@ -110,7 +110,14 @@ async def nbdkit_server(size: str | int = "64M", *, plugin: str = "memory",
             spec = f"nbd+unix:///{export}?socket={sock}"
         cmd += [f"--filter={f}" for f in filters]
         cmd += [plugin, *([f"size={size}"] if plugin == "memory" else []), *plugin_args]
-        proc = await trio.to_thread.run_sync(_start, cmd, pidfile)
+        log = os.path.join(tmp, "log")
+        proc = _spawn(cmd, log)
+        try:
+            await trio.to_thread.run_sync(_ready, proc, pidfile, log)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_reap, proc)
+            raise
         try:
             yield NBDKit(spec, proc)
         finally:
@@ -127,5 +134,3 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stderr:
-        proc.stderr.close()
