@@ -2,8 +2,9 @@
 side effects.
 
 The shared suite runs against every backend through the asynchronous interface the block
-device server serves (the synchronous ones through ``SyncBackend``); the NBD backend talks
-to a real ``nbdkit`` on a Unix socket, and skips (saying why) where nbdkit is missing.
+device server serves (the synchronous ones through ``SyncBackend``); the NBD backend (as
+connected up front, and as the block device server opens it: on first use) talks to a
+real ``nbdkit`` on a Unix socket, and skips (saying why) where nbdkit is missing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from capkern.servers.blockdev._backends import (
     OutOfRange,
     open_backend,
 )
-from capkern.servers.blockdev._nbd import NBDBackend
+from capkern.servers.blockdev._nbd import LazyNBD, NBDBackend
 from capkern.testing.nbdkit import nbdkit_path, nbdkit_server
 
 BS = 64
@@ -36,7 +37,7 @@ def blk(fill: int) -> bytes:
     return bytes([fill]) * BS
 
 
-BACKENDS = ["memory", "file", "nbd"]
+BACKENDS = ["memory", "file", "nbd", "nbd-lazy"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -51,9 +52,11 @@ async def dev(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
         if nbdkit_path() is None:
             pytest.skip("nbdkit is not installed: the NBD backend needs a real NBD server "
                         "(apt-get install nbdkit)")
-        async with (nbdkit_server(N * BS) as server,
-                    await NBDBackend.connect(server.spec, N, BS) as nbd):
-            yield nbd
+        async with nbdkit_server(N * BS) as server:
+            nbd = (await NBDBackend.connect(server.spec, N, BS) if request.param == "nbd"
+                   else LazyNBD(server.spec, N, BS))  # connects at its first request
+            async with nbd:
+                yield nbd
 
 
 async def snapshot(dev: AsyncBlockBackend) -> list[bytes]:

@@ -306,12 +306,30 @@ async def test_bad_nbd_addresses_are_refused_at_boot(spec: str) -> None:
             pass
 
 
-async def test_export_too_small_fails_only_the_paging_processes() -> None:
-    async with nbdkit_server(PAGE_SIZE * 4) as srv, boot(srv.spec, pager_deadline=0.5) as k:
+async def test_an_unusable_export_fails_paging_promptly_with_typed_errors() -> None:
+    """An export too small for the swap area: the block device stays up and refuses each
+    request (``io``), so a paging process fails with a typed fault without waiting for a
+    deadline, and an IPC-only domain is untouched."""
+    async with nbdkit_server(PAGE_SIZE * 4) as srv, boot(srv.spec, pager_deadline=30) as k:
+        t0 = trio.current_time()
         status = await k.wait(k.spawn(capkern.programs.sequential, 12, 1, 1))
+        took = trio.current_time() - t0
+        other = await k.wait(k.spawn(capkern.programs.sequential, 2, 1, 1))
         blockdev = next(d for d in k.domains() if d.name == "blockdev")
-    assert status.state == "failed" and "capkern.errors." in (status.error or "")
-    assert blockdev.state == "failed"
+        failures = k.stats.store_failures
+    assert status.state == "failed" and "capkern.errors.OutOfMemory" in (status.error or "")
+    assert took < 10 and failures > 0
+    assert blockdev.state == "running" and other.ok
+
+
+async def test_a_server_started_after_boot_is_used(tmp_path: Path) -> None:
+    """The block device connects on first use: boot order does not matter."""
+    sock = str(tmp_path / "late.sock")
+    async with (boot(f"nbd+unix:///?socket={sock}") as kernel,
+                nbdkit_server(SWAP * PAGE_SIZE, socket_path=sock)):  # started after boot
+        status = await kernel.wait(kernel.spawn(capkern.programs.sequential, 12, 2, 9))
+        page_ins = kernel.stats.page_ins
+    assert status.ok and page_ins > 0
 
 
 async def test_demo_runs_on_nbd() -> None:

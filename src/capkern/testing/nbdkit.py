@@ -25,6 +25,7 @@ import trio
 __all__ = ["NBDKit", "NBDKitUnavailable", "nbdkit_path", "nbdkit_server"]
 
 _READY_TIMEOUT = 10.0
+_STOP_GRACE = 0.5
 
 
 class NBDKitUnavailable(RuntimeError):
@@ -126,11 +127,13 @@ async def nbdkit_server(size: str | int = "64M", *, plugin: str = "memory",
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the server (SIGTERM, SIGKILL after 5 s) and wait for it, in real time."""
+    """Stop the server and wait for it, in real time: SIGTERM, then SIGKILL after
+    ``_STOP_GRACE`` (nbdkit waits for its clients to hang up before exiting on SIGTERM,
+    and a kernel still booted on it is such a client)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(5.0)
+            proc.wait(_STOP_GRACE)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -36,7 +36,7 @@ from ._nbd_proto import (
 )
 from ._nbd_transmission import Completed, Transmission
 
-__all__ = ["NBDBackend", "open_nbd"]
+__all__ = ["LazyNBD", "NBDBackend", "open_nbd"]
 
 _RECV = 256 * 1024
 _CLOSE_GRACE = 1.0  # seconds allowed for a polite disconnect on close
@@ -281,7 +281,53 @@ def _check_export(info: ExportInfo, nblocks: int, block_size: int, addr: NBDAddr
         raise BlockDevError(f"NBD export {addr} needs {info.min_block}-byte aligned requests")
 
 
-async def open_nbd(spec: str, nblocks: int, block_size: int = 4096) -> NBDBackend:
-    """Connect to the NBD device named by ``spec`` (``nbd://`` or ``nbd+unix://``)."""
-    return await NBDBackend.connect(spec, nblocks, block_size)
+class LazyNBD(AsyncBlockBackend):
+    """An NBD device that connects on its first request, and again on a later one if that
+    failed, so the block device domain lives and answers typed ``io`` errors while the
+    server is unreachable (rather than dying, which would leave its callers waiting)."""
 
+    def __init__(self, address: NBDAddress | str, nblocks: int, block_size: int = 4096) -> None:
+        self.address = parse_nbd_spec(address) if isinstance(address, str) else address
+        self.geometry = Geometry(nblocks, block_size)
+        self.device: NBDBackend | None = None
+        self._lock = trio.Lock()
+
+    async def _device(self) -> NBDBackend:
+        async with self._lock:
+            if self.device is None:
+                dev = await NBDBackend.connect(self.address, self.nblocks, self.block_size)
+                dev.geometry = self.geometry  # one set of counters and one closed flag
+                self.device = dev
+            return self.device
+
+    async def read_many(self, lbas: Sequence[int]) -> list[bytes]:
+        for lba in lbas:
+            self.geometry.check(lba)
+        return await (await self._device()).read_many(lbas)
+
+    async def write_many(self, blocks: Sequence[tuple[int, bytes]]) -> None:
+        for lba, data in blocks:
+            self.geometry.check(lba)
+            self.geometry._check_data(data)
+        await (await self._device()).write_many(blocks)
+
+    async def flush(self) -> None:
+        self.geometry.check(0)
+        await (await self._device()).flush()
+
+    async def trim(self, lba: int, count: int = 1) -> None:
+        self.geometry.check(lba, count)
+        await (await self._device()).trim(lba, count)
+
+    async def aclose(self) -> None:
+        if self.geometry.closed:
+            return
+        if self.device is not None:
+            await self.device.aclose()  # marks the shared geometry closed
+        self.geometry.closed = True
+
+
+def open_nbd(spec: str, nblocks: int, block_size: int = 4096) -> LazyNBD:
+    """The NBD device named by ``spec`` (``nbd://`` or ``nbd+unix://``), connected on
+    first use."""
+    return LazyNBD(spec, nblocks, block_size)

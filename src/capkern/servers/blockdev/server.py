@@ -28,7 +28,7 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 
 async def blockdev_server(proc: Process, spec: str, nblocks: int, latency: float = 0.0) -> None:
     """Open the backend named by ``spec`` and serve it on the ``service`` endpoint."""
-    backend: AsyncBlockBackend = (await open_nbd(spec, nblocks) if is_nbd_spec(spec)
+    backend: AsyncBlockBackend = (open_nbd(spec, nblocks) if is_nbd_spec(spec)
                                   else as_async(open_backend(spec, nblocks)))
     async with backend:
         await serve_backend(proc, backend, latency)
