@@ -19,7 +19,9 @@ POLICY_CHOICES = ("fifo", "clock", "lru", "random")
 def _boot_args(p: argparse.ArgumentParser, ram: int) -> None:
     p.add_argument("--ram", type=int, default=ram, help="frames of simulated RAM")
     p.add_argument("--policy", choices=POLICY_CHOICES, default="clock")
-    p.add_argument("--blockdev", default="memory", help="memory or file:PATH")
+    p.add_argument("--blockdev", default="memory",
+                   help="memory, file:PATH, nbd://HOST[:PORT][/EXPORT] or "
+                   "nbd+unix:///EXPORT?socket=PATH (a real NBD server, e.g. nbdkit)")
     p.add_argument("--cipher", choices=[c for c in CIPHERS if c != "null"],
                    default="aes-256-gcm")
 
@@ -64,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
-    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault, sim_*")
+    bench.add_argument("names", nargs="*",
+                       help="ipc_call, seal_page, major_fault, fault_nbd, sim_*, ...")
     from .lab.cli import add_parsers
 
     add_parsers(sub)  # sim, lab
@@ -90,6 +93,9 @@ def _bench(args: argparse.Namespace) -> int:
     for col in ("benchmark", "value", "baseline", "ratio", "unit"):
         table.add_column(col)
     for name, r in results.items():
+        if r.get("skipped"):
+            table.add_row(name, "-", "-", "-", f"skipped: {r['skipped']}")
+            continue
         table.add_row(name, f"{r['value']:.4g}", f"{r['baseline']:.4g}", f"{r['ratio']:.2f}x",
                       r["unit"])
     Console().print(table)
