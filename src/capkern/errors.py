@@ -30,6 +30,7 @@ __all__ = [
     "NoSuchProcess",
     "OutOfMemory",
     "PageInError",
+    "PageLost",
     "PagerUnavailable",
     "ProcessError",
     "ProtectionFault",
@@ -37,6 +38,7 @@ __all__ = [
     "QuotaExceeded",
     "ReplyError",
     "SegmentationFault",
+    "ServerCrashed",
     "ServerError",
     "SlotOccupied",
     "TooManyCaps",
@@ -171,6 +173,13 @@ class PageInError(Fault):
         self.reason = reason
 
 
+class PageLost(PageInError):
+    """The page's only sealed copy died with its pager's (or disk's) OS process.
+
+    Raised to the page's owner only, and only for such pages: the kernel never maps a
+    substitute (a zero page or another copy) in its place."""
+
+
 class PagerUnavailable(Fault):
     """The pager hung past its deadline, died, or answered out of contract."""
 
@@ -201,6 +210,10 @@ class QuotaExceeded(CapkernError):
         self.resource = resource
         self.limit = limit
         self.used = used
+
+
+class ServerCrashed(ProcessError):
+    """An isolated server's OS process kept dying and its restarts are used up."""
 
 
 class KernelShutdown(CapkernError):

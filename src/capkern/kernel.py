@@ -85,6 +85,9 @@ class BootConfig:
     trace: bool = False
     paging: bool = True
     quota: Quota = field(default_factory=Quota)  # each spawned domain's default quota
+    #: where untrusted servers run: "task" (in this process) or "process" (children)
+    isolation: str = "task"
+    isolation_options: Any = None  # a capkern.isolation.IsolationOptions, or None
 
     def validate(self) -> None:
         """Refuse a bad option with a :class:`ConfigError` before anything starts."""
@@ -112,6 +115,8 @@ class BootConfig:
         seconds("pager_deadline", True)
         seconds("crypt_deadline", True)
         seconds("blockdev_latency", False)
+        if self.isolation not in ("task", "process"):
+            raise ConfigError(f"isolation must be 'task' or 'process', not {self.isolation!r}")
         if not isinstance(self.policy, str):
             raise ConfigError(f"policy must be a str, not {self.policy!r}")
         if self.cipher not in ("aes-256-gcm", "chacha20-poly1305", "null"):
@@ -434,6 +439,10 @@ class Kernel:
                     dom.faults,
                     dom.integrity_faults,
                     dom.exit,
+                    dom.isolation,
+                    dom.os_pid if dom.isolation == "process" else os.getpid(),
+                    dom.restarts,
+                    dom.frames_refused,
                 )
             )
         return out

@@ -41,6 +41,7 @@ from ..errors import (
     IPCError,
     OutOfMemory,
     PageInError,
+    PageLost,
     PagerUnavailable,
     ProtectionFault,
     SegmentationFault,
@@ -498,7 +499,8 @@ class VM:
             reply = await self._pager_call("fetch", {"handle": pte.handle})
         except ServerError as exc:
             stats.page_in_errors += 1
-            raise PageInError(exc.reason, exc.detail) from None
+            raise (PageLost if exc.reason == "lost" else PageInError)(
+                exc.reason, exc.detail) from None
         assert pte.sealed_version is not None
         binding = [aspace.asid, aspace.incarnation, vpn, pte.sealed_version]
         result = await self._crypt_call("unseal", {"pages": [[binding, reply["blob"]]]})
@@ -555,10 +557,14 @@ async def start_paging(kernel: Kernel) -> None:
     kernel.spawn(crypt_server, cfg.cipher, boot_id, name="crypt", kind="server",
                  caps={"service": Grant(grant(slots["crypt"]), Rights.READ)})
     blockdev = cfg.blockdev_server or _default_blockdev()
+    pager = cfg.pager or _default_pager(cfg.policy)
+    if cfg.isolation == "process":  # untrusted servers in child OS processes
+        from ..isolation.boot import isolate_servers
+
+        pager, blockdev = isolate_servers(cfg, pager, blockdev)
     kernel.spawn(blockdev, cfg.blockdev, cfg.swap_blocks, cfg.blockdev_latency,
                  name="blockdev", kind="server",
                  caps={"service": Grant(grant(slots["blockdev"]), Rights.READ)})
-    pager = cfg.pager or _default_pager(cfg.policy)
     kernel.spawn(pager, cfg.policy, name="pager", kind="server",
                  caps={"service": Grant(grant(slots["pager"]), Rights.READ),
                        "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})
