@@ -70,6 +70,9 @@ def spec_of(program: Any, kind: str = "program") -> tuple[str, list[Any], Any]:
     attached = getattr(program, "capkern_spec", None)
     if isinstance(attached, ServerSpec):
         return attached.target, ["factory", list(attached.args)], attached.evidence
+    error = getattr(program, "capkern_spec_error", None)
+    if isinstance(error, str):
+        raise ConfigError(f"the {kind} cannot run in a child process: {error}")
     if isinstance(program, str):
         _check_target(program)
         return program, ["program"], None
