@@ -50,12 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--processes", type=int, default=3)
     demo.add_argument("--pages", type=int, default=40, help="working set per process")
     demo.add_argument("--quick", action="store_true", help="fewer attackers, smaller sets")
+    demo.add_argument("--isolation", choices=("task", "process"), default="task",
+                      help="process: the pager and block device run in child OS processes")
+    demo.add_argument("--pager", default=None, metavar="tcp://HOST:PORT",
+                      help="use a remote pager started with 'capkern serve pager'")
     repl = sub.add_parser("repl", help="a booted kernel and a Python prompt with await")
     _boot_args(repl, 64)
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
-    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault")
+    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault, "
+                       "ipc_call_process, major_fault_process")
     return parser
 
 
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import DemoOptions, run_demo
 
         opts = DemoOptions(args.ram, args.policy, args.blockdev, args.cipher, args.processes,
-                           args.pages, args.quick)
+                           args.pages, args.quick, args.isolation, args.pager)
         if args.quick:
             opts.pages = min(opts.pages, 24)
         if opts.processes < 1 or opts.pages < 1:

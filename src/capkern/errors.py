@@ -171,6 +171,7 @@ class PageInError(Fault):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"page-in failed: {reason}" + (f" ({detail})" if detail else ""))
         self.reason = reason
+        self.detail = detail
 
 
 class PageLost(PageInError):

@@ -36,7 +36,7 @@ from ..errors import (
 from ..ipc import _UNDECODED, Received
 from ..proc import ProcessExit
 from .framing import FrameDecoder, encode_frame
-from .messages import decode_error
+from .messages import CANCELLED, decode_error
 from .spec import load_target
 
 __all__ = ["RemoteProcess", "main"]
@@ -54,8 +54,10 @@ class _Link:
         self.waiting: dict[int, trio.Event] = {}
         self.closed = False
 
-    def send(self, fields: list[Any]) -> None:
-        data = memoryview(encode_frame(fields))
+    def send(self, fields: list[Any], prefix: bytes = b"") -> None:
+        """Send one frame (after ``prefix``, frames already encoded: one write, so the
+        kernel's proxy wakes once for a reply and the next receive)."""
+        data = memoryview(prefix + encode_frame(fields))
         while data:
             try:
                 n = self.sock.send(data)
@@ -93,17 +95,25 @@ class _Link:
             self.pump()
         return _result(self.answers.pop(rid))
 
-    async def call(self, op: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def call(self, op: str, args: list[Any], kwargs: dict[str, Any],
+                   prefix: bytes = b"") -> Any:
         rid = next(self.ids)
         event = self.waiting[rid] = trio.Event()
-        self.send(["sys", rid, op, args, kwargs])
+        self.send(["sys", rid, op, args, kwargs], prefix)
         try:
             await event.wait()
         except trio.Cancelled:
-            if self.waiting.pop(rid, None) is not None:
+            # as in-process: a syscall refused by its checks raises that error, and one
+            # that completed before the cancellation took effect keeps its result (a
+            # received message is never lost).  The proxy answers a cancel at once.
+            if rid not in self.answers:
                 self.send(["cancel", rid])
-            self.answers.pop(rid, None)
-            raise
+                with trio.CancelScope(shield=True):
+                    await event.wait()
+            answer = self.answers.pop(rid)
+            if not answer[2] and isinstance(answer[3], list) and answer[3][:1] == [CANCELLED]:
+                raise
+            return _result(answer)
         return _result(self.answers.pop(rid))
 
     async def reader(self) -> None:
@@ -241,9 +251,11 @@ class RemoteProcess:
 
     async def reply_recv(self, slot: int | str, label: str = "ok", body: Any = None, *,
                          caps: Any = ()) -> Received:
+        prefix = b""
         if self._caller:
-            self.reply(label, body, caps=caps)
-        return await self.recv(slot)
+            self._take_caller()
+            prefix = encode_frame(["post", "reply", [label, body], self._caps(caps)])
+        return self._received(await self._link.call("recv", [slot], {}, prefix))
 
     def save_caller(self, name: str = "") -> int:
         self._take_caller()
@@ -355,7 +367,15 @@ def main(argv: list[str] | None = None) -> None:
     _harden(hello[7] if isinstance(hello[7], dict) else {})
     for frame in link.decoder.frames():  # answers can only follow our own requests
         del frame
-    code, error = trio.run(_serve, link, hello)
+    profile = os.environ.get("CAPKERN_CHILD_PROFILE")
+    if profile:  # a developer's aid: where does the child spend its time?
+        import cProfile
+
+        prof = cProfile.Profile()
+        code, error = prof.runcall(trio.run, _serve, link, hello)
+        prof.dump_stats(f"{profile}.{os.getpid()}")
+    else:
+        code, error = trio.run(_serve, link, hello)
     try:
         link.send(["exit", code, error])
     except CapkernError:

@@ -5,6 +5,8 @@ Child -> proxy::
     ["sys", id, op, args, kwargs]   a syscall; answered by one "res" frame
     ["post", op, args]              a reply-family syscall, answered by nothing
     ["cancel", id]                  the child's task waiting on syscall ``id`` was cancelled
+                                    (answered by its "res": the result if it completed,
+                                    else the error named ``CANCELLED``)
     ["note", report]                attacker evidence (counters only), for the test's eyes
     ["exit", code, error]           the program ended (error: a summary, or None)
 
@@ -25,7 +27,10 @@ from typing import Any
 from .. import errors
 from ..errors import CapkernError, MalformedMessage, PageInError, ServerError
 
-__all__ = ["ASYNC_OPS", "POST_OPS", "SYNC_OPS", "decode_error", "encode_error"]
+#: the error name of a "res" answering a cancelled syscall
+CANCELLED = "-cancelled"
+
+__all__ = ["ASYNC_OPS", "CANCELLED", "POST_OPS", "SYNC_OPS", "decode_error", "encode_error"]
 
 #: syscalls that block in the kernel: the proxy runs each in a task of its own
 ASYNC_OPS = frozenset({"recv", "call", "call_raw", "send", "send_raw", "wait"})

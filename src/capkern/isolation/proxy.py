@@ -38,14 +38,15 @@ from ..ipc import Received, ReplyObject
 from ..proc import Process
 from .framing import FrameDecoder, FrameLimits, encode_frame
 from .ledger import PageLedger
-from .messages import ASYNC_OPS, POST_OPS, SYNC_OPS, encode_error
+from .messages import ASYNC_OPS, CANCELLED, POST_OPS, SYNC_OPS, encode_error
 from .spec import spec_of
 
 if TYPE_CHECKING:
     from ..domain import Domain
+    from ..kernel import Kernel
 
 __all__ = ["IsolationOptions", "RestartPolicy", "ServerGroup", "harden_kernel_process",
-           "isolated"]
+           "isolated", "spawn_isolated"]
 
 MAX_INFLIGHT = 256  # blocking syscalls one child may have under way at once
 _RLIMITS = ("as", "cpu", "nofile")
@@ -141,6 +142,18 @@ def isolated(program: Any, role: str, options: IsolationOptions, group: ServerGr
     return proxy
 
 
+def spawn_isolated(kernel: Kernel, program: Any, *args: Any, name: str | None = None,
+                   caps: Mapping[str, Any] | None = None,
+                   options: IsolationOptions | None = None) -> int:
+    """Spawn a server domain whose program runs in a child OS process (supervised as the
+    pager is: restarted on a crash).  ``program`` must be importable by name."""
+    proxy = isolated(program, "server", options or IsolationOptions(), ServerGroup(),
+                     kernel.limits, kernel.config.pager_deadline)
+    target = spec_of(program)[0]
+    return kernel.spawn(proxy, *args, name=name or target.rsplit(".", 1)[-1].split(":")[-1],
+                        caps=caps, kind="server")
+
+
 class _Supervisor:
     def __init__(self, proc: Process, role: str, target: str, factory: list[Any],
                  boot_args: list[Any], options: IsolationOptions, group: ServerGroup,
@@ -198,6 +211,7 @@ class _Session:
         self.process: trio.Process | None = None
         self.end: tuple[str, int | None, str | None] = ("eof", None, "end of stream")
         self.nursery: trio.Nursery | None = None
+        self.held: list[tuple[float, ReplyObject]] = []  # (kill-by time, call held)
 
     async def run(self) -> tuple[str, int | None, str | None]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -218,6 +232,7 @@ class _Session:
                 self.nursery = nursery
                 await self.send(self.sup.hello)
                 nursery.start_soon(self.read_loop)
+                nursery.start_soon(self.watchdog)
         finally:
             with trio.CancelScope(shield=True):
                 self.abort_calls()
@@ -342,8 +357,8 @@ class _Session:
             except Exception as exc:
                 ok, value = 0, encode_error(MalformedMessage(f"{op}: {type(exc).__name__}"))
         self.inflight.pop(rid, None)
-        if scope.cancelled_caught:
-            return  # the child gave up on it
+        if scope.cancelled_caught:  # the child gave up on it, and waits for this answer
+            ok, value = 0, [CANCELLED, "cancelled", "", ""]
         await self.send(["res", rid, ok, value])
 
     async def recv(self, slot: Any) -> list[Any]:
@@ -362,17 +377,24 @@ class _Session:
                     self.proc.reply_error("lost", lost)
                     continue
             if reply is not None:
-                assert self.nursery is not None
-                self.nursery.start_soon(self.watch, reply)
+                self.held.append((trio.current_time() + self.sup.hang, reply))
             return _msg(got, reply is not None)
 
-    async def watch(self, reply: ReplyObject) -> None:
-        """Kill a child that holds one call past the hang timeout."""
-        await trio.sleep(self.sup.hang)
-        if reply.state in ("waiting", "gone"):
-            self.dom.kernel.event("hung", self.dom, f"held a {reply.request_label!r} call "
-                                  f"for {self.sup.hang}s; killing os pid {self.dom.os_pid}")
-            self.kill(f"hung past {self.sup.hang}s")
+    async def watchdog(self) -> None:
+        """Kill a child that holds a call past the hang timeout (one task per session,
+        not one per call: the check costs nothing on the call path)."""
+        hang = self.sup.hang
+        while True:
+            await trio.sleep(max(hang / 4, 0.01))
+            now = trio.current_time()
+            live = [(t, r) for t, r in self.held if r.state in ("waiting", "gone")]
+            self.held = live
+            late = [r for t, r in live if t <= now]
+            if late:
+                self.dom.kernel.event("hung", self.dom, f"held a {late[0].request_label!r} "
+                                      f"call for {hang}s; killing os pid {self.dom.os_pid}")
+                self.kill(f"hung past {hang}s")
+                return
 
     def post(self, op: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         reply = self.dom.reply

@@ -47,7 +47,11 @@ class ServerSpec:
                               f"process (msgpack only): {exc}") from None
 
     async def __call__(self, proc: Any, *boot_args: Any) -> Any:
-        program = load_target(self.target)(*self.args)
+        """Run in this process (task mode): the factory also gets the evidence object,
+        which in process mode stays in the parent (filled by the proxy)."""
+        factory = load_target(self.target)
+        program = (factory(*self.args) if self.evidence is None
+                   else factory(*self.args, evidence=self.evidence))
         return await program(proc, *boot_args)
 
 

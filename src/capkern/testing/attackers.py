@@ -659,12 +659,13 @@ class _ReportingPager(AttackPager):
                   "breaches": list(ev.breaches)})
 
 
-def build_attack_pager(specs: list[Any]) -> Any:
+def build_attack_pager(specs: list[Any], evidence: Evidence | None = None) -> Any:
     """The attacking pager program named by tamper specs (run in a child process)."""
     tampers = [make_tamper(s) for s in specs]
+    ev = evidence if evidence is not None else Evidence()
 
     async def attacking_pager(proc: Any, policy_name: str = "clock") -> None:
-        await _ReportingPager(proc, policy_name, tampers, Evidence()).serve()
+        await _ReportingPager(proc, policy_name, tampers, ev).serve()
 
     return attacking_pager
 
@@ -738,12 +739,14 @@ def disk_attacker(name: str, evidence: Evidence | None = None, **kwargs: Any) ->
                       evidence=evidence)
 
 
-def build_attack_disk(name: str, kwargs: dict[str, Any]) -> Any:
+def build_attack_disk(name: str, kwargs: dict[str, Any],
+                      evidence: Evidence | None = None) -> Any:
     """The malicious disk program :func:`disk_attacker` names."""
     cls = _DISKS[name]
+    ev = evidence if evidence is not None else Evidence()
 
     async def malicious_disk(proc: Any, spec: str, nblocks: int, latency: float = 0.0) -> None:
-        backend = cls(nblocks, Evidence(), **kwargs)  # type: ignore[call-arg]
+        backend = cls(nblocks, ev, **kwargs)  # type: ignore[call-arg]
         await serve_backend(proc, backend, latency)
 
     return malicious_disk

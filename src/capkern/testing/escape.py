@@ -39,6 +39,12 @@ class _Escaper(Pager):
         self.arg = arg
         self.report: dict[str, Any] = {"how": how, "os_pid": os.getpid(), "tried": 0}
         self.done = False
+        if how == "limits":
+            import resource
+
+            self.report["rlimits"] = {
+                name: resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}"))[0]
+                for name in ("as", "cpu", "nofile")}
 
     async def on_stats(self, body: Any) -> Any:
         out = await super().on_stats(body)
@@ -154,7 +160,8 @@ def escape_pager(how: str, arg: Any = None) -> ServerSpec:
     ``procmem`` (read the kernel's ``/proc/<pid>/mem``), ``sleep`` (``time.sleep(arg)``
     in a fetch), ``shield`` (ignore cancellation and SIGTERM in a fetch), ``exit``
     (``os._exit(arg)`` in a fetch), ``garbage`` (``arg`` garbage frames into its socket
-    per fetch; negative: then a frame too long to read)."""
-    if how not in ("heap", "procmem", "sleep", "shield", "exit", "garbage"):
+    per fetch; negative: then a frame too long to read); ``limits`` (honest; reports its
+    resource limits)."""
+    if how not in ("heap", "procmem", "sleep", "shield", "exit", "garbage", "limits"):
         raise ValueError(f"unknown escape {how!r}")
     return ServerSpec("capkern.testing.escape:build_escape_pager", (how, arg))

@@ -5,6 +5,7 @@ enough to get these fixtures in any test suite.
   test requests it, so deadlines and hangs cost no real time.
 * ``evidence`` -- a fresh :class:`~capkern.testing.Evidence`.
 * ``kernel_factory`` -- ``async with kernel_factory(pager=..., ram_pages=...) as k``.
+* ``isolation`` -- parametrizes a test over ``"task"`` and ``"process"``.
 * ``kernel`` -- a kernel booted with the defaults at ``ram_pages=16``, on the autojump
   clock (a test that asks for ``kernel`` and no clock of its own runs on
   ``capkern_clock``; pytest-trio only looks at the test's own arguments for a clock, so
@@ -43,6 +44,15 @@ def capkern_clock() -> trio.testing.MockClock:
 @pytest.fixture
 def evidence() -> Evidence:
     return Evidence()
+
+
+@pytest.fixture(params=["task", "process"])
+def isolation(request: pytest.FixtureRequest) -> str:
+    """Run a scenario in both isolation modes: ``kernel_factory(isolation=isolation)``.
+
+    In ``"process"`` mode the untrusted servers are real child processes, which an
+    autojump clock cannot see: such a test must not ask for ``capkern_clock``."""
+    return str(request.param)
 
 
 @pytest.fixture
