@@ -1,4 +1,4 @@
-"""The ``capkern`` command: ``demo``, ``repl`` and ``bench``."""
+"""The ``capkern`` command: ``demo``, ``repl``, ``bench`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -61,7 +61,38 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
     bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault, "
                        "ipc_call_process, major_fault_process")
+    serve = sub.add_parser("serve", help="run an untrusted server for a remote kernel")
+    serve.add_argument("what", choices=("pager",))
+    serve.add_argument("--listen", required=True, metavar="HOST:PORT",
+                       help="address to listen on (port 0: any free port, printed)")
+    serve.add_argument("--policy", choices=POLICY_CHOICES, default="clock")
+    serve.add_argument("--blockdev", default="memory", help="memory or file:PATH")
+    serve.add_argument("--swap-blocks", type=int, default=8192)
     return parser
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .isolation.spec import parse_tcp
+    from .servers.pager.remote import serve_pager
+
+    if args.policy not in POLICY_CHOICES or args.swap_blocks < 2:
+        parser.error("--swap-blocks must be at least 2")
+    listen = args.listen.removeprefix("tcp://")
+    wildcard = listen.endswith(":0")  # any free port
+    try:
+        host, port = parse_tcp("tcp://" + (listen[:-1] + "1" if wildcard else listen))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    port = 0 if wildcard else port
+
+    def ready(bound: int) -> None:
+        print(f"capkern pager listening on {host}:{bound}", flush=True)
+
+    try:
+        serve_pager(host, port, args.policy, args.blockdev, args.swap_blocks, ready)
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -97,8 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "serve":
+        return _serve(args, parser)
     boot_options = {"ram_pages": args.ram, "policy": args.policy, "blockdev": args.blockdev,
                     "cipher": args.cipher}
+    if getattr(args, "pager", None):
+        boot_options["pager"] = args.pager
     try:
         check_boot_options(**boot_options)
     except ConfigError as exc:

@@ -222,7 +222,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
                   f"through {opts.ram_pages} frames ({opts.policy}, {opts.blockdev}, "
                   f"{opts.cipher}; {where})")
     honest = trio.run(_paging_run, opts, "honest (snooping)", None)
-    attacks = _attacks(opts.quick)
+    attacks = [] if opts.pager else _attacks(opts.quick)  # a remote pager is someone else's
     results: list[RunResult] = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("attackers in the pager's place", total=len(attacks))

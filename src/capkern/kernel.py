@@ -75,7 +75,7 @@ class BootConfig:
     swap_blocks: int = 8192
     blockdev_latency: float = 0.0
     cipher: str = "aes-256-gcm"
-    pager: Program | None = None
+    pager: Program | str | None = None  # a program, or "tcp://HOST:PORT" (remote)
     blockdev_server: Program | None = None
     pager_deadline: float = 2.0
     crypt_deadline: float = 5.0
@@ -127,6 +127,8 @@ class BootConfig:
             raise ConfigError(f"limits must be a capkern.wire.Limits, not {self.limits!r}")
         for name in ("pager", "blockdev_server"):
             value = getattr(self, name)
+            if name == "pager" and isinstance(value, str) and value.startswith("tcp://"):
+                continue  # a remote pager (checked with the paging options)
             if value is not None and not callable(value):
                 raise ConfigError(f"{name} must be a program (async function), not {value!r}")
         if self.blockdev_server is None and not (
@@ -440,7 +442,7 @@ class Kernel:
                     dom.integrity_faults,
                     dom.exit,
                     dom.isolation,
-                    dom.os_pid if dom.isolation == "process" else os.getpid(),
+                    dom.os_pid if dom.isolation != "task" else os.getpid(),
                     dom.restarts,
                     dom.frames_refused,
                 )

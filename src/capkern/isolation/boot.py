@@ -15,11 +15,15 @@ __all__ = ["isolate_servers"]
 
 def isolate_servers(cfg: BootConfig, pager: Any, blockdev: Any) -> tuple[Any, Any]:
     """Proxy programs running ``pager`` and ``blockdev`` in child OS processes, sharing
-    one :class:`ServerGroup` (so a dying disk's pages are known lost to the pager)."""
+    one :class:`ServerGroup` (so a dying disk's pages are known lost to the pager).
+    A ``tcp://HOST:PORT`` pager is a remote one (in either mode); the block device then
+    stays where ``cfg.isolation`` puts it (the remote pager uses its own)."""
     options = cfg.isolation_options if cfg.isolation_options is not None \
         else IsolationOptions()
     if not isinstance(options, IsolationOptions):
         raise ConfigError(f"isolation_options must be IsolationOptions, not {options!r}")
     group = ServerGroup()
-    return (isolated(pager, "pager", options, group, cfg.limits, cfg.pager_deadline),
-            isolated(blockdev, "blockdev", options, group, cfg.limits, cfg.pager_deadline))
+    if cfg.isolation == "process":
+        blockdev = isolated(blockdev, "blockdev", options, group, cfg.limits,
+                            cfg.pager_deadline)
+    return isolated(pager, "pager", options, group, cfg.limits, cfg.pager_deadline), blockdev

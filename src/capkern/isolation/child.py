@@ -39,14 +39,19 @@ from .framing import FrameDecoder, encode_frame
 from .messages import CANCELLED, decode_error
 from .spec import load_target
 
-__all__ = ["RemoteProcess", "main"]
+__all__ = ["ConnectionLost", "RemoteProcess", "main", "read_hello", "serve_link"]
+
+
+class ConnectionLost(Exception):
+    """The kernel's end of a remote server's connection went away."""
 
 
 class _Link:
     """The child's end of the socket: frames out (blocking), answers in (by id)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, exit_on_eof: bool = True) -> None:
         self.sock = sock
+        self.exit_on_eof = exit_on_eof  # a child exits; a remote server serves the next
         self.sock.setblocking(False)
         self.decoder = FrameDecoder()
         self.ids = itertools.count(1)
@@ -65,8 +70,17 @@ class _Link:
                 select.select([], [self.sock], [])
                 continue
             except OSError:
-                os._exit(0)  # the kernel is gone: nothing left to serve
+                self.lost()
             data = data[n:]
+
+    def lost(self) -> NoReturn:
+        if self.exit_on_eof:
+            os._exit(0)  # the kernel is gone (or killed us): nothing left to serve
+        self.closed = True
+        for event in self.waiting.values():  # nobody waits for an answer that cannot come
+            event.set()
+        self.waiting.clear()
+        raise ConnectionLost("the kernel closed the connection")
 
     def pump(self) -> None:
         """Read what is there (never blocks) and file each answer under its id."""
@@ -78,7 +92,7 @@ class _Link:
             except OSError:
                 chunk = b""
             if not chunk:
-                os._exit(0)  # end of stream: the proxy killed us or the kernel ended
+                self.lost()
             self.decoder.feed(chunk)
             for frame in self.decoder.frames():
                 if frame[0] == "res" and len(frame) == 4 and isinstance(frame[1], int):
@@ -91,25 +105,33 @@ class _Link:
         rid = next(self.ids)
         self.send(["sys", rid, op, args, kwargs])
         while rid not in self.answers:
+            if self.closed:
+                raise ConnectionLost("the kernel closed the connection")
             select.select([self.sock], [], [])
             self.pump()
         return _result(self.answers.pop(rid))
 
     async def call(self, op: str, args: list[Any], kwargs: dict[str, Any],
                    prefix: bytes = b"") -> Any:
+        if self.closed:
+            raise ConnectionLost("the kernel closed the connection")
         rid = next(self.ids)
         event = self.waiting[rid] = trio.Event()
         self.send(["sys", rid, op, args, kwargs], prefix)
         try:
             await event.wait()
+            if rid not in self.answers:
+                raise ConnectionLost("the kernel closed the connection")
         except trio.Cancelled:
             # as in-process: a syscall refused by its checks raises that error, and one
             # that completed before the cancellation took effect keeps its result (a
             # received message is never lost).  The proxy answers a cancel at once.
-            if rid not in self.answers:
+            if rid not in self.answers and not self.closed:
                 self.send(["cancel", rid])
                 with trio.CancelScope(shield=True):
                     await event.wait()
+            if rid not in self.answers:
+                raise
             answer = self.answers.pop(rid)
             if not answer[2] and isinstance(answer[3], list) and answer[3][:1] == [CANCELLED]:
                 raise
@@ -132,11 +154,15 @@ class RemoteProcess:
     """The syscall handle of a server running in a child process (same API as
     :class:`~capkern.proc.Process` for what a server uses)."""
 
-    def __init__(self, link: _Link, pid: int, name: str) -> None:
+    def __init__(self, link: _Link, pid: int, name: str,
+                 local: dict[str, Any] | None = None) -> None:
         self._link = link
         self._pid = pid
         self._name = name
         self._caller = False  # a call received and not yet answered
+        #: slot name -> ``async (label, body) -> Received``: servers in this same process
+        #: (a remote pager's own block device), called without crossing to the kernel
+        self._local = local or {}
 
     @property
     def pid(self) -> int:
@@ -212,6 +238,9 @@ class RemoteProcess:
 
     async def call(self, slot: int | str, label: str, body: Any = None, *,
                    caps: Any = ()) -> Received:
+        local = self._local.get(slot) if isinstance(slot, str) else None
+        if local is not None:
+            return await local(label, body)  # type: ignore[no-any-return]
         got = await self._link.call("call", [slot, label, body], self._caps(caps))
         return self._received_reply(got)
 
@@ -319,9 +348,10 @@ def _harden(limits: dict[str, Any]) -> None:
         os.setuid(nobody.pw_uid)
 
 
-async def _serve(link: _Link, hello: list[Any]) -> tuple[int, str | None]:
+async def _serve(link: _Link, hello: list[Any],
+                 local: dict[str, Any] | None = None) -> tuple[int, str | None]:
     _, target, mode, factory, boot_args, name, pid, _limits = hello
-    proc = RemoteProcess(link, pid, name)
+    proc = RemoteProcess(link, pid, name, local)
     code = 0
     error: str | None = None
     try:
@@ -346,27 +376,50 @@ async def _serve(link: _Link, hello: list[Any]) -> tuple[int, str | None]:
     return code, error
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    sock = socket.socket(fileno=int(args[0]))
-    link = _Link(sock)
+def read_hello(link: _Link) -> list[Any] | None:
+    """Block until the kernel's ``hello`` frame; None if the stream ends or is not one."""
+    sock = link.sock
     while True:  # the first frame is the hello
         select.select([sock], [], [])
         try:
             chunk = sock.recv(1 << 16)
         except BlockingIOError:
             continue
+        except OSError:
+            return None
         if not chunk:
-            os._exit(0)
+            return None
         link.decoder.feed(chunk)
-        hello = link.decoder.next_frame()
+        try:
+            hello = link.decoder.next_frame()
+        except CapkernError:
+            return None
         if hello is not None:
             break
     if hello[0] != "hello" or len(hello) != 8:
-        os._exit(2)
-    _harden(hello[7] if isinstance(hello[7], dict) else {})
+        return None
     for frame in link.decoder.frames():  # answers can only follow our own requests
         del frame
+    return hello
+
+
+def serve_link(link: _Link, hello: list[Any],
+               local: dict[str, Any] | None = None) -> tuple[int, str | None]:
+    """Run the program ``hello`` names over ``link`` until it ends or the link is lost."""
+    try:
+        return trio.run(_serve, link, hello, local)
+    except ConnectionLost as exc:
+        return 1, str(exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    sock = socket.socket(fileno=int(args[0]))
+    link = _Link(sock)
+    hello = read_hello(link)
+    if hello is None:
+        os._exit(2)
+    _harden(hello[7] if isinstance(hello[7], dict) else {})
     profile = os.environ.get("CAPKERN_CHILD_PROFILE")
     if profile:  # a developer's aid: where does the child spend its time?
         import cProfile

@@ -39,7 +39,7 @@ from ..proc import Process
 from .framing import FrameDecoder, FrameLimits, encode_frame
 from .ledger import PageLedger
 from .messages import ASYNC_OPS, CANCELLED, POST_OPS, SYNC_OPS, encode_error
-from .spec import spec_of
+from .spec import parse_tcp, spec_of
 
 if TYPE_CHECKING:
     from ..domain import Domain
@@ -128,14 +128,19 @@ def isolated(program: Any, role: str, options: IsolationOptions, group: ServerGr
              limits: wire.Limits, deadline: float) -> Callable[..., Any]:
     """The proxy program running ``program`` in a child process (ConfigError now if a
     fresh interpreter could not load it)."""
-    target, factory, evidence = spec_of(program, role)
+    address = parse_tcp(program) if isinstance(program, str) and \
+        program.startswith("tcp://") else None
+    if address is not None:  # the remote server runs its own pager: nothing to name
+        target, factory, evidence = "capkern.servers.pager.server:pager_server", ["program"], None
+    else:
+        target, factory, evidence = spec_of(program, role)
     options.validate()
     hang = options.hang_timeout if options.hang_timeout is not None else 2 * deadline
 
     async def proxy(proc: Process, *boot_args: Any) -> int:
         harden_kernel_process()
         sup = _Supervisor(proc, role, target, factory, list(boot_args), options, group,
-                          limits, hang, evidence)
+                          limits, hang, evidence, address)
         return await sup.run()
 
     proxy.__qualname__ = proxy.__name__ = f"{role}_proxy"
@@ -157,8 +162,10 @@ def spawn_isolated(kernel: Kernel, program: Any, *args: Any, name: str | None = 
 class _Supervisor:
     def __init__(self, proc: Process, role: str, target: str, factory: list[Any],
                  boot_args: list[Any], options: IsolationOptions, group: ServerGroup,
-                 limits: wire.Limits, hang: float, evidence: Any) -> None:
+                 limits: wire.Limits, hang: float, evidence: Any,
+                 address: tuple[str, int] | None = None) -> None:
         self.proc = proc
+        self.address = address  # a remote server (TCP) instead of a child process
         self.dom: Domain = proc._dom
         self.role = role
         self.hello = ["hello", target, factory[0], factory[1] if len(factory) > 1 else [],
@@ -168,7 +175,7 @@ class _Supervisor:
         self.frame_limits = FrameLimits(max_frame=limits.max_body_bytes + 4096)
         self.hang = hang
         self.evidence = evidence
-        self.dom.isolation = "process"
+        self.dom.isolation = "process" if address is None else "remote"
 
     async def run(self) -> int:
         kernel = self.dom.kernel
@@ -214,6 +221,16 @@ class _Session:
         self.held: list[tuple[float, ReplyObject]] = []  # (kill-by time, call held)
 
     async def run(self) -> tuple[str, int | None, str | None]:
+        if self.sup.address is not None:
+            host, port = self.sup.address
+            try:
+                with trio.fail_after(max(self.sup.hang, 1.0)):
+                    self.stream = await trio.open_tcp_stream(host, port)
+            except (OSError, trio.TooSlowError) as exc:
+                return ("eof", None, f"cannot connect to {host}:{port}: {exc}")
+            self.dom.state = "running"
+            self.dom.os_pid = None  # another host's process
+            return await self.relay()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = await trio.lowlevel.open_process(
@@ -227,6 +244,9 @@ class _Session:
         self.dom.os_pid = self.process.pid
         self.dom.state = "running"
         self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        return await self.relay()
+
+    async def relay(self) -> tuple[str, int | None, str | None]:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery

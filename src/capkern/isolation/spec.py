@@ -22,7 +22,18 @@ from typing import Any
 from .. import wire
 from ..errors import ConfigError, MessageError
 
-__all__ = ["ServerSpec", "load_target", "spec_of"]
+__all__ = ["ServerSpec", "load_target", "parse_tcp", "spec_of"]
+
+
+def parse_tcp(url: Any) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` -> (host, port); a ConfigError for anything else."""
+    if not isinstance(url, str) or not url.startswith("tcp://"):
+        raise ConfigError(f"a remote server is named tcp://HOST:PORT, not {url!r}")
+    host, sep, port = url[len("tcp://"):].rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{url!r} is not tcp://HOST:PORT with a port in 1..65535")
+    return host, int(port)
 
 
 @dataclass(frozen=True)

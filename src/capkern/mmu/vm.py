@@ -541,6 +541,10 @@ def check_paging_config(cfg: BootConfig) -> None:
     """Boot-time checks of the paging options, before any task starts (raise ConfigError)."""
     if cfg.pager is None:
         _default_pager(cfg.policy)
+    elif isinstance(cfg.pager, str):
+        from ..isolation.spec import parse_tcp
+
+        parse_tcp(cfg.pager)
 
 
 async def start_paging(kernel: Kernel) -> None:
@@ -558,7 +562,7 @@ async def start_paging(kernel: Kernel) -> None:
                  caps={"service": Grant(grant(slots["crypt"]), Rights.READ)})
     blockdev = cfg.blockdev_server or _default_blockdev()
     pager = cfg.pager or _default_pager(cfg.policy)
-    if cfg.isolation == "process":  # untrusted servers in child OS processes
+    if cfg.isolation == "process" or isinstance(pager, str):  # child processes / remote
         from ..isolation.boot import isolate_servers
 
         pager, blockdev = isolate_servers(cfg, pager, blockdev)
