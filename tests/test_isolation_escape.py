@@ -16,7 +16,7 @@ import pytest
 import trio
 
 import capkern
-from capkern.errors import PagerUnavailable, PageLost
+from capkern.errors import PageLost, PagerUnavailable
 from capkern.pagefmt import PAGE_SIZE
 from capkern.testing.escape import MARKER, escape_pager
 
@@ -107,7 +107,7 @@ async def test_blocking_sleep_stalls_only_the_faults_that_need_it() -> None:
             by_done = trio.current_time()
             victim_status = await kernel.wait(victim)
             victim_done = trio.current_time()
-            while not (pager := _pager(kernel)).restarts:  # killed at its hang timeout
+            while not _pager(kernel).restarts:  # killed at its hang timeout
                 await trio.sleep(0.05)
     assert by_status.ok
     assert by_done <= victim_done

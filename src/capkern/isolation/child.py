@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         import cProfile
 
         prof = cProfile.Profile()
-        code, error = prof.runcall(trio.run, _serve, link, hello)
+        code, error = prof.runcall(serve_link, link, hello)
         prof.dump_stats(f"{profile}.{os.getpid()}")
     else:
         code, error = trio.run(_serve, link, hello)

@@ -19,7 +19,6 @@ page whose sealed copy died with the old process fails with ``PageLost`` for its
 from __future__ import annotations
 
 import ctypes
-import itertools
 import math
 import os
 import socket
@@ -118,7 +117,7 @@ def harden_kernel_process() -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_dumpable = 4
-        _hardened = libc.prctl(pr_set_dumpable, 0, 0, 0, 0) == 0
+        _hardened = bool(libc.prctl(pr_set_dumpable, 0, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
     return _hardened
@@ -336,9 +335,9 @@ class _Session:
                 and set(frame[3]) <= {"caps"}:
             self.post(frame[1], frame[2], frame[3])
         elif kind == "cancel" and len(frame) == 2 and type(frame[1]) is int:
-            scope = self.inflight.get(frame[1])
-            if scope is not None:
-                scope.cancel()
+            cancelling = self.inflight.get(frame[1])
+            if cancelling is not None:
+                cancelling.cancel()
         elif kind == "note" and len(frame) == 2 and isinstance(frame[1], dict):
             self.note(frame[1])
         elif kind == "exit" and len(frame) == 3 and type(frame[1]) is int:
@@ -505,5 +504,3 @@ def _cap_row(c: CapInfo) -> list[Any]:
     return [c.slot, c.name, c.kind, c.oid, c.object_name, c.rights, c.badge,
             list(c.parent) if c.parent is not None else None]
 
-
-_ids = itertools.count()

@@ -746,7 +746,7 @@ def build_attack_disk(name: str, kwargs: dict[str, Any],
     ev = evidence if evidence is not None else Evidence()
 
     async def malicious_disk(proc: Any, spec: str, nblocks: int, latency: float = 0.0) -> None:
-        backend = cls(nblocks, ev, **kwargs)  # type: ignore[call-arg]
+        backend = cls(nblocks, ev, **kwargs)  # type: ignore[arg-type]
         await serve_backend(proc, backend, latency)
 
     return malicious_disk
