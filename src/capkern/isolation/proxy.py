@@ -420,8 +420,10 @@ class _Session:
         request = reply.request_label if reply is not None else ""
         try:
             getattr(self.proc, op)(*args, **kwargs)
-        except CapkernError as exc:
-            self.refused(f"refused {op}: {exc}")
+        except CapkernError:
+            # a well-formed frame the kernel refused (out of contract, too big...): the
+            # caller already has its typed error, as in-process; replies are posted, so
+            # the child is not told (it learns nothing from the refusal either)
             return
         except Exception as exc:
             self.refused(f"bad {op}: {type(exc).__name__}")
