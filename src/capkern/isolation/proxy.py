@@ -130,7 +130,7 @@ def isolated(program: Any, role: str, options: IsolationOptions, group: ServerGr
     address = parse_tcp(program) if isinstance(program, str) and \
         program.startswith("tcp://") else None
     if address is not None:  # the remote server runs its own pager: nothing to name
-        target, factory, evidence = "capkern.servers.pager.server:pager_server", ["program"], None
+        target, factory, evidence = "remote:pager", ["program"], None  # names nothing here
     else:
         target, factory, evidence = spec_of(program, role)
     options.validate()
