@@ -22,6 +22,10 @@ def _boot_args(p: argparse.ArgumentParser, ram: int) -> None:
     p.add_argument("--blockdev", default="memory", help="memory or file:PATH")
     p.add_argument("--cipher", choices=[c for c in CIPHERS if c != "null"],
                    default="aes-256-gcm")
+    p.add_argument("--isolation", choices=("task", "process"), default="task",
+                   help="process: the pager and block device run in child OS processes")
+    p.add_argument("--pager", default=None, metavar="tcp://HOST:PORT",
+                   help="use a remote pager started with 'capkern serve pager'")
 
 
 def check_boot_options(**options: Any) -> None:
@@ -50,10 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--processes", type=int, default=3)
     demo.add_argument("--pages", type=int, default=40, help="working set per process")
     demo.add_argument("--quick", action="store_true", help="fewer attackers, smaller sets")
-    demo.add_argument("--isolation", choices=("task", "process"), default="task",
-                      help="process: the pager and block device run in child OS processes")
-    demo.add_argument("--pager", default=None, metavar="tcp://HOST:PORT",
-                      help="use a remote pager started with 'capkern serve pager'")
+
     repl = sub.add_parser("repl", help="a booted kernel and a Python prompt with await")
     _boot_args(repl, 64)
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
@@ -131,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args, parser)
     boot_options = {"ram_pages": args.ram, "policy": args.policy, "blockdev": args.blockdev,
-                    "cipher": args.cipher}
-    if getattr(args, "pager", None):
+                    "cipher": args.cipher, "isolation": args.isolation}
+    if args.pager:
         boot_options["pager"] = args.pager
     try:
         check_boot_options(**boot_options)

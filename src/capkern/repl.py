@@ -115,12 +115,15 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
         return k().spawn(prog, *args, name=name, caps=caps)
 
     def ps() -> None:
-        """List the domains: pid, name, kind, state, resident/swapped pages, faults."""
-        print(f"{'pid':>4} {'name':<14} {'kind':<8} {'state':<8} {'res':>4} {'swap':>5} "
-              f"{'faults':>6} {'integ':>5}", file=out)
+        """List the domains: pid, name, kind, state, resident/swapped pages, faults, and
+        where each runs (isolation mode, OS pid, restarts of its OS process)."""
+        print(f"{'pid':>4} {'name':<14} {'kind':<8} {'state':<10} {'res':>4} {'swap':>5} "
+              f"{'faults':>6} {'integ':>5} {'isolation':<9} {'os_pid':>7} {'restarts':>8}",
+              file=out)
         for d in k().domains():
-            print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {d.state:<8} {d.resident_pages:>4} "
-                  f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5}", file=out)
+            print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {d.state:<10} {d.resident_pages:>4} "
+                  f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5} "
+                  f"{d.isolation:<9} {d.os_pid or '-':>7} {d.restarts:>8}", file=out)
 
     def caps(pid: int) -> None:
         """Show a domain's capabilities (pid 0 is the kernel's root CSpace)."""

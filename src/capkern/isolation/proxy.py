@@ -220,6 +220,8 @@ class _Session:
         self.held: list[tuple[float, ReplyObject]] = []  # (kill-by time, call held)
 
     async def run(self) -> tuple[str, int | None, str | None]:
+        if self.dom.state == "running":
+            self.dom.state = "starting"  # until its OS process (or connection) exists
         if self.sup.address is not None:
             host, port = self.sup.address
             try:
