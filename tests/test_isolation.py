@@ -100,11 +100,12 @@ async def owner(proc: capkern.Process, pages: int) -> int:
     return 0
 
 
-async def resident(proc: capkern.Process, rounds: int) -> int:
-    """Needs no pager: one page, written and read until done."""
-    base = proc.mmap(PAGE_SIZE)
-    for i in range(rounds):
-        await proc.write(base, b"%d" % i)
+async def ipc_bystander(proc: capkern.Process, calls: int) -> int:
+    """Needs no pager: calls an echo server across the pager's death (no paged memory;
+    a process whose pages were evicted is an owner, not a bystander)."""
+    for i in range(calls):
+        if (await proc.call("server", "echo", i)).body["echo"] != i:
+            return 1
         await trio.sleep(0.001)
     return 0
 
@@ -135,7 +136,9 @@ async def test_killed_server_process_is_restarted_and_only_owners_lose_pages(
             own = kernel.spawn(owner, 10, caps={"gate": gate})
             while kernel.stats.evictions < 6:
                 await trio.sleep(0.01)
-            by = kernel.spawn(resident, 50)
+            ep = kernel.new_endpoint("echo")
+            kernel.spawn(programs.echo_server, caps={"service": capkern.Grant(ep, "r")})
+            by = kernel.spawn(ipc_bystander, 100, caps={"server": capkern.Grant(ep, "w", 1)})
             old = _domain(kernel, victim).os_pid
             assert old is not None and old != os.getpid()
             os.kill(old, signal.SIGKILL)

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 import capkern
+from capkern import programs
 from capkern.errors import PageLost, PagerUnavailable
 from capkern.pagefmt import PAGE_SIZE
 from capkern.testing.escape import MARKER, escape_pager
@@ -42,6 +43,14 @@ async def bystander(proc: capkern.Process, rounds: int) -> int:
         await proc.write(base, i.to_bytes(4, "big"))
         assert await proc.read(base, 4) == i.to_bytes(4, "big")
         await trio.sleep(0)
+    return 0
+
+
+async def ipc_bystander(proc: capkern.Process, calls: int) -> int:
+    """Calls an echo server; has no paged memory, so needs nothing of the pager."""
+    for i in range(calls):
+        if (await proc.call("server", "echo", i)).body["echo"] != i:
+            return 1
     return 0
 
 
@@ -102,7 +111,9 @@ async def test_blocking_sleep_stalls_only_the_faults_that_need_it() -> None:
                 await trio.sleep(0.01)
                 if kernel.status(victim) is not None:
                     break
-            by = kernel.spawn(bystander, 200)
+            ep = kernel.new_endpoint("echo")
+            kernel.spawn(programs.echo_server, caps={"service": capkern.Grant(ep, "r")})
+            by = kernel.spawn(ipc_bystander, 200, caps={"server": capkern.Grant(ep, "w", 1)})
             by_status = await kernel.wait(by)
             by_done = trio.current_time()
             victim_status = await kernel.wait(victim)

@@ -147,12 +147,12 @@ async def _paging_run(opts: DemoOptions, name: str, tamper: atk.Tamper | None) -
     return result
 
 
-async def _resident_worker(proc: Process, rounds: int) -> int:
-    """A bystander: one resident page, rewritten and checked; needs nothing of the pager."""
-    base = proc.mmap(1)
-    for i in range(rounds):
-        await proc.write(base, i.to_bytes(4, "big"))
-        if await proc.read(base, 4) != i.to_bytes(4, "big"):
+async def _ipc_bystander(proc: Process, calls: int) -> int:
+    """A bystander: IPC with an echo server across the pager's death, no paged memory
+    (a process whose pages were evicted depends on the pager: it is an owner)."""
+    for i in range(calls):
+        got = await proc.call("server", "echo", i)
+        if got.body["echo"] != i:
             return 1
         await trio.sleep(0.002)
     return 0
@@ -175,7 +175,10 @@ async def _kill_run(opts: DemoOptions) -> tuple[RunResult, list[str]]:
 
         owners = [kernel.spawn(programs.sequential, opts.pages, 3, seed, name=f"ws{seed}")
                   for seed in range(opts.processes)]
-        bystander = kernel.spawn(_resident_worker, 200, name="bystander")
+        ep = kernel.new_endpoint("echo")
+        kernel.spawn(programs.echo_server, name="echo-server", caps={"service": Grant(ep, "r")})
+        bystander = kernel.spawn(_ipc_bystander, 200, name="bystander",
+                                 caps={"server": Grant(ep, "w", badge=1)})
         with trio.fail_after(60):
             while kernel.stats.evictions < opts.ram_pages:
                 await trio.sleep(0.005)
