@@ -20,10 +20,11 @@ CAPKERN_API = [
     "DomainInfo", "EmptySlot", "ExitStatus", "Fault", "Grant", "IPCError", "InsecureWarning",
     "InsufficientRights", "IntegrityFault", "InvalidSlot", "Kernel", "KernelShutdown", "Limits",
     "MalformedMessage", "MessageError", "MessageTooLarge", "NestingTooDeep", "NoSuchProcess",
-    "Op", "OutOfMemory", "PageInError", "PagerUnavailable", "Process", "ProcessError",
-    "Program", "ProtectionFault", "QueueFull", "Quota", "QuotaExceeded", "Received",
-    "ReplyError", "ReplyRefused", "Rights", "RootCap", "SegmentationFault", "ServerError",
-    "SlotOccupied", "TooManyCaps", "UnencodableBody", "WrongObjectType", "boot",
+    "Op", "OutOfMemory", "PageInError", "PageLost", "PagerUnavailable", "Process",
+    "ProcessError", "Program", "ProtectionFault", "QueueFull", "Quota", "QuotaExceeded",
+    "Received", "ReplyError", "ReplyRefused", "Rights", "RootCap", "SegmentationFault",
+    "ServerCrashed", "ServerError", "SlotOccupied", "TooManyCaps", "UnencodableBody",
+    "WrongObjectType", "boot",
 ]
 
 TESTING_API = [
@@ -33,7 +34,9 @@ TESTING_API = [
     "PrevIncarnation", "Refuse", "Replay", "ReplayDiscarded", "ReuseReply", "RevokeRace",
     "Slow", "Snoop", "Sometimes", "Swap", "Tamper", "Truncate", "Workload", "WrongLabel",
     "WrongRead", "Zeros", "assert_no_plaintext", "assert_no_wrong_reads", "attack_disk",
-    "attack_pager", "expected_pages", "is_typed_fault", "page_pattern_for", "run_workload",
+    "attack_pager", "build_attack_disk", "build_attack_pager", "disk_attacker",
+    "expected_pages", "is_typed_fault", "make_tamper", "page_pattern_for", "run_workload",
+    "tamper_spec",
 ]
 
 

@@ -12,7 +12,7 @@ UNTRUSTED = ("capkern.servers.pager", "capkern.servers.blockdev", "capkern.testi
              "capkern.demo", "capkern.repl", "capkern.cli", "capkern.programs")
 TCB = ["kernel.py", "domain.py", "proc.py", "cspace.py", "ipc.py", "wire.py", "contract.py",
        "protocols.py", "pagefmt.py", "nbdaddr.py", "errors.py", "trace.py", "serverloop.py",
-       "mmu", "servers/crypt", "pagerset"]
+       "mmu", "servers/crypt", "pagerset", "isolation"]
 
 
 def _imports(path: Path) -> list[str]:

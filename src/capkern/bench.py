@@ -15,6 +15,10 @@
 * ``fault_nbd``: the same sealed sweep with the block device on a real NBD server
   (``nbdkit memory`` on loopback TCP) vs the in-memory block device (us per major fault).
   Without nbdkit installed it reports ``skipped`` and no figures.
+* ``ipc_call_process``: a call/reply to a server running in a child OS process vs a raw
+  round trip of the same bytes over a Unix socketpair to a child that echoes them (us).
+* ``major_fault_process``: the ``major_fault`` sweep with the pager and block device in
+  child processes (``isolation="process"``) vs the same sweep in-process (us per fault).
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from .kernel import Grant, boot
 from .pagefmt import PAGE_SIZE
 from .proc import Process
 
-__all__ = ["BENCHMARKS", "bench_fault_nbd", "bench_ipc_call", "bench_major_fault",
-           "bench_mmap_huge", "bench_seal_page", "bench_sim", "run_all"]
+__all__ = ["BENCHMARKS", "bench_fault_nbd", "bench_ipc_call", "bench_ipc_call_process",
+           "bench_major_fault", "bench_major_fault_process", "bench_mmap_huge",
+           "bench_seal_page", "bench_sim", "echo_server", "run_all"]
 
 Result = dict[str, Any]
 
@@ -85,6 +90,93 @@ async def _ipc_round_trips(n: int) -> float:
     return result[0]
 
 
+async def echo_server(proc: Process) -> None:
+    """Answer every call with its own body (run in a child process by name)."""
+    msg = await proc.recv("ep")
+    while True:
+        msg = await proc.reply_recv("ep", "ok", msg.body)
+
+
+_ECHO = """
+import socket, struct, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+f = s.makefile("rb")
+while True:
+    h = f.read(4)
+    if len(h) < 4:
+        break
+    s.sendall(h + f.read(struct.unpack(">I", h)[0]))
+"""
+
+
+async def _raw_socket_round_trips(n: int, size: int) -> float:
+    """Round trips of one ``size``-byte frame to an echoing child over a socketpair."""
+    import socket
+    import sys
+
+    ours, theirs = socket.socketpair()
+    proc = await trio.lowlevel.open_process([sys.executable, "-c", _ECHO, str(theirs.fileno())],
+                                            pass_fds=(theirs.fileno(),))
+    theirs.close()
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    frame = len(b"x" * size).to_bytes(4, "big") + b"x" * size
+    try:
+        for warm in (True, False):
+            t0 = time.perf_counter()
+            for _ in range(50 if warm else n):
+                await stream.send_all(frame)
+                got = 0
+                while got < len(frame):
+                    got += len(await stream.receive_some(1 << 16))
+            elapsed = time.perf_counter() - t0
+    finally:
+        await stream.aclose()
+        with trio.move_on_after(5):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return elapsed / n
+
+
+async def _ipc_process_round_trips(n: int) -> tuple[float, int]:
+    from .isolation import spawn_isolated
+
+    result: list[float] = []
+    body = {"op": "ping", "n": 0}
+
+    async def client(proc: Process, n: int) -> None:
+        for _ in range(50):  # the child starts and warms up
+            await proc.call("ep", "ping", body)
+        t0 = time.perf_counter()
+        for i in range(n):
+            body["n"] = i
+            await proc.call("ep", "ping", body)
+        result.append((time.perf_counter() - t0) / n)
+
+    async with boot(paging=False) as kernel:
+        ep = kernel.new_endpoint("bench")
+        spawn_isolated(kernel, echo_server, name="server", caps={"ep": ep})
+        pid = kernel.spawn(client, n, name="client", caps={"ep": Grant(ep, "w", 1)})
+        status = await kernel.wait(pid)
+        assert status.ok, status
+    import msgpack
+
+    # what crosses the socket per call: the request frame to the child, and its reply
+    size = len(msgpack.packb(["res", 1, 1, ["msg", "ping", msgpack.packb(body), 1, [], True]]))
+    return result[0], size
+
+
+def bench_ipc_call_process(n: int = 5000, repeats: int = 3) -> Result:
+    """Best-of-``repeats`` us per call to a child-process server vs raw socketpair."""
+    runs = [trio.run(_ipc_process_round_trips, n) for _ in range(repeats)]
+    ipc = min(r[0] for r in runs)
+    size = runs[0][1]
+    raw = min(trio.run(_raw_socket_round_trips, n, size) for _ in range(repeats))
+    return {"value": ipc * 1e6, "baseline": raw * 1e6, "ratio": ipc / raw, "unit": "us",
+            "frame_bytes": size}
+
+
 def bench_ipc_call(n: int = 20_000, repeats: int = 5) -> Result:
     """Best-of-``repeats`` microseconds per round trip, IPC and raw."""
     raw = min(trio.run(_raw_round_trips, n) for _ in range(repeats))
@@ -126,7 +218,7 @@ def _best(fn: Callable[[], None], n: int, repeats: int) -> float:
 
 
 async def _fault_sweep(cipher: str, pages: int, ram: int, rounds: int,
-                       blockdev: str = "memory") -> tuple[float, int]:
+                       blockdev: str = "memory", isolation: str = "task") -> tuple[float, int]:
     done: list[float] = []
 
     async def sweeper(proc: Process, pages: int, rounds: int) -> None:
@@ -140,7 +232,8 @@ async def _fault_sweep(cipher: str, pages: int, ram: int, rounds: int,
                 await proc.write(base + p * PAGE_SIZE, data)
         done.append(time.perf_counter() - t0)
 
-    async with boot(ram_pages=ram, cipher=cipher, evict_batch=16, blockdev=blockdev) as kernel:
+    async with boot(ram_pages=ram, cipher=cipher, evict_batch=16, blockdev=blockdev,
+                    isolation=isolation) as kernel:
         pid = kernel.spawn(sweeper, pages, rounds, name="sweeper")
         before = kernel.stats.page_ins
         status = await kernel.wait(pid)
@@ -241,6 +334,23 @@ def bench_fault_nbd(pages: int = 256, ram: int = 32, rounds: int = 3, repeats: i
             "major_faults": faults}
 
 
+def bench_major_fault_process(pages: int = 256, ram: int = 32, rounds: int = 3,
+                              repeats: int = 3) -> Result:
+    """Microseconds per major fault with the pager and disk in child processes vs the
+    same sweep with them in-process (both sealed with AES-256-GCM)."""
+
+    def per_fault(isolation: str) -> tuple[float, int]:
+        runs = [trio.run(_fault_sweep, "aes-256-gcm", pages, ram, rounds, "memory", isolation)
+                for _ in range(repeats)]
+        elapsed, faults = min(runs)
+        return elapsed / max(1, faults) * 1e6, faults
+
+    isolated, faults = per_fault("process")
+    inproc, _ = per_fault("task")
+    return {"value": isolated, "baseline": inproc, "ratio": isolated / inproc, "unit": "us",
+            "faults_per_second": 1e6 / isolated, "major_faults": faults}
+
+
 BENCHMARKS: dict[str, Callable[..., Result]] = {
     "ipc_call": bench_ipc_call,
     "seal_page": bench_seal_page,
@@ -250,6 +360,8 @@ BENCHMARKS: dict[str, Callable[..., Result]] = {
     "sim_lru": bench_sim_lru,
     "sim_opt": bench_sim_opt,
     "fault_nbd": bench_fault_nbd,
+    "ipc_call_process": bench_ipc_call_process,
+    "major_fault_process": bench_major_fault_process,
 }
 
 
@@ -262,6 +374,8 @@ QUICK: dict[str, dict[str, int]] = {
     "sim_lru": {"n": 2000, "pages": 100, "frames": 10},
     "sim_opt": {"n": 2000, "pages": 100, "frames": 10},
     "fault_nbd": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+    "ipc_call_process": {"n": 200, "repeats": 1},
+    "major_fault_process": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
 }
 
 

@@ -1,4 +1,5 @@
-"""The ``capkern`` command: ``demo``, ``repl``, ``dump``, ``bench``, ``sim`` and ``lab``."""
+"""The ``capkern`` command: ``demo``, ``repl``, ``dump``, ``bench``, ``sim``, ``lab`` and
+``serve``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def _boot_args(p: argparse.ArgumentParser, ram: int) -> None:
                    "nbd+unix:///EXPORT?socket=PATH (a real NBD server, e.g. nbdkit)")
     p.add_argument("--cipher", choices=[c for c in CIPHERS if c != "null"],
                    default="aes-256-gcm")
+    p.add_argument("--isolation", choices=("task", "process"), default="task",
+                   help="process: the pager and block device run in child OS processes")
 
 
 def check_boot_options(**options: Any) -> None:
@@ -49,11 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="IPC, capabilities, sealed paging, attackers")
     _boot_args(demo, 16)
+    demo.add_argument("--pager", default=None, metavar="tcp://HOST:PORT",
+                      help="use a remote pager started with 'capkern serve pager'")
     demo.add_argument("--processes", type=int, default=3)
     demo.add_argument("--pages", type=int, default=40, help="working set per process")
     demo.add_argument("--quick", action="store_true", help="fewer attackers, smaller sets")
     demo.add_argument("--trace", metavar="PATH",
                       help="write the honest run as Perfetto trace-event JSON")
+
     repl = sub.add_parser("repl", help="a booted kernel and a Python prompt with await")
     _boot_args(repl, 64)
     repl.add_argument("--pager", metavar="MODULE:CLASS",
@@ -67,11 +73,42 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
     bench.add_argument("names", nargs="*",
-                       help="ipc_call, seal_page, major_fault, fault_nbd, sim_*, ...")
+                       help="ipc_call, seal_page, major_fault, fault_nbd, sim_*, *_process, ...")
+    serve = sub.add_parser("serve", help="run an untrusted server for a remote kernel")
+    serve.add_argument("what", choices=("pager",))
+    serve.add_argument("--listen", required=True, metavar="HOST:PORT",
+                       help="address to listen on (port 0: any free port, printed)")
+    serve.add_argument("--policy", choices=POLICY_CHOICES, default="clock")
+    serve.add_argument("--blockdev", default="memory", help="memory or file:PATH")
+    serve.add_argument("--swap-blocks", type=int, default=8192)
     from .lab.cli import add_parsers
 
     add_parsers(sub)  # sim, lab
     return parser
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .isolation.spec import parse_tcp
+    from .servers.pager.remote import serve_pager
+
+    if args.policy not in POLICY_CHOICES or args.swap_blocks < 2:
+        parser.error("--swap-blocks must be at least 2")
+    listen = args.listen.removeprefix("tcp://")
+    wildcard = listen.endswith(":0")  # any free port
+    try:
+        host, port = parse_tcp("tcp://" + (listen[:-1] + "1" if wildcard else listen))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    port = 0 if wildcard else port
+
+    def ready(bound: int) -> None:
+        print(f"capkern pager listening on {host}:{bound}", flush=True)
+
+    try:
+        serve_pager(host, port, args.policy, args.blockdev, args.swap_blocks, ready)
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -116,8 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         from .lab.cli import run
 
         return run(args)
+    if args.command == "serve":
+        return _serve(args, parser)
     boot_options = {"ram_pages": args.ram, "policy": args.policy, "blockdev": args.blockdev,
-                    "cipher": args.cipher}
+                    "cipher": args.cipher, "isolation": args.isolation}
+    if args.command == "demo" and args.pager:
+        boot_options["pager"] = args.pager  # tcp://HOST:PORT, a remote pager
     try:
         check_boot_options(**boot_options)
     except ConfigError as exc:
@@ -126,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import DemoOptions, run_demo
 
         opts = DemoOptions(args.ram, args.policy, args.blockdev, args.cipher, args.processes,
-                           args.pages, args.quick, args.trace)
+                           args.pages, args.quick, args.trace, args.isolation, args.pager)
         if args.quick:
             opts.pages = min(opts.pages, 24)
         if opts.processes < 1 or opts.pages < 1:

@@ -24,6 +24,7 @@ from .kernel import BootConfig, Grant, Kernel, boot
 from .nbdaddr import is_nbd_spec
 from .proc import Process
 from .testing import attackers as atk
+from .testing.assertions import is_typed_fault
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -41,6 +42,8 @@ class DemoOptions:
     pages: int = 40
     quick: bool = False
     trace: str | None = None  # write the honest run's Perfetto trace here
+    isolation: str = "task"  # "process": pager and disk in child OS processes
+    pager: str | None = None  # "tcp://HOST:PORT": a remote pager (capkern serve pager)
 
 
 @dataclass
@@ -138,8 +141,8 @@ async def _paging_run(opts: DemoOptions, name: str, tamper: atk.Tamper | None) -
     blockdev = opts.blockdev
     trace = opts.trace if tamper is None else None
     async with boot(ram_pages=opts.ram_pages, policy=opts.policy, blockdev=blockdev,
-                    cipher=opts.cipher, pager=pager, pager_deadline=1.0,
-                    trace=trace is not None) as kernel:
+                    cipher=opts.cipher, pager=opts.pager or pager, pager_deadline=1.0,
+                    isolation=opts.isolation, trace=trace is not None) as kernel:
         pids = [kernel.spawn(programs.sequential, opts.pages, 2, seed, name=f"ws{seed}")
                 for seed in range(opts.processes)]
         # unmaps and maps again at the same address: discarded pages' sealed copies
@@ -162,6 +165,69 @@ async def _paging_run(opts: DemoOptions, name: str, tamper: atk.Tamper | None) -
                        + stats["pager_timeouts"] + stats["pager_protocol_errors"]
                        + stats["store_failures"] + sum(ev.refused.values()))
     return result
+
+
+async def _ipc_bystander(proc: Process, calls: int) -> int:
+    """A bystander: IPC with an echo server across the pager's death, no paged memory
+    (a process whose pages were evicted depends on the pager: it is an owner)."""
+    for i in range(calls):
+        got = await proc.call("server", "echo", i)
+        if got.body["echo"] != i:
+            return 1
+        await trio.sleep(0.002)
+    return 0
+
+
+async def _kill_run(opts: DemoOptions) -> tuple[RunResult, list[str]]:
+    """Kill the pager's OS process mid-run: it is restarted (a new pid), owners of pages
+    that died with it get PageLost, and no bystander fails."""
+    import os
+    import signal
+
+    ev = atk.Evidence()
+    pager = atk.attack_pager(atk.Snoop(), evidence=ev)
+    notes: list[str] = []
+    async with boot(ram_pages=opts.ram_pages, policy=opts.policy, blockdev=opts.blockdev,
+                    cipher=opts.cipher, pager=pager, pager_deadline=1.0,
+                    isolation="process") as kernel:
+        def pager_row() -> Any:
+            return next(d for d in kernel.domains() if d.name == "pager")
+
+        owners = [kernel.spawn(programs.sequential, opts.pages, 3, seed, name=f"ws{seed}")
+                  for seed in range(opts.processes)]
+        ep = kernel.new_endpoint("echo")
+        kernel.spawn(programs.echo_server, name="echo-server", caps={"service": Grant(ep, "r")})
+        bystander = kernel.spawn(_ipc_bystander, 200, name="bystander",
+                                 caps={"server": Grant(ep, "w", badge=1)})
+        with trio.fail_after(60):
+            while kernel.stats.evictions < opts.ram_pages:
+                await trio.sleep(0.005)
+            old = pager_row().os_pid
+            if old is not None:
+                os.kill(old, signal.SIGKILL)
+            while pager_row().os_pid == old or pager_row().state != "running":
+                await trio.sleep(0.005)
+        new = pager_row().os_pid
+        notes.append(f"pager os pid {old} -> {new}")
+        after = kernel.spawn(programs.sequential, opts.pages, 2, 99, name="after-restart")
+        statuses = [await kernel.wait(p) for p in [*owners, bystander, after]]
+        stats = _stats(kernel)
+    plaintexts = [programs.page_pattern(seed, page, r) for seed in [*range(opts.processes), 99]
+                  for page in range(opts.pages) for r in range(3)]
+    result = RunResult(f"pager OS process killed ({old} -> {new})", statuses, stats, ev,
+                       ev.saw_window_of(plaintexts))
+    result.tried = 1
+    result.wrong_reads = sum(1 for s in statuses if s.state == "exited" and s.code)
+    result.detected = stats["page_lost_faults"] + stats["pager_timeouts"]
+    if old == new or old is None:
+        notes.append("the pager's OS pid did not change")
+    for s in statuses[len(owners):]:
+        if not s.ok:
+            notes.append(f"bystander {s.name} failed: {s.error}")
+    for s in statuses[: len(owners)]:  # in flight or lost: a typed fault, never wrong data
+        if not s.ok and not is_typed_fault(s):
+            notes.append(f"owner {s.name} failed without a typed fault: {s.error}")
+    return result, notes
 
 
 def _stats(kernel: Kernel) -> dict[str, int]:
@@ -188,9 +254,11 @@ def paging_table(runs: list[RunResult]) -> Table:
 
 def paging_header(opts: DemoOptions, console: Console) -> None:
     """The paging part's header; an insecure configuration is said loudly."""
+    where = opts.pager or ("pager and disk in child OS processes"
+                           if opts.isolation == "process" else "in-process servers")
     console.print(f"\n2. Sealed paging: {opts.processes} processes x {opts.pages} pages "
                   f"through {opts.ram_pages} frames ({opts.policy}, {opts.blockdev}, "
-                  f"{opts.cipher})")
+                  f"{opts.cipher}; {where})")
     why = insecure.reasons(BootConfig(cipher=opts.cipher))
     for reason in why:
         console.print(f"[bold red]INSECURE[/bold red] {reason}")
@@ -203,17 +271,24 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
 
     paging_header(opts, console)
     honest = trio.run(_paging_run, opts, "honest (snooping)", None)
-    attacks = _attacks(opts.quick)
+    attacks = [] if opts.pager else _attacks(opts.quick)  # a remote pager is someone else's
     results: list[RunResult] = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("attackers in the pager's place", total=len(attacks))
         for name, make in attacks:
-            # virtual time jumps when every task is idle; a real NBD server's answers take
-            # real time, so there it jumps only after 50 ms of real idleness
-            clock = trio.testing.MockClock(autojump_threshold=0.05 if is_nbd_spec(
-                opts.blockdev) else 0)
-            results.append(trio.run(_paging_run, opts, name, make(), clock=clock))
+            if opts.isolation == "task" and opts.pager is None:
+                # virtual time jumps when every task is idle; a real NBD server's answers
+                # take real time, so there it jumps only after 50 ms of real idleness
+                clock = trio.testing.MockClock(autojump_threshold=0.05 if is_nbd_spec(
+                    opts.blockdev) else 0)
+                results.append(trio.run(_paging_run, opts, name, make(), clock=clock))
+            else:  # real child processes (or a remote pager) run on the real clock
+                results.append(trio.run(_paging_run, opts, name, make()))
             progress.advance(task)
+    kill_notes: list[str] = []
+    if opts.isolation == "process" and opts.pager is None:
+        killed, kill_notes = trio.run(_kill_run, opts)
+        results.append(killed)
 
     console.print(paging_table([honest, *results]))
 
@@ -229,6 +304,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
             failures.append(f"{r.name}: plaintext reached the untrusted side")
         if r.evidence.breaches:
             failures.append(f"{r.name}: confinement breach {r.evidence.breaches}")
+    failures.extend(n for n in kill_notes if not n.startswith("pager os pid"))
+    for n in kill_notes[:1]:
+        console.print(f"kill/restart: {n}; bystanders ok: "
+                      f"{'yes' if len(kill_notes) == 1 else 'NO'}")
     total_tried = sum(r.tried for r in results)
     total_detected = sum(r.detected for r in results)
     console.print(f"attacks tried: {total_tried}, detected/refused: {total_detected}, "

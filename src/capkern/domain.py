@@ -49,6 +49,10 @@ class DomainInfo:
     integrity_faults: int
     exit: ExitStatus | None
     usage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    isolation: str = "task"  # "task" (in the kernel's process) or "process" (a child)
+    os_pid: int | None = None  # the OS process running the domain's code
+    restarts: int = 0  # times its process was restarted by the supervisor
+    frames_refused: int = 0  # garbage frames its process sent
 
 
 class Domain:
@@ -72,6 +76,10 @@ class Domain:
         self.faults = 0
         self.integrity_faults = 0
         self.program: Any = None
+        self.isolation = "task"  # set to "process" by an out-of-process server's proxy
+        self.os_pid: int | None = None
+        self.restarts = 0
+        self.frames_refused = 0
 
     def set_reply(self, reply: ReplyObject) -> None:
         """Fill the implicit caller slot; a still-waiting previous caller is aborted."""

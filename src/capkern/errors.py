@@ -31,6 +31,7 @@ __all__ = [
     "NoSuchProcess",
     "OutOfMemory",
     "PageInError",
+    "PageLost",
     "PagerUnavailable",
     "ProcessError",
     "ProtectionFault",
@@ -39,6 +40,7 @@ __all__ = [
     "ReplyError",
     "ReplyRefused",
     "SegmentationFault",
+    "ServerCrashed",
     "ServerError",
     "SlotOccupied",
     "TooManyCaps",
@@ -181,6 +183,14 @@ class PageInError(Fault):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"page-in failed: {reason}" + (f" ({detail})" if detail else ""))
         self.reason = reason
+        self.detail = detail
+
+
+class PageLost(PageInError):
+    """The page's only sealed copy died with its pager's (or disk's) OS process.
+
+    Raised to the page's owner only, and only for such pages: the kernel never maps a
+    substitute (a zero page or another copy) in its place."""
 
 
 class PagerUnavailable(Fault):
@@ -213,6 +223,10 @@ class QuotaExceeded(CapkernError):
         self.resource = resource
         self.limit = limit
         self.used = used
+
+
+class ServerCrashed(ProcessError):
+    """An isolated server's OS process kept dying and its restarts are used up."""
 
 
 class KernelShutdown(CapkernError):

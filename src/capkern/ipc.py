@@ -87,6 +87,11 @@ class Received:
         self.badge = badge
         self.caps = caps
 
+    @classmethod
+    def lazy(cls, label: str, raw: bytes, badge: int, caps: tuple[int, ...]) -> Received:
+        """A message whose body is decoded on first use (bytes from a trusted relay)."""
+        return cls(label, raw, _UNDECODED, badge, caps)
+
     @property
     def body(self) -> Any:
         if self._value is _UNDECODED:

@@ -91,7 +91,7 @@ class BootConfig:
     swap_blocks: int = 8192
     blockdev_latency: float = 0.0
     cipher: str = "aes-256-gcm"
-    pager: Program | None = None
+    pager: Program | str | None = None  # a program, or "tcp://HOST:PORT" (remote)
     blockdev_server: Program | None = None
     pager_deadline: float = 2.0
     crypt_deadline: float = 5.0
@@ -103,6 +103,9 @@ class BootConfig:
     quota: Quota = field(default_factory=Quota)  # each spawned domain's default quota
     seed: int | None = None  # derive page handles from it: reproducible runs (see reflog)
     precise: bool = False  # report every reference, in order, to the pager (exact LRU/LFU)
+    #: where untrusted servers run: "task" (in this process) or "process" (children)
+    isolation: str = "task"
+    isolation_options: Any = None  # a capkern.isolation.IsolationOptions, or None
 
     def validate(self) -> None:
         """Refuse a bad option with a :class:`ConfigError` before anything starts."""
@@ -139,6 +142,8 @@ class BootConfig:
             # (the default batch of 8 on a tiny RAM is documented, not warned about)
             warnings.warn(f"evict_batch={self.evict_batch} exceeds ram_pages="
                           f"{self.ram_pages}: each eviction empties RAM", stacklevel=4)
+        if self.isolation not in ("task", "process"):
+            raise ConfigError(f"isolation must be 'task' or 'process', not {self.isolation!r}")
         if not isinstance(self.policy, str):
             raise ConfigError(f"policy must be a str, not {self.policy!r}")
         if self.cipher not in ("aes-256-gcm", "chacha20-poly1305", "null"):
@@ -149,6 +154,8 @@ class BootConfig:
             raise ConfigError(f"limits must be a capkern.wire.Limits, not {self.limits!r}")
         for name in ("pager", "blockdev_server"):
             value = getattr(self, name)
+            if name == "pager" and isinstance(value, str) and value.startswith("tcp://"):
+                continue  # a remote pager (checked with the paging options)
             if value is not None and not callable(value):
                 raise ConfigError(f"{name} must be a program (async function), not {value!r}")
         if self.blockdev_server is None and is_nbd_spec(self.blockdev):
@@ -505,6 +512,10 @@ class Kernel:
                     dom.integrity_faults,
                     dom.exit,
                     dom.usage.as_dict(),
+                    dom.isolation,
+                    dom.os_pid if dom.isolation != "task" else os.getpid(),
+                    dom.restarts,
+                    dom.frames_refused,
                 )
             )
         return out

@@ -72,7 +72,7 @@ PAGER = Contract(
         "fetch": Op(
             Struct({"handle": HANDLE}),
             Struct({"blob": _ANY_BLOB}),
-            frozenset({"not_found", "io", "integrity"}),
+            frozenset({"not_found", "io", "integrity", "lost"}),
         ),
         "discard": Op(Struct({"handles": ListOf(HANDLE, 1 << 16)}), Null(), frozenset({"io"})),
         "stats": Op(Struct({}), Any_()),

@@ -142,18 +142,20 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
 
     def ps() -> None:
         """List the domains: pid, name, kind, state, resident/swapped pages, faults, and
-        use against quota (slots, objects, blocked sends: used/limit)."""
-        print(f"{'pid':>4} {'name':<14} {'kind':<8} {'state':<8} {'res':>4} {'swap':>5} "
-              f"{'faults':>6} {'integ':>5} {'slots':>10} {'objects':>10} {'queued':>8}",
-              file=out)
+        use against quota (slots, objects, blocked sends: used/limit), and where each runs
+        (isolation mode, OS pid, restarts of its OS process)."""
+        print(f"{'pid':>4} {'name':<14} {'kind':<8} {'state':<10} {'res':>4} {'swap':>5} "
+              f"{'faults':>6} {'integ':>5} {'slots':>10} {'objects':>10} {'queued':>8} "
+              f"{'isolation':<9} {'os_pid':>7} {'restarts':>8}", file=out)
         if k().insecure:
             print("INSECURE kernel: " + "; ".join(k().insecure), file=out)
         for d in k().domains():
             use = {r: f"{u}/{lim}" for r, (u, lim) in d.usage.items()}
-            print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {d.state:<8} {d.resident_pages:>4} "
+            print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {d.state:<10} {d.resident_pages:>4} "
                   f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5} "
                   f"{use.get('slots', '-'):>10} {use.get('objects', '-'):>10} "
-                  f"{use.get('queued', '-'):>8}", file=out)
+                  f"{use.get('queued', '-'):>8} {d.isolation:<9} {d.os_pid or '-':>7} "
+                  f"{d.restarts:>8}", file=out)
 
     def pid_of(who: int | str) -> int:
         return k().pid_of(who) if isinstance(who, str) else who

@@ -55,6 +55,10 @@ class Counters:
     pager_timeouts: int = 0
     pager_protocol_errors: int = 0
     store_failures: int = 0
+    server_restarts: int = 0  # isolated servers brought back after their process died
+    frames_refused: int = 0  # garbage frames from isolated servers' processes
+    pages_lost: int = 0  # sealed pages that died with a server's process
+    page_lost_faults: int = 0  # faults failed with PageLost
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

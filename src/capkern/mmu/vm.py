@@ -42,6 +42,7 @@ from ..errors import (
     IPCError,
     OutOfMemory,
     PageInError,
+    PageLost,
     PagerUnavailable,
     ProtectionFault,
     SegmentationFault,
@@ -596,7 +597,8 @@ class VM:
             reply = await self._pager_call("fetch", {"handle": pte.handle})
         except ServerError as exc:
             stats.page_in_errors += 1
-            raise PageInError(exc.reason, exc.detail) from None
+            raise (PageLost if exc.reason == "lost" else PageInError)(
+                exc.reason, exc.detail) from None
         assert pte.sealed_version is not None
         bound = binding(aspace, vpn, pte.sealed_version)
         result = await self._crypt_call("unseal", {"pages": [[bound, reply["blob"]]]})
@@ -637,6 +639,10 @@ def check_paging_config(cfg: BootConfig) -> None:
     """Boot-time checks of the paging options, before any task starts (raise ConfigError)."""
     if cfg.pager is None:
         _default_pager(cfg.policy)
+    elif isinstance(cfg.pager, str):
+        from ..isolation.spec import parse_tcp
+
+        parse_tcp(cfg.pager)
 
 
 async def start_paging(kernel: Kernel) -> None:
@@ -653,10 +659,14 @@ async def start_paging(kernel: Kernel) -> None:
     kernel.spawn(crypt_server, cfg.cipher, boot_id, name="crypt", kind="server",
                  caps={"service": Grant(grant(slots["crypt"]), Rights.READ)})
     blockdev = cfg.blockdev_server or _default_blockdev()
+    pager = cfg.pager or _default_pager(cfg.policy)
+    if cfg.isolation == "process" or isinstance(pager, str):  # child processes / remote
+        from ..isolation.boot import isolate_servers
+
+        pager, blockdev = isolate_servers(cfg, pager, blockdev)
     kernel.spawn(blockdev, cfg.blockdev, cfg.swap_blocks, cfg.blockdev_latency,
                  name="blockdev", kind="server",
                  caps={"service": Grant(grant(slots["blockdev"]), Rights.READ)})
-    pager = cfg.pager or _default_pager(cfg.policy)
     kernel.spawn(pager, cfg.policy, name="pager", kind="server",
                  caps={"service": Grant(grant(slots["pager"]), Rights.READ),
                        "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})

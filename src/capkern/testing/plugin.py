@@ -5,6 +5,7 @@ enough to get these fixtures in any test suite.
   test requests it, so deadlines and hangs cost no real time.
 * ``evidence`` -- a fresh :class:`~capkern.testing.Evidence`.
 * ``kernel_factory`` -- ``async with kernel_factory(pager=..., ram_pages=...) as k``.
+* ``isolation`` -- parametrizes a test over ``"task"`` and ``"process"``.
 * ``kernel`` -- a kernel booted with the defaults at ``ram_pages=16``, on the autojump
   clock (a test that asks for ``kernel`` and no clock of its own runs on
   ``capkern_clock``; pytest-trio only looks at the test's own arguments for a clock, so
@@ -50,6 +51,15 @@ def evidence() -> Evidence:
     """A fresh :class:`~capkern.testing.Evidence`: what an attacker tried, what was
     refused, and any confinement breach; pass it to ``attack_pager(..., evidence=)``."""
     return Evidence()
+
+
+@pytest.fixture(params=["task", "process"])
+def isolation(request: pytest.FixtureRequest) -> str:
+    """Run a scenario in both isolation modes: ``kernel_factory(isolation=isolation)``.
+
+    In ``"process"`` mode the untrusted servers are real child processes, which an
+    autojump clock cannot see: such a test must not ask for ``capkern_clock``."""
+    return str(request.param)
 
 
 @pytest.fixture
