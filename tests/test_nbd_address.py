@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from capkern.config import BootConfig
 from capkern.errors import ConfigError
-from capkern.kernel import BootConfig
 from capkern.nbdaddr import DEFAULT_PORT, NBDAddress, is_nbd_spec, parse_nbd_spec
 
 

@@ -10,9 +10,9 @@ import pytest
 import trio
 
 from capkern import Kernel, boot
+from capkern.config import Grant
 from capkern.cspace import Rights
 from capkern.errors import ContractViolation
-from capkern.kernel import Grant
 from capkern.pagefmt import META_LEN, PAGE_SIZE, SEALED_LEN, split_blob
 from capkern.proc import Process
 from capkern.protocols import BLOCKDEV, MAX_BATCH, PAGER

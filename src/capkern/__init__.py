@@ -12,6 +12,7 @@ Public surface::
         status = await kernel.wait(pid)
 """
 
+from .config import BootConfig, Grant, Program, RootCap
 from .contract import Contract, Op
 from .cspace import CapInfo, Rights
 from .domain import DomainInfo, ExitStatus
@@ -19,9 +20,10 @@ from .errors import *  # noqa: F403 -- the error hierarchy is public API
 from .errors import __all__ as _errors_all
 from .insecure import InsecureWarning
 from .ipc import Received
-from .kernel import BootConfig, Grant, Kernel, Program, RootCap, boot
+from .kernel import Kernel
 from .proc import Process
 from .quota import Quota
+from .root import boot
 from .wire import Limits
 
 __version__ = "0.1.0"

@@ -31,11 +31,12 @@ from typing import Any
 
 import trio
 
+from .config import Grant
 from .cspace import Rights
 from .insecure import InsecureWarning
-from .kernel import Grant, boot
 from .pagefmt import PAGE_SIZE
 from .proc import Process
+from .root import boot
 
 __all__ = ["BENCHMARKS", "bench_fault_nbd", "bench_ipc_call", "bench_ipc_call_process",
            "bench_major_fault", "bench_major_fault_process", "bench_mmap_huge",

@@ -33,7 +33,7 @@ def check_boot_options(**options: Any) -> None:
     """Raise :class:`ConfigError` (with a message fit for a person) if ``boot(**options)``
     would be refused (boot's own checks, including whether a ``file:PATH`` swap file can
     be created), without booting anything."""
-    from .kernel import BootConfig
+    from .config import BootConfig
     from .mmu.vm import check_paging_config
 
     try:

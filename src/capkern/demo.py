@@ -19,10 +19,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from . import insecure, programs
+from .config import BootConfig, Grant
 from .errors import CapkernError
-from .kernel import BootConfig, Grant, Kernel, boot
+from .kernel import Kernel
 from .nbdaddr import is_nbd_spec
 from .proc import Process
+from .root import boot
 from .testing import attackers as atk
 from .testing.assertions import is_typed_fault
 

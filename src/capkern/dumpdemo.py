@@ -14,8 +14,9 @@ from typing import Any
 import trio
 
 from . import programs
-from .kernel import Grant, boot
+from .config import Grant
 from .proc import Process
+from .root import boot
 
 __all__ = ["run_dump"]
 

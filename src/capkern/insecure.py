@@ -20,7 +20,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .kernel import BootConfig
+    from .config import BootConfig
 
 __all__ = ["InsecureWarning", "boot_ended", "boot_started", "insecure_since", "reasons",
            "serial"]

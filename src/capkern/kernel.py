@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 import traceback
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import trio
 
 from . import insecure, wire
+from .config import BootConfig, Grant, Program, RootCap
 from .contract import Contract
 from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
 from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess, QuotaExceeded
 from .ipc import Endpoint, Notification, ReplyObject
-from .nbdaddr import is_nbd_spec, parse_nbd_spec
 from .proc import (
     Process,
     ProcessExit,
@@ -46,144 +42,10 @@ from .trace import Counters, Event, EventLog, IpcTrace, PageTrace
 if TYPE_CHECKING:
     from .mmu.vm import VM
 
-__all__ = ["BootConfig", "Grant", "Kernel", "Program", "RootCap", "boot"]
+__all__ = ["Kernel"]
 
 log = logging.getLogger("capkern.kernel")
 
-Program = Callable[..., Awaitable[Any]]
-"""A program: ``async def main(proc: Process, *args) -> int | None``."""
-
-
-@dataclass(frozen=True, slots=True)
-class RootCap:
-    """A capability held by the root (the code that booted the kernel), by slot."""
-
-    slot: int
-    label: str
-
-    def __repr__(self) -> str:
-        return f"<RootCap slot={self.slot} {self.label}>"
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Give a spawned domain a capability derived from ``cap`` with these rights/badge."""
-
-    cap: RootCap
-    rights: str | Rights = Rights.ALL
-    badge: int | None = None
-
-
-@dataclass(frozen=True)
-class BootConfig:
-    """Boot options.  The defaults are the embedded configuration (demo and REPL).
-
-    ``evict_batch`` pages are evicted per eviction (default 8): faster, but the fault
-    counts differ from textbook one-page replacement (``capkern sim`` uses 1); a batch
-    larger than RAM evicts every resident page (warned about when given explicitly).
-    ``seed`` makes page handles, and so every policy choice, reproducible; ``precise``
-    reports every reference to the pager in order (exact LRU/LFU; see ``mmu/reflog.py``).
-    """
-
-    ram_pages: int = 256
-    policy: str = "clock"
-    blockdev: str = "memory"
-    swap_blocks: int = 8192
-    blockdev_latency: float = 0.0
-    cipher: str = "aes-256-gcm"
-    pager: Program | str | None = None  # a program, or "tcp://HOST:PORT" (remote)
-    blockdev_server: Program | None = None
-    pager_deadline: float = 2.0
-    crypt_deadline: float = 5.0
-    evict_batch: int = 8
-    limits: wire.Limits = field(default_factory=wire.Limits)
-    cspace_size: int = 4096
-    trace: bool = False
-    paging: bool = True
-    quota: Quota = field(default_factory=Quota)  # each spawned domain's default quota
-    seed: int | None = None  # derive page handles from it: reproducible runs (see reflog)
-    precise: bool = False  # report every reference, in order, to the pager (exact LRU/LFU)
-    #: where untrusted servers run: "task" (in this process) or "process" (children)
-    isolation: str = "task"
-    isolation_options: Any = None  # a capkern.isolation.IsolationOptions, or None
-
-    def validate(self) -> None:
-        """Refuse a bad option with a :class:`ConfigError` before anything starts."""
-
-        def count(name: str, minimum: int) -> None:
-            value = getattr(self, name)
-            if type(value) is not int or value < minimum:
-                raise ConfigError(f"{name} must be an int >= {minimum}, not {value!r}")
-
-        def seconds(name: str, positive: bool) -> None:
-            value = getattr(self, name)
-            ok = (
-                type(value) in (int, float)
-                and math.isfinite(value)
-                and (value > 0 if positive else value >= 0)
-            )
-            if not ok:
-                what = "a positive" if positive else "a non-negative"
-                raise ConfigError(f"{name} must be {what} finite number, not {value!r}")
-
-        count("ram_pages", 1)
-        count("evict_batch", 1)
-        count("swap_blocks", 2)
-        count("cspace_size", 1)
-        seconds("pager_deadline", True)
-        seconds("crypt_deadline", True)
-        seconds("blockdev_latency", False)
-        if self.seed is not None and type(self.seed) is not int:
-            raise ConfigError(f"seed must be an int or None, not {self.seed!r}")
-        if type(self.precise) is not bool:
-            raise ConfigError(f"precise must be a bool, not {self.precise!r}")
-        if self.paging and self.evict_batch > self.ram_pages \
-                and self.evict_batch != BootConfig.evict_batch:
-            # (the default batch of 8 on a tiny RAM is documented, not warned about)
-            warnings.warn(f"evict_batch={self.evict_batch} exceeds ram_pages="
-                          f"{self.ram_pages}: each eviction empties RAM", stacklevel=4)
-        if self.isolation not in ("task", "process"):
-            raise ConfigError(f"isolation must be 'task' or 'process', not {self.isolation!r}")
-        if not isinstance(self.policy, str):
-            raise ConfigError(f"policy must be a str, not {self.policy!r}")
-        if self.cipher not in ("aes-256-gcm", "chacha20-poly1305", "null"):
-            raise ConfigError(f"unknown cipher {self.cipher!r}")
-        if not isinstance(self.quota, Quota):
-            raise ConfigError(f"quota must be a capkern Quota, not {self.quota!r}")
-        if not isinstance(self.limits, wire.Limits):
-            raise ConfigError(f"limits must be a capkern.wire.Limits, not {self.limits!r}")
-        for name in ("pager", "blockdev_server"):
-            value = getattr(self, name)
-            if name == "pager" and isinstance(value, str) and value.startswith("tcp://"):
-                continue  # a remote pager (checked with the paging options)
-            if value is not None and not callable(value):
-                raise ConfigError(f"{name} must be a program (async function), not {value!r}")
-        if self.blockdev_server is None and is_nbd_spec(self.blockdev):
-            parse_nbd_spec(self.blockdev)  # a malformed address is a ConfigError now
-        elif self.blockdev_server is None and not (
-            isinstance(self.blockdev, str)
-            and (self.blockdev == "memory" or (self.blockdev.startswith("file:")
-                                               and self.blockdev[5:]))
-        ):
-            raise ConfigError(f"blockdev must be 'memory', 'file:PATH' or "
-                              f"'nbd://HOST:PORT[/EXPORT]', not {self.blockdev!r}")
-        if self.paging and self.blockdev_server is None and self.blockdev.startswith("file:"):
-            _check_swap_path(self.blockdev[5:])
-
-
-def _check_swap_path(path: str) -> None:
-    """The default block device will create (or overwrite) a swap file at ``path``: refuse
-    at boot a path where it cannot, rather than let the device die once domains run."""
-    where = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ConfigError(f"swap file {path!r} is a directory")
-    if not os.path.isdir(where):
-        raise ConfigError(f"swap file {path!r}: directory {where!r} does not exist")
-    if os.path.exists(path):
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise ConfigError(f"swap file {path!r} is not readable and writable")
-    elif not os.access(where, os.W_OK | os.X_OK):
-        raise ConfigError(f"swap file {path!r}: cannot create files in {where!r}")
 
 
 class Kernel:
@@ -582,47 +444,3 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
 
 def _summary(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
-
-
-@asynccontextmanager
-async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterator[Kernel]:
-    """Boot a kernel inside the current Trio run; shut it down on exit.
-
-    Keyword options override :class:`BootConfig` fields (``ram_pages``, ``policy``,
-    ``blockdev``, ``cipher``, ``pager``, ``trace``...).
-    """
-    try:
-        cfg = replace(config or BootConfig(), **options)
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
-    cfg.validate()
-    if cfg.paging:
-        from .mmu.vm import check_paging_config
-
-        check_paging_config(cfg)
-    serial = insecure.boot_started(cfg)  # warns (InsecureWarning) if insecure
-    try:
-        async with trio.open_nursery() as nursery:
-            kernel = Kernel(cfg, nursery)
-            try:
-                if cfg.paging:
-                    from .mmu.vm import start_paging
-
-                    await start_paging(kernel)
-                yield kernel
-            finally:
-                await kernel._shutdown()
-    except BaseExceptionGroup as group:
-        # the nursery wraps whatever ended the block (the body's own exception, an error
-        # starting the servers): a single one goes back to the caller as itself, so
-        # ``except KeyError`` / ``pytest.raises`` around the boot block work as written
-        if len(group.exceptions) != 1:
-            raise
-        leaf = group.exceptions[0]
-        context = leaf.__context__
-        try:
-            raise leaf
-        finally:
-            leaf.__context__ = context
-    finally:
-        insecure.boot_ended(serial)

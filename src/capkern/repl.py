@@ -27,9 +27,11 @@ from typing import Any
 import trio
 
 from . import programs
+from .config import Grant
 from .errors import ConfigError
-from .kernel import Grant, Kernel, boot
+from .kernel import Kernel
 from .replhelp import HELP_TOPIC, describe, displayhook, running_policy, short_traceback
+from .root import boot
 
 __all__ = ["run_repl"]
 

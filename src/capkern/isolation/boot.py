@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from .proxy import IsolationOptions, ServerGroup, isolated
 
 if TYPE_CHECKING:
-    from ..kernel import BootConfig
+    from ..config import BootConfig
 
 __all__ = ["isolate_servers"]
 

@@ -34,9 +34,9 @@ from typing import Any
 import trio
 
 from ..errors import ConfigError
-from ..kernel import boot
 from ..pagefmt import PAGE_SIZE
 from ..proc import Process
+from ..root import boot
 from ..servers.pager import POLICIES, RandomPolicy, ReplacementPolicy, make_pager
 
 __all__ = ["SimResult", "Step", "resolve_policy", "run_sim", "simulate"]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import ipc
+from ..config import Grant
 from ..cspace import Cap, Rights
 from ..errors import (
     CapkernError,
@@ -49,7 +50,6 @@ from ..errors import (
     ServerError,
 )
 from ..ipc import Endpoint, Received
-from ..kernel import Grant
 from ..pagefmt import PAGE_SIZE
 from ..protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
 from .aspace import PTE, AddressSpace, check_span
@@ -59,8 +59,9 @@ from .frames import FrameTable
 from .reflog import HandleSource, ReferenceLog
 
 if TYPE_CHECKING:
+    from ..config import BootConfig
     from ..domain import Domain
-    from ..kernel import BootConfig, Kernel
+    from ..kernel import Kernel
 
 __all__ = ["VM", "start_paging"]
 

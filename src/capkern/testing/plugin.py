@@ -33,7 +33,8 @@ import pytest
 import trio
 import trio.testing
 
-from ..kernel import Kernel, boot
+from ..kernel import Kernel
+from ..root import boot
 from .attackers import Evidence
 
 KernelFactory = Callable[..., AbstractAsyncContextManager[Kernel]]
