@@ -29,7 +29,7 @@ def check_boot_options(**options: Any) -> None:
     would be refused (boot's own checks, including whether a ``file:PATH`` swap file can
     be created), without booting anything."""
     from .kernel import BootConfig
-    from .mmu.vm import check_paging_config
+    from .mmu.startup import check_paging_config
 
     try:
         cfg = dataclasses.replace(BootConfig(), **options)

@@ -546,7 +546,7 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
         raise ConfigError(str(exc)) from None
     cfg.validate()
     if cfg.paging:
-        from .mmu.vm import check_paging_config
+        from .mmu.startup import check_paging_config
 
         check_paging_config(cfg)
     try:
@@ -554,7 +554,7 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
             kernel = Kernel(cfg, nursery)
             try:
                 if cfg.paging:
-                    from .mmu.vm import start_paging
+                    from .mmu.startup import start_paging
 
                     await start_paging(kernel)
                 yield kernel

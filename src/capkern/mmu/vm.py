@@ -1,113 +1,122 @@
 """The fault path: demand-zero, sealed eviction and verified page-in (trusted).
 
 Resident pages are read and written on the process's own task with no channel hop
-(:meth:`VM.read`, :meth:`VM.write`).  A non-present page is a fault: the process's trap
-queues it to the kernel's fault path, which resolves each fault in its own task (in a
-nursery the fault path owns), so a slow or hung pager delays only the faults that need
-it, each by at most one deadline::
+(:meth:`VM.read`, :meth:`VM.write`).  A non-present page is a fault, resolved on the
+faulting task itself (a trap runs kernel code on the faulting thread, no task is spawned
+per fault), so a slow or hung pager delays only the faults that need it, each by at most
+one deadline::
 
     fault -> [evict: pager chooses victims -> crypt seals -> pager stores]
           -> zero-fill, or pager fetch -> crypt unseal + binding/version check -> map
 
-Every call into the untrusted pager has a deadline.  Victims are unmapped (not freed)
-while their sealed copies travel, so a process touching one just faults and waits; a
-frame is freed only after the pager confirmed the store, so a failed store loses no data.
-Concurrency is kept safe by three rules: a page being faulted in or evicted is *busy*
-and any other fault on it waits for that to end; one eviction runs at a time (faults
-that need a frame meanwhile share its outcome); and a discard waits until the pages it
-names are no longer busy, so the pager never hears of a page after it was told to
-forget it.  The version of each page lives here, in trusted memory, and is bumped on every seal; a
+The VM holds no kernel: it gets its configuration (:class:`VMConfig`), the kernel's
+counters, an event callback and one :class:`~capkern.mmu.ports.ServerPort` each for the
+pager and the sealer.  Every call into the untrusted pager has a deadline.  Victims are
+unmapped (not freed) while their sealed copies travel, so a process touching one just
+faults and waits; a frame is freed only after the pager confirmed the store, so a failed
+store loses no data.  Concurrency is kept safe by three rules: a page being faulted in or
+evicted is *busy* and any other fault on it waits for that to end; one eviction runs at a
+time (faults that need a frame meanwhile queue for the frames it frees, see
+:mod:`.framewait`); and a discard waits until the pages it names are no longer busy, so
+the pager never hears of a page after it was told to forget it.  Every step undoes itself
+if the faulting task is cancelled (its process killed): frames go back, pages stay mapped.
+The version of each page lives here, in trusted memory, and is bumped on every seal; a
 page-in must carry exactly the version of the page's current sealed copy.
+
+When a resident access yields: a read or write that needs no fault is a cancellation
+point (a killed process stops at its next access) but yields to the scheduler only once
+every :data:`RESIDENT_YIELD` accesses in a row, so a process touching only resident
+memory runs at most that many accesses before the others get the CPU.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
+from trio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from .. import ipc
-from ..cspace import Cap, Rights
+from ..cspace import Rights
 from ..errors import (
     CapkernError,
     ConfigError,
-    ContractViolation,
     Fault,
     IntegrityFault,
-    IPCError,
     OutOfMemory,
     PageInError,
-    PagerUnavailable,
     ProtectionFault,
     SegmentationFault,
     ServerError,
 )
-from ..ipc import Endpoint, Received
-from ..kernel import Grant
 from ..pagefmt import PAGE_SIZE
-from ..protocols import BLOCKDEV, CRYPT, MAX_BATCH, PAGER
+from ..protocols import MAX_BATCH
 from .aspace import PTE, AddressSpace
+from .framewait import FrameWaiters
 from .frames import FrameTable
+from .ports import PagerLink, ServerPort
+from .residency import Residency
 
 if TYPE_CHECKING:
     from ..domain import Domain
-    from ..kernel import BootConfig, Kernel
+    from ..trace import Counters
 
-__all__ = ["VM", "start_paging"]
+__all__ = ["RESIDENT_YIELD", "VM", "EventSink", "VMConfig"]
 
-MAX_REPORT = 1 << 16  # the PAGER contract's list bound
+RESIDENT_YIELD = 64  # resident accesses in a row before one yields to the scheduler
 _R = Rights.READ._value_
 _W = Rights.WRITE._value_
 
+EventSink = Callable[[str, "Domain | None", str], None]
+"""``event(kind, domain or None for the kernel itself, detail)``."""
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    """What the fault path needs of the boot options."""
+
+    ram_pages: int
+    evict_batch: int = 8
+    pager_deadline: float = 2.0
+    crypt_deadline: float = 5.0
+
 
 @dataclass
-class _FaultItem:
-    dom: Domain | None
-    vpn: int
-    done: trio.Event = field(default_factory=trio.Event)
-    error: CapkernError | None = None
-    discard: list[int] | None = None
-    after: list[trio.Event] = field(default_factory=list)  # a discard waits for these
+class _Discard:
+    handles: list[int]
+    after: list[trio.Event] = field(default_factory=list)  # busy pages it waits for
 
 
 #: an eviction victim: (handle, address space, virtual page, page-table entry)
 _Victim = tuple[int, AddressSpace, int, PTE]
 
 
-@dataclass
-class _Eviction:
-    """One eviction under way; faults that need a frame meanwhile share its outcome."""
-
-    done: trio.Event = field(default_factory=trio.Event)
-    victims: int = 0
-    freed: int = 0
-
-
 class VM:
     """Paging state of one booted kernel."""
 
-    def __init__(self, kernel: Kernel, boot_id: bytes, pager: Cap, crypt: Cap) -> None:
-        self.kernel = kernel
-        self.boot_id = boot_id
-        self.frames = FrameTable(kernel.config.ram_pages)
-        self._pager = pager
-        self._crypt = crypt
-        self._handles: dict[int, tuple[AddressSpace, int]] = {}  # opaque handle -> page
-        self._resident: dict[int, None] = {}  # handles of resident pages, in mapping order
-        self._mapped: list[int] = []  # mapped since the pager last heard
+    def __init__(self, config: VMConfig, stats: Counters, event: EventSink,
+                 pager: ServerPort, crypt: ServerPort) -> None:
+        self.config = config
+        self.stats = stats
+        self.event = event
+        self.frames = FrameTable(config.ram_pages)
+        self.pager = PagerLink(pager, config.pager_deadline, stats)
+        self.crypt = crypt
+        self.res = Residency()
         self._asid_free: list[int] = []
         self._asid_next = 1
         self._store_error = ""  # why the last eviction could not store its pages
         self._busy: dict[PTE, trio.Event] = {}  # pages being faulted in or evicted
-        self._eviction: _Eviction | None = None  # the eviction under way
+        self._evicting = False  # one eviction at a time
+        self._waiters = FrameWaiters(self.frames)
         self._filling = 0  # frames held by faults in flight (allocated, not yet mapped)
         self._filled = trio.Event()  # set (and replaced) whenever such a fault ends
         self._incarnations: dict[int, int] = {}
-        send, self._queue = trio.open_memory_channel[_FaultItem](math.inf)
+        self._streak = 0  # resident accesses since the last yield
+        send, self._discards = trio.open_memory_channel[_Discard](math.inf)
         self._submit = send
 
     # -- address spaces ------------------------------------------------------------------
@@ -141,13 +150,12 @@ class VM:
                 self.frames.free(pte.frame)
                 pte.present = False
             if pte.handle:
-                self._handles.pop(pte.handle, None)
-                self._resident.pop(pte.handle, None)
                 handles.append(pte.handle)
         if handles:
-            dead = set(handles)
-            self._mapped = [h for h in self._mapped if h not in dead]
-            self._submit.send_nowait(_FaultItem(None, 0, discard=handles, after=after))
+            self.res.forget(handles)
+            self._submit.send_nowait(_Discard(handles, after))
+        if self.frames.free_count and self._waiters:
+            self._waiters.wake_one()
 
     def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
         assert dom.aspace is not None
@@ -170,82 +178,108 @@ class VM:
             raise ProtectionFault(f"{what} to {vpn * PAGE_SIZE:#x} denied ({pte.rights.short()})")
         return pte
 
-    def _span(self, aspace: AddressSpace, addr: int, left: int,
-              need: int) -> tuple[PTE, int, int] | int:
-        """The resident piece at ``addr``: (pte, RAM offset, length), or the vpn to fault."""
-        vpn, off = divmod(addr, PAGE_SIZE)
-        pte = self._pte(aspace, vpn, need)
-        if not pte.present:
-            return vpn
-        return pte, pte.frame * PAGE_SIZE + off, min(left, PAGE_SIZE - off)
+    async def _resident_done(self) -> None:
+        """The end of an access that needed no fault (see the module docstring)."""
+        self._streak += 1
+        if self._streak >= RESIDENT_YIELD:
+            self._streak = 0
+            await checkpoint()
+        else:
+            await checkpoint_if_cancelled()
 
     async def read(self, dom: Domain, addr: int, n: int) -> bytes:
         aspace = dom.aspace
         if aspace is None or n < 0 or addr < 0:
             raise SegmentationFault("bad read")
-        out = bytearray(n)
+        vpn, off = divmod(addr, PAGE_SIZE)
+        if off + n <= PAGE_SIZE:  # one page: the common case
+            pte = self._pte(aspace, vpn, _R)
+            if pte.present:
+                if not pte.accessed:
+                    pte.accessed = True
+                    self.res.touched.append(pte)
+                base = pte.frame * PAGE_SIZE + off
+                out = bytes(self.frames.view[base : base + n])
+                await self._resident_done()
+                return out
+        buf = bytearray(n)
         done = 0
+        faulted = False
         while done < n:
-            span = self._span(aspace, addr + done, n - done, _R)
-            if isinstance(span, int):
-                await self.fault(dom, span)
+            vpn, off = divmod(addr + done, PAGE_SIZE)
+            pte = self._pte(aspace, vpn, _R)
+            if not pte.present:
+                await self.fault(dom, vpn)
+                faulted = True
                 continue
-            pte, base, chunk = span
-            out[done : done + chunk] = self.frames.view[base : base + chunk]
-            pte.accessed = True
+            chunk = min(n - done, PAGE_SIZE - off)
+            base = pte.frame * PAGE_SIZE + off
+            buf[done : done + chunk] = self.frames.view[base : base + chunk]
+            if not pte.accessed:
+                pte.accessed = True
+                self.res.touched.append(pte)
             done += chunk
-        await trio.lowlevel.checkpoint()
-        return bytes(out)
+        if not faulted:
+            await self._resident_done()
+        return bytes(buf)
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
         aspace = dom.aspace
         if aspace is None or addr < 0:
             raise SegmentationFault("bad write")
         data = bytes(data)
+        n = len(data)
         done = 0
-        while done < len(data):
-            span = self._span(aspace, addr + done, len(data) - done, _W)
-            if isinstance(span, int):
-                await self.fault(dom, span)
+        faulted = False
+        while done < n:
+            vpn, off = divmod(addr + done, PAGE_SIZE)
+            pte = self._pte(aspace, vpn, _W)
+            if not pte.present:
+                await self.fault(dom, vpn)
+                faulted = True
                 continue
-            pte, base, chunk = span
+            chunk = min(n - done, PAGE_SIZE - off)
+            base = pte.frame * PAGE_SIZE + off
             self.frames.view[base : base + chunk] = data[done : done + chunk]
-            pte.accessed = pte.dirty = True
+            if not pte.dirty:
+                pte.dirty = True
+                self.res.dirtied.append(pte)
+            if not pte.accessed:
+                pte.accessed = True
+                self.res.touched.append(pte)
             done += chunk
-        await trio.lowlevel.checkpoint()
+        if not faulted:
+            await self._resident_done()
 
     async def fault(self, dom: Domain, vpn: int) -> None:
-        """The trap of a non-present page: queue it to the kernel and wait."""
-        item = _FaultItem(dom, vpn)
-        self._submit.send_nowait(item)
-        await item.done.wait()
-        if item.error is not None:
-            raise item.error
+        """The trap of a non-present page, resolved on the faulting task."""
+        self._streak = 0
+        try:
+            await self._resolve(dom, vpn)
+        except Fault:
+            raise
+        except Exception as exc:  # a kernel bug must not take the kernel down
+            self.event("internal_error", dom, repr(exc))
+            raise Fault(f"internal error in the fault path: {exc!r}") from None
+        await checkpoint()  # a fault always yields, even one that needed no server
 
-    # -- the kernel's fault path ----------------------------------------------------------
+    # -- discards (the kernel's own task) ---------------------------------------------------
 
     async def run(self) -> None:
-        """The kernel's fault path: one task per queued fault or discard."""
+        """The kernel's discard task: each discard waits for its busy pages, then goes."""
         async with trio.open_nursery() as nursery:
-            async for item in self._queue:
-                nursery.start_soon(self._serve, item)
+            async for item in self._discards:
+                nursery.start_soon(self._discard, item)
 
-    async def _serve(self, item: _FaultItem) -> None:
+    async def _discard(self, item: _Discard) -> None:
+        for busy in item.after:
+            await busy.wait()
         try:
-            if item.discard is not None:
-                for busy in item.after:
-                    await busy.wait()
-                await self._discard(item.discard)
-            else:
-                await self._resolve(item)
-        except Fault as exc:
-            item.error = exc
-        except Exception as exc:  # a kernel bug must not take the kernel down
-            item.error = Fault(f"internal error in the fault path: {exc!r}")
-            if item.dom is not None:
-                self.kernel.event("internal_error", item.dom, repr(exc))
-        finally:
-            item.done.set()
+            await self.pager.call("discard", {"handles": item.handles})
+        except (Fault, ServerError) as exc:
+            self.event("pager_error", None, f"discard: {exc}")
+
+    # -- resolving a fault ----------------------------------------------------------------
 
     async def _settled_pte(self, aspace: AddressSpace, vpn: int) -> PTE:
         """The page-table entry of ``vpn`` once no other task is faulting or evicting it."""
@@ -258,23 +292,22 @@ class VM:
                 return pte
             await busy.wait()
 
-    async def _resolve(self, item: _FaultItem) -> None:
-        dom = item.dom
-        assert dom is not None and dom.aspace is not None
+    async def _resolve(self, dom: Domain, vpn: int) -> None:
+        assert dom.aspace is not None
         aspace = dom.aspace
-        pte = await self._settled_pte(aspace, item.vpn)
+        pte = await self._settled_pte(aspace, vpn)
         if pte.present:
             return
         busy = self._busy[pte] = trio.Event()
         try:
-            await self._fill(dom, aspace, item.vpn, pte)
+            await self._fill(dom, aspace, vpn, pte)
         finally:
             del self._busy[pte]
             busy.set()
 
     async def _fill(self, dom: Domain, aspace: AddressSpace, vpn: int, pte: PTE) -> None:
         """Give a busy, non-present page a frame: zero-filled or paged in and verified."""
-        stats = self.kernel.stats
+        stats = self.stats
         stats.faults += 1
         dom.faults += 1
         frame = await self._get_frame()
@@ -285,11 +318,11 @@ class VM:
             else:
                 await self._page_in(dom, aspace, vpn, pte, frame)
         except BaseException:
-            self.frames.free(frame)
+            self._free_frame(frame)
             raise
         else:
             if not aspace.alive or aspace.pages.get(vpn) is not pte:
-                self.frames.free(frame)  # unmapped while we waited: nothing to map
+                self._free_frame(frame)  # unmapped while we waited: nothing to map
             else:
                 self._map(aspace, vpn, pte, frame)
         finally:
@@ -297,120 +330,90 @@ class VM:
             self._filled.set()
             self._filled = trio.Event()
 
+    def _free_frame(self, frame: int) -> None:
+        self.frames.free(frame)
+        if self._waiters:
+            self._waiters.wake_one()
+
     def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:
         if not pte.handle:
             pte.handle = self._new_handle()
-            self._handles[pte.handle] = (aspace, vpn)
+            self.res.handles[pte.handle] = (aspace, vpn)
         pte.frame = frame
         pte.present = True
         pte.state = "resident"
         pte.accessed = pte.dirty = False
-        self._resident[pte.handle] = None
-        self._mapped.append(pte.handle)
+        self.res.map(pte.handle, pte)
 
     def _new_handle(self) -> int:
         """An opaque page name for the pager: random, so it reveals no pid or address."""
         while True:
             handle = secrets.randbits(63) or 1
-            if handle not in self._handles:
+            if handle not in self.res.handles:
                 return handle
 
     async def _get_frame(self) -> int:
         """A free frame, evicting a batch if RAM is full.
 
         One eviction runs at a time.  A fault that needs a frame while one is under way
-        shares its outcome instead of queueing another: it takes a frame the eviction
-        freed, or fails with it -- so when the pager hangs, every fault waiting for
-        memory fails after one eviction's deadlines, not one after the other.
+        queues for a frame it frees, or fails with it -- so when the pager hangs, every
+        fault waiting for memory fails after one eviction's deadlines, not one after the
+        other -- and an eviction wakes as many waiters as it freed frames.
         """
         while True:
             frame = self.frames.alloc()
             if frame is not None:
                 return frame
-            eviction = self._eviction
-            if eviction is None:
-                if not self._resident:
-                    if not self._filling:
-                        raise self._out_of_memory()
-                    await self._filled.wait()  # every frame is on its way to a page
-                    continue
-                eviction = self._eviction = _Eviction()
-                try:
-                    eviction.victims, eviction.freed = await self._evict(
-                        min(self.kernel.config.evict_batch, MAX_BATCH))
-                finally:
-                    self._eviction = None
-                    eviction.done.set()
-            else:
-                await eviction.done.wait()
-            if eviction.victims and not eviction.freed and not self.frames.free_count:
-                raise self._out_of_memory()  # the pager would not take the pages
-            # frames were freed (others may take them first), or the victims went away
-            # meanwhile (their process exited): try again
+            if self._evicting:
+                got = await self._waiters.wait()
+                if got is not None:
+                    return got
+                continue
+            if not self.res:
+                if not self._filling:
+                    raise self._out_of_memory()
+                await self._filled.wait()  # every frame is on its way to a page
+                continue
+            self._evicting = True
+            try:
+                victims, freed = await self._evict(min(self.config.evict_batch, MAX_BATCH))
+            except BaseException:
+                self._evicting = False
+                self._waiters.hand_out()  # the next in line evicts instead
+                raise
+            self._evicting = False
+            if victims and not freed and not self.frames.free_count:
+                error = self._out_of_memory()  # the pager would not take the pages
+                self._waiters.fail_all(error)
+                raise error
+            frame = self.frames.alloc()
+            self._waiters.hand_out()
+            if frame is not None:
+                return frame
+            # the victims went away meanwhile (their process exited): try again
 
     def _out_of_memory(self) -> OutOfMemory:
         why = f": the evicted pages could not be stored ({self._store_error})" \
             if self._store_error else ""
         return OutOfMemory(f"no frame could be freed{why}")
 
-    # -- calls to servers, with deadlines --------------------------------------------------
-
-    async def _call(self, cap: Cap, label: str, body: Any, deadline: float) -> Any:
-        """Call a server as the kernel; returns the ok body or raises typed errors."""
-        root = self.kernel.root
-        msg = ipc.make_message(root, cap, label, body, None, ())
-        with trio.move_on_after(deadline):
-            got = await ipc.send(root, cap, msg, call=True)
-            assert isinstance(got, Received)
-            return got.ok()
-        raise PagerUnavailable(f"{cap.obj.label()} did not answer {label!r} within {deadline}s")
-
-    async def _pager_call(self, label: str, body: Any) -> Any:
-        try:
-            return await self._call(self._pager, label, body, self.kernel.config.pager_deadline)
-        except PagerUnavailable:
-            self.kernel.stats.pager_timeouts += 1
-            raise
-        except (ContractViolation, IPCError) as exc:
-            if isinstance(exc, ServerError):
-                raise
-            self.kernel.stats.pager_protocol_errors += 1
-            raise PagerUnavailable(f"pager failed {label!r}: {exc}") from None
-
-    async def _crypt_call(self, label: str, body: Any) -> Any:
-        return await self._call(self._crypt, label, body, self.kernel.config.crypt_deadline)
-
     # -- eviction -----------------------------------------------------------------------
 
-    def _harvest(self) -> tuple[list[int], list[int]]:
-        """Collect and clear accessed bits; list dirty pages (what a pager policy sees)."""
-        referenced, dirty = [], []
-        for handle in self._resident:
-            aspace, vpn = self._handles[handle]
-            pte = aspace.pages[vpn]
-            if pte.accessed:
-                referenced.append(handle)
-                pte.accessed = False
-            if pte.dirty:
-                dirty.append(handle)
-        return referenced, dirty
-
     async def _choose_victims(self, n: int) -> list[int]:
-        referenced, dirty = self._harvest()
-        # bounded: if a broken pager never hears of some pages, it just cannot pick them
-        self._mapped = list(dict.fromkeys(self._mapped))[-MAX_REPORT:]
-        body = {"n": n, "mapped": self._mapped, "referenced": referenced[-MAX_REPORT:],
-                "dirty": dirty[-MAX_REPORT:]}
+        res = self.res
+        mapped, referenced, dirty = res.harvest()
+        body = {"n": n, "mapped": mapped, "referenced": referenced, "dirty": dirty}
         chosen: list[int] = []
         try:
-            reply = await self._pager_call("evict", body)
-            self._mapped = []
-            chosen = reply["victims"]
-        except (Fault, ServerError) as exc:
-            self.kernel.event("pager_error", self.kernel.root, f"evict: {exc}")
-        victims = list(dict.fromkeys(h for h in chosen if h in self._resident))[:n]
+            chosen = (await self.pager.call("evict", body))["victims"]
+        except BaseException as exc:
+            res.unheard(mapped)
+            if not isinstance(exc, Fault | ServerError):
+                raise
+            self.event("pager_error", None, f"evict: {exc}")
+        victims = list(dict.fromkeys(h for h in chosen if h in res))[:n]
         if not victims:  # a policy's bad choice costs speed only: fall back to FIFO
-            victims = list(self._resident)[:n]
+            victims = res.oldest(n)
         return victims
 
     async def _evict(self, n: int) -> tuple[int, int]:
@@ -420,10 +423,10 @@ class VM:
         pages: list[_Victim] = []
         busy = trio.Event()
         for h in victims:  # unmap first: a touch now faults and waits for us
-            aspace, vpn = self._handles[h]
+            aspace, vpn = self.res.handles[h]
             pte = aspace.pages[vpn]
             pte.present = False
-            self._resident.pop(h, None)
+            self.res.unmap(h)
             self._busy[pte] = busy
             pages.append((h, aspace, vpn, pte))
         to_seal = [v for v in pages if v[3].dirty or v[3].sealed_version is None]
@@ -436,7 +439,7 @@ class VM:
             for victim in pages:
                 freed += self._settle_victim(victim, victim in to_seal, stored)
             busy.set()
-        self.kernel.stats.clean_drops += len(pages) - len(to_seal)
+        self.stats.clean_drops += len(pages) - len(to_seal)
         return len(pages), freed
 
     def _settle_victim(self, victim: _Victim, sealed: bool, stored: set[int]) -> bool:
@@ -448,20 +451,16 @@ class VM:
             self.frames.free(pte.frame)  # unmapped meanwhile: the frame is ours to free
             pte.frame = -1
         elif not sealed or h in stored:
-            self._drop(pte)
+            self.frames.free(pte.frame)
+            pte.frame = -1
+            pte.state = "swapped"
+            self.stats.evictions += 1
         else:  # keep the data resident: no data is lost
-            self.kernel.stats.store_failures += 1
+            self.stats.store_failures += 1
             pte.present = True
-            self._resident[h] = None
-            self._mapped.append(h)
+            self.res.map(h, pte)
             return False
         return True
-
-    def _drop(self, pte: PTE) -> None:
-        self.frames.free(pte.frame)
-        pte.frame = -1
-        pte.state = "swapped"
-        self.kernel.stats.evictions += 1
 
     async def _seal_and_store(self, pages: list[_Victim]) -> set[int]:
         items = []
@@ -469,16 +468,16 @@ class VM:
             pte.version += 1
             binding = [aspace.asid, aspace.incarnation, vpn, pte.version]
             items.append([binding, bytes(self.frames.frame(pte.frame))])
-        sealed = await self._crypt_call("seal", {"pages": items})
+        sealed = await self.crypt.call("seal", {"pages": items}, self.config.crypt_deadline)
         blobs = sealed["blobs"]
         if len(blobs) != len(items):
             raise Fault("sealer returned the wrong number of pages")
-        self.kernel.stats.seals += len(blobs)
+        self.stats.seals += len(blobs)
         body = {"pages": [[v[0], blob] for v, blob in zip(pages, blobs, strict=True)]}
         try:
-            reply = await self._pager_call("store", body)
+            reply = await self.pager.call("store", body)
         except (Fault, ServerError) as exc:
-            self.kernel.event("pager_error", self.kernel.root, f"store: {exc}")
+            self.event("pager_error", None, f"store: {exc}")
             self._store_error = f"pager: {exc}"
             return set()
         stored = set(reply["stored"])
@@ -493,20 +492,21 @@ class VM:
 
     async def _page_in(self, dom: Domain, aspace: AddressSpace, vpn: int, pte: PTE,
                        frame: int) -> None:
-        stats = self.kernel.stats
+        stats = self.stats
         try:
-            reply = await self._pager_call("fetch", {"handle": pte.handle})
+            reply = await self.pager.call("fetch", {"handle": pte.handle})
         except ServerError as exc:
             stats.page_in_errors += 1
             raise PageInError(exc.reason, exc.detail) from None
         assert pte.sealed_version is not None
         binding = [aspace.asid, aspace.incarnation, vpn, pte.sealed_version]
-        result = await self._crypt_call("unseal", {"pages": [[binding, reply["blob"]]]})
+        result = await self.crypt.call("unseal", {"pages": [[binding, reply["blob"]]]},
+                                       self.config.crypt_deadline)
         stats.unseals += 1
         if not result["ok"] or not result["ok"][0]:
             stats.integrity_faults += 1
             dom.integrity_faults += 1
-            self.kernel.event("integrity_fault", dom, f"page {vpn * PAGE_SIZE:#x} refused")
+            self.event("integrity_fault", dom, f"page {vpn * PAGE_SIZE:#x} refused")
             raise IntegrityFault(
                 f"page {vpn * PAGE_SIZE:#x} of {dom.name!r} failed its seal check "
                 "(tampered, stale or misplaced); not mapped"
@@ -514,78 +514,16 @@ class VM:
         self.frames.frame(frame)[:] = result["plain"][0]
         stats.page_ins += 1
 
-    async def _discard(self, handles: list[int]) -> None:
-        try:
-            await self._pager_call("discard", {"handles": handles})
-        except (Fault, ServerError) as exc:
-            self.kernel.event("pager_error", self.kernel.root, f"discard: {exc}")
-
     # -- statistics from the servers --------------------------------------------------------
 
     async def server_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         try:
-            out["crypt"] = await self._crypt_call("stats", {})
+            out["crypt"] = await self.crypt.call("stats", {}, self.config.crypt_deadline)
         except CapkernError as exc:
             out["crypt"] = {"error": str(exc)}
         try:
-            out["pager"] = await self._pager_call("stats", {})
+            out["pager"] = await self.pager.call("stats", {})
         except CapkernError as exc:
             out["pager"] = {"error": str(exc)}
         return out
-
-
-def check_paging_config(cfg: BootConfig) -> None:
-    """Boot-time checks of the paging options, before any task starts (raise ConfigError)."""
-    if cfg.pager is None:
-        _default_pager(cfg.policy)
-
-
-async def start_paging(kernel: Kernel) -> None:
-    """Start the sealer, block device and pager domains and the kernel's fault path."""
-    from ..servers.crypt.server import crypt_server  # trusted: part of the TCB
-
-    cfg = kernel.config
-    boot_id = os.urandom(16)
-    root = kernel.root.cspace
-    slots = {}
-    for name, contract in (("crypt", CRYPT), ("blockdev", BLOCKDEV), ("pager", PAGER)):
-        slots[name] = root.insert_original(Endpoint(name, contract), Rights.ALL)
-    grant = kernel._root_cap
-    kernel.spawn(crypt_server, cfg.cipher, boot_id, name="crypt", kind="server",
-                 caps={"service": Grant(grant(slots["crypt"]), Rights.READ)})
-    blockdev = cfg.blockdev_server or _default_blockdev()
-    kernel.spawn(blockdev, cfg.blockdev, cfg.swap_blocks, cfg.blockdev_latency,
-                 name="blockdev", kind="server",
-                 caps={"service": Grant(grant(slots["blockdev"]), Rights.READ)})
-    pager = cfg.pager or _default_pager(cfg.policy)
-    kernel.spawn(pager, cfg.policy, name="pager", kind="server",
-                 caps={"service": Grant(grant(slots["pager"]), Rights.READ),
-                       "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})
-    vm = VM(kernel, boot_id, root.lookup(slots["pager"]), root.lookup(slots["crypt"]))
-    kernel.vm = vm
-    kernel.start_soon(vm.run, name="capkern:fault-path")
-
-
-def _default_pager(policy: str) -> Any:
-    # The kernel only *starts* the default pager program as an untrusted domain; it
-    # never calls into it except over its endpoint.  Imported lazily by name so the
-    # TCB modules carry no import of untrusted server code.  The one thing it asks of
-    # the module is at boot, before any domain runs: whether the boot option ``policy``
-    # names one of its policies, so a typo is a ConfigError from boot() rather than a
-    # pager that dies at start and processes that later run out of frames.
-    import importlib
-
-    module = importlib.import_module("capkern.servers.pager.server")
-    if policy not in module.POLICIES:
-        raise ConfigError(
-            f"unknown replacement policy {policy!r}; the default pager offers "
-            f"{', '.join(module.POLICIES)}"
-        )
-    return module.pager_server
-
-
-def _default_blockdev() -> Any:
-    import importlib
-
-    return importlib.import_module("capkern.servers.blockdev.server").blockdev_server
