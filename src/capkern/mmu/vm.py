@@ -55,8 +55,8 @@ from ..errors import (
 from ..pagefmt import PAGE_SIZE
 from ..protocols import MAX_BATCH
 from .aspace import PTE, AddressSpace
-from .framewait import FrameWaiters
 from .frames import FrameTable
+from .framewait import FrameWaiters
 from .ports import PagerLink, ServerPort
 from .residency import Residency
 
