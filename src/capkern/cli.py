@@ -55,19 +55,31 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
-    bench.add_argument("names", nargs="*", help="ipc_call, seal_page, major_fault")
+    bench.add_argument("--scale", action="store_true",
+                       help="also run the minutes-long 'scale' benchmark")
+    bench.add_argument("--profile", action="store_true",
+                       help="print where a major fault's time goes (cProfile), then exit")
+    bench.add_argument("names", nargs="*", help="benchmarks by name (default: all but scale)")
     return parser
 
 
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    unknown = [n for n in args.names if n not in bench.BENCHMARKS]
+    if args.profile:
+        from .bench_paging import profile_fault
+
+        print(profile_fault())
+        return 0
+    unknown = [n for n in args.names if n not in bench.BENCHMARKS and n not in bench.HEAVY]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
     progress = None if args.json else (lambda n: print(f"running {n}...", file=sys.stderr))
-    results = bench.run_all(args.names or None, progress, quick=args.quick)
+    names = list(args.names or bench.BENCHMARKS)
+    if args.scale and "scale" not in names:
+        names.append("scale")
+    results = bench.run_all(names, progress, quick=args.quick)
     if args.json:
         print(json.dumps(results))
         return 0

@@ -116,6 +116,7 @@ class VM:
         self._filled = trio.Event()  # set (and replaced) whenever such a fault ends
         self._incarnations: dict[int, int] = {}
         self._streak = 0  # resident accesses since the last yield
+        self._calls = 0  # server calls made (each one yields)
         send, self._discards = trio.open_memory_channel[_Discard](math.inf)
         self._submit = send
 
@@ -254,6 +255,7 @@ class VM:
     async def fault(self, dom: Domain, vpn: int) -> None:
         """The trap of a non-present page, resolved on the faulting task."""
         self._streak = 0
+        calls = self._calls
         try:
             await self._resolve(dom, vpn)
         except Fault:
@@ -261,7 +263,8 @@ class VM:
         except Exception as exc:  # a kernel bug must not take the kernel down
             self.event("internal_error", dom, repr(exc))
             raise Fault(f"internal error in the fault path: {exc!r}") from None
-        await checkpoint()  # a fault always yields, even one that needed no server
+        if self._calls == calls:
+            await checkpoint()  # a fault always yields, even one that needed no server
 
     # -- discards (the kernel's own task) ---------------------------------------------------
 
@@ -405,6 +408,7 @@ class VM:
         body = {"n": n, "mapped": mapped, "referenced": referenced, "dirty": dirty}
         chosen: list[int] = []
         try:
+            self._calls += 1
             chosen = (await self.pager.call("evict", body))["victims"]
         except BaseException as exc:
             res.unheard(mapped)
@@ -494,6 +498,7 @@ class VM:
                        frame: int) -> None:
         stats = self.stats
         try:
+            self._calls += 1
             reply = await self.pager.call("fetch", {"handle": pte.handle})
         except ServerError as exc:
             stats.page_in_errors += 1
