@@ -179,30 +179,26 @@ class VM:
             raise ProtectionFault(f"{what} to {vpn * PAGE_SIZE:#x} denied ({pte.rights.short()})")
         return pte
 
-    async def _resident_done(self) -> None:
-        """The end of an access that needed no fault (see the module docstring)."""
-        self._streak += 1
-        if self._streak >= RESIDENT_YIELD:
-            self._streak = 0
-            await checkpoint()
-        else:
-            await checkpoint_if_cancelled()
-
     async def read(self, dom: Domain, addr: int, n: int) -> bytes:
         aspace = dom.aspace
         if aspace is None or n < 0 or addr < 0:
             raise SegmentationFault("bad read")
         vpn, off = divmod(addr, PAGE_SIZE)
-        if off + n <= PAGE_SIZE:  # one page: the common case
-            pte = self._pte(aspace, vpn, _R)
-            if pte.present:
-                if not pte.accessed:
-                    pte.accessed = True
-                    self.res.touched.append(pte)
-                base = pte.frame * PAGE_SIZE + off
-                out = bytes(self.frames.view[base : base + n])
-                await self._resident_done()
-                return out
+        pte = aspace.pages.get(vpn)
+        if pte is not None and pte.present and off + n <= PAGE_SIZE \
+                and pte.rights._value_ & _R:  # one resident page: the common case
+            if not pte.accessed:
+                pte.accessed = True
+                self.res.touched.append(pte)
+            base = pte.frame * PAGE_SIZE + off
+            out = self.frames.ram[base : base + n]
+            self._streak += 1
+            if self._streak < RESIDENT_YIELD:
+                await checkpoint_if_cancelled()
+            else:
+                self._streak = 0
+                await checkpoint()
+            return bytes(out)
         buf = bytearray(n)
         done = 0
         faulted = False
@@ -228,8 +224,28 @@ class VM:
         aspace = dom.aspace
         if aspace is None or addr < 0:
             raise SegmentationFault("bad write")
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(data)
         n = len(data)
+        vpn, off = divmod(addr, PAGE_SIZE)
+        pte = aspace.pages.get(vpn)
+        if pte is not None and pte.present and off + n <= PAGE_SIZE \
+                and pte.rights._value_ & _W:  # one resident page: the common case
+            base = pte.frame * PAGE_SIZE + off
+            self.frames.ram[base : base + n] = data
+            if not pte.dirty:
+                pte.dirty = True
+                self.res.dirtied.append(pte)
+            if not pte.accessed:
+                pte.accessed = True
+                self.res.touched.append(pte)
+            self._streak += 1
+            if self._streak < RESIDENT_YIELD:
+                await checkpoint_if_cancelled()
+            else:
+                self._streak = 0
+                await checkpoint()
+            return
         done = 0
         faulted = False
         while done < n:
@@ -251,6 +267,15 @@ class VM:
             done += chunk
         if not faulted:
             await self._resident_done()
+
+    async def _resident_done(self) -> None:
+        """The end of an access that needed no fault (see the module docstring)."""
+        self._streak += 1
+        if self._streak < RESIDENT_YIELD:
+            await checkpoint_if_cancelled()
+        else:
+            self._streak = 0
+            await checkpoint()
 
     async def fault(self, dom: Domain, vpn: int) -> None:
         """The trap of a non-present page, resolved on the faulting task."""
