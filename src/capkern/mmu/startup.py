@@ -56,7 +56,8 @@ async def start_paging(kernel: Kernel) -> None:
     def event(kind: str, dom: Domain | None, detail: str) -> None:
         kernel.event(kind, kernel.root if dom is None else dom, detail)
 
-    vm_config = VMConfig(cfg.ram_pages, cfg.evict_batch, cfg.pager_deadline, cfg.crypt_deadline)
+    vm_config = VMConfig(cfg.ram_pages, cfg.evict_batch, cfg.pager_deadline, cfg.crypt_deadline,
+                         cfg.readahead)
     vm = VM(vm_config, kernel.stats, event, IpcPort(kernel.root, root.lookup(slots["pager"])),
             IpcPort(kernel.root, root.lookup(slots["crypt"])))
     kernel.vm = vm

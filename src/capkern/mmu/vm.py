@@ -47,7 +47,6 @@ from ..errors import (
     Fault,
     IntegrityFault,
     OutOfMemory,
-    PageInError,
     ProtectionFault,
     SegmentationFault,
     ServerError,
@@ -57,6 +56,7 @@ from ..protocols import MAX_BATCH
 from .aspace import PTE, AddressSpace
 from .frames import FrameTable
 from .framewait import FrameWaiters
+from .pageio import PageIO, Victim
 from .ports import PagerLink, ServerPort
 from .residency import Residency
 
@@ -82,16 +82,13 @@ class VMConfig:
     evict_batch: int = 8
     pager_deadline: float = 2.0
     crypt_deadline: float = 5.0
+    readahead: int = 0  # pages fetched after a sequential fault's own, in the same trip
 
 
 @dataclass
 class _Discard:
     handles: list[int]
     after: list[trio.Event] = field(default_factory=list)  # busy pages it waits for
-
-
-#: an eviction victim: (handle, address space, virtual page, page-table entry)
-_Victim = tuple[int, AddressSpace, int, PTE]
 
 
 class VM:
@@ -108,7 +105,9 @@ class VM:
         self.res = Residency()
         self._asid_free: list[int] = []
         self._asid_next = 1
-        self._store_error = ""  # why the last eviction could not store its pages
+        self.io = PageIO(self.pager, crypt, config.crypt_deadline, stats, self.frames,
+                         lambda kind, detail: event(kind, None, detail))
+        self._next_fault: dict[AddressSpace, int] = {}  # where a sequential run goes on
         self._busy: dict[PTE, trio.Event] = {}  # pages being faulted in or evicted
         self._evicting = False  # one eviction at a time
         self._waiters = FrameWaiters(self.frames)
@@ -137,6 +136,7 @@ class VM:
         aspace = dom.aspace
         assert aspace is not None
         aspace.alive = False
+        self._next_fault.pop(aspace, None)
         self._release(list(aspace.pages.values()))
         aspace.pages.clear()
         self._asid_free.append(aspace.asid)
@@ -334,29 +334,82 @@ class VM:
             busy.set()
 
     async def _fill(self, dom: Domain, aspace: AddressSpace, vpn: int, pte: PTE) -> None:
-        """Give a busy, non-present page a frame: zero-filled or paged in and verified."""
+        """Give a busy, non-present page a frame: zero-filled or paged in and verified
+        (with its read-ahead cluster, if the fault continues a sequential run)."""
         stats = self.stats
         stats.faults += 1
         dom.faults += 1
         frame = await self._get_frame()
         self._filling += 1
+        if pte.state == "zero":
+            stats.zero_fills += 1
+            self._filled_one(aspace, vpn, pte, frame, None)
+            return
+        cluster = self._cluster(aspace, vpn)
+        busy = trio.Event()
+        for _v, xpte, _f in cluster:
+            self._busy[xpte] = busy
+        self._filling += len(cluster)
+        plains: list[bytes | None] = []
         try:
-            if pte.state == "zero":
-                stats.zero_fills += 1
-            else:
-                await self._page_in(dom, aspace, vpn, pte, frame)
-        except BaseException:
-            self._free_frame(frame)
-            raise
-        else:
-            if not aspace.alive or aspace.pages.get(vpn) is not pte:
-                self._free_frame(frame)  # unmapped while we waited: nothing to map
-            else:
-                self._map(aspace, vpn, pte, frame)
+            self._calls += 1
+            plains = await self.io.fetch([(aspace, vpn, pte)] +
+                                         [(aspace, v, p) for v, p, _f in cluster])
         finally:
-            self._filling -= 1
-            self._filled.set()
-            self._filled = trio.Event()
+            for _v, xpte, _f in cluster:
+                del self._busy[xpte]
+            busy.set()
+            if not plains:  # failed or cancelled: every frame goes back
+                self._filled_one(aspace, vpn, pte, frame, b"")
+                for v, xpte, f in cluster:
+                    self._filled_one(aspace, v, xpte, f, b"")
+        for (v, xpte, f), plain in zip(cluster, plains[1:], strict=True):
+            self._filled_one(aspace, v, xpte, f, plain or b"")  # refused: stays swapped
+        if plains[0] is None:
+            self._filled_one(aspace, vpn, pte, frame, b"")
+            stats.integrity_faults += 1
+            dom.integrity_faults += 1
+            self.event("integrity_fault", dom, f"page {vpn * PAGE_SIZE:#x} refused")
+            raise IntegrityFault(
+                f"page {vpn * PAGE_SIZE:#x} of {dom.name!r} failed its seal check "
+                "(tampered, stale or misplaced); not mapped"
+            )
+        stats.page_ins += 1
+        stats.readaheads += sum(1 for p in plains[1:] if p)
+        self._filled_one(aspace, vpn, pte, frame, plains[0])
+
+    def _cluster(self, aspace: AddressSpace, vpn: int) -> list[tuple[int, PTE, int]]:
+        """Read-ahead (Linux's swap read-ahead as the anchor): when a page-in continues
+        a sequential run, the swapped pages right after it come in the same trip -- as
+        many as ``readahead``, not busy, with a free frame each (never evicting for
+        them).  A fault off the run reads only its own page, so random access pays
+        nothing."""
+        want = self.config.readahead if self._next_fault.get(aspace) == vpn else 0
+        cluster: list[tuple[int, PTE, int]] = []
+        for v in range(vpn + 1, vpn + 1 + min(want, MAX_BATCH - 1)):
+            xpte = aspace.pages.get(v)
+            if xpte is None or xpte.present or xpte.state != "swapped" or xpte in self._busy:
+                break
+            frame = self.frames.alloc()
+            if frame is None:
+                break
+            cluster.append((v, xpte, frame))
+        self._next_fault[aspace] = vpn + 1 + len(cluster)
+        return cluster
+
+    def _filled_one(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int,
+                    plain: bytes | None) -> None:
+        """A frame taken for a page-in comes back: mapped with ``plain`` (None: it is
+        zero-filled already), or freed (b"": failed, or the page went away)."""
+        self._filling -= 1
+        self._filled.set()
+        self._filled = trio.Event()
+        if plain == b"" or not aspace.alive or aspace.pages.get(vpn) is not pte:
+            self._free_frame(frame)
+            return
+        if plain is not None:
+            self.frames.frame(frame)[:] = plain
+        self._map(aspace, vpn, pte, frame)
 
     def _free_frame(self, frame: int) -> None:
         self.frames.free(frame)
@@ -421,8 +474,8 @@ class VM:
             # the victims went away meanwhile (their process exited): try again
 
     def _out_of_memory(self) -> OutOfMemory:
-        why = f": the evicted pages could not be stored ({self._store_error})" \
-            if self._store_error else ""
+        why = f": the evicted pages could not be stored ({self.io.store_error})" \
+            if self.io.store_error else ""
         return OutOfMemory(f"no frame could be freed{why}")
 
     # -- eviction -----------------------------------------------------------------------
@@ -449,7 +502,7 @@ class VM:
         """Evict up to ``n`` pages; return how many were chosen and how many frames that
         freed (fewer when the pager did not store some: those stay resident)."""
         victims = await self._choose_victims(n)
-        pages: list[_Victim] = []
+        pages: list[Victim] = []
         busy = trio.Event()
         for h in victims:  # unmap first: a touch now faults and waits for us
             aspace, vpn = self.res.handles[h]
@@ -463,7 +516,8 @@ class VM:
         freed = 0
         try:
             if to_seal:
-                stored = await self._seal_and_store(to_seal)
+                self._calls += 1
+                stored = await self.io.seal_and_store(to_seal)
         finally:
             for victim in pages:
                 freed += self._settle_victim(victim, victim in to_seal, stored)
@@ -471,7 +525,7 @@ class VM:
         self.stats.clean_drops += len(pages) - len(to_seal)
         return len(pages), freed
 
-    def _settle_victim(self, victim: _Victim, sealed: bool, stored: set[int]) -> bool:
+    def _settle_victim(self, victim: Victim, sealed: bool, stored: set[int]) -> bool:
         """After the store: free the frame (True), or map the page again if its sealed
         copy did not make it (False)."""
         h, aspace, vpn, pte = victim
@@ -490,59 +544,6 @@ class VM:
             self.res.map(h, pte)
             return False
         return True
-
-    async def _seal_and_store(self, pages: list[_Victim]) -> set[int]:
-        items = []
-        for _h, aspace, vpn, pte in pages:
-            pte.version += 1
-            binding = [aspace.asid, aspace.incarnation, vpn, pte.version]
-            items.append([binding, bytes(self.frames.frame(pte.frame))])
-        sealed = await self.crypt.call("seal", {"pages": items}, self.config.crypt_deadline)
-        blobs = sealed["blobs"]
-        if len(blobs) != len(items):
-            raise Fault("sealer returned the wrong number of pages")
-        self.stats.seals += len(blobs)
-        body = {"pages": [[v[0], blob] for v, blob in zip(pages, blobs, strict=True)]}
-        try:
-            reply = await self.pager.call("store", body)
-        except (Fault, ServerError) as exc:
-            self.event("pager_error", None, f"store: {exc}")
-            self._store_error = f"pager: {exc}"
-            return set()
-        stored = set(reply["stored"])
-        self._store_error = "" if stored else "the pager stored none of them"
-        for h, _aspace, _vpn, pte in pages:
-            if h in stored:
-                pte.sealed_version = pte.version
-                pte.dirty = False
-        return stored
-
-    # -- page-in ------------------------------------------------------------------------
-
-    async def _page_in(self, dom: Domain, aspace: AddressSpace, vpn: int, pte: PTE,
-                       frame: int) -> None:
-        stats = self.stats
-        try:
-            self._calls += 1
-            reply = await self.pager.call("fetch", {"handle": pte.handle})
-        except ServerError as exc:
-            stats.page_in_errors += 1
-            raise PageInError(exc.reason, exc.detail) from None
-        assert pte.sealed_version is not None
-        binding = [aspace.asid, aspace.incarnation, vpn, pte.sealed_version]
-        result = await self.crypt.call("unseal", {"pages": [[binding, reply["blob"]]]},
-                                       self.config.crypt_deadline)
-        stats.unseals += 1
-        if not result["ok"] or not result["ok"][0]:
-            stats.integrity_faults += 1
-            dom.integrity_faults += 1
-            self.event("integrity_fault", dom, f"page {vpn * PAGE_SIZE:#x} refused")
-            raise IntegrityFault(
-                f"page {vpn * PAGE_SIZE:#x} of {dom.name!r} failed its seal check "
-                "(tampered, stale or misplaced); not mapped"
-            )
-        self.frames.frame(frame)[:] = result["plain"][0]
-        stats.page_ins += 1
 
     # -- statistics from the servers --------------------------------------------------------
 

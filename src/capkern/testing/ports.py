@@ -82,6 +82,9 @@ def memory_pager() -> dict[str, Handler]:
             raise ServerError("not_found", "no such page")
         return {"blob": store[body["handle"]]}
 
+    async def fetch_many(body: Any) -> Any:
+        return {"blobs": [store.get(h, b"") for h in body["handles"]]}
+
     async def discard(body: Any) -> Any:
         for h in body["handles"]:
             store.pop(h, None)
@@ -91,8 +94,8 @@ def memory_pager() -> dict[str, Handler]:
     async def stats(body: Any) -> Any:
         return {"stored": len(store)}
 
-    return {"evict": evict, "store": store_, "fetch": fetch, "discard": discard,
-            "stats": stats}
+    return {"evict": evict, "store": store_, "fetch": fetch, "fetch_many": fetch_many,
+            "discard": discard, "stats": stats}
 
 
 def sealer_handlers(cipher: str = "aes-256-gcm", boot_id: bytes | None = None
