@@ -161,6 +161,7 @@ BENCHMARKS: dict[str, Callable[..., Result]] = {
     "fault_scale_ram": bench_paging.bench_fault_scale_ram,
     "fault_scale_procs": bench_paging.bench_fault_scale_procs,
     "resident_rw": bench_paging.bench_resident_rw,
+    "readahead": bench_paging.bench_readahead,
     "metadata": bench_paging.bench_metadata,
 }
 #: minutes long: run only when named (``capkern bench --scale``)
@@ -175,6 +176,7 @@ QUICK: dict[str, dict[str, int]] = {
     "fault_scale_ram": {"small": 16, "big": 64, "extra": 16},
     "fault_scale_procs": {"procs": 4, "pages": 32, "ram": 8, "repeats": 1},
     "resident_rw": {"n": 500, "repeats": 1},
+    "readahead": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
     "metadata": {"pages": 64},
     "scale": {"procs": 4, "pages": 16, "ram": 32},
 }

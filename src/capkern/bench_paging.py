@@ -9,6 +9,8 @@
   shape (a cyclic sweep over RAM + 64 pages, so every access faults).
 * ``fault_scale_procs``: us per major fault with 64 sweeping processes / with 1 (same
   pages and frames in all).
+* ``readahead``: us per page brought in on a sequential sweep without read-ahead / with
+  it (the speed-up); the same for a random-order sweep as ``random_ratio``.
 * ``resident_rw``: an 8-byte write + read on a resident page through ``Process`` / the
   same on a ``bytearray`` slice (us per access).
 * ``metadata``: kernel bytes of metadata per virtual page (mapped, never touched) and
@@ -19,8 +21,10 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
+import random
 import resource
 import time
 import tracemalloc
@@ -34,7 +38,7 @@ from .pagefmt import PAGE_SIZE
 from .proc import Process
 
 __all__ = ["bench_fault_scale_procs", "bench_fault_scale_ram", "bench_major_fault_limit",
-           "bench_metadata", "bench_resident_rw", "bench_scale", "profile_fault"]
+           "bench_metadata", "bench_readahead", "bench_resident_rw", "bench_scale", "profile_fault"]
 
 Result = dict[str, Any]
 
@@ -45,9 +49,11 @@ machine take the CPU (wall time does; it made same-run ratios noisy)."""
 
 
 async def _sweep(pages_per_proc: int, procs: int, ram: int, rounds: int, batch: int = 16,
-                 cipher: str = "aes-256-gcm", policy: str = "clock") -> tuple[float, int]:
+                 cipher: str = "aes-256-gcm", policy: str = "clock", readahead: int = 0,
+                 shuffle: bool = False) -> tuple[float, int]:
     """``procs`` processes each write their pages once (not timed), then sweep them
-    ``rounds`` times writing 64 bytes per page; (seconds, major faults) of the sweeps."""
+    ``rounds`` times writing 64 bytes per page (in a fixed random order if ``shuffle``);
+    (seconds, page-ins) of the sweeps, read-ahead pages included."""
     ready = trio.Event()
     populated: list[int] = []
     spans: list[float] = []
@@ -61,28 +67,32 @@ async def _sweep(pages_per_proc: int, procs: int, ram: int, rounds: int, batch: 
         if len(populated) == procs:
             ready.set()
         await ready.wait()
+        order = list(range(pages))
+        if shuffle:
+            random.Random(7).shuffle(order)
         for _ in range(rounds):
-            for p in range(pages):
+            for p in order:
                 await proc.write(base + p * PAGE_SIZE, data)
 
     async with boot(ram_pages=ram, cipher=cipher, evict_batch=batch, policy=policy,
+                    readahead=readahead,
                     swap_blocks=max(8192, 2 * procs * pages_per_proc + 64)) as kernel:
         pids = [kernel.spawn(sweeper, pages_per_proc, rounds) for _ in range(procs)]
         await ready.wait()
-        before = kernel.stats.page_ins
+        before = kernel.stats.page_ins + kernel.stats.readaheads
         t0 = _now()
         for pid in pids:
             status = await kernel.wait(pid)
             assert status.ok, status
         spans.append(_now() - t0)
-        faults = kernel.stats.page_ins - before
+        faults = kernel.stats.page_ins + kernel.stats.readaheads - before
     return spans[0], faults
 
 
 def _us_per_fault(runs: int, *args: Any, **kw: Any) -> float:
     best = float("inf")
     for _ in range(runs):
-        elapsed, faults = trio.run(_sweep, *args, **kw)
+        elapsed, faults = trio.run(functools.partial(_sweep, *args, **kw))
         best = min(best, elapsed / max(1, faults) * 1e6)
     return best
 
@@ -165,6 +175,24 @@ def bench_fault_scale_procs(procs: int = 64, pages: int = 512, ram: int = 128,
     baseline = _us_per_fault(repeats, pages, 1, ram, 2)
     return {"value": value, "baseline": baseline, "ratio": value / baseline, "unit": "us",
             "processes": [1, procs]}
+
+
+def bench_readahead(pages: int = 256, ram: int = 32, rounds: int = 3, window: int = 8,
+                    repeats: int = 3) -> Result:
+    """us per page brought in on a sequential sweep without read-ahead / with it (so
+    the ratio is the speed-up, goal >= 2); the same on a random-order sweep shows
+    random access does not get slower (``random_ratio`` near 1, >= ~0.95)."""
+    best: dict[tuple[bool, int], float] = {}
+    for _ in range(repeats):  # interleaved, best of each: a shared machine's noise
+        for shuffle in (False, True):
+            for ra in (0, window):
+                us = _us_per_fault(1, pages, 1, ram, rounds, 16, readahead=ra, shuffle=shuffle)
+                best[shuffle, ra] = min(us, best.get((shuffle, ra), us))
+    seq_off, seq_on = best[False, 0], best[False, window]
+    rnd_off, rnd_on = best[True, 0], best[True, window]
+    return {"value": seq_off, "baseline": seq_on, "ratio": seq_off / seq_on, "unit": "us",
+            "random_off": rnd_off, "random_on": rnd_on, "random_ratio": rnd_off / rnd_on,
+            "window": window}
 
 
 async def _resident_rw(n: int) -> float:
