@@ -30,7 +30,8 @@ def test_bench_json_parses() -> None:
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert set(data) == {"ipc_call", "seal_page", "major_fault", "major_fault_limit",
-                         "fault_scale_ram", "fault_scale_procs", "resident_rw", "metadata", "readahead"}
+                         "fault_scale_ram", "fault_scale_procs", "resident_rw", "metadata",
+                         "readahead"}
     for r in data.values():
         assert {"value", "baseline", "ratio", "unit"} <= set(r)
         assert r["value"] > 0 and r["baseline"] > 0

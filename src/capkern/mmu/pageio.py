@@ -15,7 +15,10 @@ each batch in one round trip to the sealer and one to the pager, whatever its si
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import trio
 
 from ..errors import Fault, PageInError, PagerUnavailable, ServerError
 from .aspace import PTE, AddressSpace
@@ -25,12 +28,20 @@ from .ports import PagerLink, ServerPort
 if TYPE_CHECKING:
     from ..trace import Counters
 
-__all__ = ["PageIO", "Victim"]
+__all__ = ["Discard", "PageIO", "Victim"]
 
 #: an eviction victim: (handle, address space, virtual page, page-table entry)
 Victim = tuple[int, AddressSpace, int, PTE]
 #: a page to bring in: (address space, virtual page, page-table entry)
 Wanted = tuple[AddressSpace, int, PTE]
+
+
+@dataclass
+class Discard:
+    """Pages the pager must forget, once the busy pages among them have settled."""
+
+    handles: list[int]
+    after: list[trio.Event] = field(default_factory=list)
 
 
 class PageIO:
@@ -107,3 +118,12 @@ class PageIO:
             if ok:
                 out[i] = plain
         return out
+
+    async def discard(self, item: Discard) -> None:
+        """Tell the pager to forget pages (after their last store, never before)."""
+        for busy in item.after:
+            await busy.wait()
+        try:
+            await self.pager.call("discard", {"handles": item.handles})
+        except (Fault, ServerError) as exc:
+            self.event("pager_error", f"discard: {exc}")

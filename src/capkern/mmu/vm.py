@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -49,15 +49,16 @@ from ..errors import (
     OutOfMemory,
     ProtectionFault,
     SegmentationFault,
-    ServerError,
 )
 from ..pagefmt import PAGE_SIZE
 from ..protocols import MAX_BATCH
 from .aspace import PTE, AddressSpace
+from .evict import Evictor
 from .frames import FrameTable
 from .framewait import FrameWaiters
-from .pageio import PageIO, Victim
+from .pageio import Discard, PageIO
 from .ports import PagerLink, ServerPort
+from .readahead import ReadAhead
 from .residency import Residency
 
 if TYPE_CHECKING:
@@ -85,12 +86,6 @@ class VMConfig:
     readahead: int = 0  # pages fetched after a sequential fault's own, in the same trip
 
 
-@dataclass
-class _Discard:
-    handles: list[int]
-    after: list[trio.Event] = field(default_factory=list)  # busy pages it waits for
-
-
 class VM:
     """Paging state of one booted kernel."""
 
@@ -107,8 +102,9 @@ class VM:
         self._asid_next = 1
         self.io = PageIO(self.pager, crypt, config.crypt_deadline, stats, self.frames,
                          lambda kind, detail: event(kind, None, detail))
-        self._next_fault: dict[AddressSpace, int] = {}  # where a sequential run goes on
         self._busy: dict[PTE, trio.Event] = {}  # pages being faulted in or evicted
+        self.evictor = Evictor(self.res, self.frames, self._busy, self.pager, self.io, stats)
+        self.readahead = ReadAhead(config.readahead, self.frames)
         self._evicting = False  # one eviction at a time
         self._waiters = FrameWaiters(self.frames)
         self._filling = 0  # frames held by faults in flight (allocated, not yet mapped)
@@ -116,7 +112,7 @@ class VM:
         self._incarnations: dict[int, int] = {}
         self._streak = 0  # resident accesses since the last yield
         self._calls = 0  # server calls made (each one yields)
-        send, self._discards = trio.open_memory_channel[_Discard](math.inf)
+        send, self._discards = trio.open_memory_channel[Discard](math.inf)
         self._submit = send
 
     # -- address spaces ------------------------------------------------------------------
@@ -136,7 +132,7 @@ class VM:
         aspace = dom.aspace
         assert aspace is not None
         aspace.alive = False
-        self._next_fault.pop(aspace, None)
+        self.readahead.forget(aspace)
         self._release(list(aspace.pages.values()))
         aspace.pages.clear()
         self._asid_free.append(aspace.asid)
@@ -154,7 +150,7 @@ class VM:
                 handles.append(pte.handle)
         if handles:
             self.res.forget(handles)
-            self._submit.send_nowait(_Discard(handles, after))
+            self._submit.send_nowait(Discard(handles, after))
         if self.frames.free_count and self._waiters:
             self._waiters.wake_one()
 
@@ -192,29 +188,15 @@ class VM:
                 self.res.touched.append(pte)
             base = pte.frame * PAGE_SIZE + off
             out = self.frames.ram[base : base + n]
-            self._streak += 1
-            if self._streak < RESIDENT_YIELD:
-                await checkpoint_if_cancelled()
-            else:
-                self._streak = 0
-                await checkpoint()
+            await self._resident_done()
             return bytes(out)
         buf = bytearray(n)
         done = 0
         faulted = False
         while done < n:
-            vpn, off = divmod(addr + done, PAGE_SIZE)
-            pte = self._pte(aspace, vpn, _R)
-            if not pte.present:
-                await self.fault(dom, vpn)
-                faulted = True
-                continue
-            chunk = min(n - done, PAGE_SIZE - off)
-            base = pte.frame * PAGE_SIZE + off
+            pte, base, chunk, f = await self._span(dom, aspace, addr + done, n - done, _R)
+            faulted |= f
             buf[done : done + chunk] = self.frames.view[base : base + chunk]
-            if not pte.accessed:
-                pte.accessed = True
-                self.res.touched.append(pte)
             done += chunk
         if not faulted:
             await self._resident_done()
@@ -239,34 +221,34 @@ class VM:
             if not pte.accessed:
                 pte.accessed = True
                 self.res.touched.append(pte)
-            self._streak += 1
-            if self._streak < RESIDENT_YIELD:
-                await checkpoint_if_cancelled()
-            else:
-                self._streak = 0
-                await checkpoint()
+            await self._resident_done()
             return
         done = 0
         faulted = False
         while done < n:
-            vpn, off = divmod(addr + done, PAGE_SIZE)
-            pte = self._pte(aspace, vpn, _W)
-            if not pte.present:
-                await self.fault(dom, vpn)
-                faulted = True
-                continue
-            chunk = min(n - done, PAGE_SIZE - off)
-            base = pte.frame * PAGE_SIZE + off
+            pte, base, chunk, f = await self._span(dom, aspace, addr + done, n - done, _W)
+            faulted |= f
             self.frames.view[base : base + chunk] = data[done : done + chunk]
             if not pte.dirty:
                 pte.dirty = True
                 self.res.dirtied.append(pte)
-            if not pte.accessed:
-                pte.accessed = True
-                self.res.touched.append(pte)
             done += chunk
         if not faulted:
             await self._resident_done()
+
+    async def _span(self, dom: Domain, aspace: AddressSpace, addr: int, left: int,
+                    need: int) -> tuple[PTE, int, int, bool]:
+        """The resident piece at ``addr`` (faulted in first if need be): its entry, RAM
+        offset, length, and whether it faulted.  Marks it accessed."""
+        vpn, off = divmod(addr, PAGE_SIZE)
+        faulted = False
+        while not (pte := self._pte(aspace, vpn, need)).present:
+            await self.fault(dom, vpn)
+            faulted = True
+        if not pte.accessed:
+            pte.accessed = True
+            self.res.touched.append(pte)
+        return pte, pte.frame * PAGE_SIZE + off, min(left, PAGE_SIZE - off), faulted
 
     async def _resident_done(self) -> None:
         """The end of an access that needed no fault (see the module docstring)."""
@@ -297,15 +279,7 @@ class VM:
         """The kernel's discard task: each discard waits for its busy pages, then goes."""
         async with trio.open_nursery() as nursery:
             async for item in self._discards:
-                nursery.start_soon(self._discard, item)
-
-    async def _discard(self, item: _Discard) -> None:
-        for busy in item.after:
-            await busy.wait()
-        try:
-            await self.pager.call("discard", {"handles": item.handles})
-        except (Fault, ServerError) as exc:
-            self.event("pager_error", None, f"discard: {exc}")
+                nursery.start_soon(self.io.discard, item)
 
     # -- resolving a fault ----------------------------------------------------------------
 
@@ -345,7 +319,7 @@ class VM:
             stats.zero_fills += 1
             self._filled_one(aspace, vpn, pte, frame, None)
             return
-        cluster = self._cluster(aspace, vpn)
+        cluster = self.readahead.cluster(aspace, vpn, self._busy)
         busy = trio.Event()
         for _v, xpte, _f in cluster:
             self._busy[xpte] = busy
@@ -377,25 +351,6 @@ class VM:
         stats.page_ins += 1
         stats.readaheads += sum(1 for p in plains[1:] if p)
         self._filled_one(aspace, vpn, pte, frame, plains[0])
-
-    def _cluster(self, aspace: AddressSpace, vpn: int) -> list[tuple[int, PTE, int]]:
-        """Read-ahead (Linux's swap read-ahead as the anchor): when a page-in continues
-        a sequential run, the swapped pages right after it come in the same trip -- as
-        many as ``readahead``, not busy, with a free frame each (never evicting for
-        them).  A fault off the run reads only its own page, so random access pays
-        nothing."""
-        want = self.config.readahead if self._next_fault.get(aspace) == vpn else 0
-        cluster: list[tuple[int, PTE, int]] = []
-        for v in range(vpn + 1, vpn + 1 + min(want, MAX_BATCH - 1)):
-            xpte = aspace.pages.get(v)
-            if xpte is None or xpte.present or xpte.state != "swapped" or xpte in self._busy:
-                break
-            frame = self.frames.alloc()
-            if frame is None:
-                break
-            cluster.append((v, xpte, frame))
-        self._next_fault[aspace] = vpn + 1 + len(cluster)
-        return cluster
 
     def _filled_one(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int,
                     plain: bytes | None) -> None:
@@ -457,7 +412,9 @@ class VM:
                 continue
             self._evicting = True
             try:
-                victims, freed = await self._evict(min(self.config.evict_batch, MAX_BATCH))
+                self._calls += 1
+                victims, freed = await self.evictor.evict(min(self.config.evict_batch,
+                                                              MAX_BATCH))
             except BaseException:
                 self._evicting = False
                 self._waiters.hand_out()  # the next in line evicts instead
@@ -477,73 +434,6 @@ class VM:
         why = f": the evicted pages could not be stored ({self.io.store_error})" \
             if self.io.store_error else ""
         return OutOfMemory(f"no frame could be freed{why}")
-
-    # -- eviction -----------------------------------------------------------------------
-
-    async def _choose_victims(self, n: int) -> list[int]:
-        res = self.res
-        mapped, referenced, dirty = res.harvest()
-        body = {"n": n, "mapped": mapped, "referenced": referenced, "dirty": dirty}
-        chosen: list[int] = []
-        try:
-            self._calls += 1
-            chosen = (await self.pager.call("evict", body))["victims"]
-        except BaseException as exc:
-            res.unheard(mapped)
-            if not isinstance(exc, Fault | ServerError):
-                raise
-            self.event("pager_error", None, f"evict: {exc}")
-        victims = list(dict.fromkeys(h for h in chosen if h in res))[:n]
-        if not victims:  # a policy's bad choice costs speed only: fall back to FIFO
-            victims = res.oldest(n)
-        return victims
-
-    async def _evict(self, n: int) -> tuple[int, int]:
-        """Evict up to ``n`` pages; return how many were chosen and how many frames that
-        freed (fewer when the pager did not store some: those stay resident)."""
-        victims = await self._choose_victims(n)
-        pages: list[Victim] = []
-        busy = trio.Event()
-        for h in victims:  # unmap first: a touch now faults and waits for us
-            aspace, vpn = self.res.handles[h]
-            pte = aspace.pages[vpn]
-            pte.present = False
-            self.res.unmap(h)
-            self._busy[pte] = busy
-            pages.append((h, aspace, vpn, pte))
-        to_seal = [v for v in pages if v[3].dirty or v[3].sealed_version is None]
-        stored: set[int] = set()
-        freed = 0
-        try:
-            if to_seal:
-                self._calls += 1
-                stored = await self.io.seal_and_store(to_seal)
-        finally:
-            for victim in pages:
-                freed += self._settle_victim(victim, victim in to_seal, stored)
-            busy.set()
-        self.stats.clean_drops += len(pages) - len(to_seal)
-        return len(pages), freed
-
-    def _settle_victim(self, victim: Victim, sealed: bool, stored: set[int]) -> bool:
-        """After the store: free the frame (True), or map the page again if its sealed
-        copy did not make it (False)."""
-        h, aspace, vpn, pte = victim
-        del self._busy[pte]
-        if not aspace.alive or aspace.pages.get(vpn) is not pte:
-            self.frames.free(pte.frame)  # unmapped meanwhile: the frame is ours to free
-            pte.frame = -1
-        elif not sealed or h in stored:
-            self.frames.free(pte.frame)
-            pte.frame = -1
-            pte.state = "swapped"
-            self.stats.evictions += 1
-        else:  # keep the data resident: no data is lost
-            self.stats.store_failures += 1
-            pte.present = True
-            self.res.map(h, pte)
-            return False
-        return True
 
     # -- statistics from the servers --------------------------------------------------------
 
