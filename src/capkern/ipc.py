@@ -222,7 +222,7 @@ def kernel_message(dom: Domain, cap: Cap, label: str, body: Any) -> _Msg:
     contract item by item -- the kernel is trusted to build its own requests right (its
     tests check them against the contract).  Replies are still checked at the server's
     reply trap: the server is the untrusted side."""
-    return _Msg(label, wire.encode(body, dom.kernel.limits), _UNDECODED, cap.badge, [])
+    return _Msg(label, wire.encode_trusted(body, dom.kernel.limits), _UNDECODED, cap.badge, [])
 
 
 def _transfer(msg: _Msg, to: Domain) -> tuple[int, ...]:

@@ -69,7 +69,7 @@ class IpcPort:
             msg = ipc.make_message(dom, cap, label, body, None, ())
         else:
             msg = ipc.kernel_message(dom, cap, label, body)
-        with trio.move_on_after(deadline):
+        with trio.CancelScope(deadline=trio.current_time() + deadline):  # no contextlib
             got = await ipc.send(dom, cap, msg, call=True)
             assert isinstance(got, Received)
             return got.ok()
