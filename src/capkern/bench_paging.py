@@ -162,7 +162,7 @@ def bench_major_fault_limit(pages: int = 256, ram: int = 32, rounds: int = 3,
 
 
 def bench_fault_scale_ram(small: int = 32, big: int = 8192, extra: int = 64,
-                          repeats: int = 1) -> Result:
+                          repeats: int = 2) -> Result:
     value = _us_per_fault(repeats, big + extra, 1, big, 1)
     baseline = _us_per_fault(max(repeats, 2), small + extra, 1, small, max(1, big // small))
     return {"value": value, "baseline": baseline, "ratio": value / baseline, "unit": "us",

@@ -188,7 +188,8 @@ class VM:
                 self.res.touched.append(pte)
             base = pte.frame * PAGE_SIZE + off
             out = self.frames.ram[base : base + n]
-            await self._resident_done()
+            self._streak += 1  # inlined: this is the hot path
+            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
             return bytes(out)
         buf = bytearray(n)
         done = 0
@@ -199,7 +200,8 @@ class VM:
             buf[done : done + chunk] = self.frames.view[base : base + chunk]
             done += chunk
         if not faulted:
-            await self._resident_done()
+            self._streak += 1  # inlined: this is the hot path
+            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
         return bytes(buf)
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
@@ -221,7 +223,8 @@ class VM:
             if not pte.accessed:
                 pte.accessed = True
                 self.res.touched.append(pte)
-            await self._resident_done()
+            self._streak += 1  # inlined: this is the hot path
+            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
             return
         done = 0
         faulted = False
@@ -234,7 +237,8 @@ class VM:
                 self.res.dirtied.append(pte)
             done += chunk
         if not faulted:
-            await self._resident_done()
+            self._streak += 1  # inlined: this is the hot path
+            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
 
     async def _span(self, dom: Domain, aspace: AddressSpace, addr: int, left: int,
                     need: int) -> tuple[PTE, int, int, bool]:
@@ -253,11 +257,11 @@ class VM:
     async def _resident_done(self) -> None:
         """The end of an access that needed no fault (see the module docstring)."""
         self._streak += 1
-        if self._streak < RESIDENT_YIELD:
-            await checkpoint_if_cancelled()
-        else:
-            self._streak = 0
-            await checkpoint()
+        await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+
+    async def _yield(self) -> None:
+        self._streak = 0
+        await checkpoint()
 
     async def fault(self, dom: Domain, vpn: int) -> None:
         """The trap of a non-present page, resolved on the faulting task."""
