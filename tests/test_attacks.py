@@ -1,11 +1,13 @@
-"""One scenario per attacker in :mod:`capkern.testing.attackers`, written with the capkern
-pytest plugin's fixtures (``kernel_factory``, ``evidence``, ``capkern_clock``).
+"""The design brief's security properties 1-5, one scenario per attacker in
+:mod:`capkern.testing.attackers`, written with the capkern pytest plugin's fixtures
+(``kernel_factory``, ``evidence``, ``capkern_clock``).
 
-Each test states what the attacker could not do: tampered, stale or misplaced pages are
-refused with ``IntegrityFault`` (never wrong data), a dropped page is ``PageInError``, a
-hung or crashed pager is ``PagerUnavailable`` within the deadline while the rest of the
-system runs on, protocol and confinement attacks are refused without a breach, and no
-plaintext window ever reaches the untrusted side.
+Each test states what the attacker could not do: no plaintext window ever reaches the
+untrusted side (confidentiality); tampered, stale or misplaced pages are refused with
+``IntegrityFault``, never wrong data (integrity, freshness, binding); a dropped page is
+``PageInError``, a hung or crashed pager is ``PagerUnavailable`` within the deadline
+while the rest of the system runs on (availability); protocol and confinement attacks
+are refused without a breach.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def _assert_refused_as_integrity_fault(statuses: list[capkern.ExitStatus],
                                        name: str) -> None:
     assert evidence.tried[name] >= 1, f"{name} never fired"
     assert kernel.stats.integrity_faults > 0
+    # every refusal is logged as an event, not only counted
+    assert kernel.stats.integrity_faults == len(kernel.events.of_kind("integrity_fault"))
     assert _failed_with(statuses, "IntegrityFault")
     assert all(s.ok or is_typed_fault(s) for s in statuses)
 
@@ -106,6 +110,9 @@ async def test_snoop_sees_sizes_never_plaintext(kernel_factory, evidence, capker
     assert kernel.stats.seals > 0
     assert evidence.bytes_seen >= kernel.stats.seals * PAGE_SIZE
     assert not evidence.saw_window_of(_plain(3), window=8)  # even 15-byte runs
+    # the detector itself works: a plaintext run *is* found when present
+    evidence.seen.append(b"junk" + _plain(3)[5][100:200])
+    assert evidence.saw_window_of(_plain(3), window=8)
 
 
 # -- integrity ---------------------------------------------------------------------------------
@@ -297,9 +304,13 @@ async def _with_bystanders(kernel_factory: Any, evidence: Evidence, tamper: Tamp
 @pytest.mark.parametrize("make", [Hang, Crash], ids=["hang", "crash"])
 async def test_hang_and_crash_are_pager_unavailable_in_bounded_time(make, kernel_factory,
                                                                     evidence, capkern_clock):
-    s_victim, _, elapsed = await _with_bystanders(kernel_factory, evidence, make())
+    s_victim, kernel, elapsed = await _with_bystanders(kernel_factory, evidence, make())
     assert evidence.tried[make.name] >= 1
     assert _failed_with([s_victim], "PagerUnavailable")
+    if make is Hang:
+        assert kernel.stats.pager_timeouts >= 1
+    else:
+        assert any(d.name == "pager" and d.state == "failed" for d in kernel.domains())
     assert elapsed <= 3 * DEADLINE  # one deadline, not a hang
     assert evidence.breaches == []
 
@@ -321,6 +332,7 @@ async def test_protocol_attacks_are_refused(make, kernel_factory, evidence, capk
     assert sum(evidence.refused.values()) > 0
     assert kernel.stats.pager_protocol_errors + kernel.stats.messages_rejected > 0
     assert all(s.ok or is_typed_fault(s) for s in statuses)
+    assert not all(s.ok for s in statuses)  # paging was denied: service, never data
 
 
 @pytest.mark.parametrize("make", [ForgeCaps, ReuseReply, lambda: Flood(20)],
@@ -330,7 +342,9 @@ async def test_confinement_attacks_fail_and_work_finishes(make, kernel_factory, 
     statuses, _ = await _attack(kernel_factory, evidence, make())
     assert all(s.ok for s in statuses)
     assert evidence.breaches == []
-    assert sum(evidence.refused.values()) > 0
+    assert sum(evidence.refused.values()) >= 10
+    assert set(evidence.refused) <= {"InvalidSlot", "EmptySlot", "InsufficientRights",
+                                     "ReplyError", "ContractViolation", "WrongObjectType"}
 
 
 # -- a full disk -------------------------------------------------------------------------------
@@ -432,3 +446,17 @@ async def test_stacked_composition(kernel_factory, evidence, capkern_clock):
         Sometimes(Truncate(3), 0.2, seed=2), procs=3)
     assert kernel.stats.integrity_faults > 0
     assert all(s.ok or is_typed_fault(s) for s in statuses)
+
+
+async def test_untouched_process_finishes_under_attack() -> None:
+    """Processes that do not depend on the pager (IPC only) run on while it attacks."""
+    ev = Evidence()
+    async with capkern.boot(ram_pages=8, pager=attack_pager(BitFlip(), evidence=ev)) as k:
+        ep = k.new_endpoint("echo")
+        k.spawn(programs.echo_server, caps={"service": capkern.Grant(ep, "r")})
+        big = k.spawn(programs.sequential, 24, 2, 8, name="big")
+        client = k.spawn(programs.echo_client, 200, caps={"server": capkern.Grant(ep, "w")})
+        s_big, s_client = await k.wait(big), await k.wait(client)
+    assert s_client.ok
+    assert_no_wrong_reads([s_big])
+    assert not s_big.ok and k.stats.integrity_faults >= 1

@@ -1,12 +1,17 @@
-"""The capkern command as a person uses it: demo, bench --json, and the REPL in a pty."""
+"""The capkern command as a person uses it: demo, bench --json, and bad options (usage errors)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+from typing import Any
 
-from ._terminal import CAPKERN, ctrl_c, read_until, repl_in_a_pty, run_repl
+import pytest
+
+import capkern
+
+from .helpers import CAPKERN
 
 
 def test_demo_exit_status_and_summary() -> None:
@@ -31,38 +36,38 @@ def test_bench_json_parses() -> None:
     data = json.loads(out.stdout)
     assert set(data) == {"ipc_call", "seal_page", "major_fault", "major_fault_limit",
                          "fault_scale_ram", "fault_scale_procs", "resident_rw", "metadata",
-                         "readahead"}
+                         "readahead", "mmap_huge", "sim_fifo", "sim_lru", "sim_opt"}
     for r in data.values():
         assert {"value", "baseline", "ratio", "unit"} <= set(r)
         assert r["value"] > 0 and r["baseline"] > 0
         assert abs(r["ratio"] - r["value"] / r["baseline"]) < 1e-9
 
 
-def test_repl_in_a_pseudo_terminal() -> None:
-    with repl_in_a_pty("--ram", "8") as fd:  # leaves with Ctrl-D: a clean shutdown, exit 0
-        os.write(fd, b'p = spawn("sequential", 24, 1, 3, name="seqA")\n')
-        read_until(fd, b">>> ")
-        os.write(fd, b"await wait(p)\n")
-        screen = read_until(fd, b">>> ")
-        assert b"state='exited'" in screen and b"code=0" in screen
-        os.write(fd, b"ps()\n")
-        screen = read_until(fd, b">>> ")
-        assert b"seqA" in screen and b"pager" in screen and b"crypt" in screen
-        os.write(fd, b"caps(3)\n")
-        assert b"blockdev" in read_until(fd, b">>> ")
-        # Ctrl-C cancels the running statement, not the kernel
-        os.write(fd, b"await trio.sleep(1000)\n")
-        ctrl_c(fd)
-        assert b"cancelled" in read_until(fd, b">>> ")
-        os.write(fd, b"stats()['faults'] > 0\n")
-        assert b"True" in read_until(fd, b">>> ")
+@pytest.mark.parametrize(("args", "message"), [
+    (["demo", "--blockdev", "file:/nonexistent/dir/x"], "does not exist"),
+    (["demo", "--blockdev", "bogus"], "blockdev must be"),
+    (["demo", "--ram", "0"], "ram_pages must be"),
+    (["demo", "--processes", "0"], "--processes and --pages must be at least 1"),
+    (["demo", "--pages", "-1"], "--processes and --pages must be at least 1"),
+    (["demo", "--pages", "4"], "must exceed RAM"),
+    (["repl", "--blockdev", "file:/nonexistent/dir/x"], "does not exist"),
+    (["repl", "--ram", "-3"], "ram_pages must be"),
+])
+def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
+    out = subprocess.run([*CAPKERN, *args], capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert "every property held" not in out.stdout
 
 
-def test_repl_with_piped_stdin() -> None:
-    script = "\n".join(['print("sum", 40 + 2)', "await reboot(ram_pages=4)",
-                        "kernel.config.ram_pages", "1/0", 'print("alive")', ""])
-    out = run_repl(script)
-    assert out.returncode == 0, out.stderr
-    assert "sum 42" in out.stdout and "alive" in out.stdout
-    assert "\n4\n" in out.stdout.replace(">>> ", "")
-    assert "ZeroDivisionError" in out.stderr
+def test_check_boot_options_checks_a_file_device_path(tmp_path: Any) -> None:
+    from capkern.cli import check_boot_options
+
+    check_boot_options(blockdev=f"file:{tmp_path / 'swap.img'}")
+    assert not (tmp_path / "swap.img").exists()  # checked, not created (boot creates it)
+    with pytest.raises(capkern.ConfigError, match="is a directory"):
+        check_boot_options(blockdev=f"file:{tmp_path}")
+    with pytest.raises(capkern.ConfigError, match="bad boot options"):
+        check_boot_options(nonsense=1)

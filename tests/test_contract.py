@@ -22,7 +22,7 @@ from capkern.contract import (
     Struct,
     Tuple,
 )
-from capkern.errors import CapkernError, ContractViolation, MessageError
+from capkern.errors import ContractViolation
 
 CASES: list[tuple[Spec, list[Any], list[Any]]] = [
     (Any_(), [None, 1, "x", [1], {"a": b""}], []),
@@ -135,11 +135,6 @@ def test_tuple_messages() -> None:
         spec.check([1], "t")
     with pytest.raises(ContractViolation, match=r"t\[1\]: expected int"):
         spec.check([1, "2"], "t")
-
-
-def test_contract_violation_is_a_capkern_message_error() -> None:
-    assert issubclass(ContractViolation, MessageError)
-    assert issubclass(ContractViolation, CapkernError)
 
 
 # -- Contract -------------------------------------------------------------------------------------

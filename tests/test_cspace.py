@@ -15,8 +15,6 @@ from hypothesis.stateful import (
 from capkern.cspace import MAX_BADGE, Cap, CSpace, KObject, Rights, revoke_cap
 from capkern.errors import (
     BadgeError,
-    CapabilityError,
-    CapkernError,
     ConfigError,
     CSpaceFull,
     EmptySlot,
@@ -133,11 +131,6 @@ def test_badge_out_of_range_raises(badge: object) -> None:
         c.mint(root, R, badge)  # type: ignore[arg-type]
     assert len(c) == 1
     assert c.lookup(root).children == []
-
-
-def test_badge_error_is_capability_error() -> None:
-    assert issubclass(BadgeError, CapabilityError)
-    assert issubclass(CapabilityError, CapkernError)
 
 
 # -- move ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 import capkern
-from capkern import Process, programs
+from capkern import Process, programs, serverloop
 from capkern.pagefmt import PAGE_SIZE
 from capkern.servers.pager import Pager, make_pager
 
@@ -27,13 +27,16 @@ class Switch:
 
 def switched_pager(switch: Switch) -> capkern.Program:
     class SwitchedPager(Pager):
-        async def dispatch(self, label: str, body: Any) -> None:
+        def handlers(self) -> serverloop.Table:
+            return serverloop.around(super().handlers(), self.switched)
+
+        async def switched(self, label: str, handler: serverloop.Handler, body: Any) -> Any:
             switch.labels.append(label)
             if switch.hang:
                 await trio.sleep_forever()
             if label == "store" and switch.store_delay:
                 await trio.sleep(switch.store_delay)
-            await super().dispatch(label, body)
+            return await handler(body)
 
     return make_pager(cls=SwitchedPager)
 

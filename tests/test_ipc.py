@@ -22,6 +22,8 @@ import capkern
 from capkern import Grant, Limits, Process, RootCap
 from capkern.contract import Contract, Int, Op, Struct
 
+from .helpers import start_echo
+
 ADD = Contract(
     "svc",
     {"add": Op(Struct({"a": Int(), "b": Int()}), Struct({"sum": Int()}), frozenset({"overflow"}))},
@@ -38,19 +40,8 @@ async def finish(k: capkern.Kernel, pid: int) -> capkern.ExitStatus:
     return status
 
 
-async def echo(proc: Process) -> None:
-    """Answers every call on 'service' with the body and the caller's badge."""
-    msg = await proc.recv("service")
-    while True:
-        msg = await proc.reply_recv(
-            "service", "ok", {"label": msg.label, "body": msg.body, "badge": msg.badge}
-        )
 
 
-def start_echo(k: capkern.Kernel, name: str = "echo") -> capkern.RootCap:
-    ep = k.new_endpoint(name)
-    k.spawn(echo, name=name, caps={"service": Grant(ep, "r")})
-    return ep
 
 
 async def still_serves(proc: Process, slot: str = "s") -> None:
@@ -437,7 +428,7 @@ async def test_transferred_cap_lands_in_receiver_and_dies_with_root_revoke() -> 
         # the sender ended: its child is spliced onto the root's capability
         assert cap.parent == (0, n.slot)
         assert k.stats.caps_transferred == 1
-        assert k.revoke(n) >= 1
+        assert await k.revoke(n) >= 1
         assert info["slot"] not in {c.slot for c in k.capabilities(rcv)}
         revoked.set()
         await finish(k, rcv)
@@ -459,7 +450,7 @@ async def test_transferred_cap_is_child_of_senders_cap() -> None:
     async def giver(proc: Process) -> None:
         await proc.send("out", "here", None, caps=["n"])
         await step.wait()
-        assert proc.revoke("n") == 1
+        assert await proc.revoke("n") == 1
         proc.signal("n")  # revoke spares the capability itself
         done.set()
 
@@ -522,7 +513,7 @@ async def test_rights_are_enforced() -> None:
         await finish(k, k.spawn(reader, name="reader", caps=caps))
 
 
-FORGED = [0, -1, 10**9, "nope", True]
+FORGED = [0, -1, 10**9, "nope", True, 2.5]
 
 
 @pytest.mark.parametrize("slot", FORGED, ids=repr)
@@ -533,6 +524,7 @@ async def test_forged_slots_are_invalid_and_name_the_domain(slot: Any) -> None:
             lambda: proc.call(slot, "x", 1),
             lambda: proc.recv(slot),
             lambda: proc.send("s", "x", 1, caps=[slot]),
+            lambda: proc.revoke(slot),
         ]
         for op in ops:
             with pytest.raises(capkern.InvalidSlot) as info:
@@ -541,8 +533,7 @@ async def test_forged_slots_are_invalid_and_name_the_domain(slot: Any) -> None:
             assert "prober" in str(info.value)
         for sync in (lambda: proc.nbsend(slot, "x"), lambda: proc.signal(slot),
                      lambda: proc.poll(slot), lambda: proc.copy(slot),
-                     lambda: proc.delete(slot), lambda: proc.revoke(slot),
-                     lambda: proc.reply_to(slot)):
+                     lambda: proc.delete(slot), lambda: proc.reply_to(slot)):
             with pytest.raises(capkern.InvalidSlot, match="prober"):
                 sync()
         await still_serves(proc)
@@ -625,6 +616,33 @@ async def test_wait_blocks_until_signalled(autojump_clock: trio.abc.Clock) -> No
         await finish(k, k.spawn(signaller, caps={"n": Grant(n, "w", badge=8)}))
         await finish(k, w)
     assert woke == [8]
+
+
+async def test_signal_wakes_the_waiter_with_its_badge_and_later_signals_stay_pending() -> None:
+    """A signal to a notification with a waiter hands that waiter the badge at once; a
+    signal after it (before the waiter runs again) is kept in the word, not lost."""
+    woke: list[int] = []
+    later: list[int] = []
+
+    async def waiter(proc: Process) -> None:
+        assert proc.poll("n") == 0
+        woke.append(await proc.wait("n"))
+        later.append(proc.poll("n"))
+
+    async def signaller(proc: Process) -> None:
+        proc.signal("one")  # the waiter is blocked: it gets badge 1
+        proc.signal("two")  # no waiter any more: bit 2 waits in the word
+
+    async with capkern.boot(paging=False) as k:
+        n = k.new_notification()
+        w = k.spawn(waiter, caps={"n": Grant(n, "r")})
+        await trio.testing.wait_all_tasks_blocked()
+        assert k.status(w) is None and woke == []
+        await finish(k, k.spawn(signaller, caps={"one": Grant(n, "w", badge=1),
+                                                "two": Grant(n, "w", badge=2)}))
+        await finish(k, w)
+        assert k.stats.signals == 2
+    assert (woke, later) == ([1], [2])
 
 
 # -- bad input at the boundary -------------------------------------------------------------
@@ -717,9 +735,9 @@ async def test_bad_reply_body_fails_both_sides_without_hanging() -> None:
         proc.reply("ok", "fine")
 
     async def client(proc: Process) -> None:
-        with pytest.raises(capkern.ContractViolation):
+        with pytest.raises(capkern.ReplyRefused, match="UnencodableBody"):
             await proc.call("s", "a")
-        with pytest.raises(capkern.ContractViolation):
+        with pytest.raises(capkern.ReplyRefused, match="MalformedMessage"):
             await proc.call("s", "b")
         assert (await proc.call("s", "c")).body == "fine"
 
@@ -734,11 +752,11 @@ async def test_bad_reply_body_fails_both_sides_without_hanging() -> None:
 SEEN: list[Any] = []  # what the adder saw (args cross as copies, so a module global)
 
 
-REFUSED_REPLIES: dict[str, tuple[type[Exception], str, dict[str, Any]]] = {
-    "caps-without-grant": (capkern.ReplyError, "w", {"caps": ["service"]}),
-    "forged-cap-slot": (capkern.InvalidSlot, "wg", {"caps": [999]}),
-    "too-many-caps": (capkern.TooManyCaps, "wg", {"caps": ["service"] * 9}),
-    "empty-label": (capkern.MalformedMessage, "wg", {"label": ""}),
+REFUSED_REPLIES: dict[str, tuple[type[Exception], str, dict[str, Any], str]] = {
+    "caps-without-grant": (capkern.ReplyError, "w", {"caps": ["service"]}, "grant"),
+    "forged-cap-slot": (capkern.InvalidSlot, "wg", {"caps": [999]}, "InvalidSlot"),
+    "too-many-caps": (capkern.TooManyCaps, "wg", {"caps": ["service"] * 9}, "TooManyCaps"),
+    "empty-label": (capkern.MalformedMessage, "wg", {"label": ""}, "MalformedMessage"),
 }
 
 
@@ -748,8 +766,10 @@ async def test_refused_reply_fails_the_caller_instead_of_hanging(
     case: str, saved: bool, autojump_clock: trio.abc.Clock
 ) -> None:
     """Regression: a reply refused at its checks used to consume the reply capability
-    without waking the caller, which then waited forever."""
-    expected, rights, kwargs = REFUSED_REPLIES[case]
+    without waking the caller, which then waited forever.  Now the refused reply is not
+    used up; a server that gives up the caller (receives again, or deletes the saved
+    reply capability) fails it with ReplyRefused naming the cause."""
+    expected, rights, kwargs, cause = REFUSED_REPLIES[case]
     label = kwargs.get("label", "ok")
     caps = kwargs.get("caps", ())
 
@@ -757,17 +777,21 @@ async def test_refused_reply_fails_the_caller_instead_of_hanging(
         await proc.recv("service")
         with pytest.raises(expected):
             if saved:
-                proc.reply_to(proc.save_caller(), label, 1, caps=caps)
+                slot = proc.save_caller()
+                try:
+                    proc.reply_to(slot, label, 1, caps=caps)
+                finally:
+                    proc.delete(slot)  # gives the caller up
             else:
                 proc.reply(label, 1, caps=caps)
         msg = await proc.recv("service")  # and it still serves
         proc.reply("ok", msg.body)
 
     async def client(proc: Process) -> None:
-        with pytest.raises(capkern.ContractViolation) as info:
+        with pytest.raises(capkern.ReplyRefused) as info:
             await proc.call("s", "x")
         # the caller learns the kind of failure, not the server's slots or identity
-        assert expected.__name__ in str(info.value)
+        assert cause in str(info.value)
         assert "slot" not in str(info.value) and "secret" not in str(info.value)
         assert (await proc.call("s", "y", 2)).body == 2
 
@@ -873,7 +897,7 @@ async def test_contracted_endpoint_checks_requests_and_replies() -> None:
         outcomes.append("requests refused")
 
         for a in (13, 14, 15):  # the server replies out of contract
-            with pytest.raises(capkern.ContractViolation):
+            with pytest.raises(capkern.ReplyRefused, match="out of contract"):
                 await proc.call(svc, "add", {"a": a, "b": 0})
         outcomes.append("bad replies refused")
 
@@ -976,3 +1000,66 @@ async def test_trace_is_off_by_default() -> None:
         assert len(k.trace.records) == 0
         assert json.loads(k.trace.as_json()) == []
         assert k.stats.ipc_calls == 1 and k.stats.ipc_replies == 1
+
+
+async def test_reply_with_a_bad_cap_name_keeps_the_caller_answerable(
+        autojump_clock: trio.abc.Clock) -> None:
+    errors: list[str] = []
+
+    async def server(proc: Process) -> None:
+        msg = await proc.recv("service")
+        try:
+            proc.reply("ok", caps=["no-such-slot"])
+        except capkern.CapkernError as exc:
+            errors.append(type(exc).__name__)
+        proc.reply("ok", msg.body)
+        msg = await proc.recv("service")
+        slot = proc.save_caller("later")
+        try:
+            proc.reply_to(slot, "ok", caps=["no-such-slot"])
+        except capkern.CapkernError as exc:
+            errors.append(type(exc).__name__)
+        proc.reply_to(slot, "ok", msg.body)
+        await trio.sleep_forever()
+
+    async def client(proc: Process) -> int:
+        first = await proc.call("server", "q", 1)
+        second = await proc.call("server", "q", 2)
+        total: int = first.body * 10 + second.body
+        return total
+
+    async with capkern.boot(paging=False) as k:
+        ep = k.new_endpoint("svc")
+        k.spawn(server, caps={"service": Grant(ep, "rg")})
+        pid = k.spawn(client, caps={"server": Grant(ep, "wg")})
+        with trio.fail_after(5):
+            assert (await k.wait(pid)).code == 12
+        assert errors == ["InvalidSlot", "InvalidSlot"]
+
+
+async def test_save_caller_into_a_full_cspace_keeps_the_reply(
+        autojump_clock: trio.abc.Clock) -> None:
+    async def server(proc: Process) -> None:
+        msg = await proc.recv("service")
+        while True:  # fill the CSpace
+            try:
+                proc.new_notification()
+            except capkern.CSpaceFull:
+                break
+        with pytest.raises(capkern.CSpaceFull):
+            proc.save_caller("c")
+        proc.reply("ok", msg.body)
+        await trio.sleep_forever()
+
+    async def client(proc: Process) -> int:
+        got = await proc.call("server", "q", 5)
+        code: int = got.body
+        return code
+
+    async with capkern.boot(paging=False, cspace_size=4) as k:
+        ep = k.new_endpoint("svc")
+        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+        pid = k.spawn(client, caps={"server": Grant(ep, "w")})
+        with trio.fail_after(5):
+            assert (await k.wait(pid)).code == 5
+        assert k.status(srv) is None

@@ -12,11 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import capkern.errors as errors
 from capkern.errors import (
-    CapkernError,
     MalformedMessage,
-    MessageError,
     MessageTooLarge,
     NestingTooDeep,
     UnencodableBody,
@@ -308,16 +305,3 @@ def test_mutated_valid_bodies_decode_or_refuse(value: Any, data: st.DataObject) 
     assert encode(decode_untrusted(again, Limits(max_depth=4)), Limits(max_depth=4)) == again
 
 
-# -- the error hierarchy ------------------------------------------------------------------------
-
-
-def test_all_error_classes_subclass_capkern_error() -> None:
-    for name in errors.__all__:
-        cls = getattr(errors, name)
-        assert isinstance(cls, type) and issubclass(cls, Exception)
-        assert issubclass(cls, CapkernError), name
-
-
-def test_wire_errors_are_message_errors() -> None:
-    for cls in (MalformedMessage, MessageTooLarge, NestingTooDeep, UnencodableBody):
-        assert issubclass(cls, MessageError)

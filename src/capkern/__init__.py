@@ -17,6 +17,7 @@ from .cspace import CapInfo, Rights
 from .domain import DomainInfo, ExitStatus
 from .errors import *  # noqa: F403 -- the error hierarchy is public API
 from .errors import __all__ as _errors_all
+from .insecure import InsecureWarning
 from .ipc import Received
 from .kernel import BootConfig, Grant, Kernel, Program, RootCap, boot
 from .proc import Process
@@ -32,6 +33,7 @@ __all__ = [
     "DomainInfo",
     "ExitStatus",
     "Grant",
+    "InsecureWarning",
     "Kernel",
     "Limits",
     "Op",

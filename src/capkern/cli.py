@@ -1,4 +1,4 @@
-"""The ``capkern`` command: ``demo``, ``repl`` and ``bench``."""
+"""The ``capkern`` command: ``demo``, ``repl``, ``dump``, ``bench``, ``sim`` and ``lab``."""
 
 from __future__ import annotations
 
@@ -50,8 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--processes", type=int, default=3)
     demo.add_argument("--pages", type=int, default=40, help="working set per process")
     demo.add_argument("--quick", action="store_true", help="fewer attackers, smaller sets")
+    demo.add_argument("--trace", metavar="PATH",
+                      help="write the honest run as Perfetto trace-event JSON")
     repl = sub.add_parser("repl", help="a booted kernel and a Python prompt with await")
     _boot_args(repl, 64)
+    repl.add_argument("--pager", metavar="MODULE:CLASS",
+                      help="a ReplacementPolicy subclass to run in the pager")
+    dump = sub.add_parser("dump", help="run a small scenario, print the system's capabilities")
+    dump.add_argument("--format", choices=("capdl", "dot", "json"), default="capdl")
+    dump.add_argument("-o", "--output", metavar="PATH", help="write here instead of stdout")
+    dump.add_argument("--trace", metavar="PATH",
+                      help="also write the scenario as Perfetto trace-event JSON")
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
@@ -59,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="also run the minutes-long 'scale' benchmark")
     bench.add_argument("--profile", action="store_true",
                        help="print where a major fault's time goes (cProfile), then exit")
-    bench.add_argument("names", nargs="*", help="benchmarks by name (default: all but scale)")
+    bench.add_argument("names", nargs="*", help="benchmarks by name, e.g. ipc_call, sim_lru "
+                       "(default: all but scale)")
+    from .lab.cli import add_parsers
+
+    add_parsers(sub)  # sim, lab
     return parser
 
 
@@ -90,7 +103,7 @@ def _bench(args: argparse.Namespace) -> int:
     for col in ("benchmark", "value", "baseline", "ratio", "unit"):
         table.add_column(col)
     for name, r in results.items():
-        table.add_row(name, f"{r['value']:.2f}", f"{r['baseline']:.2f}", f"{r['ratio']:.2f}x",
+        table.add_row(name, f"{r['value']:.4g}", f"{r['baseline']:.4g}", f"{r['ratio']:.2f}x",
                       r["unit"])
     Console().print(table)
     if "major_fault" in results:
@@ -104,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "dump":
+        return _dump(args)
+    if args.command in ("sim", "lab"):
+        from .lab.cli import run
+
+        return run(args)
     boot_options = {"ram_pages": args.ram, "policy": args.policy, "blockdev": args.blockdev,
                     "cipher": args.cipher}
     try:
@@ -114,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import DemoOptions, run_demo
 
         opts = DemoOptions(args.ram, args.policy, args.blockdev, args.cipher, args.processes,
-                           args.pages, args.quick)
+                           args.pages, args.quick, args.trace)
         if args.quick:
             opts.pages = min(opts.pages, 24)
         if opts.processes < 1 or opts.pages < 1:
@@ -126,7 +145,43 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(opts)
     from .repl import run_repl
 
+    if args.pager:
+        try:
+            boot_options["pager"] = _load_pager(args.pager)
+        except ConfigError as exc:
+            parser.error(str(exc))
     return run_repl(**boot_options)
+
+
+def _load_pager(spec: str) -> Any:
+    """``module:Class`` (a ReplacementPolicy subclass) -> a pager program running it."""
+    import importlib
+
+    from .servers.pager import ReplacementPolicy, make_pager
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--pager wants MODULE:CLASS, not {spec!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--pager {spec}: {exc}") from None
+    if not (isinstance(obj, type) and issubclass(obj, ReplacementPolicy)):
+        raise ConfigError(f"--pager {spec}: {obj!r} is not a ReplacementPolicy subclass")
+    return make_pager(obj)
+
+
+def _dump(args: argparse.Namespace) -> int:
+    from .dumpdemo import run_dump
+
+    out = run_dump(args.format, args.trace)
+    text = json.dumps(out, indent=1) + "\n" if isinstance(out, dict) else out
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 if __name__ == "__main__":

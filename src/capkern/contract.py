@@ -195,12 +195,15 @@ ERROR_BODY = Struct({"reason": Str(64), "detail": Str(1024)})
 
 @dataclass(frozen=True)
 class Op:
-    """One operation of a contract: request schema, reply schema, error reasons."""
+    """One operation of a contract: request schema, reply schema, error reasons, and how
+    many capabilities its ``ok`` reply may carry (``reply_caps``; 0: none -- a caller,
+    the kernel included, never has capabilities pushed on it that it did not ask for)."""
 
     request: Spec
     reply: Spec = field(default_factory=Null)
     errors: frozenset[str] = frozenset()
     oneway: bool = False
+    reply_caps: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -35,7 +35,8 @@ class ExitStatus:
 
 @dataclass(frozen=True, slots=True)
 class DomainInfo:
-    """One row of ``kernel.domains()``."""
+    """One row of ``kernel.domains()``.  ``usage`` is ``{resource: (used, limit)}``
+    against the domain's quota (see :mod:`capkern.quota`)."""
 
     pid: int
     name: str
@@ -47,6 +48,7 @@ class DomainInfo:
     faults: int
     integrity_faults: int
     exit: ExitStatus | None
+    usage: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class Domain:
@@ -58,7 +60,9 @@ class Domain:
         self.pid = pid
         self.name = name
         self.kind = kind  # "process" | "server" | "kernel"
-        self.cspace = CSpace(name, pid, cspace_size)
+        #: what this domain holds against its quota (charged before anything is made)
+        self.usage = Usage(quota if quota is not None else Quota(), name)
+        self.cspace = CSpace(name, pid, cspace_size, self.usage)
         self.reply: ReplyObject | None = None
         self.state = "starting"
         self.exit: ExitStatus | None = None
@@ -68,8 +72,6 @@ class Domain:
         self.faults = 0
         self.integrity_faults = 0
         self.program: Any = None
-        #: what this domain holds against its quota (charged before anything is made)
-        self.usage = Usage(quota if quota is not None else Quota(), name)
 
     def set_reply(self, reply: ReplyObject) -> None:
         """Fill the implicit caller slot; a still-waiting previous caller is aborted."""

@@ -13,6 +13,7 @@ __all__ = [
     "CSpaceFull",
     "CallAborted",
     "CapabilityError",
+    "CapabilityRevoked",
     "CapkernError",
     "ConfigError",
     "ContractViolation",
@@ -36,6 +37,7 @@ __all__ = [
     "QueueFull",
     "QuotaExceeded",
     "ReplyError",
+    "ReplyRefused",
     "SegmentationFault",
     "ServerError",
     "SlotOccupied",
@@ -84,6 +86,11 @@ class CSpaceFull(CapabilityError):
     """The caller's CSpace has no free slot left."""
 
 
+class CapabilityRevoked(CapabilityError):
+    """The capability a blocked operation went through was revoked or deleted while it
+    waited (seL4: removing a capability cancels the IPC blocked on it)."""
+
+
 # -- IPC ----------------------------------------------------------------------------
 
 
@@ -125,6 +132,11 @@ class ReplyError(IPCError):
 
 class CallAborted(IPCError):
     """The server holding our reply capability died or discarded it without replying."""
+
+
+class ReplyRefused(CallAborted):
+    """The server's reply was refused by the kernel (it named the cause) and the server
+    did not answer again before it ended, dropped the reply or received again."""
 
 
 class QueueFull(IPCError):

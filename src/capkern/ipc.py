@@ -8,8 +8,26 @@ cancelled).  Waiting is built on ``trio.lowlevel.wait_task_rescheduled``, so eve
 blocking operation is a Trio checkpoint with clean cancellation.
 
 Endpoint rendezvous follows seL4: a send blocks until a receiver takes it (bounded by
-``Limits.max_queued_senders`` blocked senders per endpoint); ``nbsend`` delivers only if
-a receiver is already waiting.
+``Limits.max_queued_senders`` blocked senders per endpoint, and by the sender's ``queued``
+quota); ``nbsend`` delivers only if a receiver is already waiting.
+
+Revoke means revoke: every blocked operation (a receiver in ``recv``, a sender whose
+message is not yet delivered, a waiter on a notification) is registered on the
+capability it blocked through, and removing that capability (delete, revoke of it or an
+ancestor, its domain's teardown) fails the operation with
+:class:`~capkern.errors.CapabilityRevoked`; so no message is ever delivered with a badge
+that no longer exists.  Moving a capability keeps it (and what waits on it).
+
+Replies: a reply is checked completely before anything changes (:func:`check_reply`).
+A refused reply leaves the reply capability with the replier, which gets the typed
+error and may answer again; if it never does (it ends, drops the capability or receives
+again), the caller's :class:`~capkern.errors.ReplyRefused` names the cause.  A reply
+carries capabilities only if the caller's capability had the grant right and, on a
+contracted endpoint, the operation declares them (``Op.reply_caps``); any other reply
+with capabilities is counted as an attack (``stats.unsolicited_caps``, an
+``unsolicited_caps`` event).  Capabilities transferred by IPC are placed in -- and
+charged to the ``slots`` quota of -- the receiver; one that does not fit is dropped
+(slot 0, ``stats.caps_dropped``).
 """
 
 from __future__ import annotations
@@ -35,19 +53,21 @@ from .contract import Contract
 from .cspace import Cap, KObject, Rights
 from .errors import (
     CallAborted,
+    CapabilityRevoked,
     ContractViolation,
     MalformedMessage,
     QueueFull,
     ReplyError,
+    ReplyRefused,
     ServerError,
     TooManyCaps,
 )
-from .trace import IpcRecord
+from .trace import Delivery, IpcRecord
 
 if TYPE_CHECKING:
     from .domain import Domain
 
-__all__ = ["Endpoint", "Notification", "Received", "ReplyObject"]
+__all__ = ["Endpoint", "Notification", "Received", "ReplyObject", "check_reply", "deliver_reply"]
 
 
 class Received:
@@ -97,7 +117,7 @@ _UNDECODED: Any = object()
 class _Msg:
     """A message in flight inside the kernel."""
 
-    __slots__ = ("badge", "caps", "label", "raw", "value")
+    __slots__ = ("badge", "caps", "flow", "label", "raw", "value")
 
     def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: list[Cap]):
         self.label = label
@@ -105,6 +125,7 @@ class _Msg:
         self.value = value
         self.badge = badge
         self.caps = caps
+        self.flow = 0  # the IPC trace's flow id, when the send was traced
 
 
 class ReplyObject(KObject):
@@ -112,7 +133,7 @@ class ReplyObject(KObject):
 
     kind = "Reply"
 
-    __slots__ = ("caller", "caller_dom", "contract", "grant", "request_label", "state")
+    __slots__ = ("caller", "caller_dom", "contract", "grant", "refused", "request_label", "state")
 
     def __init__(
         self,
@@ -129,26 +150,61 @@ class ReplyObject(KObject):
         self.contract = contract
         self.grant = grant
         self.state = "waiting"  # -> "done" | "gone" (caller cancelled) | "aborted"
+        self.refused = ""  # why the replier's last reply was refused, for the caller
 
     def abort(self, why: str) -> None:
-        """The holder died or dropped it: wake the caller with :class:`CallAborted`."""
+        """The holder died or dropped it: wake the caller with :class:`CallAborted`
+        (:class:`ReplyRefused`, naming the cause, if its reply had been refused)."""
         if self.state == "waiting":
             self.state = "aborted"
-            reschedule(self.caller, outcome.Error(CallAborted(why)))
+            exc = (ReplyRefused(f"the server's reply was refused ({self.refused}) and it "
+                                f"did not answer again") if self.refused else CallAborted(why))
+            reschedule(self.caller, outcome.Error(exc))
 
 
 class _Blocked:
-    __slots__ = ("dom", "grant", "msg", "reply", "task", "want_reply")
+    """A sender (``msg`` set) or receiver blocked on an endpoint through ``cap``."""
+
+    __slots__ = ("cap", "dom", "ep", "grant", "msg", "reply", "task", "want_reply")
 
     def __init__(
-        self, task: Task, dom: Domain, msg: _Msg | None, want_reply: bool, grant: bool = False
+        self, task: Task, dom: Domain, ep: Endpoint, cap: Cap, msg: _Msg | None,
+        want_reply: bool, grant: bool = False
     ) -> None:
         self.task = task
         self.dom = dom
+        self.ep = ep
+        self.cap = cap
         self.msg = msg
         self.want_reply = want_reply
         self.grant = grant
         self.reply: ReplyObject | None = None
+
+    def cancel(self, why: str) -> None:
+        """The capability it blocked through was removed: fail the operation (the
+        message, not yet delivered, never will be)."""
+        if self.msg is not None:
+            self.ep.senders.remove(self)
+            self.dom.usage.release("queued")
+        else:
+            self.ep.receivers.remove(self)
+        self.dom.kernel.stats.ipc_cancelled += 1
+        reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
+
+
+class _Waiter:
+    """A task blocked in :func:`wait` on a notification through ``cap``."""
+
+    __slots__ = ("cap", "ntfn", "task")
+
+    def __init__(self, task: Task, ntfn: Notification, cap: Cap) -> None:
+        self.task = task
+        self.ntfn = ntfn
+        self.cap = cap
+
+    def cancel(self, why: str) -> None:
+        self.ntfn.waiters.remove(self)
+        reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
 
 
 class Endpoint(KObject):
@@ -171,7 +227,7 @@ class Notification(KObject):
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
         self.word = 0
-        self.waiters: deque[Task] = deque()
+        self.waiters: deque[_Waiter] = deque()
 
 
 # -- building and delivering messages ----------------------------------------------------
@@ -236,7 +292,8 @@ def _transfer(msg: _Msg, to: Domain) -> tuple[int, ...]:
             continue
         try:
             slots.append(to.cspace.insert_derived(src, src.rights, None))
-        except Exception:
+        except Exception:  # the receiver's CSpace or slots quota is full: it pays
+            to.kernel.stats.caps_dropped += 1
             slots.append(0)
     to.kernel.stats.caps_transferred += len(slots)
     return tuple(slots)
@@ -244,15 +301,27 @@ def _transfer(msg: _Msg, to: Domain) -> tuple[int, ...]:
 
 def _deliver(msg: _Msg, to: Domain) -> Received:
     caps = _transfer(msg, to) if msg.caps else ()
+    if msg.flow:
+        k = to.kernel
+        k.trace.delivered(
+            Delivery(trio.current_time() - k.boot_time, to.pid, to.name, msg.label, msg.flow))
     return Received(msg.label, msg.raw, msg.value, msg.badge, caps)
 
 
 def _trace(
-    dom: Domain, op: str, obj: KObject, label: str, badge: int, size: int, caps: int
+    dom: Domain, op: str, obj: KObject, label: str, badge: int, size: int, caps: int,
+    msg: _Msg | None = None,
 ) -> None:
+    """Record an IPC operation (time since boot); a traced message gets a flow id so its
+    delivery can be matched to this record."""
     k = dom.kernel
+    flow = 0
+    if msg is not None:
+        flow = msg.flow = k.trace.new_flow()
     k.trace.add(
-        IpcRecord(trio.current_time(), op, dom.pid, dom.name, obj.label(), label, badge, size, caps)
+        IpcRecord(trio.current_time() - k.boot_time, op, dom.pid, dom.name, obj.label(), label,
+                  badge, size, caps),
+        flow,
     )
 
 
@@ -266,12 +335,16 @@ async def send(dom: Domain, cap: Cap, msg: _Msg, *, call: bool) -> Received | No
     k = dom.kernel
     if k.trace.enabled:
         _trace(
-            dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps)
+            dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps),
+            msg,
         )
     await checkpoint_if_cancelled()
+    if cap.cspace is None:  # removed since the lookup: its badge must not be delivered
+        raise CapabilityRevoked(f"{ep.label()}: the capability was removed before sending")
     me = current_task()
     if ep.receivers:
         waiter = ep.receivers.popleft()
+        waiter.cap.unblock(waiter)
         got = _deliver(msg, waiter.dom)
         if call:
             k.stats.ipc_calls += 1
@@ -285,8 +358,10 @@ async def send(dom: Domain, cap: Cap, msg: _Msg, *, call: bool) -> Received | No
         return None
     if len(ep.senders) >= k.limits.max_queued_senders:
         raise QueueFull(f"{ep.label()} already has {len(ep.senders)} blocked senders")
-    blocked = _Blocked(me, dom, msg, call, bool(cap.rights._value_ & 4))
+    dom.usage.charge("queued")  # the sender pays for its message while it waits
+    blocked = _Blocked(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & 4))
     ep.senders.append(blocked)
+    cap.block(blocked)
     if call:
         k.stats.ipc_calls += 1
     else:
@@ -297,6 +372,8 @@ async def send(dom: Domain, cap: Cap, msg: _Msg, *, call: bool) -> Received | No
             blocked.reply.state = "gone"
         else:
             ep.senders.remove(blocked)
+            cap.unblock(blocked)
+            dom.usage.release("queued")
         return Abort.SUCCEEDED
 
     result: Received | None = await wait_task_rescheduled(abort)
@@ -316,10 +393,11 @@ def nbsend(dom: Domain, cap: Cap, msg: _Msg) -> bool:
     """Deliver only if a receiver is waiting; otherwise drop.  Never blocks."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if dom.kernel.trace.enabled:
-        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps))
+        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps), msg)
     if not ep.receivers:
         return False
     waiter = ep.receivers.popleft()
+    waiter.cap.unblock(waiter)
     dom.kernel.stats.ipc_sends += 1
     reschedule(waiter.task, outcome.Value(_deliver(msg, waiter.dom)))
     return True
@@ -330,8 +408,16 @@ async def recv(dom: Domain, cap: Cap) -> Received:
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     dom.kernel.stats.ipc_receives += 1
     await checkpoint_if_cancelled()
+    pending = dom.reply
+    if pending is not None and pending.refused:
+        # its reply was refused and it receives again instead of answering: it has given
+        # the caller up (an unrefused pending reply survives until the next call arrives)
+        dom.reply = None
+        pending.abort(f"server {dom.name!r} received again without replying")
     if ep.senders:
         sender = ep.senders.popleft()
+        sender.cap.unblock(sender)
+        sender.dom.usage.release("queued")
         assert sender.msg is not None
         got = _deliver(sender.msg, dom)
         if sender.want_reply:
@@ -344,16 +430,91 @@ async def recv(dom: Domain, cap: Cap) -> Received:
             reschedule(sender.task, outcome.Value(None))
         await cancel_shielded_checkpoint()
         return got
-    me = _Blocked(current_task(), dom, None, False)
+    me = _Blocked(current_task(), dom, ep, cap, None, False)
     ep.receivers.append(me)
+    cap.block(me)
 
     def abort(_: Any) -> Abort:
         ep.receivers.remove(me)
+        cap.unblock(me)
         return Abort.SUCCEEDED
 
     got = await wait_task_rescheduled(abort)
     assert isinstance(got, Received)
     return got
+
+
+def check_reply(
+    dom: Domain,
+    reply_obj: ReplyObject,
+    label: str,
+    body: Any,
+    raw: bytes | None,
+    cap_slots: Sequence[int],
+) -> _Msg:
+    """Decode phase of a reply: every check, nothing changes.  A refused reply raises
+    the typed error to the replier and leaves ``reply_obj`` unused, remembering why, so
+    the caller's error names the cause if the replier never answers correctly."""
+    k = dom.kernel
+    if reply_obj.state == "done":
+        raise ReplyError("this reply capability was already used")
+    if reply_obj.state == "aborted":
+        raise ReplyError("this reply capability was aborted")
+    contract = reply_obj.contract
+    try:
+        if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
+            raise MalformedMessage("reply label must be a short non-empty str")
+        if cap_slots:
+            if not reply_obj.grant:
+                _unsolicited(dom, len(cap_slots), "the caller's capability lacks grant")
+                raise ReplyError(
+                    f"reply carries {len(cap_slots)} capabilities, but the caller's "
+                    "capability lacks the grant right: it cannot receive capabilities")
+            if len(cap_slots) > k.limits.max_caps:
+                raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {k.limits.max_caps}")
+            allowed = _reply_caps(contract, reply_obj.request_label)
+            if len(cap_slots) > allowed:
+                assert contract is not None
+                _unsolicited(dom, len(cap_slots), f"contract allows {allowed}")
+                raise ContractViolation(
+                    f"{contract.name}.{reply_obj.request_label} reply carries at most "
+                    f"{allowed} capabilities, not {len(cap_slots)}")
+        caps = [dom.cspace.lookup(s) for s in cap_slots]
+        if raw is None:
+            raw = wire.encode(body, k.limits)
+            value = _UNDECODED
+        else:
+            value = wire.decode_untrusted(raw, k.limits)
+            raw = bytes(raw)
+    except Exception as exc:
+        k.stats.messages_rejected += 1
+        reply_obj.refused = _cause(exc)
+        raise
+    if contract is not None:
+        if value is _UNDECODED:
+            value = wire.decode(raw)
+        try:
+            contract.check_reply(reply_obj.request_label, label, value)
+        except ContractViolation as exc:
+            k.stats.contract_violations += 1
+            reply_obj.refused = f"out of contract: {exc}"
+            raise
+    return _Msg(label, raw, value, 0, caps)
+
+
+def deliver_reply(dom: Domain, reply_obj: ReplyObject, msg: _Msg) -> bool:
+    """Invoke phase of a reply (after :func:`check_reply`): use up the reply object and
+    wake the caller.  False if the caller had already gone (the reply is dropped)."""
+    k = dom.kernel
+    k.stats.ipc_replies += 1
+    if k.trace.enabled:
+        _trace(dom, "reply", reply_obj, msg.label, 0, len(msg.raw), len(msg.caps), msg)
+    if reply_obj.state == "gone":
+        reply_obj.state = "done"
+        return False
+    reply_obj.state = "done"
+    reschedule(reply_obj.caller, outcome.Value(_deliver(msg, reply_obj.caller_dom)))
+    return True
 
 
 def reply(
@@ -364,60 +525,33 @@ def reply(
     raw: bytes | None,
     cap_slots: Sequence[int],
 ) -> bool:
-    """Answer a call through its one-shot reply object.  Returns False if the caller
-    had already gone (cancelled or timed out): the reply is dropped, nothing fails."""
+    """Answer a call through its one-shot reply object: :func:`check_reply`, then
+    :func:`deliver_reply`."""
+    return deliver_reply(dom, reply_obj, check_reply(dom, reply_obj, label, body, raw, cap_slots))
+
+
+def _reply_caps(contract: Contract | None, request_label: str) -> int:
+    """How many capabilities a reply may carry: the contract's word, or any number."""
+    if contract is None:
+        return 1 << 30
+    return contract.ops[request_label].reply_caps
+
+
+def _unsolicited(dom: Domain, n: int, why: str) -> None:
+    """A reply tried to push capabilities on a caller that did not ask: an attack."""
     k = dom.kernel
-    if reply_obj.state == "done":
-        raise ReplyError("this reply capability was already used")
-    if reply_obj.state == "aborted":
-        raise ReplyError("this reply capability was aborted")
-    try:
-        if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
-            raise MalformedMessage("reply label must be a short non-empty str")
-        if cap_slots and not reply_obj.grant:
-            raise ReplyError("the caller did not grant the right to receive capabilities")
-        if len(cap_slots) > k.limits.max_caps:
-            raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {k.limits.max_caps}")
-        caps = [dom.cspace.lookup(s) for s in cap_slots]
-        if raw is None:
-            raw = wire.encode(body, k.limits)
-            value = _UNDECODED
-        else:
-            value = wire.decode_untrusted(raw, k.limits)
-            raw = bytes(raw)
-    except Exception as exc:
-        # the replier gets the error in full; the caller must not hang on a broken server,
-        # but learns only the kind of error (not the server's slots or domain details)
-        k.stats.messages_rejected += 1
-        _fail_caller(reply_obj, ContractViolation(
-            f"server sent a bad reply ({type(exc).__name__}); the call has no answer"))
-        raise
-    if reply_obj.contract is not None:
-        if value is _UNDECODED:
-            value = wire.decode(raw)
-        try:
-            reply_obj.contract.check_reply(reply_obj.request_label, label, value)
-        except ContractViolation as exc:
-            k.stats.contract_violations += 1
-            _fail_caller(reply_obj, ContractViolation(f"server replied out of contract: {exc}"))
-            raise
-    k.stats.ipc_replies += 1
-    if k.trace.enabled:
-        _trace(dom, "reply", reply_obj, label, 0, len(raw), len(caps))
-    if reply_obj.state == "gone":
-        reply_obj.state = "done"
-        return False
-    reply_obj.state = "done"
-    msg = _Msg(label, raw, value, 0, caps)
-    reschedule(reply_obj.caller, outcome.Value(_deliver(msg, reply_obj.caller_dom)))
-    return True
+    k.stats.unsolicited_caps += 1
+    k.event("unsolicited_caps", dom, f"reply with {n} capabilities refused ({why})")
 
 
-def _fail_caller(reply_obj: ReplyObject, exc: Exception) -> None:
-    was = reply_obj.state
-    reply_obj.state = "done"
-    if was == "waiting":
-        reschedule(reply_obj.caller, outcome.Error(exc))
+def _cause(exc: Exception) -> str:
+    """What a caller learns about its server's refused reply: the kind of mistake, not
+    the server's slots or names."""
+    if isinstance(exc, ReplyError):
+        return "it carried capabilities, but the call's capability lacks the grant right"
+    if isinstance(exc, ContractViolation):
+        return "it carried capabilities its contract does not declare"
+    return f"{type(exc).__name__}"
 
 
 # -- notifications ----------------------------------------------------------------------
@@ -429,7 +563,9 @@ def signal(dom: Domain, cap: Cap) -> None:
     dom.kernel.stats.signals += 1
     bits = cap.badge or 1
     if ntfn.waiters:
-        reschedule(ntfn.waiters.popleft(), outcome.Value(bits | ntfn.word))
+        waiter = ntfn.waiters.popleft()
+        waiter.cap.unblock(waiter)
+        reschedule(waiter.task, outcome.Value(bits | ntfn.word))
         ntfn.word = 0
     else:
         ntfn.word |= bits
@@ -448,11 +584,13 @@ async def wait(cap: Cap) -> int:
         word, ntfn.word = ntfn.word, 0
         await cancel_shielded_checkpoint()
         return word
-    me = current_task()
+    me = _Waiter(current_task(), ntfn, cap)
     ntfn.waiters.append(me)
+    cap.block(me)
 
     def abort(_: Any) -> Abort:
         ntfn.waiters.remove(me)
+        cap.unblock(me)
         return Abort.SUCCEEDED
 
     woken: int = await wait_task_rescheduled(abort)

@@ -17,22 +17,30 @@ import logging
 import math
 import os
 import traceback
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import trio
 
-from . import wire
+from . import insecure, wire
 from .contract import Contract
 from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
-from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess
+from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess, QuotaExceeded
 from .ipc import Endpoint, Notification, ReplyObject
-from .proc import Process, ProcessExit, check_name, check_object_args
+from .proc import (
+    Process,
+    ProcessExit,
+    check_name,
+    check_object_args,
+    check_program,
+    revoke,
+)
 from .quota import Quota
-from .trace import Counters, Event, EventLog, IpcTrace
+from .trace import Counters, Event, EventLog, IpcTrace, PageTrace
 
 if TYPE_CHECKING:
     from .mmu.vm import VM
@@ -67,7 +75,14 @@ class Grant:
 
 @dataclass(frozen=True)
 class BootConfig:
-    """Boot options.  The defaults are the embedded configuration (demo and REPL)."""
+    """Boot options.  The defaults are the embedded configuration (demo and REPL).
+
+    ``evict_batch`` pages are evicted per eviction (default 8): faster, but the fault
+    counts differ from textbook one-page replacement (``capkern sim`` uses 1); a batch
+    larger than RAM evicts every resident page (warned about when given explicitly).
+    ``seed`` makes page handles, and so every policy choice, reproducible; ``precise``
+    reports every reference to the pager in order (exact LRU/LFU; see ``mmu/reflog.py``).
+    """
 
     ram_pages: int = 256
     policy: str = "clock"
@@ -86,6 +101,8 @@ class BootConfig:
     trace: bool = False
     paging: bool = True
     quota: Quota = field(default_factory=Quota)  # each spawned domain's default quota
+    seed: int | None = None  # derive page handles from it: reproducible runs (see reflog)
+    precise: bool = False  # report every reference, in order, to the pager (exact LRU/LFU)
 
     def validate(self) -> None:
         """Refuse a bad option with a :class:`ConfigError` before anything starts."""
@@ -114,6 +131,15 @@ class BootConfig:
         seconds("pager_deadline", True)
         seconds("crypt_deadline", True)
         seconds("blockdev_latency", False)
+        if self.seed is not None and type(self.seed) is not int:
+            raise ConfigError(f"seed must be an int or None, not {self.seed!r}")
+        if type(self.precise) is not bool:
+            raise ConfigError(f"precise must be a bool, not {self.precise!r}")
+        if self.paging and self.evict_batch > self.ram_pages \
+                and self.evict_batch != BootConfig.evict_batch:
+            # (the default batch of 8 on a tiny RAM is documented, not warned about)
+            warnings.warn(f"evict_batch={self.evict_batch} exceeds ram_pages="
+                          f"{self.ram_pages}: each eviction empties RAM", stacklevel=4)
         if not isinstance(self.policy, str):
             raise ConfigError(f"policy must be a str, not {self.policy!r}")
         if self.cipher not in ("aes-256-gcm", "chacha20-poly1305", "null"):
@@ -157,9 +183,11 @@ class Kernel:
     def __init__(self, config: BootConfig, nursery: trio.Nursery) -> None:
         self.config = config
         self.limits = config.limits
+        self.boot_time = trio.current_time()  # records and events: seconds since boot
         self.stats = Counters()
         self.events = EventLog()
         self.trace = IpcTrace(enabled=config.trace)
+        self.page_trace = PageTrace(enabled=config.trace, epoch=self.boot_time)
         self._nursery = nursery
         self._pids = itertools.count(1)
         self._domains: dict[int, Domain] = {}
@@ -168,13 +196,37 @@ class Kernel:
         self.root.state = "running"
         self._domains[0] = self.root
         self.vm: VM | None = None  # the paging subsystem, when enabled
+        #: why this kernel gives up a security property (empty: it does not)
+        self.insecure: tuple[str, ...] = insecure.reasons(config)
+
+    def __repr__(self) -> str:
+        """One line a REPL user can read: uptime, domains, free frames, policy, faults."""
+        cfg = self.config
+        doms = [d for d in self._domains.values() if d.pid]
+        running = sum(1 for d in doms if d.alive)
+        try:
+            up = f"up {trio.current_time() - self.boot_time:.1f}s"
+        except RuntimeError:
+            up = "not running"
+        if self._closing:
+            up = "shut down"
+        parts = [up, f"{running} of {len(doms)} domains live"]
+        if self.vm is not None:
+            pager = cfg.policy if cfg.pager is None else "custom pager"
+            parts += [f"{self.vm.frames.free_count}/{cfg.ram_pages} frames free", pager,
+                      f"{self.stats.faults} faults"]
+        else:
+            parts.append("paging off")
+        if self.insecure:
+            parts.append(f"INSECURE ({'; '.join(self.insecure)})")
+        return f"<Kernel {', '.join(parts)}>"
 
     # -- events ------------------------------------------------------------------------
 
     def event(self, kind: str, dom: Domain, detail: str = "") -> None:
         """Record a kernel event (crash, kill, integrity fault...) and log it."""
         try:
-            now = trio.current_time()
+            now = trio.current_time() - self.boot_time
         except RuntimeError:
             now = 0.0
         self.events.add(Event(now, kind, dom.pid, dom.name, detail))
@@ -199,22 +251,26 @@ class Kernel:
     def new_endpoint(self, name: str = "", contract: Contract | None = None) -> RootCap:
         """Create an endpoint; the root holds the original capability (rwg)."""
         check_object_args(name, contract)
+        root = self.root
         return self._root_cap(
-            self.root.cspace.insert_original(Endpoint(name, contract), Rights.ALL)
+            root.cspace.insert_original(Endpoint(name, contract), Rights.ALL, "", root.usage)
         )
 
     def new_notification(self, name: str = "") -> RootCap:
         check_object_args(name, None)
-        return self._root_cap(self.root.cspace.insert_original(Notification(name), Rights.ALL))
+        root = self.root
+        return self._root_cap(
+            root.cspace.insert_original(Notification(name), Rights.ALL, "", root.usage))
 
     def mint(self, cap: RootCap, rights: str | Rights, badge: int | None = None) -> RootCap:
         """Derive a root-held capability with fewer rights and/or a badge."""
         src = self.root.cspace.lookup(self._root_slot(cap))
         return self._root_cap(self.root.cspace.insert_derived(src, Rights.parse(rights), badge))
 
-    def revoke(self, cap: RootCap) -> int:
-        """Remove every capability derived from ``cap``, in every domain."""
-        return self.root.cspace.revoke(self._root_slot(cap))
+    async def revoke(self, cap: RootCap) -> int:
+        """Remove every capability derived from ``cap``, in every domain (preemptible:
+        see :func:`capkern.proc.revoke`); IPC blocked on any of them is cancelled."""
+        return await revoke(self.root.cspace.lookup(self._root_slot(cap)))
 
     def delete(self, cap: RootCap) -> None:
         self.root.cspace.delete(self._root_slot(cap))
@@ -247,13 +303,17 @@ class Kernel:
         if name is not None and not isinstance(name, str):
             raise ConfigError(f"name must be a str, not {name!r}")
         dom_quota = Quota.coerce(quota, self.config.quota)
+        dom_name = name or str(getattr(program, "__name__", "process"))
         fresh_args = wire.decode(wire.encode(list(args), self.limits))
+        check_program(program, fresh_args)
         plan = self._plan_grants(caps)
         if len(plan) > self.config.cspace_size - 1:  # slot 0 is the null slot
             raise CSpaceFull(f"{len(plan)} capabilities do not fit a CSpace of "
                              f"{self.config.cspace_size} slots")
+        if len(plan) > dom_quota.slots:
+            raise QuotaExceeded("slots", dom_quota.slots, 0, len(plan), dom_name)
+        self.root.usage.check("spawns")  # the root pays for the domains it spawns
         pid = next(self._pids)
-        dom_name = name or str(getattr(program, "__name__", "process"))
         dom = Domain(self, pid, dom_name, kind, self.config.cspace_size, dom_quota)
         for slot_name, src, rights, badge in plan:
             dom.cspace.insert_derived(src, rights, badge, slot_name)
@@ -261,6 +321,7 @@ class Kernel:
         if self.vm is not None and kind == "process":
             self.vm.attach(dom)
         self._domains[pid] = dom
+        self.root.usage.charge("spawns")
         self.stats.spawns += 1
         self._nursery.start_soon(
             self._run_domain, dom, program, fresh_args, name=f"capkern:{dom_name}"
@@ -376,12 +437,17 @@ class Kernel:
                 cap.obj.abort(f"server {dom.name!r} (pid {dom.pid}) ended without replying")
         if self.vm is not None and dom.aspace is not None:
             self.vm.detach(dom)
+        self.root.usage.release("spawns")
         dom.done.set()
         if status.state != "killed" or status.error != "kernel shutdown":
             self.event("exit", dom, f"{status.state} code={status.code}")
 
     def _domain(self, pid: int) -> Domain:
-        dom = self._domains.get(pid) if type(pid) is int else None
+        if type(pid) is not int:
+            hint = " (kernel.pid_of(name) finds a live domain by name)" \
+                if isinstance(pid, str) else ""
+            raise NoSuchProcess(f"no domain with pid {pid!r}: a pid is an int{hint}")
+        dom = self._domains.get(pid)
         if dom is None or pid == 0:
             raise NoSuchProcess(f"no domain with pid {pid!r}")
         return dom
@@ -436,6 +502,7 @@ class Kernel:
                     dom.faults,
                     dom.integrity_faults,
                     dom.exit,
+                    dom.usage.as_dict(),
                 )
             )
         return out
@@ -451,54 +518,36 @@ class Kernel:
         dom = self.root if pid == 0 else self._domain(pid)
         return dom.cspace.info()
 
-    def dump(self) -> dict[str, Any]:
-        """A capDL-like, machine-readable (JSON-serialisable) picture of the system:
-        domains (with their exit status and pending implicit reply), objects, caps and
-        the derivation tree (each cap names its parent as ``[pid, slot]``)."""
-        objects: dict[int, dict[str, Any]] = {}
-        domains = []
-        for dom in self._domains.values():
-            caps: list[dict[str, Any]] = []
-            names = {s: n for n, s in dom.cspace.names.items()}
-            for cap in dom.cspace.caps():
-                obj = cap.obj
-                if obj.oid not in objects:
-                    objects[obj.oid] = _describe_object(obj)
-                parent = cap.parent
-                caps.append(
-                    {
-                        "slot": cap.slot,
-                        "name": str(names.get(cap.slot, "")),
-                        "object": obj.oid,
-                        "rights": cap.rights.short(),
-                        "badge": cap.badge,
-                        "parent": [parent.cspace.pid, parent.slot]
-                        if parent is not None and parent.cspace is not None
-                        else None,
-                    }
-                )
-            pending = dom.reply if dom.reply is not None and dom.reply.state == "waiting" else None
-            if pending is not None and pending.oid not in objects:
-                objects[pending.oid] = _describe_object(pending)
-            ended = dom.exit
-            domains.append(
-                {
-                    "pid": dom.pid,
-                    "name": str(dom.name),
-                    "kind": dom.kind,
-                    "state": dom.state,
-                    "exit": None
-                    if ended is None
-                    else {"state": ended.state, "code": ended.code, "error": ended.error},
-                    "reply": None if pending is None else pending.oid,
-                    "caps": caps,
-                }
-            )
-        return {
-            "domains": domains,
-            "objects": sorted(objects.values(), key=lambda o: int(o["oid"])),
-            "stats": self.stats.as_dict(),
-        }
+    @overload
+    def dump(self, format: Literal["json"] = "json") -> dict[str, Any]: ...
+    @overload
+    def dump(self, format: Literal["capdl", "dot"]) -> str: ...
+
+    def dump(self, format: str = "json") -> dict[str, Any] | str:
+        """A picture of the system (see :mod:`capkern.sysdump`).
+
+        ``json`` (the default): JSON-serialisable data -- domains (with their exit status
+        and pending implicit reply), objects, caps and the derivation tree (each cap
+        names its parent as ``[pid, slot]``).  ``capdl``: capDL-style text with object
+        names.  ``dot``: a Graphviz digraph of the capability derivation tree.
+        """
+        from . import sysdump
+
+        data = sysdump.snapshot(self)
+        return data if format == "json" else sysdump.render(data, format)
+
+    def export_trace(self, path: str | os.PathLike[str]) -> int:
+        """Write the page events and IPC trace as Chrome/Perfetto trace-event JSON (open
+        it at ui.perfetto.dev): one track per domain, IPC messages as flow arrows.
+        Returns the number of trace events written.  Recording is on with
+        ``boot(trace=True)`` (or ``kernel.trace.enabled = kernel.page_trace.enabled =
+        True``)."""
+        from .trace_export import chrome_trace, write_trace
+
+        names = {dom.pid: (dom.name, dom.kind) for dom in self._domains.values()}
+        doc = chrome_trace(self.trace, self.page_trace, names)
+        write_trace(doc, path)
+        return len(doc["traceEvents"])
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -509,19 +558,6 @@ class Kernel:
     async def _shutdown(self) -> None:
         self._closing = True
         self._nursery.cancel_scope.cancel()
-
-
-def _describe_object(obj: Any) -> dict[str, Any]:
-    """One object of :meth:`Kernel.dump`: identity plus its kernel state."""
-    out: dict[str, Any] = {"oid": obj.oid, "kind": obj.kind, "name": str(obj.name)}
-    if isinstance(obj, Endpoint):
-        out["contract"] = None if obj.contract is None else str(obj.contract.name)
-        out["senders"] = [b.dom.pid for b in obj.senders]
-        out["receivers"] = [b.dom.pid for b in obj.receivers]
-    elif isinstance(obj, ReplyObject):
-        out["caller"] = obj.caller_dom.pid
-        out["state"] = obj.state
-    return out
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
@@ -551,6 +587,7 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
         from .mmu.startup import check_paging_config
 
         check_paging_config(cfg)
+    serial = insecure.boot_started(cfg)  # warns (InsecureWarning) if insecure
     try:
         async with trio.open_nursery() as nursery:
             kernel = Kernel(cfg, nursery)
@@ -574,3 +611,5 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
             raise leaf
         finally:
             leaf.__context__ = context
+    finally:
+        insecure.boot_ended(serial)

@@ -7,12 +7,15 @@ handle holds no reference a program could use to reach another domain's objects.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import trio
+
 from . import ipc
 from .contract import Contract
-from .cspace import CapInfo, Rights
+from .cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
 from .errors import (
     CapkernError,
     ConfigError,
@@ -23,12 +26,14 @@ from .errors import (
     SegmentationFault,
 )
 from .ipc import Endpoint, Notification, Received, ReplyObject
+from .pagefmt import PAGE_SIZE
 
 if TYPE_CHECKING:
     from .domain import Domain
     from .mmu.vm import VM
 
-__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args"]
+__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args",
+           "check_program", "revoke"]
 
 SlotRef = int | str
 """A slot index in the caller's CSpace, or the name given to a slot."""
@@ -44,6 +49,68 @@ def check_object_args(name: Any, contract: Any) -> None:
     check_name(name, "object name")
     if contract is not None and not isinstance(contract, Contract):
         raise ConfigError(f"contract must be a capkern Contract, not {type(contract).__name__}")
+
+
+def check_program(program: Any, args: Sequence[Any]) -> None:
+    """Refuse now, with a :class:`ConfigError`, a program that ``program(proc, *args)``
+    would reject at its first line: the arguments must bind to its signature (after the
+    ``proc`` handle).  A callable without a signature is taken on trust."""
+    try:
+        signature = inspect.signature(program)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, *args)
+    except TypeError as exc:
+        name = getattr(program, "__name__", repr(program))
+        raise ConfigError(f"bad arguments for program {name}: {exc}") from None
+
+
+def _int_arg(value: Any, what: str) -> int:
+    if type(value) is not int:
+        raise ConfigError(f"{what} must be an int, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _length(value: Any) -> int:
+    """A length is a non-negative int (an address outside the address space, negative
+    or too big, is the fault path's :class:`SegmentationFault`, as on hardware)."""
+    if _int_arg(value, "length") < 0:
+        raise ConfigError(f"length must not be negative, not {value}")
+    return int(value)
+
+
+def _data(value: Any) -> bytes:
+    """Bytes to write: bytes-like only (a str must be encoded, an int is not a length)."""
+    if isinstance(value, str):
+        raise ConfigError("write needs bytes, not str: encode it first "
+                          f"(e.g. {value[:20]!r}.encode())")
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ConfigError(f"write needs bytes-like data, not {type(value).__name__}")
+    return bytes(value)
+REVOKE_STEP = 1024
+"""Capabilities a revoke removes between two checkpoints (about a millisecond)."""
+
+
+async def revoke(cap: Cap) -> int:
+    """Remove every descendant of ``cap``, ``REVOKE_STEP`` at a time with a checkpoint
+    between steps, so no revoke holds the kernel for more than about a millisecond
+    however large the derivation tree (seL4's preemptible revoke).  While it runs,
+    nothing can be derived from the capabilities it is removing; it is shielded from
+    cancellation, so a revoke once started always completes."""
+    removed = revoke_some(cap, REVOKE_STEP)
+    if cap.children:
+        begin_revoke(cap)
+        try:
+            with trio.CancelScope(shield=True):
+                while cap.children:
+                    await trio.sleep(0)
+                    removed += revoke_some(cap, REVOKE_STEP)
+        finally:
+            end_revoke(cap)
+    else:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return removed
 
 
 class ProcessExit(BaseException):
@@ -122,12 +189,15 @@ class Process:
         """Create an endpoint (optionally bound to a contract); returns its slot (rwg)."""
         self._alive()
         check_object_args(name, contract)
-        return self._dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name)
+        dom = self._dom
+        return dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name, dom.usage)
 
     def new_notification(self, name: str = "") -> int:
+        """Create a notification; returns its slot (rwg).  Charged like an endpoint."""
         self._alive()
         check_object_args(name, None)
-        return self._dom.cspace.insert_original(Notification(name), Rights.ALL, name)
+        dom = self._dom
+        return dom.cspace.insert_original(Notification(name), Rights.ALL, name, dom.usage)
 
     def copy(self, slot: SlotRef, rights: str | Rights = Rights.ALL, name: str = "") -> int:
         """Derive a copy (rights can only shrink)."""
@@ -148,9 +218,11 @@ class Process:
             cap.obj.abort(f"{self.name!r} deleted the reply capability")
         self._dom.cspace.delete(cap.slot)
 
-    def revoke(self, slot: SlotRef) -> int:
-        """Delete every capability derived from this one, in every domain."""
-        return self._dom.cspace.revoke(self._slot(slot))
+    async def revoke(self, slot: SlotRef) -> int:
+        """Delete every capability derived from this one, in every domain; IPC blocked
+        on any of them fails with :class:`~capkern.errors.CapabilityRevoked`.
+        Preemptible (see :func:`revoke`): returns once all are gone."""
+        return await revoke(self._dom.cspace.lookup(self._slot(slot)))
 
     # -- IPC ------------------------------------------------------------------------------
 
@@ -206,15 +278,28 @@ class Process:
             raise ReplyError(f"{self.name!r} has no caller to reply to")
         return reply
 
+    def _answer(self, label: str, body: Any, raw: bytes | None,
+                slots: Sequence[int]) -> bool:
+        """Reply through the implicit reply capability.  A refused reply raises here and
+        leaves the capability in place, so the server can still answer its caller."""
+        dom = self._dom
+        reply = dom.reply
+        if reply is None:
+            raise ReplyError(f"{self.name!r} has no caller to reply to")
+        msg = ipc.check_reply(dom, reply, label, body, raw, slots)
+        dom.reply = None
+        return ipc.deliver_reply(dom, reply, msg)
+
     def reply(self, label: str = "ok", body: Any = None, *,
               caps: Sequence[SlotRef] = ()) -> bool:
-        """Answer the last call received.  False if that caller has gone away."""
+        """Answer the last call received.  False if that caller has gone away.  A reply
+        the kernel refuses raises its typed error and is not used up: answer again."""
         # resolve slot names first: a bad name must not cost the caller its reply
         slots = self._slots(caps) if caps else ()
-        return ipc.reply(self._dom, self._take_reply(), label, body, None, slots)
+        return self._answer(label, body, None, slots)
 
     def reply_raw(self, label: str, raw: bytes) -> bool:
-        return ipc.reply(self._dom, self._take_reply(), label, None, raw, ())
+        return self._answer(label, None, raw, ())
 
     def reply_error(self, reason: str, detail: str = "") -> bool:
         """The contract's typed error reply: label ``error``, ``{reason, detail}``."""
@@ -239,12 +324,14 @@ class Process:
 
     def reply_to(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
                  caps: Sequence[SlotRef] = ()) -> bool:
-        """Reply through a saved reply capability; the capability is used up."""
+        """Reply through a saved reply capability; the capability is used up (unless the
+        kernel refuses the reply: then it stays, and the typed error is raised)."""
         slots = self._slots(caps) if caps else ()  # before the cap is used up
         cap = self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, ReplyObject)
         reply: ReplyObject = cap.obj  # type: ignore[assignment]
+        msg = ipc.check_reply(self._dom, reply, label, body, None, slots)
         self._dom.cspace.delete(cap.slot)
-        return ipc.reply(self._dom, reply, label, body, None, slots)
+        return ipc.deliver_reply(self._dom, reply, msg)
 
     # -- memory -----------------------------------------------------------------------------
 
@@ -259,11 +346,38 @@ class Process:
 
     async def read(self, addr: int, n: int) -> bytes:
         """Read ``n`` bytes at ``addr`` (faulting pages in as needed)."""
-        return await self._vm().read(self._dom, addr, n)
+        vm = self._vm()
+        if type(addr) is not int or type(n) is not int or n < 0:  # checks off the hot path
+            addr, n = _int_arg(addr, "address"), _length(n)
+        return await vm.read(self._dom, addr, n)
 
-    async def write(self, addr: int, data: bytes) -> None:
-        """Write ``data`` at ``addr`` (faulting pages in as needed)."""
-        await self._vm().write(self._dom, addr, data)
+    async def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed)."""
+        vm = self._vm()
+        if type(addr) is not int or type(data) is not bytes:  # checks off the hot path
+            addr, data = _int_arg(addr, "address"), _data(data)
+        await vm.write(self._dom, addr, data)
+
+    async def access(self, addrs: Sequence[int], write: bool = False,
+                     future: bool = False, count: int | None = None) -> bytes:
+        """Reference the page of each address in ``addrs``, in order, in one trap.
+
+        Each reference goes through the page tables and the fault path exactly as a
+        one-byte ``read`` (or ``write``) would; the result has one byte per reference, 1
+        for a hit and 0 for a fault.  ``future=True`` (precise boots, offline simulation)
+        lets the kernel tell the pager each page's next use within this list, for
+        Belady's OPT; ``count`` then limits the references made to the first ``count``
+        (the rest is only the future).  See :mod:`capkern.mmu.batch`.
+        """
+        from .mmu.batch import access
+
+        if not isinstance(addrs, list | tuple):
+            raise ConfigError("access takes a list of addresses")
+        for a in addrs:
+            if type(a) is not int or a < 0:
+                raise ConfigError(f"addresses must be non-negative ints, not {a!r}")
+        return await access(self._vm(), self._dom, [a // PAGE_SIZE for a in addrs], write,
+                            future, count)
 
     def _vm(self) -> VM:
         dom = self._dom

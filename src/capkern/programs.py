@@ -12,15 +12,17 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from .errors import CapkernError
+from .mmu.aspace import VA_LIMIT
 from .pagefmt import PAGE_SIZE
 from .proc import Process
 
-__all__ = ["check_args", "echo_client", "echo_server", "page_pattern", "phased", "ping",
-           "pong", "random_ws", "sequential", "zipf"]
+__all__ = ["check_args", "echo_client", "echo_server", "hostile_memory", "page_pattern",
+           "phased", "ping", "pong", "random_ws", "remap", "sequential", "zipf"]
 
 #: The spawnable built-in programs, by name.
-PROGRAMS = ("echo_client", "echo_server", "phased", "ping", "pong", "random_ws",
-            "sequential", "zipf")
+PROGRAMS = ("echo_client", "echo_server", "hostile_memory", "phased", "ping", "pong",
+            "random_ws", "remap", "sequential", "zipf")
 
 
 def _int(name: str, value: Any, minimum: int) -> None:
@@ -140,6 +142,71 @@ async def phased(proc: Process, pages: int = 64, phases: int = 3, seed: int = 4)
     return min(wrong, 255)
 
 
+async def remap(proc: Process, pages: int = 8, rounds: int = 3, seed: int = 5) -> int:
+    """Map, write, unmap and map again at the *same* address, ``rounds`` times.
+
+    Each new mapping must read zeros before it is written, then what was written -- never
+    a previous mapping's data, whatever the pager hands back for it (the sealed copies of
+    the old pages carry bindings that never come back)."""
+    _check_sequential(pages, rounds, seed)
+    if pages == 0:
+        return 0
+    length = pages * PAGE_SIZE
+    base = proc.mmap(length)
+    wrong = 0
+    for r in range(rounds):
+        if r:
+            proc.munmap(base, length)
+            proc.mmap(length, addr=base)
+        for page in range(pages):
+            got = await proc.read(base + page * PAGE_SIZE, PAGE_SIZE)
+            wrong += sum(1 for b in got if b)  # a fresh mapping is demand-zero
+            await proc.write(base + page * PAGE_SIZE, page_pattern(seed, page, r))
+        for page in range(pages):
+            got = await proc.read(base + page * PAGE_SIZE, PAGE_SIZE)
+            want = page_pattern(seed, page, r)
+            wrong += sum(a != b for a, b in zip(got, want, strict=True))
+    return min(wrong, 255)
+
+
+async def hostile_memory(proc: Process) -> int:
+    """Throw bad addresses, lengths and counts at the memory syscalls.
+
+    Every attempt must be refused with a typed capkern error before the kernel does any
+    work for it.  Returns how many were *not* refused (0 when the kernel held)."""
+    base = proc.mmap(PAGE_SIZE)
+    await proc.write(base, b"mine")
+    attempts: list[Callable[[], Any]] = [
+        lambda: proc.mmap(PAGE_SIZE, addr=(1 << 64) * PAGE_SIZE),  # binding overflow
+        lambda: proc.mmap(2 * PAGE_SIZE, addr=VA_LIMIT - PAGE_SIZE),  # runs off the end
+        lambda: proc.mmap(PAGE_SIZE, addr=-PAGE_SIZE),
+        lambda: proc.mmap(1 << 62),  # more than the address space
+        lambda: proc.mmap(PAGE_SIZE, addr=base),  # overlaps
+        lambda: proc.read(base, 1 << 30),  # a gigabyte from one page
+        lambda: proc.read(base, -1),
+        lambda: proc.read(1 << 64, 1),
+        lambda: proc.read(base + PAGE_SIZE - 1, 2),  # runs into unmapped memory
+        lambda: proc.write(base + PAGE_SIZE - 2, b"xyz"),
+        lambda: proc.write(VA_LIMIT - 1, b"xy"),
+        lambda: proc.munmap(base, 1 << 62),
+        lambda: proc.munmap((1 << 64) * PAGE_SIZE, PAGE_SIZE),
+    ]
+    accepted = 0
+    for attempt in attempts:
+        try:
+            result = attempt()
+            if inspect.isawaitable(result):
+                await result
+            accepted += 1
+            if type(result) is int:  # a mapping it should not have got: use it
+                await proc.write(result, b"x")
+        except CapkernError:
+            pass
+    if await proc.read(base, 4) != b"mine":  # a refused write must not land part-way
+        accepted += 1
+    return accepted
+
+
 async def echo_server(proc: Process) -> None:
     """Answer every call on ``service`` with its body and the caller's badge."""
     msg = await proc.recv("service")
@@ -204,5 +271,5 @@ def _check_rounds(rounds: Any) -> None:
 _CHECKS: dict[str, Callable[..., None]] = {
     "sequential": _check_sequential, "random_ws": _check_random_ws, "zipf": _check_zipf,
     "phased": _check_phased, "echo_client": _check_count, "ping": _check_rounds,
-    "pong": _check_rounds,
+    "pong": _check_rounds, "remap": _check_sequential,
 }

@@ -40,22 +40,30 @@ CRYPT = Contract(
     },
 )
 
+# what the kernel reports to the pager: pages mapped since it last heard, references
+# (precise mode: every one, in order), dirty pages; in oracle mode (offline simulation)
+# each reference's next-use position, parallel to "referenced"
+_REPORT = {
+    "mapped": ListOf(HANDLE, 1 << 16),
+    "referenced": ListOf(HANDLE, 1 << 16),
+    "dirty": ListOf(HANDLE, 1 << 16),
+    "next_use": ListOf(HANDLE, 1 << 16),
+    "spaces": ListOf(HANDLE, 1 << 16),  # precise mode: the space tag of each mapped page
+}
+_REPORT_OPTIONAL = frozenset({"next_use", "spaces"})
+
 PAGER = Contract(
     "pager",
     {
         # choose victims; the kernel reports what changed since its last request
         "evict": Op(
-            Struct(
-                {
-                    "n": Int(1, 1024),
-                    "mapped": ListOf(HANDLE, 1 << 16),
-                    "referenced": ListOf(HANDLE, 1 << 16),
-                    "dirty": ListOf(HANDLE, 1 << 16),
-                }
-            ),
+            # "for": precise mode, the space tag of the fault the eviction serves
+            Struct({"n": Int(1, 1024), "for": HANDLE, **_REPORT}, _REPORT_OPTIONAL | {"for"}),
             Struct({"victims": ListOf(HANDLE, 1024)}),
             frozenset({"io"}),
         ),
+        # precise mode: a full reference log, reported before the next eviction
+        "observe": Op(Struct(_REPORT, _REPORT_OPTIONAL), Null(), frozenset({"io"})),
         "store": Op(
             Struct({"pages": ListOf(Tuple((HANDLE, Bytes(SEALED_LEN, SEALED_LEN))), MAX_BATCH, 1)}),
             Struct({"stored": ListOf(HANDLE, MAX_BATCH)}),

@@ -17,7 +17,9 @@ import code
 import inspect
 import signal
 import sys
+import textwrap
 import threading
+import traceback
 import types
 from collections.abc import Callable
 from typing import Any
@@ -27,15 +29,23 @@ import trio
 from . import programs
 from .errors import ConfigError
 from .kernel import Grant, Kernel, boot
+from .replhelp import HELP_TOPIC, describe, displayhook, running_policy, short_traceback
 
 __all__ = ["run_repl"]
 
-BANNER = """capkern repl -- a kernel is booted; top-level await works.
-  spawn(prog, *args, name=, caps=)  prog: a function or one of {progs}
-  ps()  caps(pid)  kill(pid)  await wait(pid)  stats()  await server_stats()
-  events(n=10)  watch()  await reboot(ram_pages=.., policy=.., cipher=..)  kernel  programs
-Ctrl-C cancels the running statement; Ctrl-D quits."""
 
+def _program_list() -> str:
+    """The built-in programs' names, wrapped to fit the banner in 80 columns."""
+    return textwrap.fill(", ".join(programs.PROGRAMS), 72, subsequent_indent="      ")
+
+
+BANNER = """capkern repl -- a kernel is booted; top-level await works.
+  spawn(prog, *args, name=, caps=)   prog: an async function, or one of
+      {progs}
+  ps()  caps(pid)  kill(pid)  await wait(pid)  stats()  await server_stats()
+  events(n=10)  watch()  await reboot(ram_pages=.., policy=.., pager=..)  kernel
+help() lists these; spawn? or help(spawn) explains one.  Ctrl-C cancels the
+running statement; Ctrl-D quits."""
 
 class _Host:
     """Owns the booted kernel; reboots it on request.
@@ -102,7 +112,23 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
 
     def spawn(prog: Any, *args: Any, name: str | None = None,
               caps: dict[str, Any] | None = None) -> int:
-        """Start a program (a function, or a built-in program's name); returns its pid."""
+        """Start a program in a new protection domain; returns its pid.
+
+        prog  an ``async def main(proc, *args)`` function, or a built-in
+              program's name (programs.PROGRAMS: "sequential", "zipf"...)
+        args  the program's arguments: checked against its signature now,
+              they cross into the domain as msgpack copies
+        name  the domain's name (default: the function's name)
+        caps  {slot name: capability}: a root capability (kernel.new_endpoint(),
+              kernel.mint()) or Grant(cap, rights="w", badge=7)
+
+        Examples:
+            pid = spawn("sequential", 32, 2)        # 32 pages, 2 rounds
+            await wait(pid)
+            ep = kernel.new_endpoint("echo")
+            spawn("echo_server", caps={"service": Grant(ep, "r")})
+            spawn("echo_client", 5, caps={"server": Grant(ep, "w", badge=1)})
+        """
         if isinstance(prog, str):
             if prog not in programs.PROGRAMS:
                 raise ValueError(f"unknown program {prog!r}; the built-in programs are "
@@ -115,25 +141,45 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
         return k().spawn(prog, *args, name=name, caps=caps)
 
     def ps() -> None:
-        """List the domains: pid, name, kind, state, resident/swapped pages, faults."""
+        """List the domains: pid, name, kind, state, resident/swapped pages, faults, and
+        use against quota (slots, objects, blocked sends: used/limit)."""
         print(f"{'pid':>4} {'name':<14} {'kind':<8} {'state':<8} {'res':>4} {'swap':>5} "
-              f"{'faults':>6} {'integ':>5}", file=out)
+              f"{'faults':>6} {'integ':>5} {'slots':>10} {'objects':>10} {'queued':>8}",
+              file=out)
+        if k().insecure:
+            print("INSECURE kernel: " + "; ".join(k().insecure), file=out)
         for d in k().domains():
+            use = {r: f"{u}/{lim}" for r, (u, lim) in d.usage.items()}
             print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {d.state:<8} {d.resident_pages:>4} "
-                  f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5}", file=out)
+                  f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5} "
+                  f"{use.get('slots', '-'):>10} {use.get('objects', '-'):>10} "
+                  f"{use.get('queued', '-'):>8}", file=out)
 
-    def caps(pid: int) -> None:
-        """Show a domain's capabilities (pid 0 is the kernel's root CSpace)."""
-        held = k().capabilities(pid)
-        print(f"{'slot':>4} {'name':<10} {'kind':<13} {'rights':<6} {'badge':>6} parent",
+    def pid_of(who: int | str) -> int:
+        return k().pid_of(who) if isinstance(who, str) else who
+
+    def caps(pid: int | str = 0) -> None:
+        """Show a domain's capabilities and the objects they name.
+
+        One row per slot: slot, slot name, the object (kind#id 'name'), rights,
+        badge and the pid:slot it derives from.  ``pid`` may be a live domain's
+        name; 0 (the default) is the kernel's root CSpace."""
+        held = k().capabilities(pid_of(pid))
+        print(f"{'slot':>4} {'name':<10} {'object':<28} {'rights':<6} {'badge':>6} parent",
               file=out)
         for c in held:
-            print(f"{c.slot:>4} {c.name:<10} {c.kind:<13} {c.rights:<6} {c.badge:>6} "
-                  f"{c.parent}", file=out)
+            obj = f"{c.kind}#{c.oid}" + (f" {c.object_name!r}" if c.object_name else "")
+            if len(obj) > 28:
+                obj = obj[:27] + "~"
+            parent = "-" if c.parent is None else f"{c.parent[0]}:{c.parent[1]}"
+            print(f"{c.slot:>4} {c.name[:10]:<10} {obj:<28} {c.rights:<6} {c.badge:>6} "
+                  f"{parent}", file=out)
 
-    def kill(pid: int) -> None:
-        """Cancel a process; its resources are freed as it unwinds."""
-        k().kill(pid)
+    def kill(pid: int | str) -> None:
+        """Cancel a process (pid, or a live domain's name).
+
+        Its resources are freed as it unwinds."""
+        k().kill(pid_of(pid))
 
     def stats() -> dict[str, int]:
         """The kernel's nonzero counters."""
@@ -165,21 +211,49 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
         watching.append(show)
         return "watching kernel events (call watch() again to stop)"
 
-    async def wait(pid: int) -> Any:
-        """Wait for a process to end; returns its exit status."""
-        return await k().wait(pid)
+    async def wait(pid: int | str) -> Any:
+        """Wait for a process (pid or name) to end; its exit status."""
+        return await k().wait(pid_of(pid))
 
     async def reboot(**options: Any) -> str:
-        """Shut the kernel down and boot it again with changed boot options."""
+        """Boot again with changed options; reports the real policy.
+
+        Options: ``ram_pages``, ``policy``, ``cipher``, ``pager=make_pager(MyPolicy)``...
+        The policy reported is the one the running pager says it uses."""
         kernel = await host.reboot(**options)
         watching.clear()
-        return f"rebooted with ram_pages={kernel.config.ram_pages} policy={kernel.config.policy}"
+        return f"rebooted with ram_pages={kernel.config.ram_pages} " \
+               f"policy={await running_policy(kernel)}"
+
+    last_error: list[BaseException] = []
+
+    def fulltb() -> None:
+        """The last error's full traceback, kernel frames included."""
+        if not last_error:
+            print("no error yet", file=out)
+            return
+        exc = last_error[0]
+        print("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+              file=out, end="")
+
+    def help(obj: Any = None) -> None:
+        """help() lists the REPL's functions; help(x) (or ``x?``) explains ``x``."""
+        if obj is None:
+            print(BANNER.format(progs=_program_list()), file=out)
+            for fname in ("spawn", "ps", "caps", "kill", "wait", "stats", "server_stats",
+                          "events", "watch", "reboot", "fulltb"):
+                doc = (inspect.getdoc(ns[fname]) or "").splitlines()[0]
+                doc = doc if len(doc) <= 62 else doc[:61] + "~"
+                print(f"  {fname + '()':<15} {doc}", file=out)
+            return
+        print(describe(obj), file=out)
 
     ns: dict[str, Any] = {
         "kernel": host.kernel, "programs": programs, "trio": trio, "Grant": Grant,
         "spawn": spawn, "ps": ps, "caps": caps, "kill": kill,
         "wait": wait, "stats": stats, "server_stats": server_stats, "events": events,
-        "watch": watch, "reboot": reboot, "__name__": "__capkern_repl__",
+        "watch": watch, "reboot": reboot, "help": help, "fulltb": fulltb,
+        "__name__": "__capkern_repl__", "_last_error": last_error,
     }
     # ``kernel`` always names the running kernel, even after a reboot whose statement
     # was cancelled (Ctrl-C) or failed and fell back to the previous options.
@@ -252,6 +326,24 @@ class _Console(code.InteractiveConsole):
         self.compile.compiler.flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         self._loop = loop
         self._eof = False
+
+    def push(self, line: str, *args: Any, **kwargs: Any) -> bool:
+        """``name?`` (IPython's help syntax) shows help for ``name``."""
+        match = HELP_TOPIC.match(line) if not self.buffer else None
+        if match is not None:
+            line = f"help({match.group(1)})"
+        return super().push(line, *args, **kwargs)
+
+    def showtraceback(self) -> None:
+        """A short traceback: the user's frames and the error, not capkern's internals."""
+        exc = sys.exc_info()[1]
+        if exc is None:
+            super().showtraceback()
+            return
+        errors = self.locals.get("_last_error") if isinstance(self.locals, dict) else None
+        if isinstance(errors, list):
+            errors[:] = [exc]
+        self.write(short_traceback(exc))
 
     def raw_input(self, prompt: str = "") -> str:
         try:
@@ -333,13 +425,15 @@ def run_repl(**options: Any) -> int:
             readline.parse_and_bind("tab: complete")
         except ImportError:
             pass
-    banner = BANNER.format(progs=", ".join(programs.PROGRAMS))
+    banner = BANNER.format(progs=_program_list())
     status = 0
+    sys.displayhook = displayhook
     try:
         console.interact(banner=banner, exitmsg="shutting down")
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         print("shutting down", file=sys.stderr)
     finally:
+        sys.displayhook = sys.__displayhook__
         loop.stop()
     return status

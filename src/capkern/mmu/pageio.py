@@ -3,9 +3,11 @@
 The fault path decides *which* pages move and keeps them busy; this module moves them,
 each batch in one round trip to the sealer and one to the pager, whatever its size:
 
-* :meth:`PageIO.seal_and_store` bumps each page's version (in trusted memory), has the
-  sealer seal the batch bound to (asid, incarnation, vpn, version) and hands the sealed
-  pages to the pager; it returns the handles the pager confirmed.
+* :meth:`PageIO.seal_and_store` gives each page the next value of the boot-wide version
+  counter (in trusted memory, :mod:`.binding`), has the sealer seal the batch bound to
+  (asid, incarnation, vpn, version) and hands the sealed pages to the pager; it returns
+  the handles the pager confirmed (a claim to have stored a handle not in the batch is
+  ignored).  A binding that cannot be encoded fails its own page only.
 * :meth:`PageIO.fetch` fetches a cluster (the faulting page first, then read-ahead
   neighbours) with one ``fetch`` or ``fetch_many`` and unseals it in one call, checking
   each against the binding and the version of its current sealed copy.  A copy that is
@@ -22,6 +24,7 @@ import trio
 
 from ..errors import Fault, PageInError, PagerUnavailable, ServerError
 from .aspace import PTE, AddressSpace
+from .binding import Versions, binding
 from .frames import FrameTable
 from .ports import PagerLink, ServerPort
 
@@ -57,13 +60,16 @@ class PageIO:
         self.frames = frames
         self.event = event  # (kind, detail): the kernel's own events
         self.store_error = ""  # why the last store failed, for OutOfMemory's message
+        self.versions = Versions()  # one boot-wide counter: no binding ever repeats
 
     async def seal_and_store(self, pages: list[Victim]) -> set[int]:
-        items = []
-        for _h, aspace, vpn, pte in pages:
-            pte.version += 1
-            binding = [aspace.asid, aspace.incarnation, vpn, pte.version]
-            items.append([binding, bytes(self.frames.frame(pte.frame))])
+        pages, bindings, errors = self.versions.seal_batch(pages)
+        for error in errors:  # those pages stay resident; the rest of the batch goes on
+            self.event("internal_error", error)
+        if not pages:
+            return set()
+        frame = self.frames.frame
+        items = [[b, bytes(frame(v[3].frame))] for v, b in zip(pages, bindings, strict=True)]
         sealed = await self.crypt.call("seal", {"pages": items}, self.crypt_deadline)
         blobs = sealed["blobs"]
         if len(blobs) != len(items):
@@ -76,7 +82,7 @@ class PageIO:
             self.event("pager_error", f"store: {exc}")
             self.store_error = f"pager: {exc}"
             return set()
-        stored = set(reply["stored"])
+        stored = set(reply["stored"]) & {v[0] for v in pages}  # only what was sent
         self.store_error = "" if stored else "the pager stored none of them"
         for h, _aspace, _vpn, pte in pages:
             if h in stored:
@@ -106,7 +112,7 @@ class PageIO:
         items, where = [], []
         for i, ((aspace, vpn, pte), blob) in enumerate(zip(pages, blobs, strict=True)):
             if blob and pte.sealed_version is not None:
-                items.append([[aspace.asid, aspace.incarnation, vpn, pte.sealed_version], blob])
+                items.append([binding(aspace, vpn, pte.sealed_version), blob])
                 where.append(i)
         result = await self.crypt.call("unseal", {"pages": items}, self.crypt_deadline)
         stats.unseals += len(items)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from .. import ipc
-from ..errors import ContractViolation, IPCError, PagerUnavailable, ServerError
+from ..errors import CapkernError, ContractViolation, IPCError, PagerUnavailable, ServerError
 from ..ipc import Received
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..domain import Domain
     from ..trace import Counters
 
-__all__ = ["IpcPort", "PagerLink", "ServerPort"]
+__all__ = ["IpcPort", "PagerLink", "ServerPort", "server_stats"]
 
 
 class ServerPort(Protocol):
@@ -88,8 +88,10 @@ class PagerLink:
         self.port = port
         self.deadline = deadline
         self.stats = stats
+        self.calls = 0  # calls made (each one yields: the fault path checks it)
 
     async def call(self, label: str, body: Any) -> Any:
+        self.calls += 1
         try:
             return await self.port.call(label, body, self.deadline)
         except PagerUnavailable:
@@ -100,3 +102,18 @@ class PagerLink:
                 raise
             self.stats.pager_protocol_errors += 1
             raise PagerUnavailable(f"pager failed {label!r}: {exc}") from None
+
+
+async def server_stats(pager: PagerLink, crypt: ServerPort, crypt_deadline: float
+                       ) -> dict[str, Any]:
+    """``{"crypt": ..., "pager": ...}``: each server's ``stats`` reply, or its error."""
+    out: dict[str, Any] = {}
+    try:
+        out["crypt"] = await crypt.call("stats", {}, crypt_deadline)
+    except CapkernError as exc:
+        out["crypt"] = {"error": str(exc)}
+    try:
+        out["pager"] = await pager.call("stats", {})
+    except CapkernError as exc:
+        out["pager"] = {"error": str(exc)}
+    return out

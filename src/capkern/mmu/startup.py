@@ -56,10 +56,15 @@ async def start_paging(kernel: Kernel) -> None:
     def event(kind: str, dom: Domain | None, detail: str) -> None:
         kernel.event(kind, kernel.root if dom is None else dom, detail)
 
+    # the kernel calls its servers through write-only capabilities: no operation of
+    # theirs declares capabilities in its reply (Op.reply_caps), so a reply carrying
+    # any is refused, counted as an attack, and can never fill the root CSpace
+    calls = {name: root.lookup(root.insert_derived(root.lookup(slots[name]), Rights.WRITE, None))
+             for name in ("pager", "crypt")}
     vm_config = VMConfig(cfg.ram_pages, cfg.evict_batch, cfg.pager_deadline, cfg.crypt_deadline,
-                         cfg.readahead)
-    vm = VM(vm_config, kernel.stats, event, IpcPort(kernel.root, root.lookup(slots["pager"])),
-            IpcPort(kernel.root, root.lookup(slots["crypt"])))
+                         cfg.readahead, cfg.seed, cfg.precise, boot_id)
+    vm = VM(vm_config, kernel.stats, event, IpcPort(kernel.root, calls["pager"]),
+            IpcPort(kernel.root, calls["crypt"]), kernel.page_trace)
     kernel.vm = vm
     kernel.start_soon(vm.run, name="capkern:fault-path")
 

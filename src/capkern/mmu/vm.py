@@ -20,19 +20,24 @@ time (faults that need a frame meanwhile queue for the frames it frees, see
 :mod:`.framewait`); and a discard waits until the pages it names are no longer busy, so
 the pager never hears of a page after it was told to forget it.  Every step undoes itself
 if the faulting task is cancelled (its process killed): frames go back, pages stay mapped.
-The version of each page lives here, in trusted memory, and is bumped on every seal; a
-page-in must carry exactly the version of the page's current sealed copy.
+Versions live in trusted memory: every seal draws the next value of one boot-wide
+counter (:mod:`.binding`), and a page-in must carry exactly the version of the page's
+current sealed copy, so no binding ever repeats within a boot.  Page tables are sparse
+(an entry is made on a page's first touch), and every address and length is checked
+against the address space before any work.  Discards are pooled across processes
+(:mod:`.discards`); page events go to a :class:`~capkern.trace.PageTrace`.
 
 When a resident access yields: a read or write that needs no fault is a cancellation
 point (a killed process stops at its next access) but yields to the scheduler only once
 every :data:`RESIDENT_YIELD` accesses in a row, so a process touching only resident
-memory runs at most that many accesses before the others get the CPU.
+memory runs at most that many accesses before the others get the CPU.  In precise mode
+(``VMConfig.precise``) every reference, resident or not, is also logged for the pager
+(:mod:`.reflog`) and a full log is reported before the access returns.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,24 +47,24 @@ from trio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ..cspace import Rights
 from ..errors import (
-    CapkernError,
     ConfigError,
     Fault,
     IntegrityFault,
-    OutOfMemory,
     ProtectionFault,
     SegmentationFault,
 )
 from ..pagefmt import PAGE_SIZE
-from ..protocols import MAX_BATCH
-from .aspace import PTE, AddressSpace
+from ..trace import PageTrace
+from .aspace import PTE, AddressSpace, check_span
+from .discards import DiscardPool, Taken
 from .evict import Evictor
 from .frames import FrameTable
-from .framewait import FrameWaiters
+from .framesupply import FrameSupply
 from .pageio import Discard, PageIO
-from .ports import PagerLink, ServerPort
+from .ports import PagerLink, ServerPort, server_stats
 from .readahead import ReadAhead
-from .residency import Residency
+from .reflog import HandleSource, ReferenceLog
+from .residency import MAX_REPORT, Residency
 
 if TYPE_CHECKING:
     from ..domain import Domain
@@ -84,16 +89,25 @@ class VMConfig:
     pager_deadline: float = 2.0
     crypt_deadline: float = 5.0
     readahead: int = 0  # pages fetched after a sequential fault's own, in the same trip
+    seed: int | None = None  # page handles and report order derived from it (reproducible)
+    precise: bool = False  # every reference, in order, reported to the pager
+    boot_id: bytes = b""  # what the sealer binds every page of this boot to (introspection)
 
 
 class VM:
     """Paging state of one booted kernel."""
 
     def __init__(self, config: VMConfig, stats: Counters, event: EventSink,
-                 pager: ServerPort, crypt: ServerPort) -> None:
+                 pager: ServerPort, crypt: ServerPort, page_trace: PageTrace | None = None
+                 ) -> None:
         self.config = config
+        self.boot_id = config.boot_id
         self.stats = stats
         self.event = event
+        self.trace = PageTrace() if page_trace is None else page_trace  # off unless given
+        self.handles = HandleSource(config.seed)  # its rng orders reports and discards
+        # precise mode: every reference, in order, for the pager (see reflog.py)
+        self.reflog = ReferenceLog(MAX_REPORT, self.handles) if config.precise else None
         self.frames = FrameTable(config.ram_pages)
         self.pager = PagerLink(pager, config.pager_deadline, stats)
         self.crypt = crypt
@@ -103,17 +117,17 @@ class VM:
         self.io = PageIO(self.pager, crypt, config.crypt_deadline, stats, self.frames,
                          lambda kind, detail: event(kind, None, detail))
         self._busy: dict[PTE, trio.Event] = {}  # pages being faulted in or evicted
-        self.evictor = Evictor(self.res, self.frames, self._busy, self.pager, self.io, stats)
+        self.evictor = Evictor(self.res, self.frames, self._busy, self.pager, self.io, stats,
+                               rng=self.handles.rng, reflog=self.reflog, trace=self.trace)
         self.readahead = ReadAhead(config.readahead, self.frames)
-        self._evicting = False  # one eviction at a time
-        self._waiters = FrameWaiters(self.frames)
-        self._filling = 0  # frames held by faults in flight (allocated, not yet mapped)
-        self._filled = trio.Event()  # set (and replaced) whenever such a fault ends
         self._incarnations: dict[int, int] = {}
         self._streak = 0  # resident accesses since the last yield
-        self._calls = 0  # server calls made (each one yields)
-        send, self._discards = trio.open_memory_channel[Discard](math.inf)
-        self._submit = send
+        send, self._discard_queue = trio.open_memory_channel[Discard](math.inf)
+        # discards pooled across processes, sent in random batches (see discards.py)
+        self.discards = DiscardPool(lambda handles, after: send.send_nowait(
+            Discard(handles, after)), rng=self.handles.rng)
+        self.supply = FrameSupply(self.frames, self.res, self.evictor, self.discards, self.io,
+                                  config.evict_batch)
 
     # -- address spaces ------------------------------------------------------------------
 
@@ -126,48 +140,54 @@ class VM:
         incarnation = self._incarnations.get(asid, -1) + 1
         self._incarnations[asid] = incarnation
         dom.aspace = AddressSpace(asid, incarnation)
+        self.trace.owners[asid] = dom.pid
 
     def detach(self, dom: Domain) -> None:
         """Process exit: free its frames now, tell the pager to discard its pages."""
         aspace = dom.aspace
         assert aspace is not None
         aspace.alive = False
+        dom.usage.release("pages", aspace.mapped_pages)
         self.readahead.forget(aspace)
-        self._release(list(aspace.pages.values()))
-        aspace.pages.clear()
+        if self.reflog is not None:
+            self.reflog.drop_space(aspace)
+        self._release(aspace.unmap_all())
         self._asid_free.append(aspace.asid)
 
     def _release(self, ptes: list[PTE]) -> None:
         """Unmapped pages: free resident frames now (a busy page's frame is freed by the
         task working on it), and have the pager discard them once they are not busy."""
-        handles = []
-        after = [self._busy[pte] for pte in ptes if pte in self._busy]
+        gone: list[tuple[int, trio.Event | None]] = []
+        trace = self.trace.enabled
         for pte in ptes:
             if pte.present:
                 self.frames.free(pte.frame)
                 pte.present = False
             if pte.handle:
-                handles.append(pte.handle)
-        if handles:
+                gone.append((pte.handle, self._busy.get(pte)))
+                if trace and (where := self.res.handles.get(pte.handle)) is not None:
+                    self.trace.page("discard", where[0].asid, where[1], pte.handle)
+        if gone:
+            handles = [h for h, _busy in gone]
             self.res.forget(handles)
-            self._submit.send_nowait(Discard(handles, after))
-        if self.frames.free_count and self._waiters:
-            self._waiters.wake_one()
+            if self.reflog is not None:
+                self.reflog.forget(set(handles))
+            self.discards.add(gone)
+        if self.frames.free_count and self.supply.waiters:
+            self.supply.waiters.wake_one()
 
     def mmap(self, dom: Domain, length: int, rights: Rights, addr: int | None) -> int:
         assert dom.aspace is not None
-        if type(length) is not int or length < 1:
-            raise ConfigError(f"mmap length must be a positive int, not {length!r}")
-        return dom.aspace.map_region(-(-length // PAGE_SIZE), rights, addr)
+        return dom.aspace.mmap(length, rights, addr, dom.usage)
 
     def munmap(self, dom: Domain, addr: int, length: int) -> None:
         assert dom.aspace is not None
-        self._release(dom.aspace.unmap_region(addr, length))
+        self._release(dom.aspace.munmap(addr, length, dom.usage))
 
     # -- the fast path -------------------------------------------------------------------
 
     def _pte(self, aspace: AddressSpace, vpn: int, need: int) -> PTE:
-        pte = aspace.pages.get(vpn)
+        pte = aspace.touch(vpn)  # sparse page tables: the entry is made on first touch
         if pte is None:
             raise SegmentationFault(f"address {vpn * PAGE_SIZE:#x} is not mapped")
         if not pte.rights._value_ & need:
@@ -177,20 +197,28 @@ class VM:
 
     async def read(self, dom: Domain, addr: int, n: int) -> bytes:
         aspace = dom.aspace
-        if aspace is None or n < 0 or addr < 0:
-            raise SegmentationFault("bad read")
+        if aspace is None:
+            raise SegmentationFault("bad read: no address space")
+        if type(addr) is not int or type(n) is not int:
+            check_span(addr, n, what="read")  # raises the typed error
         vpn, off = divmod(addr, PAGE_SIZE)
         pte = aspace.pages.get(vpn)
-        if pte is not None and pte.present and off + n <= PAGE_SIZE \
+        if pte is not None and pte.present and 0 < n <= PAGE_SIZE - off \
                 and pte.rights._value_ & _R:  # one resident page: the common case
             if not pte.accessed:
                 pte.accessed = True
                 self.res.touched.append(pte)
             base = pte.frame * PAGE_SIZE + off
             out = self.frames.ram[base : base + n]
+            if self.reflog is not None:
+                self.reflog.note(pte.handle)
+                await self._access_done(False)
+                return bytes(out)
             self._streak += 1  # inlined: this is the hot path
             await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
             return bytes(out)
+        addr, n = check_span(addr, n, what="read")
+        aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
         buf = bytearray(n)
         done = 0
         faulted = False
@@ -199,21 +227,23 @@ class VM:
             faulted |= f
             buf[done : done + chunk] = self.frames.view[base : base + chunk]
             done += chunk
-        if not faulted:
-            self._streak += 1  # inlined: this is the hot path
-            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+        await self._access_done(faulted)
         return bytes(buf)
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
         aspace = dom.aspace
-        if aspace is None or addr < 0:
-            raise SegmentationFault("bad write")
+        if aspace is None:
+            raise SegmentationFault("bad write: no address space")
         if type(data) is not bytes:
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise ConfigError(f"write data must be bytes, not {type(data).__name__}")
             data = bytes(data)
         n = len(data)
+        if type(addr) is not int:
+            check_span(addr, n, what="write")  # raises the typed error
         vpn, off = divmod(addr, PAGE_SIZE)
         pte = aspace.pages.get(vpn)
-        if pte is not None and pte.present and off + n <= PAGE_SIZE \
+        if pte is not None and pte.present and 0 < n <= PAGE_SIZE - off \
                 and pte.rights._value_ & _W:  # one resident page: the common case
             base = pte.frame * PAGE_SIZE + off
             self.frames.ram[base : base + n] = data
@@ -223,9 +253,15 @@ class VM:
             if not pte.accessed:
                 pte.accessed = True
                 self.res.touched.append(pte)
+            if self.reflog is not None:
+                self.reflog.note(pte.handle)
+                await self._access_done(False)
+                return
             self._streak += 1  # inlined: this is the hot path
             await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
             return
+        addr, n = check_span(addr, n, what="write")
+        aspace.check_access(addr, n, Rights.WRITE)  # before any byte lands
         done = 0
         faulted = False
         while done < n:
@@ -236,14 +272,13 @@ class VM:
                 pte.dirty = True
                 self.res.dirtied.append(pte)
             done += chunk
-        if not faulted:
-            self._streak += 1  # inlined: this is the hot path
-            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+        await self._access_done(faulted)
 
     async def _span(self, dom: Domain, aspace: AddressSpace, addr: int, left: int,
                     need: int) -> tuple[PTE, int, int, bool]:
         """The resident piece at ``addr`` (faulted in first if need be): its entry, RAM
-        offset, length, and whether it faulted.  Marks it accessed."""
+        offset, length, and whether it faulted.  Marks it accessed (and logs the
+        reference in precise mode)."""
         vpn, off = divmod(addr, PAGE_SIZE)
         faulted = False
         while not (pte := self._pte(aspace, vpn, need)).present:
@@ -252,12 +287,23 @@ class VM:
         if not pte.accessed:
             pte.accessed = True
             self.res.touched.append(pte)
+        if self.reflog is not None:
+            self.reflog.note(pte.handle)
         return pte, pte.frame * PAGE_SIZE + off, min(left, PAGE_SIZE - off), faulted
 
-    async def _resident_done(self) -> None:
-        """The end of an access that needed no fault (see the module docstring)."""
-        self._streak += 1
-        await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+    async def _access_done(self, faulted: bool) -> None:
+        """The end of an access: a full precise-mode log is reported now; an access that
+        needed no fault or server call yields by the rule of the module docstring."""
+        if self.reflog is not None and self.reflog.full:
+            await self.evictor.observe()
+        elif not faulted:
+            self._streak += 1
+            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+
+    async def settle_refs(self) -> None:
+        """End of a batched access (:mod:`.batch`): report a full precise-mode log."""
+        await self._access_done(True)
+        await checkpoint()
 
     async def _yield(self) -> None:
         self._streak = 0
@@ -266,7 +312,7 @@ class VM:
     async def fault(self, dom: Domain, vpn: int) -> None:
         """The trap of a non-present page, resolved on the faulting task."""
         self._streak = 0
-        calls = self._calls
+        calls = self.pager.calls
         try:
             await self._resolve(dom, vpn)
         except Fault:
@@ -274,15 +320,17 @@ class VM:
         except Exception as exc:  # a kernel bug must not take the kernel down
             self.event("internal_error", dom, repr(exc))
             raise Fault(f"internal error in the fault path: {exc!r}") from None
-        if self._calls == calls:
+        if self.pager.calls == calls:
             await checkpoint()  # a fault always yields, even one that needed no server
 
     # -- discards (the kernel's own task) ---------------------------------------------------
 
     async def run(self) -> None:
-        """The kernel's discard task: each discard waits for its busy pages, then goes."""
+        """The kernel's discard task: each discard waits for its busy pages, then goes
+        (a partial pool of discards is flushed after its delay)."""
         async with trio.open_nursery() as nursery:
-            async for item in self._discards:
+            nursery.start_soon(self.discards.run)
+            async for item in self._discard_queue:
                 nursery.start_soon(self.io.discard, item)
 
     # -- resolving a fault ----------------------------------------------------------------
@@ -290,8 +338,8 @@ class VM:
     async def _settled_pte(self, aspace: AddressSpace, vpn: int) -> PTE:
         """The page-table entry of ``vpn`` once no other task is faulting or evicting it."""
         while True:
-            pte = aspace.pages.get(vpn)
-            if not aspace.alive or pte is None:
+            pte = aspace.touch(vpn) if aspace.alive else None
+            if pte is None:
                 raise SegmentationFault(f"address {vpn * PAGE_SIZE:#x} is not mapped")
             busy = self._busy.get(pte)
             if busy is None:
@@ -317,22 +365,34 @@ class VM:
         stats = self.stats
         stats.faults += 1
         dom.faults += 1
-        frame = await self._get_frame()
-        self._filling += 1
+        trace = self.trace
+        started = trace.page("fault", aspace.asid, vpn, pte.handle) if trace.enabled else 0.0
+        try:
+            frame = await self.supply.get(aspace)
+        except BaseException as exc:
+            if trace.enabled:
+                trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
+            raise
+        self.supply.filling += 1
         if pte.state == "zero":
             stats.zero_fills += 1
             self._filled_one(aspace, vpn, pte, frame, None)
+            if trace.enabled:
+                trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
         cluster = self.readahead.cluster(aspace, vpn, self._busy)
         busy = trio.Event()
         for _v, xpte, _f in cluster:
             self._busy[xpte] = busy
-        self._filling += len(cluster)
+        self.supply.filling += len(cluster)
         plains: list[bytes | None] = []
         try:
-            self._calls += 1
             plains = await self.io.fetch([(aspace, vpn, pte)] +
                                          [(aspace, v, p) for v, p, _f in cluster])
+        except BaseException as exc:
+            if trace.enabled:
+                trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
+            raise
         finally:
             for _v, xpte, _f in cluster:
                 del self._busy[xpte]
@@ -345,6 +405,9 @@ class VM:
             self._filled_one(aspace, v, xpte, f, plain or b"")  # refused: stays swapped
         if plains[0] is None:
             self._filled_one(aspace, vpn, pte, frame, b"")
+            if trace.enabled:
+                trace.page("fault-error", aspace.asid, vpn, pte.handle, started,
+                           "IntegrityFault")
             stats.integrity_faults += 1
             dom.integrity_faults += 1
             self.event("integrity_fault", dom, f"page {vpn * PAGE_SIZE:#x} refused")
@@ -355,25 +418,21 @@ class VM:
         stats.page_ins += 1
         stats.readaheads += sum(1 for p in plains[1:] if p)
         self._filled_one(aspace, vpn, pte, frame, plains[0])
+        if trace.enabled:
+            trace.page("page-in", aspace.asid, vpn, pte.handle, started,
+                       f"+{len(cluster)} read ahead" if cluster else "")
 
     def _filled_one(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int,
                     plain: bytes | None) -> None:
         """A frame taken for a page-in comes back: mapped with ``plain`` (None: it is
         zero-filled already), or freed (b"": failed, or the page went away)."""
-        self._filling -= 1
-        self._filled.set()
-        self._filled = trio.Event()
+        self.supply.settled()
         if plain == b"" or not aspace.alive or aspace.pages.get(vpn) is not pte:
-            self._free_frame(frame)
+            self.supply.free(frame)
             return
         if plain is not None:
             self.frames.frame(frame)[:] = plain
         self._map(aspace, vpn, pte, frame)
-
-    def _free_frame(self, frame: int) -> None:
-        self.frames.free(frame)
-        if self._waiters:
-            self._waiters.wake_one()
 
     def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:
         if not pte.handle:
@@ -386,69 +445,13 @@ class VM:
         self.res.map(pte.handle, pte)
 
     def _new_handle(self) -> int:
-        """An opaque page name for the pager: random, so it reveals no pid or address."""
-        while True:
-            handle = secrets.randbits(63) or 1
-            if handle not in self.res.handles:
-                return handle
-
-    async def _get_frame(self) -> int:
-        """A free frame, evicting a batch if RAM is full.
-
-        One eviction runs at a time.  A fault that needs a frame while one is under way
-        queues for a frame it frees, or fails with it -- so when the pager hangs, every
-        fault waiting for memory fails after one eviction's deadlines, not one after the
-        other -- and an eviction wakes as many waiters as it freed frames.
-        """
-        while True:
-            frame = self.frames.alloc()
-            if frame is not None:
-                return frame
-            if self._evicting:
-                got = await self._waiters.wait()
-                if got is not None:
-                    return got
-                continue
-            if not self.res:
-                if not self._filling:
-                    raise self._out_of_memory()
-                await self._filled.wait()  # every frame is on its way to a page
-                continue
-            self._evicting = True
-            try:
-                self._calls += 1
-                victims, freed = await self.evictor.evict(min(self.config.evict_batch,
-                                                              MAX_BATCH))
-            except BaseException:
-                self._evicting = False
-                self._waiters.hand_out()  # the next in line evicts instead
-                raise
-            self._evicting = False
-            if victims and not freed and not self.frames.free_count:
-                error = self._out_of_memory()  # the pager would not take the pages
-                self._waiters.fail_all(error)
-                raise error
-            frame = self.frames.alloc()
-            self._waiters.hand_out()
-            if frame is not None:
-                return frame
-            # the victims went away meanwhile (their process exited): try again
-
-    def _out_of_memory(self) -> OutOfMemory:
-        why = f": the evicted pages could not be stored ({self.io.store_error})" \
-            if self.io.store_error else ""
-        return OutOfMemory(f"no frame could be freed{why}")
+        """An opaque page name for the pager: random (or derived from the boot seed), so
+        it reveals no pid or address; never one still live or waiting to be discarded."""
+        return self.handles.new(Taken(self.res.handles, self.discards))
 
     # -- statistics from the servers --------------------------------------------------------
 
     async def server_stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        try:
-            out["crypt"] = await self.crypt.call("stats", {}, self.config.crypt_deadline)
-        except CapkernError as exc:
-            out["crypt"] = {"error": str(exc)}
-        try:
-            out["pager"] = await self.pager.call("stats", {})
-        except CapkernError as exc:
-            out["pager"] = {"error": str(exc)}
-        return out
+        """The pager's and the sealer's own statistics (an error string for each that
+        does not answer)."""
+        return await server_stats(self.pager, self.crypt, self.config.crypt_deadline)

@@ -22,8 +22,13 @@ from ..pagefmt import PAGE_SIZE
 from ..programs import page_pattern
 from .attackers import Evidence
 
-__all__ = ["Workload", "WrongRead", "assert_no_plaintext", "assert_no_wrong_reads",
+__all__ = ["InsecureRun", "Workload", "WrongRead", "assert_no_plaintext", "assert_no_wrong_reads",
            "expected_pages", "is_typed_fault", "page_pattern_for", "run_workload"]
+
+
+class InsecureRun(AssertionError):
+    """A confidentiality check was asked of a run whose kernel gave it up (the null
+    cipher): the kit refuses to call such a run secure."""
 
 
 class WrongRead(AssertionError):
@@ -44,21 +49,40 @@ class Workload(list[ExitStatus]):
 
 class _Shadow:
     """What one process wrote, page by page; pages whose content is unknown (a write
-    that failed part-way) are left out and not checked."""
+    that failed part-way) are left out and not checked.  Mapped, never-written pages are
+    kept as ranges (known zero), so a huge mapping costs the kit no more than the kernel."""
 
     def __init__(self, name: str, ledger: Workload, seen: dict[bytes, None]) -> None:
         self.name = name
         self.ledger = ledger
         self.seen = seen
         self.pages: dict[int, bytearray] = {}
+        self.zero: list[tuple[int, int]] = []  # page ranges [a, b) known to be zero
+
+    def _drop(self, addr: int, length: int) -> None:
+        first, end = addr // PAGE_SIZE, -(-(addr + length) // PAGE_SIZE)
+        if end - first <= len(self.pages):
+            gone = [p for p in range(first, end) if p in self.pages]
+        else:
+            gone = [p for p in self.pages if first <= p < end]
+        for page in gone:
+            del self.pages[page]
+        self.zero = [piece for a, b in self.zero for piece in ((a, min(b, first)),
+                                                               (max(a, end), b))
+                     if piece[0] < piece[1]]
 
     def mapped(self, addr: int, length: int) -> None:
-        for page in range(addr // PAGE_SIZE, -(-(addr + length) // PAGE_SIZE)):
-            self.pages[page] = bytearray(PAGE_SIZE)  # demand-zero
+        self._drop(addr, length)
+        self.zero.append((addr // PAGE_SIZE, -(-(addr + length) // PAGE_SIZE)))  # demand-zero
 
     def forget(self, addr: int, length: int) -> None:
-        for page in range(addr // PAGE_SIZE, -(-(addr + length) // PAGE_SIZE)):
-            self.pages.pop(page, None)
+        self._drop(addr, length)
+
+    def _content(self, page: int) -> bytearray | None:
+        buf = self.pages.get(page)
+        if buf is None and any(a <= page < b for a, b in self.zero):
+            return bytearray(PAGE_SIZE)
+        return buf
 
     def wrote(self, addr: int, data: bytes) -> None:
         end = addr + len(data)
@@ -72,7 +96,7 @@ class _Shadow:
     def check(self, addr: int, got: bytes) -> None:
         end = addr + len(got)
         for page in range(addr // PAGE_SIZE, -(-end // PAGE_SIZE)):
-            buf = self.pages.get(page)
+            buf = self._content(page)
             if buf is None:
                 continue
             base = page * PAGE_SIZE
@@ -105,14 +129,15 @@ class _CheckedProcess:
         return addr
 
     def munmap(self, addr: int, length: int) -> None:
+        self._proc.munmap(addr, length)  # a refused munmap changes nothing
         self._shadow.forget(addr, length)
-        self._proc.munmap(addr, length)
 
     async def write(self, addr: int, data: bytes) -> None:
         try:
             await self._proc.write(addr, data)
         except BaseException:
-            self._shadow.forget(addr, len(data))  # part of it may have landed
+            if type(addr) is int and isinstance(data, bytes | bytearray | memoryview):
+                self._shadow.forget(addr, len(data))  # part of it may have landed
             raise
         self._shadow.wrote(addr, bytes(data))
 
@@ -180,12 +205,18 @@ def assert_no_plaintext(evidence: Evidence, plaintexts: Iterable[bytes], *,
 
     Refuses to pass vacuously: with no plaintext to look for, or (unless
     ``require_seen=False``) an evidence object that saw nothing at all -- typically an
-    ``evidence`` that is not the one handed to :func:`attack_pager`."""
+    ``evidence`` that is not the one handed to :func:`attack_pager`.  Refuses to pass,
+    with :class:`InsecureRun`, when a kernel booted with the null cipher ran while the
+    evidence was recording: such a run has no confidentiality to check."""
     wanted = [p for p in plaintexts if p.strip(b"\x00")]
     assert wanted, "no non-zero plaintext to look for: the check would pass vacuously"
     assert evidence.seen or not require_seen, (
         "the untrusted side saw nothing: is this the evidence passed to attack_pager "
         "(or the disk), and was there memory pressure? (require_seen=False to allow)")
+    why = evidence.insecure_runs()
+    if why:
+        raise InsecureRun("refusing to call this run confidential: a kernel was booted "
+                          f"INSECURE while the evidence was recording ({why[0]})")
     assert not evidence.saw_window_of(wanted), "plaintext reached the attacker"
 
 
@@ -193,13 +224,14 @@ def page_pattern_for(program: str, pages: int, seed: int, steps: int | None = No
                      s: float = 1.1) -> list[bytes]:
     """Every page content the built-in ``program`` (by short name) writes.
 
-    ``steps`` is the program's own count: rounds (``sequential``), phases (``phased``) or
+    ``steps`` is the program's own count: rounds (``sequential``, ``remap``), phases
+    (``phased``) or
     touches (``random``, ``zipf``; ``s`` is zipf's exponent).  By default it covers the
     programs' defaults (and any shorter run): 5 rounds or phases, ``max(256, 3 * pages +
     1)`` touches (a shorter run writes a prefix of a longer one).
     ``random``/``zipf`` are replayed exactly, so only pages they really write are listed.
     """
-    if program in ("sequential", "phased"):
+    if program in ("sequential", "phased", "remap"):
         return [page_pattern(seed, p, r) for p in range(pages) for r in range(steps or 5)]
     touches = max(256, 3 * pages + 1) if steps is None else steps
     rng = random.Random(seed)

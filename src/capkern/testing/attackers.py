@@ -23,20 +23,19 @@ from typing import Any
 
 import trio
 
+from .. import insecure, serverloop
 from ..errors import CapkernError, ServerError
 from ..pagefmt import NONCE_LEN, TAG_LEN
 from ..proc import Process
-from ..servers.blockdev._backends import BlockBackend, MemoryBackend
-from ..servers.blockdev.server import serve_backend
-from ..servers.pager._policy import make_policy
-from ..servers.pager.server import Pager
+from ..servers.blockdev import BlockBackend, MemoryBackend, serve_backend
+from ..servers.pager import Pager, make_policy
 
 __all__ = [
-    "After", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay", "Drop", "Evidence",
-    "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang", "Misdirect", "Only",
-    "Oversized", "PrevBoot", "PrevIncarnation", "Refuse", "Replay", "ReuseReply", "Slow", "Snoop",
-    "Sometimes", "Swap", "Tamper", "Truncate", "WrongLabel", "Zeros", "attack_disk",
-    "attack_pager",
+    "After", "AttachCaps", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay",
+    "Drop", "Evidence", "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang",
+    "HoardQuota", "Misdirect", "Only", "Oversized", "PrevBoot", "PrevIncarnation", "Refuse",
+    "Replay", "ReplayDiscarded", "ReuseReply", "RevokeRace", "Slow", "Snoop", "Sometimes",
+    "Swap", "Tamper", "Truncate", "WrongLabel", "Zeros", "attack_disk", "attack_pager"
 ]
 
 
@@ -65,6 +64,28 @@ class Evidence:
         self.breaches: list[str] = []  # anything confinement should have stopped
         self.refused: Counter[str] = Counter()  # error types the kernel answered with
         self.archive: dict[int, list[bytes]] = defaultdict(list)  # handle -> blobs, all boots
+        self.since_boot = insecure.serial()  # boots after this one are this evidence's runs
+        #: the metadata of every evict report, discard batch and fetch, in arrival
+        #: order, as ``(label, body)`` -- what the pager could learn beyond contents
+        self.metadata: list[tuple[str, Any]] = []
+
+    def discard_batches(self) -> list[list[int]]:
+        """Every discard batch the kernel sent, in order."""
+        return [list(body["handles"]) for label, body in self.metadata if label == "discard"]
+
+    def mapped_order(self) -> list[int]:
+        """Handles in the order the kernel reported them mapped (first report wins)."""
+        seen: dict[int, None] = {}
+        for label, body in self.metadata:
+            if label == "evict":
+                for h in body["mapped"]:
+                    seen.setdefault(h, None)
+        return list(seen)
+
+    def insecure_runs(self) -> list[str]:
+        """Why a kernel that ran while this evidence was recording was insecure (e.g.
+        the null cipher); empty if every such kernel was secure."""
+        return insecure.insecure_since(self.since_boot)
 
     def record(self, value: Any) -> None:
         self.seen.extend(_walk_bytes(value))
@@ -286,6 +307,52 @@ class PrevIncarnation(Tamper):
         return pager.discarded[-1] if pager.discarded else blob
 
 
+class ReplayDiscarded(Tamper):
+    """Keep the sealed copy of every page the kernel said to discard, and hand one back
+    for a *live* page -- the page mapped again at the same address after ``munmap``, or
+    a respawned process's page.
+
+    ``pick``: ``"newest"`` (the most recently discarded copy), ``"oldest"``, or
+    ``"cycle"`` (each fetch the next copy, so repeated fetches try them all).
+    ``target``: ``"new"`` attacks only pages first stored after a discard (the likely
+    reincarnations of a discarded place: the sharpest form of the attack), ``"all"``
+    every fetch."""
+
+    name = "replay-discarded"
+
+    def __init__(self, pick: str = "newest", target: str = "new") -> None:
+        if pick not in ("newest", "oldest", "cycle"):
+            raise ValueError(f"pick must be newest, oldest or cycle, not {pick!r}")
+        if target not in ("new", "all"):
+            raise ValueError(f"target must be new or all, not {target!r}")
+        self.pick, self.target = pick, target
+        self.turn = 0
+        self.first_discard: int | None = None
+        self.born: dict[int, int] = {}  # handle -> request number of its first store
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if label == "discard" and self.first_discard is None:
+            self.first_discard = pager.requests
+        elif label == "store":
+            for handle, _blob in body["pages"]:
+                self.born.setdefault(handle, pager.requests)
+        return False
+
+    async def fetch(self, pager: AttackPager, handle: int, blob: bytes) -> bytes:
+        kept = pager.discarded
+        if not kept:
+            return blob
+        if self.target == "new" and (self.first_discard is None
+                                     or self.born.get(handle, 0) < self.first_discard):
+            return blob
+        if self.pick == "newest":
+            return kept[-1]
+        if self.pick == "oldest":
+            return kept[0]
+        self.turn += 1
+        return kept[(self.turn - 1) % len(kept)]
+
+
 class PrevBoot(Tamper):
     """Return a page recorded in an earlier boot (share one Evidence across boots)."""
 
@@ -499,6 +566,132 @@ class Flood(Tamper):
         return True
 
 
+class AttachCaps(Tamper):
+    """Attach capabilities to every reply (its own notifications and copies of the caps it
+    holds), hoping they land in the kernel's root CSpace until it is full; then answer
+    honestly.  The kernel must refuse each such reply -- the kernel's calls carry no
+    grant right and no pager operation declares reply capabilities -- without using up
+    the reply capability, so the honest answer still gets through."""
+
+    name = "attach-caps"
+
+    def __init__(self, count: int = 3) -> None:
+        self.count = count
+        self.gifts: list[int] = []
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        proc, ev = pager.proc, pager.evidence
+        try:
+            while len(self.gifts) < self.count:
+                self.gifts.append(proc.new_notification())
+            reply_label, reply = await pager.compute(label, body)
+            proc.reply(reply_label, reply, caps=[*self.gifts, "service", "blockdev"])
+            ev.breaches.append(f"the kernel accepted {self.count + 2} unsolicited capabilities")
+            return True
+        except CapkernError as exc:
+            ev.refused[type(exc).__name__] += 1
+        await pager.honest(label, body)  # the refused reply did not cost the caller
+        return True
+
+
+class HoardQuota(Tamper):
+    """Once: create kernel objects and fill CSpace slots until the kernel says no, and
+    block sends until it says no, then give it all back and answer honestly.  Anything
+    but :class:`~capkern.errors.QuotaExceeded` (or a full CSpace) stopping it, or more
+    than its quota being handed out, is a breach."""
+
+    name = "hoard-quota"
+
+    def __init__(self, limit: int = 1 << 14) -> None:
+        self.limit = limit  # a bound far beyond any default quota: reaching it is a breach
+        self.done = False
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        if self.done:
+            return False
+        self.done = True
+        proc, ev = pager.proc, pager.evidence
+        made: list[int] = []
+        def copy() -> int:
+            return proc.copy("service", "r")
+
+        makers: list[Callable[[], int]] = [proc.new_endpoint, copy]
+        for make in makers:
+            try:
+                for _ in range(self.limit):
+                    made.append(make())
+                ev.breaches.append(f"{self.limit} objects/slots created without a quota")
+            except CapkernError as exc:
+                ev.refused[type(exc).__name__] += 1
+        for slot in made:
+            proc.delete(slot)
+        if made:
+            await self._queue(proc, ev)
+        await pager.honest(label, body)
+        return True
+
+    async def _queue(self, proc: Process, ev: Evidence) -> None:
+        """Block sends on an endpoint nobody receives on, until the quota refuses one."""
+        ep = proc.new_endpoint()
+        refused: list[str] = []
+
+        async def sender() -> None:
+            try:
+                await proc.send(ep, "hoard")
+            except CapkernError as exc:
+                refused.append(type(exc).__name__)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.limit):
+                nursery.start_soon(sender)
+                await trio.sleep(0)
+                if refused:
+                    break
+            else:
+                ev.breaches.append(f"{self.limit} sends blocked without a quota")
+            proc.delete(ep)  # cancels every blocked send (CapabilityRevoked)
+        ev.refused.update(refused)
+
+
+class RevokeRace(Tamper):
+    """Check that revoke means revoke from the untrusted side: block a send with a badge
+    on its own endpoint, revoke that capability, then receive.  A message delivered
+    after its capability was revoked (or a send that was not cancelled) is a breach."""
+
+    name = "revoke-race"
+
+    async def respond(self, pager: AttackPager, label: str, body: Any) -> bool:
+        proc, ev = pager.proc, pager.evidence
+        ep = proc.new_endpoint()
+        badged = proc.mint(ep, "w", 7)
+        outcome: list[str] = []
+
+        async def sender() -> None:
+            try:
+                await proc.send(badged, "stale", None)
+                outcome.append("delivered")
+            except CapkernError as exc:
+                outcome.append(type(exc).__name__)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                for _ in range(3):
+                    await trio.sleep(0)  # the sender blocks in send
+                await proc.revoke(ep)
+                with trio.move_on_after(0.001):
+                    msg = await proc.recv(ep)
+                    ev.breaches.append(f"a message with revoked badge {msg.badge} arrived")
+            if outcome != ["CapabilityRevoked"]:
+                ev.breaches.append(f"a send through a revoked capability ended {outcome}")
+            else:
+                ev.refused["CapabilityRevoked"] += 1
+        finally:
+            proc.delete(ep)
+        await pager.honest(label, body)
+        return True
+
+
 class ExhaustDisk(Refuse):
     """Claim the disk is full for every store."""
 
@@ -523,9 +716,17 @@ class AttackPager(Pager):
         self.current: dict[int, bytes] = {}  # handle -> newest blob stored
         self.discarded: list[bytes] = []
 
-    async def dispatch(self, label: str, body: Any) -> None:
+    def handlers(self) -> serverloop.Table:
+        """Every request goes through :meth:`attacked` before the honest handler."""
+        return serverloop.around(super().handlers(), self.attacked)
+
+    async def attacked(self, label: str, handler: serverloop.Handler, body: Any) -> Any:
+        """Record the request, let a tamper take over its reply, or answer honestly
+        with the fetched page passed through the tampers."""
         self.requests += 1
         self.evidence.record(body)
+        if label in ("evict", "discard", "fetch"):
+            self.evidence.metadata.append((label, body))
         if label == "store":
             for handle, blob in body["pages"]:
                 self.current[handle] = blob
@@ -537,15 +738,11 @@ class AttackPager(Pager):
         for tamper in self.tampers:
             if tamper.active(self, label) and await tamper.respond(self, label, body):
                 self.evidence.tried[tamper.name] += 1
-                return
-        await self.honest(label, body)
+                return serverloop.DEFERRED
+        return await self.tampered(label, await handler(body), body)
 
-    async def compute(self, label: str, body: Any) -> tuple[str, Any]:
-        """The (possibly tampered) reply to a request, without sending it."""
-        try:
-            reply = await getattr(self, "on_" + label)(body)
-        except ServerError as exc:
-            return "error", {"reason": exc.reason, "detail": exc.detail}
+    async def tampered(self, label: str, reply: Any, body: Any) -> Any:
+        """The honest ``reply`` to a request as the tampers change it."""
         if label == "fetch":
             blob = reply["blob"]
             for tamper in self.tampers:
@@ -565,14 +762,25 @@ class AttackPager(Pager):
                             self.evidence.tried[tamper.name] += 1
                         blobs[i] = new
             reply = {"blobs": blobs}
-        return "ok", reply
+        return reply
+
+    def reply_refused(self, exc: CapkernError) -> None:
+        self.evidence.refused[type(exc).__name__] += 1
+
+    async def compute(self, label: str, body: Any) -> tuple[str, Any]:
+        """The (possibly tampered) reply to a request, without sending it."""
+        try:
+            reply = await Pager.handlers(self)[label](body)
+        except ServerError as exc:
+            return "error", {"reason": exc.reason, "detail": exc.detail}
+        return "ok", await self.tampered(label, reply, body)
 
     async def honest(self, label: str, body: Any) -> None:
         reply_label, reply = await self.compute(label, body)
         try:
             self.proc.reply(reply_label, reply)
         except CapkernError as exc:
-            self.evidence.refused[type(exc).__name__] += 1
+            self.reply_refused(exc)
 
 
 def attack_pager(*tampers: Tamper, evidence: Evidence | None = None) -> Any:

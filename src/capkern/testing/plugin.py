@@ -10,6 +10,11 @@ enough to get these fixtures in any test suite.
   ``capkern_clock``; pytest-trio only looks at the test's own arguments for a clock, so
   the plugin adds it there).
 
+The fixtures are async and need pytest-trio's trio mode (``trio_mode = true`` under
+``[tool.pytest.ini_options]``, or ``@pytest.mark.trio`` on each test); a test that uses
+them without it fails at setup with a message saying so, rather than being skipped or
+failing somewhere inside pytest.
+
 Only this module imports pytest: ``import capkern`` and ``import capkern.testing`` work
 without pytest or pytest-trio installed.
 """
@@ -42,6 +47,8 @@ def capkern_clock() -> trio.testing.MockClock:
 
 @pytest.fixture
 def evidence() -> Evidence:
+    """A fresh :class:`~capkern.testing.Evidence`: what an attacker tried, what was
+    refused, and any confinement breach; pass it to ``attack_pager(..., evidence=)``."""
     return Evidence()
 
 
@@ -58,8 +65,48 @@ def kernel_factory() -> KernelFactory:
 
 @pytest.fixture
 async def kernel(capkern_clock: trio.testing.MockClock) -> AsyncIterator[Kernel]:
+    """A kernel booted with the defaults at ``ram_pages=16`` on the autojump clock
+    (deadlines and hangs cost no real time); shut down when the test ends."""
     async with boot(ram_pages=16) as k:
         yield k
+
+
+_FIXTURES = ("kernel", "kernel_factory", "capkern_clock", "evidence")
+TRIO_MODE_MISSING = """\
+capkern: {test} is an async test using capkern's fixtures, but pytest-trio's trio mode
+is off, so nothing would run it.  Turn it on for the project:
+
+    [tool.pytest.ini_options]        # pyproject.toml (or [pytest] in pytest.ini)
+    trio_mode = true
+
+or mark the test with @pytest.mark.trio."""
+PYTEST_TRIO_MISSING = """\
+capkern: {test} is an async test using capkern's fixtures, which need pytest-trio:
+pip install pytest-trio, then set trio_mode = true under [tool.pytest.ini_options]."""
+
+
+def trio_mode_problem(item: pytest.Item) -> str | None:
+    """Why an async test using capkern's fixtures would not run under Trio, or None."""
+    if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
+        return None
+    if not set(_FIXTURES) & set(getattr(item, "fixturenames", ())):
+        return None
+    if item.get_closest_marker("trio") is not None:
+        return None
+    try:
+        on = item.config.getini("trio_mode")
+    except ValueError:  # the ini option is pytest-trio's: it is not installed
+        return PYTEST_TRIO_MISSING.format(test=item.nodeid)
+    if str(on).lower() in ("true", "1", "yes", "on"):
+        return None
+    return TRIO_MODE_MISSING.format(test=item.nodeid)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    problem = trio_mode_problem(item)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
 
 
 def _needs_clock(item: pytest.Item) -> bool:

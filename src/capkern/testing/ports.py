@@ -64,9 +64,13 @@ def memory_pager() -> dict[str, Handler]:
     store: dict[int, bytes] = {}
     resident: dict[int, None] = {}
 
-    async def evict(body: Any) -> Any:
+    async def observe(body: Any) -> Any:  # precise mode's early report
         for h in body["mapped"]:
             resident.setdefault(h, None)
+        return None
+
+    async def evict(body: Any) -> Any:
+        await observe(body)
         victims = list(resident)[: body["n"]]
         for h in victims:
             del resident[h]
@@ -94,8 +98,8 @@ def memory_pager() -> dict[str, Handler]:
     async def stats(body: Any) -> Any:
         return {"stored": len(store)}
 
-    return {"evict": evict, "store": store_, "fetch": fetch, "fetch_many": fetch_many,
-            "discard": discard, "stats": stats}
+    return {"evict": evict, "observe": observe, "store": store_, "fetch": fetch,
+            "fetch_many": fetch_many, "discard": discard, "stats": stats}
 
 
 def sealer_handlers(cipher: str = "aes-256-gcm", boot_id: bytes | None = None

@@ -11,15 +11,17 @@ from typing import Any
 
 import trio
 
-from ...errors import IPCError
+from ... import serverloop
 from ...proc import Process
 from ._backends import BackendIOError, BlockBackend, Misaligned, OutOfRange, open_backend
 
-__all__ = ["blockdev_server", "serve_backend"]
+__all__ = ["ERRORS", "backend_handlers", "blockdev_server", "serve_backend"]
 
-_REASONS: tuple[tuple[type[Exception], str], ...] = (
+ERRORS: serverloop.ErrorMap = (
     (OutOfRange, "range"), (Misaligned, "misaligned"), (BackendIOError, "io"),
+    (Exception, "io"),  # whatever else a disk does wrong is an I/O error to its client
 )
+"""How the block device answers a backend's exceptions: the BLOCKDEV contract's reasons."""
 
 
 async def blockdev_server(proc: Process, spec: str, nblocks: int, latency: float = 0.0) -> None:
@@ -31,39 +33,44 @@ async def blockdev_server(proc: Process, spec: str, nblocks: int, latency: float
         backend.close()
 
 
-def _handle(backend: BlockBackend, label: str, body: Any) -> Any:
-    if label == "info":
+def backend_handlers(backend: BlockBackend) -> serverloop.Table:
+    """The BLOCKDEV contract's handlers by label, for any backend."""
+
+    async def info(body: Any) -> Any:
         return {"block_size": backend.block_size, "nblocks": backend.nblocks}
-    if label == "read":
+
+    async def read(body: Any) -> Any:
         return {"blocks": backend.read_many(body["lbas"])}
-    if label == "write":
+
+    async def write(body: Any) -> Any:
         backend.write_many([(lba, data) for lba, data in body["blocks"]])
-    elif label == "flush":
+
+    async def flush(body: Any) -> Any:
         backend.flush()
-    elif label == "trim":
+
+    async def trim(body: Any) -> Any:
         backend.trim(body["lba"], body["count"])
-    elif label == "stats":
+
+    async def stats(body: Any) -> Any:
         return {"reads": backend.reads, "writes": backend.writes,
                 "flushes": backend.flushes, "trims": backend.trims}
-    return None
+
+    return {"info": info, "read": read, "write": write, "flush": flush, "trim": trim,
+            "stats": stats}
 
 
 async def serve_backend(proc: Process, backend: BlockBackend, latency: float = 0.0) -> None:
-    """Serve any :class:`BlockBackend` (a malicious disk is just another backend)."""
-    while True:
-        msg = await proc.recv("service")
-        if latency:
+    """Serve any :class:`BlockBackend` (a malicious disk is just another backend).
+
+    A valid request whose answer cannot cross (e.g. 256 blocks of 4 KiB exceed the
+    kernel's body limit) fails its caller with a typed error; the device keeps serving.
+    """
+    table = backend_handlers(backend)
+    if latency:
+
+        async def delayed(label: str, handler: serverloop.Handler, body: Any) -> Any:
             await trio.sleep(latency)
-        try:
-            reply = _handle(backend, msg.label, msg.body)
-        except Exception as exc:
-            reason = next((r for t, r in _REASONS if isinstance(exc, t)), "io")
-            proc.reply_error(reason, str(exc)[:200])
-            continue
-        try:
-            proc.reply("ok", reply)
-        except IPCError:
-            # a valid request whose answer cannot cross (e.g. 256 blocks of 4 KiB exceed
-            # the kernel's body limit): the kernel has already failed the caller with a
-            # typed error, and the device keeps serving
-            continue
+            return await handler(body)
+
+        table = serverloop.around(table, delayed)
+    await serverloop.serve(proc, table, errors=ERRORS)

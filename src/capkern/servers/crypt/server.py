@@ -8,38 +8,51 @@ from __future__ import annotations
 
 from typing import Any
 
+from ... import serverloop
 from ...proc import Process
 from ._sealer import Binding, Sealer, SealerExhausted, SealError
 
-__all__ = ["crypt_server"]
+__all__ = ["CryptServer", "crypt_server"]
+
+
+class CryptServer:
+    """The sealer behind the CRYPT contract: its handlers and counters.
+
+    ``seal`` and ``unseal`` work on batches, so the kernel seals or unseals many pages
+    in one hop; ``unseal`` answers per page (a refused page does not fail the others).
+    """
+
+    ERRORS: serverloop.ErrorMap = ((SealerExhausted, "exhausted"),)
+
+    def __init__(self, cipher: str, boot_id: bytes) -> None:
+        self.sealer = Sealer(cipher)
+        self.boot_id = boot_id
+        self.unseals = 0
+        self.refused = 0
+
+    def handlers(self) -> serverloop.Table:
+        return {"seal": self.on_seal, "unseal": self.on_unseal, "stats": self.on_stats}
+
+    async def on_seal(self, body: Any) -> Any:
+        boot_id = self.boot_id
+        return {"blobs": self.sealer.seal_many([(Binding(boot_id, *b), p)
+                                                for b, p in body["pages"]])}
+
+    async def on_unseal(self, body: Any) -> Any:
+        boot_id = self.boot_id
+        results = self.sealer.unseal_many([(Binding(boot_id, *b), blob)
+                                           for b, blob in body["pages"]])
+        self.unseals += len(results)
+        self.refused += sum(isinstance(r, SealError) for r in results)
+        return {"plain": [b"" if isinstance(r, SealError) else r for r in results],
+                "ok": [0 if isinstance(r, SealError) else 1 for r in results]}
+
+    async def on_stats(self, body: Any) -> Any:
+        return {"cipher": self.sealer.cipher, "seals": self.sealer.seals,
+                "unseals": self.unseals, "refused": self.refused}
 
 
 async def crypt_server(proc: Process, cipher: str, boot_id: bytes) -> None:
     """Serve seal/unseal/stats on the ``service`` endpoint until killed."""
-    sealer = Sealer(cipher)
-    unseals = refused = 0
-    msg = await proc.recv("service")
-    while True:
-        label, body = msg.label, msg.body
-        reply: Any = None
-        if label == "seal":
-            try:
-                blobs = sealer.seal_many(
-                    [(Binding(boot_id, *b), p) for b, p in body["pages"]])
-                reply = {"blobs": blobs}
-            except SealerExhausted as exc:
-                proc.reply_error("exhausted", str(exc))
-                msg = await proc.recv("service")
-                continue
-        elif label == "unseal":
-            results = sealer.unseal_many([(Binding(boot_id, *b), blob)
-                                          for b, blob in body["pages"]])
-            unseals += len(results)
-            failed = sum(isinstance(r, SealError) for r in results)
-            refused += failed
-            reply = {"plain": [b"" if isinstance(r, SealError) else r for r in results],
-                     "ok": [0 if isinstance(r, SealError) else 1 for r in results]}
-        elif label == "stats":
-            reply = {"cipher": sealer.cipher, "seals": sealer.seals, "unseals": unseals,
-                     "refused": refused}
-        msg = await proc.reply_recv("service", "ok", reply)
+    server = CryptServer(cipher, boot_id)
+    await serverloop.serve(proc, server.handlers(), errors=CryptServer.ERRORS)

@@ -6,6 +6,8 @@ pager domain: it sees opaque page handles and the referenced/dirty bits the kern
 harvests, never page contents, and a bad choice costs speed only.
 """
 
+from ._alloc import LocalLRUPolicy, PFFPolicy, WorkingSetPolicy
+from ._exact import NEVER, LFUPolicy, MRUPolicy, OPTPolicy
 from ._policy import (
     POLICIES,
     ClockPolicy,
@@ -18,14 +20,21 @@ from ._policy import (
 from .server import Pager, make_pager, pager_server
 
 __all__ = [
+    "NEVER",
     "POLICIES",
     "ClockPolicy",
     "FIFOPolicy",
+    "LFUPolicy",
     "LRUPolicy",
+    "LocalLRUPolicy",
+    "MRUPolicy",
+    "OPTPolicy",
+    "PFFPolicy",
     "Pager",
     "RandomPolicy",
     "ReplacementPolicy",
     "make_pager",
     "make_policy",
+    "WorkingSetPolicy",
     "pager_server",
 ]

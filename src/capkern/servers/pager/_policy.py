@@ -8,88 +8,17 @@ A bad choice costs speed only: the kernel validates every victim.
 
 from __future__ import annotations
 
-import abc
-import itertools
 import random
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import ClassVar
 
 from ...errors import ConfigError
+from ._alloc import LocalLRUPolicy, PFFPolicy, WorkingSetPolicy
+from ._base import ReplacementPolicy, _OrderedPolicy
+from ._exact import LFUPolicy, MRUPolicy, OPTPolicy
 
 __all__ = ["POLICIES", "ClockPolicy", "FIFOPolicy", "LRUPolicy", "RandomPolicy",
            "ReplacementPolicy", "make_policy"]
-
-
-class ReplacementPolicy(abc.ABC):
-    """Chooses which resident pages to evict.
-
-    The pager drives a policy with, at each eviction request: :meth:`admit` for pages that
-    became resident, :meth:`referenced` and :meth:`dirtied` with the bits the kernel
-    harvested since the last request, then :meth:`choose`; it calls :meth:`remove` for
-    pages that left memory.  To write your own, subclass, set ``name`` and implement
-    ``admit``, ``remove``, ``choose``, ``__contains__`` and ``__len__``; override
-    ``referenced``/``dirtied`` if the policy uses them.  ``choose`` must be deterministic
-    and return distinct resident handles only; it must not forget them (the kernel may
-    keep a page after all and report it again).
-    """
-
-    name: ClassVar[str] = "policy"
-
-    @abc.abstractmethod
-    def admit(self, handle: int) -> None:
-        """The page became resident (idempotent)."""
-
-    @abc.abstractmethod
-    def remove(self, handle: int) -> None:
-        """The page is no longer resident (unknown handles are ignored)."""
-
-    @abc.abstractmethod
-    def choose(self, n: int) -> list[int]:
-        """Up to ``n`` distinct resident victims (not removed: the kernel confirms)."""
-
-    @abc.abstractmethod
-    def __contains__(self, handle: object) -> bool: ...
-
-    @abc.abstractmethod
-    def __len__(self) -> int: ...
-
-    def referenced(self, handles: Iterable[int]) -> None:
-        """These pages were accessed since the last harvest (default: ignored)."""
-
-    def dirtied(self, handles: Iterable[int]) -> None:
-        """These pages are dirty (a hint; default: ignored)."""
-
-    def __bool__(self) -> bool:
-        """Always true: a policy is an object, not a container, even with no pages.
-
-        Without this, ``__len__`` would make a fresh policy falsy and ``policy or
-        default`` would silently discard a user's policy.
-        """
-        return True
-
-
-class _OrderedPolicy(ReplacementPolicy):
-    """Shared bookkeeping: resident pages in an insertion-ordered dict, oldest first."""
-
-    def __init__(self) -> None:
-        self._order: OrderedDict[int, None] = OrderedDict()
-
-    def admit(self, handle: int) -> None:
-        self._order.setdefault(handle, None)
-
-    def remove(self, handle: int) -> None:
-        self._order.pop(handle, None)
-
-    def choose(self, n: int) -> list[int]:
-        """The first ``n`` pages of the order."""
-        return list(itertools.islice(self._order, max(0, n)))
-
-    def __contains__(self, handle: object) -> bool:
-        return handle in self._order
-
-    def __len__(self) -> int:
-        return len(self._order)
 
 
 class FIFOPolicy(_OrderedPolicy):
@@ -99,13 +28,16 @@ class FIFOPolicy(_OrderedPolicy):
 
 
 class LRUPolicy(_OrderedPolicy):
-    """Approximate LRU: pages referenced since the last harvest move to the MRU end.
+    """LRU: referenced pages move to the MRU end, in the order the kernel reports them;
+    victims come from the LRU end.
 
-    The order is only as fine as the harvests: pages referenced in the same harvest are
-    ordered as the kernel reported them.  Victims come from the LRU end.
+    Exact on a precise boot (``boot(precise=True)``: every reference, in order).  On a
+    normal boot the order is only as fine as the harvests: pages referenced between two
+    evictions look equally recent (ordered by how the kernel listed them).
     """
 
     name = "lru"
+    precise = True
 
     def referenced(self, handles: Iterable[int]) -> None:
         for h in handles:
@@ -178,12 +110,14 @@ class RandomPolicy(_OrderedPolicy):
 
 
 POLICIES: dict[str, type[ReplacementPolicy]] = {
-    p.name: p for p in (FIFOPolicy, ClockPolicy, LRUPolicy, RandomPolicy)
+    p.name: p for p in (FIFOPolicy, ClockPolicy, LRUPolicy, RandomPolicy, LFUPolicy, MRUPolicy,
+                        OPTPolicy, LocalLRUPolicy, WorkingSetPolicy, PFFPolicy)
 }
 
 
 def make_policy(name: str) -> ReplacementPolicy:
-    """A fresh policy by name (``fifo``, ``clock``, ``lru``, ``random``)."""
+    """A fresh policy by name (``fifo``, ``clock``, ``lru``, ``random``, ``lfu``,
+    ``mru``, ``opt``)."""
     try:
         return POLICIES[name]()
     except KeyError:

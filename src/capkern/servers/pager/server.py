@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ... import serverloop
 from ...errors import CapkernError, ServerError
 from ...pagefmt import META_LEN, PAGE_SIZE, join_blob, split_blob
 from ...proc import Process
@@ -24,8 +25,9 @@ Program = Callable[..., Any]
 
 
 class Pager:
-    """Pager state and request handlers; ``serve`` runs the loop.  Subclass or wrap
-    it to build experimental (or malicious) pagers."""
+    """Pager state and request handlers; ``serve`` runs them in the one server loop
+    (:mod:`capkern.serverloop`).  Subclass it, or wrap its :meth:`handlers`, to build
+    experimental (or malicious) pagers."""
 
     def __init__(self, proc: Process, policy: ReplacementPolicy) -> None:
         self.proc = proc
@@ -34,7 +36,8 @@ class Pager:
         self.unusable = ""  # why the device cannot hold pages (set by start)
         self.block_size = 0
         self.meta: dict[int, bytearray] = {}
-        self.stats = {"evict": 0, "store": 0, "fetch": 0, "discard": 0, "not_found": 0}
+        self.stats = {"evict": 0, "observe": 0, "store": 0, "fetch": 0, "discard": 0,
+                      "not_found": 0}
 
     async def start(self) -> None:
         """Learn the device's geometry.  A device the pager cannot use (unreachable, too
@@ -51,33 +54,45 @@ class Pager:
             self.unusable = f"swap device unusable: {exc}"
 
     async def serve(self) -> None:
+        """Learn the device, then serve :meth:`handlers` with the one server loop."""
         await self.start()
-        while True:
-            msg = await self.proc.recv("service")
-            await self.dispatch(msg.label, msg.body)
+        await serverloop.serve(self.proc, self.handlers(), on_refused=self.reply_refused)
 
-    async def dispatch(self, label: str, body: Any) -> None:
-        """Handle one request and reply to it."""
-        try:
-            reply = await getattr(self, "on_" + label)(body)
-        except ServerError as exc:
-            self.proc.reply_error(exc.reason, exc.detail)
-            return
-        try:
-            self.proc.reply("ok", reply)
-        except CapkernError:
-            # an answer that cannot cross (e.g. a custom policy's out-of-contract
-            # victims): the kernel has failed the caller with a typed error; keep serving
-            return
+    def handlers(self) -> serverloop.Table:
+        """The handlers by label: every ``on_<label>`` method serves ``<label>`` (so a
+        subclass adds a request by adding a method).  Override, e.g. with
+        :func:`capkern.serverloop.around`, to add behaviour to every request."""
+        return {name[3:]: getattr(self, name) for name in dir(self)
+                if name.startswith("on_") and callable(getattr(self, name))}
+
+    def reply_refused(self, exc: CapkernError) -> None:
+        """An answer could not cross (e.g. a custom policy's out-of-contract victims):
+        the kernel has failed the caller with a typed error; the pager keeps serving."""
 
     # -- handlers --------------------------------------------------------------------------
 
-    async def on_evict(self, body: Any) -> Any:
-        self.stats["evict"] += 1
+    def observe(self, body: Any) -> None:
+        """Feed the kernel's report to the policy: newly resident pages, references (in
+        precise mode every one, in order), dirty pages, next uses (oracle mode)."""
         for handle in body["mapped"]:
             self.policy.admit(handle)
+        if "spaces" in body:
+            self.policy.spaces(body["mapped"], body["spaces"])
         self.policy.referenced(body["referenced"])
+        if "next_use" in body:
+            self.policy.next_uses(body["referenced"], body["next_use"])
         self.policy.dirtied(body["dirty"])
+
+    async def on_observe(self, body: Any) -> Any:
+        self.stats["observe"] += 1
+        self.observe(body)
+        return None
+
+    async def on_evict(self, body: Any) -> Any:
+        self.stats["evict"] += 1
+        self.observe(body)
+        if "for" in body:
+            self.policy.faulting(body["for"])
         n = body["n"]
         # a policy's bad choice must cost speed only, never an out-of-contract reply
         victims = [h for h in dict.fromkeys(self.policy.choose(n))

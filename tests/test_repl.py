@@ -1,12 +1,10 @@
-"""Review of the command line as a demanding user meets it: Ctrl-C at the prompt and
-during an ``await``, bad reboot options, bad program arguments, piped scripts, and bad
-``capkern demo`` / ``capkern repl`` options."""
+"""The REPL as a person uses it: in a pseudo-terminal (Ctrl-C at the prompt and during an
+await), with piped stdin (scripts, exit statuses, clear errors), and reboots that fail."""
 
 from __future__ import annotations
 
 import io
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,9 +15,37 @@ import trio
 import capkern
 from capkern import programs, repl
 
-from ._terminal import CAPKERN, ctrl_c, read_until, repl_in_a_pty, run_repl
+from .helpers import ctrl_c, read_until, repl_in_a_pty, run_repl
 
-# -- the REPL in a terminal -----------------------------------------------------------------
+
+def test_repl_in_a_pseudo_terminal() -> None:
+    with repl_in_a_pty("--ram", "8") as fd:  # leaves with Ctrl-D: a clean shutdown, exit 0
+        os.write(fd, b'p = spawn("sequential", 24, 1, 3, name="seqA")\n')
+        read_until(fd, b">>> ")
+        os.write(fd, b"await wait(p)\n")
+        screen = read_until(fd, b">>> ")
+        assert b"state='exited'" in screen and b"code=0" in screen
+        os.write(fd, b"ps()\n")
+        screen = read_until(fd, b">>> ")
+        assert b"seqA" in screen and b"pager" in screen and b"crypt" in screen
+        os.write(fd, b"caps(3)\n")
+        assert b"blockdev" in read_until(fd, b">>> ")
+        # Ctrl-C cancels the running statement, not the kernel
+        os.write(fd, b"await trio.sleep(1000)\n")
+        ctrl_c(fd)
+        assert b"cancelled" in read_until(fd, b">>> ")
+        os.write(fd, b"stats()['faults'] > 0\n")
+        assert b"True" in read_until(fd, b">>> ")
+
+
+def test_repl_with_piped_stdin() -> None:
+    script = "\n".join(['print("sum", 40 + 2)', "await reboot(ram_pages=4)",
+                        "kernel.config.ram_pages", "1/0", 'print("alive")', ""])
+    out = run_repl(script)
+    assert out.returncode == 0, out.stderr
+    assert "sum 42" in out.stdout and "alive" in out.stdout
+    assert "\n4\n" in out.stdout.replace(">>> ", "")
+    assert "ZeroDivisionError" in out.stderr
 
 
 def test_ctrl_c_at_the_prompt_discards_the_half_typed_line() -> None:
@@ -52,9 +78,6 @@ def test_ctrl_c_cancels_only_the_await_and_processes_survive() -> None:
         assert b"sleeper" in screen and b"running" in screen
         os.write(fd, b"kernel.status(p) is None, stats()['spawns']\n")
         assert b"(True, 4)" in read_until(fd, b">>> ")
-
-
-# -- the REPL with piped stdin --------------------------------------------------------------
 
 
 def test_reboot_with_bad_options_keeps_a_working_kernel() -> None:
@@ -116,41 +139,6 @@ def test_exit_status_of_a_piped_script() -> None:
     assert "shutting down" in out.stderr
 
 
-# -- programs ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("prog", "args", "error"), [
-    (programs.sequential, (-5,), "pages must be at least 0, not -5"),
-    (programs.random_ws, (0,), "pages must be at least 1, not 0"),
-    (programs.sequential, (4, -1), "rounds must be at least 0, not -1"),
-    (programs.random_ws, (True,), "pages must be an int, not True"),
-    (programs.zipf, (8, 10, -1.0), "Zipf exponent"),
-    (programs.phased, (8, 2, "s"), "seed must be an int"),
-    (programs.echo_client, (-1,), "count must be at least 0"),
-    (programs.ping, (2.5,), "rounds must be an int"),
-])
-def test_builtin_programs_reject_bad_arguments(prog: Any, args: tuple[Any, ...],
-                                               error: str) -> None:
-    with pytest.raises((TypeError, ValueError), match=error):
-        programs.check_args(prog, *args)
-
-    async def main() -> capkern.ExitStatus:
-        async with capkern.boot(ram_pages=4) as kernel:
-            return await kernel.wait(kernel.spawn(prog, *args))
-
-    status = trio.run(main)
-    assert status.state == "failed" and status.error is not None and error in status.error
-
-
-def test_check_args_accepts_good_arguments() -> None:
-    programs.check_args(programs.sequential)
-    programs.check_args(programs.zipf, 8, 10, 1.5, 7)
-    programs.check_args(programs.echo_server)
-
-
-# -- reboot falls back when a boot that passed the checks fails anyway --------------------------
-
-
 def test_reboot_that_fails_while_booting_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     real_boot = capkern.boot
 
@@ -178,36 +166,3 @@ def test_reboot_that_fails_while_booting_falls_back(monkeypatch: pytest.MonkeyPa
             nursery.cancel_scope.cancel()
 
     trio.run(main)
-
-
-# -- bad command-line options -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["demo", "--blockdev", "file:/nonexistent/dir/x"], "does not exist"),
-    (["demo", "--blockdev", "bogus"], "blockdev must be"),
-    (["demo", "--ram", "0"], "ram_pages must be"),
-    (["demo", "--processes", "0"], "--processes and --pages must be at least 1"),
-    (["demo", "--pages", "-1"], "--processes and --pages must be at least 1"),
-    (["demo", "--pages", "4"], "must exceed RAM"),
-    (["repl", "--blockdev", "file:/nonexistent/dir/x"], "does not exist"),
-    (["repl", "--ram", "-3"], "ram_pages must be"),
-])
-def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
-    out = subprocess.run([*CAPKERN, *args], capture_output=True, text=True, timeout=120,
-                         stdin=subprocess.DEVNULL)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert message in out.stderr
-    assert "Traceback" not in out.stderr + out.stdout
-    assert "every property held" not in out.stdout
-
-
-def test_check_boot_options_checks_a_file_device_path(tmp_path: Any) -> None:
-    from capkern.cli import check_boot_options
-
-    check_boot_options(blockdev=f"file:{tmp_path / 'swap.img'}")
-    assert not (tmp_path / "swap.img").exists()  # checked, not created (boot creates it)
-    with pytest.raises(capkern.ConfigError, match="is a directory"):
-        check_boot_options(blockdev=f"file:{tmp_path}")
-    with pytest.raises(capkern.ConfigError, match="bad boot options"):
-        check_boot_options(nonsense=1)

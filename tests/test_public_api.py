@@ -1,0 +1,106 @@
+"""The public API: the names ``capkern`` and ``capkern.testing`` export are pinned (a
+change to either list is a deliberate, reviewed change of this test), every exported
+name resolves, and no module reaches into another package's private modules."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import capkern
+
+PKG = Path(capkern.__file__).parent
+
+CAPKERN_API = [
+    "BadgeError", "BootConfig", "CSpaceFull", "CallAborted", "CapInfo", "CapabilityError",
+    "CapabilityRevoked", "CapkernError", "ConfigError", "Contract", "ContractViolation",
+    "DomainInfo", "EmptySlot", "ExitStatus", "Fault", "Grant", "IPCError", "InsecureWarning",
+    "InsufficientRights", "IntegrityFault", "InvalidSlot", "Kernel", "KernelShutdown", "Limits",
+    "MalformedMessage", "MessageError", "MessageTooLarge", "NestingTooDeep", "NoSuchProcess",
+    "Op", "OutOfMemory", "PageInError", "PagerUnavailable", "Process", "ProcessError",
+    "Program", "ProtectionFault", "QueueFull", "Quota", "QuotaExceeded", "Received",
+    "ReplyError", "ReplyRefused", "Rights", "RootCap", "SegmentationFault", "ServerError",
+    "SlotOccupied", "TooManyCaps", "UnencodableBody", "WrongObjectType", "boot",
+]
+
+TESTING_API = [
+    "After", "AttachCaps", "AttackPager", "BitFlip", "Crash", "DiskBitFlip", "DiskReplay",
+    "Drop", "Evidence", "ExhaustDisk", "Extend", "Flood", "ForgeCaps", "Garbage", "Hang",
+    "HoardQuota", "InsecureRun", "Misdirect", "Only", "Oversized", "PrevBoot",
+    "PrevIncarnation", "Refuse", "Replay", "ReplayDiscarded", "ReuseReply", "RevokeRace",
+    "Slow", "Snoop", "Sometimes", "Swap", "Tamper", "Truncate", "Workload", "WrongLabel",
+    "WrongRead", "Zeros", "assert_no_plaintext", "assert_no_wrong_reads", "attack_disk",
+    "attack_pager", "expected_pages", "is_typed_fault", "page_pattern_for", "run_workload",
+]
+
+
+@pytest.mark.parametrize(("module", "pinned"), [("capkern", CAPKERN_API),
+                                                ("capkern.testing", TESTING_API)])
+def test_public_names_are_pinned(module: str, pinned: list[str]) -> None:
+    mod = importlib.import_module(module)
+    exported = list(mod.__all__)
+    assert len(set(exported)) == len(exported), "a name is exported twice"
+    assert sorted(exported) == pinned
+    for name in exported:
+        assert getattr(mod, name) is not None, name
+    star: dict[str, object] = {}
+    exec(f"from {module} import *", star)  # what a user's star import gets
+    assert sorted(k for k in star if k != "__builtins__") == pinned
+
+
+@pytest.mark.parametrize("package", ["capkern.servers.pager", "capkern.servers.blockdev",
+                                     "capkern.servers.crypt"])
+def test_server_packages_export_names_that_resolve(package: str) -> None:
+    mod = importlib.import_module(package)
+    assert mod.__all__ and sorted(set(mod.__all__)) == sorted(mod.__all__)
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{package}.{name}"
+
+
+def _private_imports(path: Path, root: Path = PKG.parent) -> list[str]:
+    """Modules named with a leading underscore that ``path`` (under ``root``, the
+    directory holding the ``capkern`` package) imports from outside their own package."""
+    rel = path.relative_to(root).with_suffix("")
+    package = list(rel.parts[:-1])
+    own = ".".join(package)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        mods: list[str] = []
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            mods = [mod, *(f"{mod}.{a.name}" for a in node.names)]
+        for mod in mods:
+            parts = mod.split(".")
+            for i, part in enumerate(parts):
+                if part.startswith("_") and not part.startswith("__"):
+                    owner = ".".join(parts[:i])
+                    if owner != own:
+                        found.append(f"{rel.as_posix()} -> {mod}")
+                    break
+    return found
+
+
+def test_no_module_imports_another_packages_private_modules() -> None:
+    files = sorted(PKG.rglob("*.py"))
+    assert PKG / "testing" / "attackers.py" in files
+    bad = [hit for f in files for hit in _private_imports(f)]
+    assert bad == []
+
+
+def test_the_private_import_check_sees_a_violation(tmp_path: Path) -> None:
+    probe = tmp_path / "capkern" / "testing" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text("from ..servers.blockdev._backends import MemoryBackend\n"
+                     "from ._own import helper\n"
+                     "import capkern.servers.pager._policy\n")
+    assert _private_imports(probe, tmp_path) == [
+        "capkern/testing/probe -> capkern.servers.blockdev._backends",
+        "capkern/testing/probe -> capkern.servers.blockdev._backends.MemoryBackend",
+        "capkern/testing/probe -> capkern.servers.pager._policy",
+    ]
