@@ -11,8 +11,8 @@ PKG = Path(capkern.__file__).parent
 UNTRUSTED = ("capkern.servers.pager", "capkern.servers.blockdev", "capkern.testing",
              "capkern.demo", "capkern.repl", "capkern.cli", "capkern.programs")
 TCB = ["kernel.py", "domain.py", "proc.py", "cspace.py", "ipc.py", "wire.py", "contract.py",
-       "protocols.py", "pagefmt.py", "errors.py", "trace.py", "serverloop.py", "mmu",
-       "servers/crypt"]
+       "protocols.py", "pagefmt.py", "nbdaddr.py", "errors.py", "trace.py", "serverloop.py",
+       "mmu", "servers/crypt", "pagerset"]
 
 
 def _imports(path: Path) -> list[str]:

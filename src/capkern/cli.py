@@ -19,7 +19,9 @@ POLICY_CHOICES = ("fifo", "clock", "lru", "random")
 def _boot_args(p: argparse.ArgumentParser, ram: int) -> None:
     p.add_argument("--ram", type=int, default=ram, help="frames of simulated RAM")
     p.add_argument("--policy", choices=POLICY_CHOICES, default="clock")
-    p.add_argument("--blockdev", default="memory", help="memory or file:PATH")
+    p.add_argument("--blockdev", default="memory",
+                   help="memory, file:PATH, nbd://HOST[:PORT][/EXPORT] or "
+                   "nbd+unix:///EXPORT?socket=PATH (a real NBD server, e.g. nbdkit)")
     p.add_argument("--cipher", choices=[c for c in CIPHERS if c != "null"],
                    default="aes-256-gcm")
 
@@ -68,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="also run the minutes-long 'scale' benchmark")
     bench.add_argument("--profile", action="store_true",
                        help="print where a major fault's time goes (cProfile), then exit")
-    bench.add_argument("names", nargs="*", help="benchmarks by name, e.g. ipc_call, sim_lru "
-                       "(default: all but scale)")
+    bench.add_argument("names", nargs="*", help="benchmarks by name, e.g. ipc_call, "
+                       "fault_nbd, sim_lru (default: all but scale)")
     from .lab.cli import add_parsers
 
     add_parsers(sub)  # sim, lab
@@ -103,6 +105,9 @@ def _bench(args: argparse.Namespace) -> int:
     for col in ("benchmark", "value", "baseline", "ratio", "unit"):
         table.add_column(col)
     for name, r in results.items():
+        if r.get("skipped"):
+            table.add_row(name, "-", "-", "-", f"skipped: {r['skipped']}")
+            continue
         table.add_row(name, f"{r['value']:.4g}", f"{r['baseline']:.4g}", f"{r['ratio']:.2f}x",
                       r["unit"])
     Console().print(table)

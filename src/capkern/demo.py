@@ -21,6 +21,7 @@ from rich.table import Table
 from . import insecure, programs
 from .errors import CapkernError
 from .kernel import BootConfig, Grant, Kernel, boot
+from .nbdaddr import is_nbd_spec
 from .proc import Process
 from .testing import attackers as atk
 
@@ -207,7 +208,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("attackers in the pager's place", total=len(attacks))
         for name, make in attacks:
-            clock = trio.testing.MockClock(autojump_threshold=0)
+            # virtual time jumps when every task is idle; a real NBD server's answers take
+            # real time, so there it jumps only after 50 ms of real idleness
+            clock = trio.testing.MockClock(autojump_threshold=0.05 if is_nbd_spec(
+                opts.blockdev) else 0)
             results.append(trio.run(_paging_run, opts, name, make(), clock=clock))
             progress.advance(task)
 

@@ -31,6 +31,7 @@ from .cspace import Cap, CapInfo, CSpace, Rights
 from .domain import Domain, DomainInfo, ExitStatus
 from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess, QuotaExceeded
 from .ipc import Endpoint, Notification, ReplyObject
+from .nbdaddr import is_nbd_spec, parse_nbd_spec
 from .proc import (
     Process,
     ProcessExit,
@@ -152,12 +153,15 @@ class BootConfig:
             value = getattr(self, name)
             if value is not None and not callable(value):
                 raise ConfigError(f"{name} must be a program (async function), not {value!r}")
-        if self.blockdev_server is None and not (
+        if self.blockdev_server is None and is_nbd_spec(self.blockdev):
+            parse_nbd_spec(self.blockdev)  # a malformed address is a ConfigError now
+        elif self.blockdev_server is None and not (
             isinstance(self.blockdev, str)
             and (self.blockdev == "memory" or (self.blockdev.startswith("file:")
                                                and self.blockdev[5:]))
         ):
-            raise ConfigError(f"blockdev must be 'memory' or 'file:PATH', not {self.blockdev!r}")
+            raise ConfigError(f"blockdev must be 'memory', 'file:PATH' or "
+                              f"'nbd://HOST:PORT[/EXPORT]', not {self.blockdev!r}")
         if self.paging and self.blockdev_server is None and self.blockdev.startswith("file:"):
             _check_swap_path(self.blockdev[5:])
 

@@ -5,6 +5,7 @@ your own :class:`BlockBackend` -- a malicious disk is just another backend);
 :func:`serve_backend` serves one on a domain's ``service`` endpoint.
 """
 
+from ._async import AsyncBlockBackend, SyncBackend, as_async
 from ._backends import (
     BackendIOError,
     BlockBackend,
@@ -16,10 +17,16 @@ from ._backends import (
     OutOfRange,
     open_backend,
 )
+from ._nbd import NBDBackend, open_nbd
 from .server import ERRORS, backend_handlers, blockdev_server, serve_backend
 
 __all__ = [
     "ERRORS",
+    "AsyncBlockBackend",
+    "NBDBackend",
+    "SyncBackend",
+    "as_async",
+    "open_nbd",
     "BackendIOError",
     "BlockBackend",
     "BlockDevError",

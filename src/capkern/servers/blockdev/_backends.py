@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Self
 
 __all__ = ["BackendIOError", "BlockBackend", "BlockDevError", "DeviceClosed", "FileBackend",
-           "MemoryBackend", "Misaligned", "OutOfRange", "open_backend"]
+           "Geometry", "MemoryBackend", "Misaligned", "OutOfRange", "open_backend"]
 
 
 class BlockDevError(Exception):
@@ -42,13 +42,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class BlockBackend(abc.ABC):
-    """A fixed-size array of ``nblocks`` blocks of ``block_size`` bytes.
-
-    Subclasses implement the single-block primitives; the base class supplies range
-    checks, the all-or-nothing batch operations and the counters (``reads``, ``writes``,
-    ``flushes``, ``trims``) that the block device server reports as statistics.
-    """
+class Geometry:
+    """``nblocks`` blocks of ``block_size`` bytes: the request checks and counters every
+    backend shares, synchronous (:class:`BlockBackend`) or asynchronous
+    (``AsyncBlockBackend``), so both refuse exactly the same bad requests."""
 
     def __init__(self, nblocks: int, block_size: int) -> None:
         if nblocks < 1 or block_size < 1:
@@ -78,6 +75,15 @@ class BlockBackend(abc.ABC):
             raise Misaligned(f"block data must be bytes, not {type(data).__name__}")
         if len(data) != self.block_size:
             raise Misaligned(f"{len(data)} bytes is not one {self.block_size}-byte block")
+
+
+class BlockBackend(Geometry, abc.ABC):
+    """A fixed-size array of ``nblocks`` blocks of ``block_size`` bytes.
+
+    Subclasses implement the single-block primitives; the base class supplies range
+    checks, the all-or-nothing batch operations and the counters (``reads``, ``writes``,
+    ``flushes``, ``trims``) that the block device server reports as statistics.
+    """
 
     @abc.abstractmethod
     def read(self, lba: int) -> bytes:
