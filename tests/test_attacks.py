@@ -169,7 +169,7 @@ async def test_swap_across_processes_is_refused(kernel_factory, evidence, capker
         assert vm is not None
 
         def owner(h: int) -> int | None:
-            page = vm._handles.get(h)
+            page = vm.res.handles.get(h)
             return None if page is None else page[0].asid
 
         swap.owner = owner

@@ -35,9 +35,10 @@ def test_bench_json_parses() -> None:
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert set(data) == {"ipc_call", "seal_page", "major_fault", "mmap_huge", "sim_fifo",
-                         "sim_lru", "sim_opt", "fault_nbd", "ipc_call_process",
-                         "major_fault_process"}
+    assert set(data) == {"ipc_call", "seal_page", "major_fault", "major_fault_limit",
+                         "fault_scale_ram", "fault_scale_procs", "resident_rw", "metadata",
+                         "readahead", "mmap_huge", "sim_fifo", "sim_lru", "sim_opt", "fault_nbd",
+                         "ipc_call_process", "major_fault_process"}
     if data["fault_nbd"].get("skipped"):  # no nbdkit on this machine: no figures to check
         assert shutil.which("nbdkit") is None and data["fault_nbd"]["value"] is None
         del data["fault_nbd"]

@@ -19,6 +19,7 @@ import trio
 import capkern
 from capkern import Grant, Process, programs
 from capkern.contract import Contract, Int, Null, Op, Struct
+from capkern.mmu.ports import IpcPort
 from capkern.protocols import BLOCKDEV, CRYPT, PAGER
 from capkern.testing import AttachCaps, Evidence, attack_pager
 
@@ -55,7 +56,9 @@ async def test_a_pager_attaching_caps_to_every_reply_never_reaches_the_root(
 async def test_the_kernel_calls_its_servers_without_the_grant_right() -> None:
     async with capkern.boot(ram_pages=4) as k:
         assert k.vm is not None
-        for cap in (k.vm._pager, k.vm._crypt):
+        for port in (k.vm.pager.port, k.vm.crypt):
+            assert isinstance(port, IpcPort)
+            cap = port.cap
             assert cap.rights == capkern.Rights.WRITE
     for contract in (CRYPT, PAGER, BLOCKDEV):
         assert all(op.reply_caps == 0 for op in contract.ops.values()), contract.name

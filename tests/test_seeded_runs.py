@@ -21,7 +21,7 @@ async def run(seed: int | None) -> tuple[int, set[int], bytes]:
         base = proc.mmap(24 * PAGE_SIZE)
         await proc.access([base + p * PAGE_SIZE for p in REFS])
         assert k.vm is not None
-        handles.update(k.vm._handles)  # the test looks at the kernel's table
+        handles.update(k.vm.res.handles)  # the test looks at the kernel's table
 
     async with capkern.boot(ram_pages=6, evict_batch=1, policy="random", seed=seed) as k:
         assert (await k.wait(k.spawn(sweep))).ok

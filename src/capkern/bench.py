@@ -6,6 +6,9 @@
   ``cryptography`` AEAD encrypt + decrypt with the same associated-data length (us).
 * ``major_fault``: a fault-heavy sweep with AES-256-GCM sealing vs the same run with the
   insecure ``null`` sealer over the same channels (us per major fault; faults/s shown).
+* the fault path's own (``major_fault_limit``, ``fault_scale_ram``, ``fault_scale_procs``,
+  ``resident_rw``, ``metadata``, and ``scale`` behind ``--scale``): see
+  :mod:`capkern.bench_paging`.
 * ``mmap_huge``: mmap + munmap of 2**22 pages (16 GiB of virtual memory, sparse page
   tables) vs the same for one page (us per pair; the ratio should be about 1).
 * ``sim_fifo``, ``sim_lru``, ``sim_opt``: ``capkern sim`` on a 100,000-reference
@@ -31,6 +34,7 @@ from typing import Any
 
 import trio
 
+from . import bench_paging
 from .config import Grant
 from .cspace import Rights
 from .insecure import InsecureWarning
@@ -356,6 +360,12 @@ BENCHMARKS: dict[str, Callable[..., Result]] = {
     "ipc_call": bench_ipc_call,
     "seal_page": bench_seal_page,
     "major_fault": bench_major_fault,
+    "major_fault_limit": bench_paging.bench_major_fault_limit,
+    "fault_scale_ram": bench_paging.bench_fault_scale_ram,
+    "fault_scale_procs": bench_paging.bench_fault_scale_procs,
+    "resident_rw": bench_paging.bench_resident_rw,
+    "readahead": bench_paging.bench_readahead,
+    "metadata": bench_paging.bench_metadata,
     "mmap_huge": bench_mmap_huge,
     "sim_fifo": bench_sim_fifo,
     "sim_lru": bench_sim_lru,
@@ -364,12 +374,21 @@ BENCHMARKS: dict[str, Callable[..., Result]] = {
     "ipc_call_process": bench_ipc_call_process,
     "major_fault_process": bench_major_fault_process,
 }
+#: minutes long: run only when named (``capkern bench --scale``)
+HEAVY: dict[str, Callable[..., Result]] = {"scale": bench_paging.bench_scale}
 
 
 QUICK: dict[str, dict[str, int]] = {
     "ipc_call": {"n": 500, "repeats": 1},
     "seal_page": {"n": 100, "repeats": 1},
     "major_fault": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+    "major_fault_limit": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+    "fault_scale_ram": {"small": 16, "big": 64, "extra": 16},
+    "fault_scale_procs": {"procs": 4, "pages": 32, "ram": 8, "repeats": 1},
+    "resident_rw": {"n": 500, "repeats": 1},
+    "readahead": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+    "metadata": {"pages": 64},
+    "scale": {"procs": 4, "pages": 16, "ram": 32},
     "mmap_huge": {"n": 50, "repeats": 1},
     "sim_fifo": {"n": 2000, "pages": 100, "frames": 10},
     "sim_lru": {"n": 2000, "pages": 100, "frames": 10},
@@ -387,5 +406,6 @@ def run_all(names: list[str] | None = None, progress: Callable[[str], None] | No
     for name in names or list(BENCHMARKS):
         if progress:
             progress(name)
-        out[name] = BENCHMARKS[name](**(QUICK[name] if quick else {}))
+        bench = BENCHMARKS.get(name) or HEAVY[name]
+        out[name] = bench(**(QUICK[name] if quick else {}))
     return out

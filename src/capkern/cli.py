@@ -34,7 +34,7 @@ def check_boot_options(**options: Any) -> None:
     would be refused (boot's own checks, including whether a ``file:PATH`` swap file can
     be created), without booting anything."""
     from .config import BootConfig
-    from .mmu.vm import check_paging_config
+    from .root import check_paging_config
 
     try:
         cfg = dataclasses.replace(BootConfig(), **options)
@@ -72,8 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks: value, baseline, ratio")
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--quick", action="store_true", help="tiny runs (smoke test only)")
-    bench.add_argument("names", nargs="*",
-                       help="ipc_call, seal_page, major_fault, fault_nbd, sim_*, *_process, ...")
+    bench.add_argument("--scale", action="store_true",
+                       help="also run the minutes-long 'scale' benchmark")
+    bench.add_argument("--profile", action="store_true",
+                       help="print where a major fault's time goes (cProfile), then exit")
+    bench.add_argument("names", nargs="*", help="benchmarks by name, e.g. ipc_call, "
+                       "fault_nbd, sim_lru (default: all but scale)")
     serve = sub.add_parser("serve", help="run an untrusted server for a remote kernel")
     serve.add_argument("what", choices=("pager",))
     serve.add_argument("--listen", required=True, metavar="HOST:PORT",
@@ -114,12 +118,20 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    unknown = [n for n in args.names if n not in bench.BENCHMARKS]
+    if args.profile:
+        from .bench_paging import profile_fault
+
+        print(profile_fault())
+        return 0
+    unknown = [n for n in args.names if n not in bench.BENCHMARKS and n not in bench.HEAVY]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
     progress = None if args.json else (lambda n: print(f"running {n}...", file=sys.stderr))
-    results = bench.run_all(args.names or None, progress, quick=args.quick)
+    names = list(args.names or bench.BENCHMARKS)
+    if args.scale and "scale" not in names:
+        names.append("scale")
+    results = bench.run_all(names, progress, quick=args.quick)
     if args.json:
         print(json.dumps(results))
         return 0

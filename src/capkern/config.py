@@ -67,6 +67,7 @@ class BootConfig:
     pager_deadline: float = 2.0
     crypt_deadline: float = 5.0
     evict_batch: int = 8
+    readahead: int = 0  # swapped pages fetched with a sequential page-in (0: off)
     limits: wire.Limits = field(default_factory=wire.Limits)
     cspace_size: int = 4096
     trace: bool = False
@@ -99,6 +100,7 @@ class BootConfig:
 
         count("ram_pages", 1)
         count("evict_batch", 1)
+        count("readahead", 0)
         count("swap_blocks", 2)
         count("cspace_size", 1)
         seconds("pager_deadline", True)

@@ -136,8 +136,16 @@ class ListOf(Spec):
             raise ContractViolation(
                 f"{path}: {len(value)} items, expected {self.min_len}..{self.max_len}"
             )
+        spec = self.item
+        if type(spec) is Int:  # big lists of handles: no path string per item
+            lo, hi = spec.lo, spec.hi
+            for i, item in enumerate(value):
+                if type(item) is not int or (lo is not None and item < lo) \
+                        or (hi is not None and item > hi):
+                    spec.check(item, f"{path}[{i}]")  # raises with the precise message
+            return
         for i, item in enumerate(value):
-            self.item.check(item, f"{path}[{i}]")
+            spec.check(item, f"{path}[{i}]")
 
 
 @dataclass(frozen=True)

@@ -277,6 +277,15 @@ def make_message(
     return _Msg(label, raw, value, cap.badge, caps)
 
 
+def kernel_message(dom: Domain, cap: Cap, label: str, body: Any) -> _Msg:
+    """A request the kernel built itself (the fault path's calls to its servers): encoded
+    within the wire limits, no capabilities, and not re-checked against the endpoint's
+    contract item by item -- the kernel is trusted to build its own requests right (its
+    tests check them against the contract).  Replies are still checked at the server's
+    reply trap: the server is the untrusted side."""
+    return _Msg(label, wire.encode_trusted(body, dom.kernel.limits), _UNDECODED, cap.badge, [])
+
+
 def _transfer(msg: _Msg, to: Domain) -> tuple[int, ...]:
     """Place the message's capabilities in the receiver's CSpace (children of the
     sender's).  A capability revoked while the message waited, or one that does not fit,

@@ -347,12 +347,16 @@ class Process:
     async def read(self, addr: int, n: int) -> bytes:
         """Read ``n`` bytes at ``addr`` (faulting pages in as needed)."""
         vm = self._vm()
-        return await vm.read(self._dom, _int_arg(addr, "address"), _length(n))
+        if type(addr) is not int or type(n) is not int or n < 0:  # checks off the hot path
+            addr, n = _int_arg(addr, "address"), _length(n)
+        return await vm.read(self._dom, addr, n)
 
     async def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed)."""
         vm = self._vm()
-        await vm.write(self._dom, _int_arg(addr, "address"), _data(data))
+        if type(addr) is not int or type(data) is not bytes:  # checks off the hot path
+            addr, data = _int_arg(addr, "address"), _data(data)
+        await vm.write(self._dom, addr, data)
 
     async def access(self, addrs: Sequence[int], write: bool = False,
                      future: bool = False, count: int | None = None) -> bytes:

@@ -74,6 +74,12 @@ PAGER = Contract(
             Struct({"blob": _ANY_BLOB}),
             frozenset({"not_found", "io", "integrity", "lost"}),
         ),
+        # read-ahead: several pages in one trip; b"" for a page the pager does not have
+        "fetch_many": Op(
+            Struct({"handles": ListOf(HANDLE, MAX_BATCH, 1)}),
+            Struct({"blobs": ListOf(_ANY_BLOB, MAX_BATCH)}),
+            frozenset({"io"}),
+        ),
         "discard": Op(Struct({"handles": ListOf(HANDLE, 1 << 16)}), Null(), frozenset({"io"})),
         "stats": Op(Struct({}), Any_()),
     },

@@ -3,25 +3,37 @@
 ``async with boot(...) as kernel`` starts the kernel inside the caller's Trio run: one
 nursery owns every domain's task (processes and servers alike) and the kernel's own
 tasks, so leaving the block cancels and joins everything -- no task is left behind.
-With paging on, the root task starts the sealer, block device and pager domains and the
-fault path before the body runs.
+With paging on, the root task creates the three server endpoints in the root CSpace,
+spawns the sealer, block device and pager with capabilities to them (in child OS
+processes with ``isolation="process"``, or a remote pager), and gives the fault path a
+:class:`~capkern.mmu.ports.IpcPort` for the pager and one for the sealer.  The MMU only
+pages; this module is the one place that knows which servers make up the system.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from . import insecure
-from .config import BootConfig
+from .config import BootConfig, Grant
+from .cspace import Rights
 from .errors import ConfigError
+from .ipc import Endpoint
 from .kernel import Kernel
+from .mmu.ports import IpcPort
+from .mmu.vm import VM, VMConfig
+from .protocols import BLOCKDEV, CRYPT, PAGER
 
-__all__ = ["boot"]
+if TYPE_CHECKING:
+    from .domain import Domain
+
+__all__ = ["boot", "check_paging_config", "start_paging"]
 
 
 @asynccontextmanager
@@ -37,8 +49,6 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
         raise ConfigError(str(exc)) from None
     cfg.validate()
     if cfg.paging:
-        from .mmu.vm import check_paging_config
-
         check_paging_config(cfg)
     serial = insecure.boot_started(cfg)  # warns (InsecureWarning) if insecure
     try:
@@ -46,8 +56,6 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
             kernel = Kernel(cfg, nursery)
             try:
                 if cfg.paging:
-                    from .mmu.vm import start_paging
-
                     await start_paging(kernel)
                 yield kernel
             finally:
@@ -66,3 +74,79 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
             leaf.__context__ = context
     finally:
         insecure.boot_ended(serial)
+
+
+def check_paging_config(cfg: BootConfig) -> None:
+    """Boot-time checks of the paging options, before any task starts (raise ConfigError)."""
+    if cfg.pager is None:
+        _default_pager(cfg.policy)
+    elif isinstance(cfg.pager, str):
+        from .isolation.spec import parse_tcp
+
+        parse_tcp(cfg.pager)  # a remote pager's address
+
+
+async def start_paging(kernel: Kernel) -> None:
+    """Start the sealer, block device and pager domains and the kernel's fault path."""
+    from .servers.crypt.server import crypt_server  # trusted: part of the TCB
+
+    cfg = kernel.config
+    boot_id = os.urandom(16)
+    root = kernel.root.cspace
+    slots = {}
+    for name, contract in (("crypt", CRYPT), ("blockdev", BLOCKDEV), ("pager", PAGER)):
+        slots[name] = root.insert_original(Endpoint(name, contract), Rights.ALL)
+    grant = kernel._root_cap
+    kernel.spawn(crypt_server, cfg.cipher, boot_id, name="crypt", kind="server",
+                 caps={"service": Grant(grant(slots["crypt"]), Rights.READ)})
+    blockdev = cfg.blockdev_server or _default_blockdev()
+    pager = cfg.pager or _default_pager(cfg.policy)
+    if cfg.isolation == "process" or isinstance(pager, str):  # child processes / remote
+        from .isolation.boot import isolate_servers
+
+        pager, blockdev = isolate_servers(cfg, pager, blockdev)
+    kernel.spawn(blockdev, cfg.blockdev, cfg.swap_blocks, cfg.blockdev_latency,
+                 name="blockdev", kind="server",
+                 caps={"service": Grant(grant(slots["blockdev"]), Rights.READ)})
+    kernel.spawn(pager, cfg.policy, name="pager", kind="server",
+                 caps={"service": Grant(grant(slots["pager"]), Rights.READ),
+                       "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})
+
+    def event(kind: str, dom: Domain | None, detail: str) -> None:
+        kernel.event(kind, kernel.root if dom is None else dom, detail)
+
+    # the kernel calls its servers through write-only capabilities: no operation of
+    # theirs declares capabilities in its reply (Op.reply_caps), so a reply carrying
+    # any is refused, counted as an attack, and can never fill the root CSpace
+    calls = {name: root.lookup(root.insert_derived(root.lookup(slots[name]), Rights.WRITE, None))
+             for name in ("pager", "crypt")}
+    vm_config = VMConfig(cfg.ram_pages, cfg.evict_batch, cfg.pager_deadline, cfg.crypt_deadline,
+                         cfg.readahead, cfg.seed, cfg.precise, boot_id)
+    vm = VM(vm_config, kernel.stats, event, IpcPort(kernel.root, calls["pager"]),
+            IpcPort(kernel.root, calls["crypt"]), kernel.page_trace)
+    kernel.vm = vm
+    kernel.start_soon(vm.run, name="capkern:fault-path")
+
+
+def _default_pager(policy: str) -> Any:
+    # The kernel only *starts* the default pager program as an untrusted domain; it
+    # never calls into it except over its endpoint.  Imported lazily by name so the
+    # TCB modules carry no import of untrusted server code.  The one thing it asks of
+    # the module is at boot, before any domain runs: whether the boot option ``policy``
+    # names one of its policies, so a typo is a ConfigError from boot() rather than a
+    # pager that dies at start and processes that later run out of frames.
+    import importlib
+
+    module = importlib.import_module("capkern.servers.pager.server")
+    if policy not in module.POLICIES:
+        raise ConfigError(
+            f"unknown replacement policy {policy!r}; the default pager offers "
+            f"{', '.join(module.POLICIES)}"
+        )
+    return module.pager_server
+
+
+def _default_blockdev() -> Any:
+    import importlib
+
+    return importlib.import_module("capkern.servers.blockdev.server").blockdev_server

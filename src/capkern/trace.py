@@ -46,6 +46,7 @@ class Counters:
     faults: int = 0
     zero_fills: int = 0
     page_ins: int = 0
+    readaheads: int = 0  # pages brought in by read-ahead, beyond the faulting one
     evictions: int = 0
     clean_drops: int = 0
     seals: int = 0

@@ -20,7 +20,7 @@ import msgpack
 
 from .errors import MalformedMessage, MessageTooLarge, NestingTooDeep, UnencodableBody
 
-__all__ = ["Limits", "decode", "decode_untrusted", "encode"]
+__all__ = ["Limits", "decode", "decode_untrusted", "encode", "encode_trusted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,20 @@ def encode(body: Any, limits: Limits) -> bytes:
         raise MessageTooLarge(
             f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}"
         )
+    return raw
+
+
+def encode_trusted(body: Any, limits: Limits) -> bytes:
+    """Encode a body the kernel built itself from plain lists, dicts, ints and bytes
+    (the fault path's requests): no walk of its shape, only the size limit.  Anything
+    msgpack cannot pack still fails as :class:`UnencodableBody`."""
+    try:
+        raw: bytes = _packer().pack(body)
+    except (TypeError, OverflowError, ValueError) as exc:
+        _local.packer = None
+        raise UnencodableBody(f"body cannot be encoded: {exc}") from None
+    if len(raw) > limits.max_body_bytes:
+        raise MessageTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
     return raw
 
 

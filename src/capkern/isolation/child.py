@@ -16,6 +16,7 @@ caller there, as in-process).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import select
@@ -330,9 +331,19 @@ def _rights(rights: Any) -> Any:
     return rights if isinstance(rights, str) else str(getattr(rights, "short", lambda: rights)())
 
 
-def _harden(limits: dict[str, Any]) -> None:
-    """Before any server code is imported: resource limits, then drop root."""
+def _harden(limits: dict[str, Any], target: Any = None) -> None:
+    """Before any server code runs: resource limits, then drop root.
+
+    A server shipped with capkern (``capkern.*``: the default pager and disk, the kit's
+    attackers) is imported first, as root: its code is the kernel's own distribution and
+    only what it *does* once serving is untrusted.  Any other module is imported after
+    the drop, so its top-level code already runs as ``nobody`` -- which then needs read
+    access to the interpreter and the module (not so for a Python under ``/root``).
+    """
     import resource
+
+    if isinstance(target, str) and target.startswith("capkern.") and ":" in target:
+        importlib.import_module(target.split(":", 1)[0])
 
     names = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU,
              "nofile": resource.RLIMIT_NOFILE}
@@ -419,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     hello = read_hello(link)
     if hello is None:
         os._exit(2)
-    _harden(hello[7] if isinstance(hello[7], dict) else {})
+    _harden(hello[7] if isinstance(hello[7], dict) else {}, hello[1])
     profile = os.environ.get("CAPKERN_CHILD_PROFILE")
     if profile:  # a developer's aid: where does the child spend its time?
         import cProfile

@@ -70,6 +70,7 @@ async def access(vm: VM, dom: Domain, vpns: Sequence[int], write: bool = False,
     hits = bytearray(walk)
     pages = aspace.pages
     ram = vm.frames.ram
+    touched, dirtied = vm.res.touched, vm.res.dirtied
     for i in range(walk):
         vpn = vpns[i]
         pte = pages.get(vpn)
@@ -82,9 +83,13 @@ async def access(vm: VM, dom: Domain, vpns: Sequence[int], write: bool = False,
             if not pte.rights._value_ & need:
                 vm._pte(aspace, vpn, need)  # raises the protection fault
             hits[i] = 1
-        pte.accessed = True
+        if not pte.accessed:  # the change logs the pager's report is built from
+            pte.accessed = True
+            touched.append(pte)
         if write:
-            pte.dirty = True
+            if not pte.dirty:
+                pte.dirty = True
+                dirtied.append(pte)
             ram[pte.frame * PAGE_SIZE] = i & 0xFF
         if log is not None:
             if nexts is None:

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import TypeVar
 
 import trio
 
-__all__ = ["DISCARD_BATCH", "DISCARD_DELAY", "DiscardPool", "shuffled"]
+__all__ = ["DISCARD_BATCH", "DISCARD_DELAY", "DiscardPool", "Taken", "shuffled"]
 
 DISCARD_BATCH = 32
 DISCARD_DELAY = 0.05  # seconds a partial pool waits for company
@@ -101,3 +101,16 @@ class DiscardPool:
             self._wake = trio.Event()
             await trio.sleep(self.delay)
             self.flush()
+
+
+class Taken:
+    """Handles a new page must not get: live ones and ones still waiting in the pool
+    (the pager may still hold a copy under such a handle until the discard reaches it)."""
+
+    __slots__ = ("_live", "_pool")
+
+    def __init__(self, live: Container[int], pool: DiscardPool) -> None:
+        self._live, self._pool = live, pool
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._live or handle in self._pool

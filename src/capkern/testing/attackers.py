@@ -769,6 +769,16 @@ class AttackPager(Pager):
                         self.evidence.tried[tamper.name] += 1
                     blob = new
             reply = {"blob": blob}
+        elif label == "fetch_many":  # read-ahead: every page of the cluster is tampered
+            blobs = list(reply["blobs"])
+            for i, handle in enumerate(body["handles"]):
+                for tamper in self.tampers:
+                    if blobs[i] and tamper.active(self, "fetch"):
+                        new = await tamper.fetch(self, handle, blobs[i])
+                        if new != blobs[i]:
+                            self.evidence.tried[tamper.name] += 1
+                        blobs[i] = new
+            reply = {"blobs": blobs}
         return reply
 
     def reply_refused(self, exc: CapkernError) -> None:

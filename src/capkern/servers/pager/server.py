@@ -180,6 +180,30 @@ class Pager:
         nonce, tag = unpack_meta_entry(bytes(block), layout.meta_offset(slot))
         return {"blob": join_blob(nonce, blocks[0], tag)}
 
+    async def on_fetch_many(self, body: Any) -> Any:
+        """Read-ahead: several pages in one block-device read; b"" for a page not held."""
+        handles = body["handles"]
+        self.stats["fetch"] += len(handles)
+        layout = self.layout
+        blobs = [b""] * len(handles)
+        if layout is None:
+            return {"blobs": blobs}
+        held = [(i, slot) for i, h in enumerate(handles)
+                if (slot := layout.lookup(h)) is not None]
+        if not held:
+            return {"blobs": blobs}
+        reply = await self._blockdev("read", {"lbas": [layout.data_lba(s) for _, s in held]})
+        blocks = reply.get("blocks") if isinstance(reply, dict) else None
+        if not isinstance(blocks, list) or len(blocks) != len(held) or not all(
+                isinstance(b, bytes) and len(b) == PAGE_SIZE for b in blocks):
+            raise ServerError("io", "block device answered the read with the wrong blocks")
+        for (i, slot), block in zip(held, blocks, strict=True):
+            meta = self.meta.get(layout.meta_lba(slot))
+            if meta is not None:
+                nonce, tag = unpack_meta_entry(bytes(meta), layout.meta_offset(slot))
+                blobs[i] = join_blob(nonce, block, tag)
+        return {"blobs": blobs}
+
     async def on_discard(self, body: Any) -> Any:
         self.stats["discard"] += 1
         for handle in body["handles"]:
