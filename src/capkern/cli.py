@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from typing import Any
 
+from . import root
 from .errors import ConfigError
 from .servers.crypt import CIPHERS
 
-__all__ = ["check_boot_options", "main"]
+__all__ = ["main"]
 
 POLICY_CHOICES = ("fifo", "clock", "lru", "random")
 
@@ -27,24 +27,6 @@ def _boot_args(p: argparse.ArgumentParser, ram: int) -> None:
                    default="aes-256-gcm")
     p.add_argument("--isolation", choices=("task", "process"), default="task",
                    help="process: the pager and block device run in child OS processes")
-
-
-def check_boot_options(**options: Any) -> None:
-    """Raise :class:`ConfigError` (with a message fit for a person) if ``boot(**options)``
-    would be refused (boot's own checks, including whether a ``file:PATH`` swap file can
-    be created), without booting anything."""
-    from .config import BootConfig
-    from .root import check_paging_config
-
-    try:
-        cfg = dataclasses.replace(BootConfig(), **options)
-        cfg.validate()
-        if cfg.paging:
-            check_paging_config(cfg)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad boot options: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo" and args.pager:
         boot_options["pager"] = args.pager  # tcp://HOST:PORT, a remote pager
     try:
-        check_boot_options(**boot_options)
+        root.check_boot_options(**boot_options)
     except ConfigError as exc:
         parser.error(str(exc))
     if args.command == "demo":

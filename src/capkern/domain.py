@@ -12,8 +12,8 @@ from .ipc import ReplyObject
 from .quota import Quota, Usage
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
     from .mmu.aspace import AddressSpace
+    from .services import KernelView
 
 __all__ = ["Domain", "DomainInfo", "ExitStatus"]
 
@@ -58,7 +58,7 @@ class DomainInfo:
 class Domain:
     """A protection domain: a CSpace, an optional address space, one program task."""
 
-    def __init__(self, kernel: Kernel, pid: int, name: str, kind: str, cspace_size: int,
+    def __init__(self, kernel: KernelView, pid: int, name: str, kind: str, cspace_size: int,
                  quota: Quota | None = None) -> None:
         self.kernel = kernel
         self.pid = pid

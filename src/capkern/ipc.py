@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import outcome
 import trio
@@ -50,7 +50,7 @@ from trio.lowlevel import (
 
 from . import wire
 from .contract import Contract
-from .cspace import Cap, KObject, Rights
+from .cspace import Cap, CSpace, KObject, Rights
 from .errors import (
     CallAborted,
     CapabilityRevoked,
@@ -65,9 +65,27 @@ from .errors import (
 from .trace import Delivery, IpcRecord
 
 if TYPE_CHECKING:
-    from .domain import Domain
+    from .quota import Usage
+    from .services import KernelView
 
-__all__ = ["Endpoint", "Notification", "Received", "ReplyObject", "check_reply", "deliver_reply"]
+__all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "check_reply",
+           "deliver_reply"]
+
+
+
+class Party(Protocol):
+    """What IPC needs of a protection domain (:class:`capkern.domain.Party` is one)."""
+
+    pid: int
+    name: str
+    cspace: CSpace
+    usage: Usage
+    reply: ReplyObject | None
+
+    @property
+    def kernel(self) -> KernelView: ...
+
+    def set_reply(self, reply: ReplyObject) -> None: ...
 
 
 class Received:
@@ -143,7 +161,7 @@ class ReplyObject(KObject):
     def __init__(
         self,
         caller: Task,
-        caller_dom: Domain,
+        caller_dom: Party,
         request_label: str,
         contract: Contract | None,
         grant: bool,
@@ -173,7 +191,7 @@ class _Blocked:
     __slots__ = ("cap", "dom", "ep", "grant", "msg", "reply", "task", "want_reply")
 
     def __init__(
-        self, task: Task, dom: Domain, ep: Endpoint, cap: Cap, msg: _Msg | None,
+        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: _Msg | None,
         want_reply: bool, grant: bool = False
     ) -> None:
         self.task = task
@@ -239,7 +257,7 @@ class Notification(KObject):
 
 
 def make_message(
-    dom: Domain, cap: Cap, label: str, body: Any, raw: bytes | None, cap_slots: Sequence[int]
+    dom: Party, cap: Cap, label: str, body: Any, raw: bytes | None, cap_slots: Sequence[int]
 ) -> _Msg:
     """Decode phase of a send: every check that can fail, before anything changes."""
     k = dom.kernel
@@ -277,7 +295,7 @@ def make_message(
     return _Msg(label, raw, value, cap.badge, caps)
 
 
-def kernel_message(dom: Domain, cap: Cap, label: str, body: Any) -> _Msg:
+def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> _Msg:
     """A request the kernel built itself (the fault path's calls to its servers): encoded
     within the wire limits, no capabilities, and not re-checked against the endpoint's
     contract item by item -- the kernel is trusted to build its own requests right (its
@@ -286,7 +304,7 @@ def kernel_message(dom: Domain, cap: Cap, label: str, body: Any) -> _Msg:
     return _Msg(label, wire.encode_trusted(body, dom.kernel.limits), _UNDECODED, cap.badge, [])
 
 
-def _transfer(msg: _Msg, to: Domain) -> tuple[int, ...]:
+def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
     """Place the message's capabilities in the receiver's CSpace (children of the
     sender's).  A capability revoked while the message waited, or one that does not fit,
     is dropped and shows as slot 0 (as seL4 drops caps it cannot transfer)."""
@@ -304,7 +322,7 @@ def _transfer(msg: _Msg, to: Domain) -> tuple[int, ...]:
     return tuple(slots)
 
 
-def _deliver(msg: _Msg, to: Domain) -> Received:
+def _deliver(msg: _Msg, to: Party) -> Received:
     caps = _transfer(msg, to) if msg.caps else ()
     if msg.flow:
         k = to.kernel
@@ -314,7 +332,7 @@ def _deliver(msg: _Msg, to: Domain) -> Received:
 
 
 def _trace(
-    dom: Domain, op: str, obj: KObject, label: str, badge: int, size: int, caps: int,
+    dom: Party, op: str, obj: KObject, label: str, badge: int, size: int, caps: int,
     msg: _Msg | None = None,
 ) -> None:
     """Record an IPC operation (time since boot); a traced message gets a flow id so its
@@ -333,7 +351,7 @@ def _trace(
 # -- endpoint operations ------------------------------------------------------------------
 
 
-async def send(dom: Domain, cap: Cap, msg: _Msg, *, call: bool) -> Received | None:
+async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool) -> Received | None:
     """Send (or call).  Blocks until a receiver takes the message (and, for a call,
     until the reply comes back)."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
@@ -394,7 +412,7 @@ async def _await_reply(reply: ReplyObject) -> Received:
     return got
 
 
-def nbsend(dom: Domain, cap: Cap, msg: _Msg) -> bool:
+def nbsend(dom: Party, cap: Cap, msg: _Msg) -> bool:
     """Deliver only if a receiver is waiting; otherwise drop.  Never blocks."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if dom.kernel.trace.enabled:
@@ -408,7 +426,7 @@ def nbsend(dom: Domain, cap: Cap, msg: _Msg) -> bool:
     return True
 
 
-async def recv(dom: Domain, cap: Cap) -> Received:
+async def recv(dom: Party, cap: Cap) -> Received:
     """Take the next message from an endpoint, waiting for one if none is queued."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     dom.kernel.stats.ipc_receives += 1
@@ -450,7 +468,7 @@ async def recv(dom: Domain, cap: Cap) -> Received:
 
 
 def check_reply(
-    dom: Domain,
+    dom: Party,
     reply_obj: ReplyObject,
     label: str,
     body: Any,
@@ -507,7 +525,7 @@ def check_reply(
     return _Msg(label, raw, value, 0, caps)
 
 
-def deliver_reply(dom: Domain, reply_obj: ReplyObject, msg: _Msg) -> bool:
+def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: _Msg) -> bool:
     """Invoke phase of a reply (after :func:`check_reply`): use up the reply object and
     wake the caller.  False if the caller had already gone (the reply is dropped)."""
     k = dom.kernel
@@ -523,7 +541,7 @@ def deliver_reply(dom: Domain, reply_obj: ReplyObject, msg: _Msg) -> bool:
 
 
 def reply(
-    dom: Domain,
+    dom: Party,
     reply_obj: ReplyObject,
     label: str,
     body: Any,
@@ -542,7 +560,7 @@ def _reply_caps(contract: Contract | None, request_label: str) -> int:
     return contract.ops[request_label].reply_caps
 
 
-def _unsolicited(dom: Domain, n: int, why: str) -> None:
+def _unsolicited(dom: Party, n: int, why: str) -> None:
     """A reply tried to push capabilities on a caller that did not ask: an attack."""
     k = dom.kernel
     k.stats.unsolicited_caps += 1
@@ -562,7 +580,7 @@ def _cause(exc: Exception) -> str:
 # -- notifications ----------------------------------------------------------------------
 
 
-def signal(dom: Domain, cap: Cap) -> None:
+def signal(dom: Party, cap: Cap) -> None:
     """OR the capability's badge (1 if unbadged) into the word, or wake one waiter."""
     ntfn: Notification = cap.obj  # type: ignore[assignment]
     dom.kernel.stats.signals += 1

@@ -408,7 +408,7 @@ class Kernel:
         """
         from . import sysdump
 
-        data = sysdump.snapshot(self)
+        data = sysdump.snapshot(self._domains.values(), self.stats)
         return data if format == "json" else sysdump.render(data, format)
 
     def export_trace(self, path: str | os.PathLike[str]) -> int:

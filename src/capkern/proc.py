@@ -381,7 +381,7 @@ class Process:
 
     def _vm(self) -> VM:
         dom = self._dom
-        vm = dom.kernel.vm
+        vm: VM | None = dom.kernel.vm
         if vm is None or dom.aspace is None:
             raise SegmentationFault(f"{self.name!r} has no address space (paging is off)")
         if dom.exit is not None:

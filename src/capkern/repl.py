@@ -88,7 +88,7 @@ class _Host:
                 self.options = good
 
     async def reboot(self, **options: Any) -> Kernel:
-        from .cli import check_boot_options
+        from .root import check_boot_options
 
         new = {**self.options, **options}
         try:

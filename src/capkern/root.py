@@ -33,7 +33,7 @@ from .protocols import BLOCKDEV, CRYPT, PAGER
 if TYPE_CHECKING:
     from .domain import Domain
 
-__all__ = ["boot", "check_paging_config", "start_paging"]
+__all__ = ["boot", "check_boot_options", "check_paging_config", "start_paging"]
 
 
 @asynccontextmanager
@@ -74,6 +74,21 @@ async def boot(config: BootConfig | None = None, **options: Any) -> AsyncIterato
             leaf.__context__ = context
     finally:
         insecure.boot_ended(serial)
+
+
+def check_boot_options(**options: Any) -> None:
+    """Raise :class:`ConfigError` (with a message fit for a person) if ``boot(**options)``
+    would be refused (boot's own checks, including whether a ``file:PATH`` swap file can
+    be created), without booting anything."""
+    try:
+        cfg = replace(BootConfig(), **options)
+        cfg.validate()
+        if cfg.paging:
+            check_paging_config(cfg)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad boot options: {exc}") from None
 
 
 def check_paging_config(cfg: BootConfig) -> None:

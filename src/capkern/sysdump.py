@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 from .ipc import Endpoint, ReplyObject
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
+    from collections.abc import Iterable
+
+    from .domain import Domain
+    from .trace import Counters
 
 __all__ = ["DUMP_FORMATS", "render", "snapshot", "to_capdl", "to_dot"]
 
@@ -35,11 +38,12 @@ DUMP_FORMATS = ("json", "capdl", "dot")
 _CAPDL_KIND = {"Endpoint": "ep", "Notification": "notification", "Reply": "reply"}
 
 
-def snapshot(kernel: Kernel) -> dict[str, Any]:
-    """The JSON form: ``{"domains": [...], "objects": [...], "stats": {...}}``."""
+def snapshot(domains_in: Iterable[Domain], stats: Counters) -> dict[str, Any]:
+    """The JSON form of the kernel's ``domains`` and counters: ``{"domains": [...],
+    "objects": [...], "stats": {...}}``."""
     objects: dict[int, dict[str, Any]] = {}
     domains = []
-    for dom in kernel._domains.values():
+    for dom in domains_in:
         caps: list[dict[str, Any]] = []
         names = {s: n for n, s in dom.cspace.names.items()}
         for cap in dom.cspace.caps():
@@ -79,7 +83,7 @@ def snapshot(kernel: Kernel) -> dict[str, Any]:
     return {
         "domains": domains,
         "objects": sorted(objects.values(), key=lambda o: int(o["oid"])),
-        "stats": kernel.stats.as_dict(),
+        "stats": stats.as_dict(),
     }
 
 

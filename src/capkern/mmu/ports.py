@@ -28,11 +28,10 @@ import trio
 
 from .. import ipc
 from ..errors import CapkernError, ContractViolation, IPCError, PagerUnavailable, ServerError
-from ..ipc import Received
+from ..ipc import Party, Received
 
 if TYPE_CHECKING:
     from ..cspace import Cap
-    from ..domain import Domain
     from ..trace import Counters
 
 __all__ = ["IpcPort", "PagerLink", "ServerPort", "server_stats"]
@@ -57,7 +56,7 @@ class IpcPort:
     -- by the endpoint's contract, at the server's reply trap.
     """
 
-    def __init__(self, dom: Domain, cap: Cap, *, check_requests: bool = False) -> None:
+    def __init__(self, dom: Party, cap: Cap, *, check_requests: bool = False) -> None:
         self.dom = dom
         self.cap = cap
         self.name = cap.obj.label()
