@@ -10,6 +10,7 @@ import trio
 from .cspace import CSpace
 from .ipc import ReplyObject
 from .quota import Quota, Usage
+from .states import DomainState, ReplyState
 
 if TYPE_CHECKING:
     from .mmu.aspace import AddressSpace
@@ -20,7 +21,8 @@ __all__ = ["Domain", "DomainInfo", "ExitStatus"]
 
 @dataclass(frozen=True, slots=True)
 class ExitStatus:
-    """How a domain ended.  ``state`` is ``exited``, ``failed`` or ``killed``."""
+    """How a domain ended.  ``state`` is ``exited``, ``failed`` or ``killed`` (a
+    :class:`~capkern.states.DomainState`, equal to those words)."""
 
     pid: int
     name: str
@@ -28,9 +30,13 @@ class ExitStatus:
     code: int | None = None
     error: str | None = None
 
+    def __post_init__(self) -> None:
+        # a typo'd state is refused at construction; a plain word becomes the enum
+        object.__setattr__(self, "state", DomainState(self.state))
+
     @property
     def ok(self) -> bool:
-        return self.state == "exited" and self.code == 0
+        return self.state == DomainState.EXITED and self.code == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +74,7 @@ class Domain:
         self.usage = Usage(quota if quota is not None else Quota(), name)
         self.cspace = CSpace(name, pid, cspace_size, self.usage)
         self.reply: ReplyObject | None = None
-        self.state = "starting"
+        self.state = DomainState.STARTING
         self.exit: ExitStatus | None = None
         self.done = trio.Event()
         self.cancel_scope = trio.CancelScope()
@@ -84,7 +90,7 @@ class Domain:
     def set_reply(self, reply: ReplyObject) -> None:
         """Fill the implicit caller slot; a still-waiting previous caller is aborted."""
         old = self.reply
-        if old is not None and old.state == "waiting":
+        if old is not None and old.state == ReplyState.WAITING:
             old.abort(f"server {self.name!r} received again without replying")
         self.reply = reply
 

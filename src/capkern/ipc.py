@@ -62,6 +62,7 @@ from .errors import (
     ServerError,
     TooManyCaps,
 )
+from .states import ReplyState, move
 from .trace import Delivery, IpcRecord
 
 if TYPE_CHECKING:
@@ -71,6 +72,10 @@ if TYPE_CHECKING:
 __all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "check_reply",
            "deliver_reply"]
 
+
+
+#: the grant right as a plain int: IntFlag operators are slow on the IPC fast path
+_GRANT = Rights.GRANT._value_
 
 
 class Party(Protocol):
@@ -172,14 +177,14 @@ class ReplyObject(KObject):
         self.request_label = request_label
         self.contract = contract
         self.grant = grant
-        self.state = "waiting"  # -> "done" | "gone" (caller cancelled) | "aborted"
+        self.state = ReplyState.WAITING  # see states.MOVES
         self.refused = ""  # why the replier's last reply was refused, for the caller
 
     def abort(self, why: str) -> None:
         """The holder died or dropped it: wake the caller with :class:`CallAborted`
         (:class:`ReplyRefused`, naming the cause, if its reply had been refused)."""
-        if self.state == "waiting":
-            self.state = "aborted"
+        if self.state == ReplyState.WAITING:
+            self.state = move(self.state, ReplyState.ABORTED)
             exc = (ReplyRefused(f"the server's reply was refused ({self.refused}) and it "
                                 f"did not answer again") if self.refused else CallAborted(why))
             reschedule(self.caller, outcome.Error(exc))
@@ -371,7 +376,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool) -> Received | Non
         got = _deliver(msg, waiter.dom)
         if call:
             k.stats.ipc_calls += 1
-            reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & 4))
+            reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
             waiter.dom.set_reply(reply)
             reschedule(waiter.task, outcome.Value(got))
             return await _await_reply(reply)
@@ -382,7 +387,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool) -> Received | Non
     if len(ep.senders) >= k.limits.max_queued_senders:
         raise QueueFull(f"{ep.label()} already has {len(ep.senders)} blocked senders")
     dom.usage.charge("queued")  # the sender pays for its message while it waits
-    blocked = _Blocked(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & 4))
+    blocked = _Blocked(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & _GRANT))
     ep.senders.append(blocked)
     cap.block(blocked)
     if call:
@@ -392,7 +397,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool) -> Received | Non
 
     def abort(_: Any) -> Abort:
         if blocked.reply is not None:
-            blocked.reply.state = "gone"
+            blocked.reply.state = move(blocked.reply.state, ReplyState.GONE)
         else:
             ep.senders.remove(blocked)
             cap.unblock(blocked)
@@ -405,7 +410,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool) -> Received | Non
 
 async def _await_reply(reply: ReplyObject) -> Received:
     def abort(_: Any) -> Abort:
-        reply.state = "gone"
+        reply.state = move(reply.state, ReplyState.GONE)
         return Abort.SUCCEEDED
 
     got: Received = await wait_task_rescheduled(abort)
@@ -479,9 +484,9 @@ def check_reply(
     the typed error to the replier and leaves ``reply_obj`` unused, remembering why, so
     the caller's error names the cause if the replier never answers correctly."""
     k = dom.kernel
-    if reply_obj.state == "done":
+    if reply_obj.state == ReplyState.DONE:
         raise ReplyError("this reply capability was already used")
-    if reply_obj.state == "aborted":
+    if reply_obj.state == ReplyState.ABORTED:
         raise ReplyError("this reply capability was aborted")
     contract = reply_obj.contract
     try:
@@ -532,10 +537,10 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: _Msg) -> bool:
     k.stats.ipc_replies += 1
     if k.trace.enabled:
         _trace(dom, "reply", reply_obj, msg.label, 0, len(msg.raw), len(msg.caps), msg)
-    if reply_obj.state == "gone":
-        reply_obj.state = "done"
+    if reply_obj.state == ReplyState.GONE:
+        reply_obj.state = move(reply_obj.state, ReplyState.DONE)
         return False
-    reply_obj.state = "done"
+    reply_obj.state = move(reply_obj.state, ReplyState.DONE)
     reschedule(reply_obj.caller, outcome.Value(_deliver(msg, reply_obj.caller_dom)))
     return True
 

@@ -37,6 +37,7 @@ from .proc import (
     revoke,
 )
 from .quota import Quota
+from .states import DomainState, move
 from .trace import Counters, Event, EventLog, IpcTrace, PageTrace
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class Kernel:
         self._domains: dict[int, Domain] = {}
         self._closing = False
         self.root = Domain(self, 0, "root", "kernel", config.cspace_size, Quota.unlimited())
-        self.root.state = "running"
+        self.root.state = DomainState.RUNNING
         self._domains[0] = self.root
         self.vm: VM | None = None  # the paging subsystem, when enabled
         #: why this kernel gives up a security property (empty: it does not)
@@ -232,7 +233,7 @@ class Kernel:
         status: ExitStatus | None = None
         try:
             with dom.cancel_scope:
-                dom.state = "running"
+                dom.state = move(dom.state, DomainState.RUNNING)
                 # killed before it ever ran: it does not run at all
                 await trio.lowlevel.checkpoint_if_cancelled()
                 try:
@@ -245,10 +246,10 @@ class Kernel:
                         raise  # a cancellation: the cancel scope (or the kernel's) takes it
             if status is None or (status.state == "exited" and dom.cancel_scope.cancel_called):
                 # killed -- even if the program swallowed the cancellation and returned
-                status = ExitStatus(dom.pid, dom.name, "killed")
+                status = ExitStatus(dom.pid, dom.name, DomainState.KILLED)
         finally:
             if status is None or (status.state == "exited" and self._closing):
-                status = ExitStatus(dom.pid, dom.name, "killed", error="kernel shutdown")
+                status = ExitStatus(dom.pid, dom.name, DomainState.KILLED, error="kernel shutdown")
             self._teardown(dom, status)
 
     @staticmethod
@@ -262,10 +263,10 @@ class Kernel:
             if isinstance(code, int):
                 code = int.__int__(code)  # an int subclass: keep only its value
             else:
-                return ExitStatus(dom.pid, dom.name, "exited", 1, str(code)[:200])
+                return ExitStatus(dom.pid, dom.name, DomainState.EXITED, 1, str(code)[:200])
         if not -(1 << 63) <= code < (1 << 63):
-            return ExitStatus(dom.pid, dom.name, "exited", 1, "exit code out of range")
-        return ExitStatus(dom.pid, dom.name, "exited", code)
+            return ExitStatus(dom.pid, dom.name, DomainState.EXITED, 1, "exit code out of range")
+        return ExitStatus(dom.pid, dom.name, DomainState.EXITED, code)
 
     def _ended_by(self, dom: Domain, exc: BaseException) -> ExitStatus | None:
         """The exit status for what a program raised; None if it must pass through."""
@@ -292,12 +293,12 @@ class Kernel:
         else:
             summary = _summary(exc)
         self.event("crash", dom, summary)
-        return ExitStatus(dom.pid, dom.name, "failed", None, summary)
+        return ExitStatus(dom.pid, dom.name, DomainState.FAILED, None, summary)
 
     def _teardown(self, dom: Domain, status: ExitStatus) -> None:
         """Free everything a dead domain held; wake whoever waits on it."""
         dom.exit = status
-        dom.state = status.state
+        dom.state = move(dom.state, DomainState(status.state))
         if status.state != "failed":
             self.stats.exits += 1
         reply = dom.take_reply()

@@ -23,6 +23,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .ipc import Endpoint, ReplyObject
+from .states import ReplyState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -63,7 +64,8 @@ def snapshot(domains_in: Iterable[Domain], stats: Counters) -> dict[str, Any]:
                     else None,
                 }
             )
-        pending = dom.reply if dom.reply is not None and dom.reply.state == "waiting" else None
+        reply = dom.reply
+        pending = reply if reply is not None and reply.state == ReplyState.WAITING else None
         if pending is not None and pending.oid not in objects:
             objects[pending.oid] = _describe_object(pending)
         ended = dom.exit

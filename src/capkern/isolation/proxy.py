@@ -35,6 +35,7 @@ from ..cspace import CapInfo
 from ..errors import CapkernError, ConfigError, MalformedMessage, QueueFull, ServerCrashed
 from ..ipc import Received, ReplyObject
 from ..proc import Process
+from ..states import DomainState, ReplyState, move
 from .framing import FrameDecoder, FrameLimits, encode_frame
 from .ledger import PageLedger
 from .messages import ASYNC_OPS, CANCELLED, POST_OPS, SYNC_OPS, encode_error
@@ -190,7 +191,7 @@ class _Supervisor:
                                     f"{self.dom.restarts} restarts used up")
             self.dom.restarts += 1
             kernel.stats.server_restarts += 1
-            self.dom.state = "restarting"
+            self.dom.state = move(self.dom.state, DomainState.RESTARTING)
             kernel.event("restart", self.dom,
                          f"os pid {self.dom.os_pid} ended ({why or f'code {code}'}); "
                          f"{lost} pages lost; restart {self.dom.restarts}")
@@ -220,8 +221,9 @@ class _Session:
         self.held: list[tuple[float, ReplyObject]] = []  # (kill-by time, call held)
 
     async def run(self) -> tuple[str, int | None, str | None]:
-        if self.dom.state == "running":
-            self.dom.state = "starting"  # until its OS process (or connection) exists
+        if self.dom.state == DomainState.RUNNING:
+            # until its OS process (or connection) exists
+            self.dom.state = move(self.dom.state, DomainState.STARTING)
         if self.sup.address is not None:
             host, port = self.sup.address
             try:
@@ -229,7 +231,7 @@ class _Session:
                     self.stream = await trio.open_tcp_stream(host, port)
             except (OSError, trio.TooSlowError) as exc:
                 return ("eof", None, f"cannot connect to {host}:{port}: {exc}")
-            self.dom.state = "running"
+            self.dom.state = move(self.dom.state, DomainState.RUNNING)
             self.dom.os_pid = None  # another host's process
             return await self.relay()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -243,7 +245,7 @@ class _Session:
         finally:
             theirs.close()
         self.dom.os_pid = self.process.pid
-        self.dom.state = "running"
+        self.dom.state = move(self.dom.state, DomainState.RUNNING)
         self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         return await self.relay()
 
@@ -429,7 +431,7 @@ class _Session:
             return
         except Exception as exc:
             self.refused(f"bad {op}: {type(exc).__name__}")
-            if reply is not None and reply.state == "waiting":
+            if reply is not None and reply.state == ReplyState.WAITING:
                 reply.abort(f"server {self.dom.name!r} sent a malformed reply")
             return
         if self.sup.role == "pager" and len(args) >= 2:

@@ -23,6 +23,7 @@ from ..cspace import Rights
 from ..errors import ConfigError, ProtectionFault, SegmentationFault
 from ..pagefmt import PAGE_SIZE
 from ..quota import Usage
+from ..states import PageState
 
 __all__ = ["MAX_IO", "PTE", "USER_BASE_VPN", "VA_BITS", "VA_LIMIT", "VA_PAGES", "AddressSpace",
            "Region", "check_span"]
@@ -49,7 +50,7 @@ class PTE:
         self.accessed = False
         self.dirty = False
         self.frame = -1
-        self.state = "zero"
+        self.state = PageState.ZERO
         self.handle = 0
         self.version = 0
         self.sealed_version: int | None = None
@@ -284,4 +285,4 @@ class AddressSpace:
         return sum(1 for p in self.pages.values() if p.present)
 
     def swapped_count(self) -> int:
-        return sum(1 for p in self.pages.values() if p.state == "swapped")
+        return sum(1 for p in self.pages.values() if p.state == PageState.SWAPPED)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..errors import Fault, ServerError
+from ..states import PageState, move
 from ..trace import PageTrace
 from .aspace import PTE, AddressSpace
 from .discards import shuffled
@@ -140,7 +141,8 @@ class Evictor:
         elif not sealed or h in stored:
             self.frames.free(pte.frame)
             pte.frame = -1
-            pte.state = "swapped" if pte.sealed_version is not None else "zero"
+            pte.state = move(pte.state, PageState.SWAPPED if pte.sealed_version is not None
+                             else PageState.ZERO)
             self.stats.evictions += 1
             if self.trace.enabled:
                 self.trace.page("eviction", aspace.asid, vpn, h, None, "" if sealed else "clean")

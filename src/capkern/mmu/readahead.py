@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocols import MAX_BATCH
+from ..states import PageState
 from .aspace import PTE, AddressSpace
 from .frames import FrameTable
 
@@ -36,7 +37,7 @@ class ReadAhead:
         out: list[tuple[int, PTE, int]] = []
         for v in range(vpn + 1, vpn + 1 + want):
             pte = aspace.pages.get(v)
-            if pte is None or pte.present or pte.state != "swapped" or pte in busy:
+            if pte is None or pte.present or pte.state != PageState.SWAPPED or pte in busy:
                 break
             frame = self.frames.alloc()
             if frame is None:

@@ -54,6 +54,7 @@ from ..errors import (
     SegmentationFault,
 )
 from ..pagefmt import PAGE_SIZE
+from ..states import PageState, move
 from ..trace import PageTrace
 from .aspace import PTE, AddressSpace, check_span
 from .discards import DiscardPool, Taken
@@ -374,7 +375,7 @@ class VM:
                 trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
             raise
         self.supply.filling += 1
-        if pte.state == "zero":
+        if pte.state == PageState.ZERO:
             stats.zero_fills += 1
             self._filled_one(aspace, vpn, pte, frame, None)
             if trace.enabled:
@@ -440,7 +441,7 @@ class VM:
             self.res.handles[pte.handle] = (aspace, vpn)
         pte.frame = frame
         pte.present = True
-        pte.state = "resident"
+        pte.state = move(pte.state, PageState.RESIDENT)
         pte.accessed = pte.dirty = False
         self.res.map(pte.handle, pte)
 
