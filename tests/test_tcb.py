@@ -10,7 +10,8 @@ import capkern
 PKG = Path(capkern.__file__).parent
 UNTRUSTED = ("capkern.servers.pager", "capkern.servers.blockdev", "capkern.testing",
              "capkern.demo", "capkern.repl", "capkern.cli", "capkern.programs")
-TCB = ["kernel.py", "config.py", "root.py", "quota.py", "domain.py", "proc.py", "cspace.py",
+TCB = ["kernel.py", "config.py", "root.py", "quota.py", "exits.py", "states.py",
+       "domain.py", "proc.py", "cspace.py",
        "ipc.py", "wire.py", "contract.py",
        "protocols.py", "pagefmt.py", "nbdaddr.py", "errors.py", "trace.py", "serverloop.py",
        "mmu", "servers/crypt", "pagerset", "isolation"]

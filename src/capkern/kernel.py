@@ -15,13 +15,12 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import trio
 
-from . import insecure, wire
+from . import exits, insecure, wire
 from .config import BootConfig, Grant, Program, RootCap
 from .contract import Contract
 from .cspace import Cap, CapInfo, CSpace, Rights
@@ -30,7 +29,6 @@ from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess, Quot
 from .ipc import Endpoint, Notification, ReplyObject
 from .proc import (
     Process,
-    ProcessExit,
     check_name,
     check_object_args,
     check_program,
@@ -239,7 +237,7 @@ class Kernel:
                 try:
                     rv = await program(Process(dom), *args)
                     code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
-                    status = self._exited(dom, code)
+                    status = exits.exited(dom.pid, dom.name, code)
                 except BaseException as exc:
                     status = self._ended_by(dom, exc)
                     if status is None:
@@ -252,48 +250,14 @@ class Kernel:
                 status = ExitStatus(dom.pid, dom.name, DomainState.KILLED, error="kernel shutdown")
             self._teardown(dom, status)
 
-    @staticmethod
-    def _exited(dom: Domain, code: Any) -> ExitStatus:
-        """An exit status from an exit code (a plain int; anything else is a failure)."""
-        if code is None:
-            code = 0
-        elif isinstance(code, bool):
-            code = int(code)
-        if type(code) is not int:
-            if isinstance(code, int):
-                code = int.__int__(code)  # an int subclass: keep only its value
-            else:
-                return ExitStatus(dom.pid, dom.name, DomainState.EXITED, 1, str(code)[:200])
-        if not -(1 << 63) <= code < (1 << 63):
-            return ExitStatus(dom.pid, dom.name, DomainState.EXITED, 1, "exit code out of range")
-        return ExitStatus(dom.pid, dom.name, DomainState.EXITED, code)
-
     def _ended_by(self, dom: Domain, exc: BaseException) -> ExitStatus | None:
-        """The exit status for what a program raised; None if it must pass through."""
-        if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
-            return None
-        if isinstance(exc, BaseExceptionGroup):
-            rest = exc.split(trio.Cancelled)[1]
-            if rest is None or rest.subgroup(KeyboardInterrupt) is not None:
-                return None
-            exits, errors = rest.split((ProcessExit, SystemExit))
-            if errors is not None or exits is None:
-                return self._crashed(dom, rest)
-            exc = _leaves(exits)[0]
-        if isinstance(exc, ProcessExit):
-            return self._exited(dom, exc.code)
-        if isinstance(exc, SystemExit):
-            return self._exited(dom, exc.code)
-        return self._crashed(dom, exc)
-
-    def _crashed(self, dom: Domain, exc: BaseException) -> ExitStatus:
-        self.stats.crashes += 1
-        if isinstance(exc, BaseExceptionGroup):
-            summary = "; ".join(_summary(leaf) for leaf in _leaves(exc))
-        else:
-            summary = _summary(exc)
-        self.event("crash", dom, summary)
-        return ExitStatus(dom.pid, dom.name, DomainState.FAILED, None, summary)
+        """The exit status for what a program raised (a crash is counted and logged);
+        None if it must pass through."""
+        status = exits.ending(dom.pid, dom.name, exc)
+        if status is not None and status.state == DomainState.FAILED:
+            self.stats.crashes += 1
+            self.event("crash", dom, status.error or "")
+        return status
 
     def _teardown(self, dom: Domain, status: ExitStatus) -> None:
         """Free everything a dead domain held; wake whoever waits on it."""
@@ -435,13 +399,3 @@ class Kernel:
         self._closing = True
         self._nursery.cancel_scope.cancel()
 
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
-
-
-def _summary(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
