@@ -30,78 +30,6 @@ BAD_CAPS: dict[str, Any] = {
 }
 
 
-
-
-async def test_exit_codes_and_exit_call(bare_kernel: capkern.Kernel) -> None:
-    async def returns(proc: Process, code: int) -> int:
-        return code
-
-    async def exits(proc: Process) -> None:
-        proc.exit(3)
-
-    k = bare_kernel
-    assert (await k.wait(k.spawn(returns, 0))).ok
-    assert (await k.wait(k.spawn(returns, 7))).code == 7
-    status = await k.wait(k.spawn(exits))
-    assert (status.state, status.code) == ("exited", 3)
-
-
-async def test_crash_is_a_failed_status_and_others_keep_running(
-        bare_kernel: capkern.Kernel) -> None:
-    async def crasher(proc: Process) -> None:
-        await trio.sleep(0)
-        raise ValueError("bug in a user program")
-
-    k = bare_kernel
-    ep = k.new_endpoint()
-    k.spawn(programs.echo_server, caps={"service": Grant(ep, "r")})
-    status = await k.wait(k.spawn(crasher, name="crasher"))
-    assert status.state == "failed" and "ValueError" in (status.error or "")
-    assert k.stats.crashes == 1
-    assert [e.domain for e in k.events.of_kind("crash")] == ["crasher"]
-    client = k.spawn(programs.echo_client, 3, caps={"server": Grant(ep, "w")})
-    assert (await k.wait(client)).ok
-
-
-async def test_args_cross_as_fresh_copies(bare_kernel: capkern.Kernel) -> None:
-    mine = [1, [2, 3]]
-
-    async def mutate(proc: Process, arg: list[object]) -> int:
-        arg.append("x")
-        return 0
-
-    k = bare_kernel
-    assert (await k.wait(k.spawn(mutate, mine))).ok
-    assert mine == [1, [2, 3]]
-    with pytest.raises(capkern.UnencodableBody):
-        k.spawn(mutate, object())
-    with pytest.raises(capkern.ConfigError):
-        k.spawn("not a program")  # type: ignore[arg-type]
-
-
-
-
-async def test_leaving_boot_cancels_everything_cleanly() -> None:
-    started = trio.Event()
-
-    async def forever(proc: Process) -> None:
-        started.set()
-        await trio.sleep_forever()
-
-    async with capkern.boot(ram_pages=4) as k:
-        for _ in range(3):
-            k.spawn(forever)
-        k.spawn(programs.sequential, 20, 50, 1)
-        await started.wait()
-        await trio.sleep(0.01)
-    # every domain's task ended with the block; nothing left behind
-    assert all(d.state in ("killed", "exited") for d in k.domains())
-    with pytest.raises(capkern.KernelShutdown):
-        k.spawn(forever)
-
-
-
-
 async def test_sys_exit_is_an_exit_status_not_a_kernel_crash(bare_kernel: capkern.Kernel) -> None:
     async def exit_code(proc: Process) -> None:
         sys.exit(4)
@@ -225,21 +153,6 @@ async def test_kill_of_a_program_with_its_own_nursery_is_killed(
     assert status.state == "killed" and k.stats.crashes == 0
 
 
-async def test_killed_before_it_ran_never_runs(bare_kernel: capkern.Kernel) -> None:
-    ran: list[int] = []
-
-    async def prog(proc: Process) -> int:
-        ran.append(proc.pid)
-        return 7
-
-    k = bare_kernel
-    pid = k.spawn(prog)
-    k.kill(pid)
-    status = await k.wait(pid)
-    assert status.state == "killed" and status.code is None
-    assert ran == []
-
-
 async def test_weird_exit_codes(bare_kernel: capkern.Kernel) -> None:
     class Code(int):
         def __eq__(self, other: object) -> bool:
@@ -313,16 +226,6 @@ async def test_a_refused_spawn_leaves_no_capability_behind() -> None:
         assert await k.revoke(a) == 0
         assert [d.pid for d in k.domains()] == [two] and k.stats.spawns == 1
         assert all(d["caps"] == [] for d in k.dump()["domains"] if d["pid"] != 0)
-
-
-async def test_spawn_bad_name_and_kind(bare_kernel: capkern.Kernel) -> None:
-    k = bare_kernel
-    with pytest.raises(capkern.ConfigError):
-        k.spawn(forever, name=b"x")  # type: ignore[arg-type]
-    for kind in ("kernel", "root", ""):
-        with pytest.raises(capkern.ConfigError):
-            k.spawn(forever, kind=kind)
-    assert k.domains() == []
 
 
 async def test_root_api_bad_arguments_are_typed(bare_kernel: capkern.Kernel) -> None:
@@ -561,13 +464,11 @@ async def test_crash_is_contained_and_recorded(bare_kernel: capkern.Kernel) -> N
         await trio.sleep(0)
         raise ValueError("program bug 123")
 
-    async def client(proc: Process) -> int:
-        return 0 if (await proc.call("s", "ping", "pong?")).body["body"] == "pong?" else 1
-
     k = bare_kernel
     ep = k.new_endpoint()
-    srv = k.spawn(echo, name="echo", caps={"service": Grant(ep, "r")})
+    srv = k.spawn(programs.echo_server, name="echo", caps={"service": Grant(ep, "r")})
     before = k.stats.crashes
+    assert before == 0
     pid = k.spawn(crasher, name="crasher")
     status = await k.wait(pid)
     assert status.state == "failed" and status.code is None and not status.ok
@@ -578,7 +479,8 @@ async def test_crash_is_contained_and_recorded(bare_kernel: capkern.Kernel) -> N
     assert "program bug 123" in crashes[0].detail
     # every other domain keeps running; the echo server still answers
     assert k.status(srv) is None
-    assert (await k.wait(k.spawn(client, caps={"s": Grant(ep, "w")}))).ok
+    client = k.spawn(programs.echo_client, 3, caps={"server": Grant(ep, "w")})
+    assert (await k.wait(client)).ok  # three right echoes
     states = {d.pid: d.state for d in k.domains()}
     assert states[pid] == "failed" and states[srv] == "running"
 
@@ -609,10 +511,18 @@ async def test_crash_while_others_talk_concurrently() -> None:
 
 async def test_kill_and_unknown_pids(
         autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
+    ran: list[int] = []
+
+    async def prog(proc: Process) -> int:
+        ran.append(proc.pid)
+        return 7
+
     k = bare_kernel
-    early = k.spawn(forever, name="early")
-    k.kill(early)  # before it ever ran
-    assert (await k.wait(early)).state == "killed"
+    early = k.spawn(prog, name="early")
+    k.kill(early)  # before it ever ran: it never runs
+    status = await k.wait(early)
+    assert status.state == "killed" and status.code is None
+    assert ran == []
     pid = k.spawn(forever, name="victim")
     await trio.sleep(1)
     assert k.status(pid) is None
@@ -704,10 +614,17 @@ async def test_non_serialisable_arg_is_refused_at_spawn(
     assert k.stats.spawns == spawns and k.domains() == []
 
 
-async def test_spawn_rejects_bad_program_and_bad_grants(bare_kernel: capkern.Kernel) -> None:
+async def test_spawn_rejects_bad_program_name_kind_and_grants(
+        bare_kernel: capkern.Kernel) -> None:
     k = bare_kernel
     with pytest.raises(capkern.ConfigError):
         k.spawn("not a program")  # type: ignore[arg-type]
+    with pytest.raises(capkern.ConfigError):
+        k.spawn(forever, name=b"x")  # type: ignore[arg-type]
+    for kind in ("kernel", "root", ""):
+        with pytest.raises(capkern.ConfigError):
+            k.spawn(forever, kind=kind)
+    assert k.domains() == []
     ep = k.new_endpoint()
     with pytest.raises(capkern.CapabilityError):
         k.spawn(forever, caps={"x": capkern.RootCap(999, "forged")})
@@ -740,7 +657,7 @@ async def test_leaving_boot_cancels_running_domains_cleanly() -> None:
             finalised.append(proc.name)
 
     with trio.fail_after(5):
-        async with capkern.boot(paging=False) as k:
+        async with capkern.boot(ram_pages=4) as k:
             ep = k.new_endpoint()
             pids = [
                 k.spawn(stubborn, name="stubborn"),
@@ -749,8 +666,14 @@ async def test_leaving_boot_cancels_running_domains_cleanly() -> None:
                 k.spawn(forever, name="plain"),
             ]
             await trio.testing.wait_all_tasks_blocked()
+            # and one in the middle of paging: 20 pages through 4 frames, 50 rounds
+            pids.append(k.spawn(programs.sequential, 20, 50, 1, name="pager-user"))
+            for _ in range(50):
+                await trio.sleep(0)
+            assert k.status(pids[-1]) is None  # still running when the block is left
     # the block exited with no exception; every domain ended and was torn down
     assert sorted(finalised) == ["caller", "holder", "stubborn"]
+    assert all(d.state in ("killed", "exited") for d in k.domains())  # system servers too
     for pid in pids:
         status = k.status(pid)
         assert status is not None and status.state == "killed"
