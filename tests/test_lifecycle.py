@@ -602,7 +602,8 @@ async def test_args_are_copied_through_msgpack() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [object(), {1, 2}, [lambda: 0], {"k": trio.Event()}, 1 << 80], ids=repr
+    "bad", [object(), {1, 2}, [lambda: 0], {"k": trio.Event()}, 1 << 80],
+    ids=["object", "set", "function", "trio-event", "int-over-64-bits"],
 )
 async def test_non_serialisable_arg_is_refused_at_spawn(
         bad: Any, bare_kernel: capkern.Kernel) -> None:
