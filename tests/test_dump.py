@@ -94,16 +94,16 @@ def test_dot_escapes_names() -> None:
     assert 'we\\"ird' in text and "x\\ny" in text
 
 
-async def test_kernel_dump_formats_and_bad_format() -> None:
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint("svc")
-        k.spawn(programs.echo_server, name="srv", caps={"service": Grant(ep, "r")})
-        data = k.dump()
-        assert json.loads(json.dumps(data)) == data
-        assert "ep_" in k.dump("capdl") and "svc" in k.dump("capdl")
-        assert k.dump("dot").startswith("digraph")
-        with pytest.raises(ConfigError, match="capdl"):
-            k.dump("yaml")  # type: ignore[call-overload]
+async def test_kernel_dump_formats_and_bad_format(bare_kernel: capkern.Kernel) -> None:
+    k = bare_kernel
+    ep = k.new_endpoint("svc")
+    k.spawn(programs.echo_server, name="srv", caps={"service": Grant(ep, "r")})
+    data = k.dump()
+    assert json.loads(json.dumps(data)) == data
+    assert "ep_" in k.dump("capdl") and "svc" in k.dump("capdl")
+    assert k.dump("dot").startswith("digraph")
+    with pytest.raises(ConfigError, match="capdl"):
+        k.dump("yaml")  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("fmt", ["capdl", "dot", "json"])

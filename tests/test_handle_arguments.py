@@ -13,7 +13,7 @@ import capkern
 from capkern import Process
 
 
-async def test_domain_bad_arguments_are_typed_errors() -> None:
+async def test_domain_bad_arguments_are_typed_errors(bare_kernel: capkern.Kernel) -> None:
     seen: dict[str, str] = {}
 
     async def prober(proc: Process) -> None:
@@ -43,14 +43,14 @@ async def test_domain_bad_arguments_are_typed_errors() -> None:
                 seen[what] = type(exc).__name__
         await trio.sleep_forever()
 
-    async with capkern.boot(paging=False) as k:
-        pid = k.spawn(prober)
-        await trio.testing.wait_all_tasks_blocked()
-        assert k.status(pid) is None  # nothing crashed the prober either
-        assert "accepted" not in seen.values(), seen
-        assert seen["slot-list"] == "InvalidSlot"
-        assert seen["nbsend-caps-int"] == seen["nbsend-caps-str"] == "MalformedMessage"
-        # and it could not leave anything in kernel state that breaks the operator's tools
-        dump = json.loads(json.dumps(k.dump()))
-        (mine,) = [d for d in dump["domains"] if d["pid"] == pid]
-        assert [c["name"] for c in mine["caps"]] == ["mine"]
+    k = bare_kernel
+    pid = k.spawn(prober)
+    await trio.testing.wait_all_tasks_blocked()
+    assert k.status(pid) is None  # nothing crashed the prober either
+    assert "accepted" not in seen.values(), seen
+    assert seen["slot-list"] == "InvalidSlot"
+    assert seen["nbsend-caps-int"] == seen["nbsend-caps-str"] == "MalformedMessage"
+    # and it could not leave anything in kernel state that breaks the operator's tools
+    dump = json.loads(json.dumps(k.dump()))
+    (mine,) = [d for d in dump["domains"] if d["pid"] == pid]
+    assert [c["name"] for c in mine["caps"]] == ["mine"]

@@ -75,17 +75,17 @@ async def test_concurrent_clients_each_get_their_own_answer_and_badge() -> None:
         assert results[badge] == [("ok", {"who": badge, "i": i}, badge) for i in range(15)]
 
 
-async def test_unbadged_caller_shows_badge_zero() -> None:
+async def test_unbadged_caller_shows_badge_zero(bare_kernel: capkern.Kernel) -> None:
     async def client(proc: Process) -> None:
         got = await proc.call("s", "x", 1)
         assert got.body["badge"] == 0
 
-    async with capkern.boot(paging=False) as k:
-        ep = start_echo(k)
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    k = bare_kernel
+    ep = start_echo(k)
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
 
 
-async def test_reply_capability_is_one_shot() -> None:
+async def test_reply_capability_is_one_shot(bare_kernel: capkern.Kernel) -> None:
     async def server(proc: Process) -> None:
         await proc.recv("service")
         assert proc.reply("ok", "first") is True
@@ -101,14 +101,14 @@ async def test_reply_capability_is_one_shot() -> None:
         assert (await proc.call("s", "a")).body == "first"
         assert (await proc.call("s", "b")).body == "next"
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, name="server", caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-        await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, name="server", caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    await finish(k, srv)
 
 
-async def test_reply_with_no_caller_raises_reply_error() -> None:
+async def test_reply_with_no_caller_raises_reply_error(bare_kernel: capkern.Kernel) -> None:
     async def lonely(proc: Process) -> None:
         with pytest.raises(capkern.ReplyError, match="lonely"):
             proc.reply("ok", 1)
@@ -122,11 +122,11 @@ async def test_reply_with_no_caller_raises_reply_error() -> None:
     async def sender(proc: Process) -> None:
         await proc.send("s", "oneway", 1)
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(lonely, name="lonely", caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(sender, caps={"s": Grant(ep, "w")}))
-        await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(lonely, name="lonely", caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(sender, caps={"s": Grant(ep, "w")}))
+    await finish(k, srv)
 
 
 async def test_save_caller_then_reply_to_later_out_of_order() -> None:
@@ -162,17 +162,17 @@ async def test_save_caller_then_reply_to_later_out_of_order() -> None:
     assert got == {"A": "re:A", "B": "re:B"}
 
 
-async def test_reply_to_needs_a_reply_capability() -> None:
+async def test_reply_to_needs_a_reply_capability(bare_kernel: capkern.Kernel) -> None:
     async def server(proc: Process) -> None:
         with pytest.raises(capkern.WrongObjectType):
             proc.reply_to("service", "ok", 1)
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        await finish(k, k.spawn(server, caps={"service": Grant(ep, "rw")}))
+    k = bare_kernel
+    ep = k.new_endpoint()
+    await finish(k, k.spawn(server, caps={"service": Grant(ep, "rw")}))
 
 
-async def test_reply_recv_answers_and_receives_next() -> None:
+async def test_reply_recv_answers_and_receives_next(bare_kernel: capkern.Kernel) -> None:
     async def server(proc: Process) -> None:
         msg = await proc.recv("service")
         for _ in range(5):
@@ -184,11 +184,11 @@ async def test_reply_recv_answers_and_receives_next() -> None:
             expect = -1 if i == 5 else i * 2
             assert (await proc.call("s", "x", i)).body == expect
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-        await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    await finish(k, srv)
 
 
 async def test_receiving_again_without_replying_aborts_the_old_caller() -> None:
@@ -219,8 +219,7 @@ async def test_receiving_again_without_replying_aborts_the_old_caller() -> None:
 
 @pytest.mark.parametrize("saved", [False, True], ids=["implicit", "saved"])
 async def test_killed_server_holding_a_reply_aborts_the_call(
-    saved: bool, autojump_clock: trio.abc.Clock
-) -> None:
+        saved: bool, autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
     got_call = trio.Event()
 
     async def server(proc: Process) -> None:
@@ -234,18 +233,18 @@ async def test_killed_server_holding_a_reply_aborts_the_call(
         with pytest.raises(capkern.CallAborted, match="without replying"):
             await proc.call("s", "x")
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        cli = k.spawn(client, caps={"s": Grant(ep, "w")})
-        await got_call.wait()
-        k.kill(srv)
-        with trio.fail_after(5):  # bounded: the caller must not hang
-            await finish(k, cli)
-        assert (await k.wait(srv)).state == "killed"
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    cli = k.spawn(client, caps={"s": Grant(ep, "w")})
+    await got_call.wait()
+    k.kill(srv)
+    with trio.fail_after(5):  # bounded: the caller must not hang
+        await finish(k, cli)
+    assert (await k.wait(srv)).state == "killed"
 
 
-async def test_crashed_server_holding_a_reply_aborts_the_call() -> None:
+async def test_crashed_server_holding_a_reply_aborts_the_call(bare_kernel: capkern.Kernel) -> None:
     async def server(proc: Process) -> None:
         await proc.recv("service")
         raise RuntimeError("server bug")
@@ -254,11 +253,11 @@ async def test_crashed_server_holding_a_reply_aborts_the_call() -> None:
         with pytest.raises(capkern.CallAborted):
             await proc.call("s", "x")
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-        assert (await k.wait(srv)).state == "failed"
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    assert (await k.wait(srv)).state == "failed"
 
 
 async def test_cancelled_caller_reply_returns_false_and_server_goes_on(
@@ -291,7 +290,8 @@ async def test_cancelled_caller_reply_returns_false_and_server_goes_on(
     assert replies == [False, True]
 
 
-async def test_cancelled_while_queued_leaves_the_queue(autojump_clock: trio.abc.Clock) -> None:
+async def test_cancelled_while_queued_leaves_the_queue(
+        autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
     async def impatient(proc: Process) -> None:
         with trio.move_on_after(1):
             await proc.call("s", "never served")
@@ -305,12 +305,12 @@ async def test_cancelled_while_queued_leaves_the_queue(autojump_clock: trio.abc.
     async def client(proc: Process) -> None:
         assert (await proc.call("s", "real")).body == "served"
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        await finish(k, k.spawn(impatient, caps={"s": Grant(ep, "w")}))
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-        await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    await finish(k, k.spawn(impatient, caps={"s": Grant(ep, "w")}))
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    await finish(k, srv)
 
 
 # -- send / nbsend ---------------------------------------------------------------------------
@@ -365,7 +365,7 @@ async def test_nbsend_drops_without_receiver_and_delivers_to_a_waiting_one() -> 
 # -- capability transfer -------------------------------------------------------------------
 
 
-async def test_transfer_needs_grant_right() -> None:
+async def test_transfer_needs_grant_right(bare_kernel: capkern.Kernel) -> None:
     async def client(proc: Process) -> None:
         with pytest.raises(capkern.InsufficientRights, match="client"):
             await proc.send("s", "give", None, caps=["n"])
@@ -375,15 +375,16 @@ async def test_transfer_needs_grant_right() -> None:
             proc.nbsend("s", "give", None, caps=["n"])
         await still_serves(proc)  # no-cap messages still go through
 
-    async with capkern.boot(paging=False) as k:
-        ep = start_echo(k)
-        n = k.new_notification("n")
-        pid = k.spawn(client, name="client", caps={"s": Grant(ep, "w"), "n": n})
-        await finish(k, pid)
-        assert k.stats.caps_transferred == 0
+    k = bare_kernel
+    ep = start_echo(k)
+    n = k.new_notification("n")
+    pid = k.spawn(client, name="client", caps={"s": Grant(ep, "w"), "n": n})
+    await finish(k, pid)
+    assert k.stats.caps_transferred == 0
 
 
-async def test_transferred_cap_lands_in_receiver_and_dies_with_root_revoke() -> None:
+async def test_transferred_cap_lands_in_receiver_and_dies_with_root_revoke(
+        bare_kernel: capkern.Kernel) -> None:
     received = trio.Event()
     revoked = trio.Event()
     info: dict[str, Any] = {}
@@ -413,28 +414,28 @@ async def test_transferred_cap_lands_in_receiver_and_dies_with_root_revoke() -> 
         assert any(c.slot == proc.slot("n") for c in proc.caps())
         await received.wait()
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        n = k.new_notification("gift")
-        rcv = k.spawn(receiver, caps={"in": Grant(ep, "r")})
-        giv = k.spawn(giver, caps={"out": Grant(ep, "wg"), "n": Grant(n, "w")})
-        await received.wait()
-        await finish(k, giv)
-        mine = {c.slot: c for c in k.capabilities(rcv)}
-        cap = mine[info["slot"]]
-        assert cap.kind == "Notification" and cap.object_name == "gift"
-        assert cap.rights == "-w-"  # no more than the sender had
-        assert info["parent_seen"] == info["giver"] == (giv, info["giver"][1])
-        # the sender ended: its child is spliced onto the root's capability
-        assert cap.parent == (0, n.slot)
-        assert k.stats.caps_transferred == 1
-        assert await k.revoke(n) >= 1
-        assert info["slot"] not in {c.slot for c in k.capabilities(rcv)}
-        revoked.set()
-        await finish(k, rcv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    n = k.new_notification("gift")
+    rcv = k.spawn(receiver, caps={"in": Grant(ep, "r")})
+    giv = k.spawn(giver, caps={"out": Grant(ep, "wg"), "n": Grant(n, "w")})
+    await received.wait()
+    await finish(k, giv)
+    mine = {c.slot: c for c in k.capabilities(rcv)}
+    cap = mine[info["slot"]]
+    assert cap.kind == "Notification" and cap.object_name == "gift"
+    assert cap.rights == "-w-"  # no more than the sender had
+    assert info["parent_seen"] == info["giver"] == (giv, info["giver"][1])
+    # the sender ended: its child is spliced onto the root's capability
+    assert cap.parent == (0, n.slot)
+    assert k.stats.caps_transferred == 1
+    assert await k.revoke(n) >= 1
+    assert info["slot"] not in {c.slot for c in k.capabilities(rcv)}
+    revoked.set()
+    await finish(k, rcv)
 
 
-async def test_transferred_cap_is_child_of_senders_cap() -> None:
+async def test_transferred_cap_is_child_of_senders_cap(bare_kernel: capkern.Kernel) -> None:
     """The receiver's capability derives from the sender's: revoking the sender's own
     capability (from the sender's domain) removes the receiver's copy."""
     step = trio.Event()
@@ -454,16 +455,16 @@ async def test_transferred_cap_is_child_of_senders_cap() -> None:
         proc.signal("n")  # revoke spares the capability itself
         done.set()
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        n = k.new_notification()
-        rcv = k.spawn(receiver, caps={"in": Grant(ep, "r")})
-        giv = k.spawn(giver, caps={"out": Grant(ep, "wg"), "n": n})
-        await finish(k, giv)
-        await finish(k, rcv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    n = k.new_notification()
+    rcv = k.spawn(receiver, caps={"in": Grant(ep, "r")})
+    giv = k.spawn(giver, caps={"out": Grant(ep, "wg"), "n": n})
+    await finish(k, giv)
+    await finish(k, rcv)
 
 
-async def test_more_than_max_caps_is_refused() -> None:
+async def test_more_than_max_caps_is_refused(bare_kernel: capkern.Kernel) -> None:
     async def client(proc: Process, limit: int) -> None:
         slots = [proc.copy("n") for _ in range(limit + 1)]
         with pytest.raises(capkern.TooManyCaps):
@@ -474,17 +475,17 @@ async def test_more_than_max_caps_is_refused() -> None:
         got = await proc.call("s", "enough", None, caps=slots[:limit])
         assert got.body["label"] == "enough"
 
-    async with capkern.boot(paging=False) as k:
-        ep = start_echo(k)
-        n = k.new_notification()
-        limit = k.limits.max_caps
-        await finish(k, k.spawn(client, limit, caps={"s": Grant(ep, "wg"), "n": n}))
+    k = bare_kernel
+    ep = start_echo(k)
+    n = k.new_notification()
+    limit = k.limits.max_caps
+    await finish(k, k.spawn(client, limit, caps={"s": Grant(ep, "wg"), "n": n}))
 
 
 # -- rights and forged slots ---------------------------------------------------------------
 
 
-async def test_rights_are_enforced() -> None:
+async def test_rights_are_enforced(bare_kernel: capkern.Kernel) -> None:
     async def reader(proc: Process) -> None:
         with pytest.raises(capkern.InsufficientRights, match="reader"):
             await proc.send("ro", "x", 1)
@@ -505,19 +506,20 @@ async def test_rights_are_enforced() -> None:
         assert {c.slot: c.rights for c in proc.caps()}[weaker] == "-w-"
         await still_serves(proc, "wo")
 
-    async with capkern.boot(paging=False) as k:
-        ep = start_echo(k)
-        n = k.new_notification()
-        caps = {"ro": Grant(ep, "r"), "wo": Grant(ep, "w"), "nro": Grant(n, "r"),
-                "nwo": Grant(n, "w")}
-        await finish(k, k.spawn(reader, name="reader", caps=caps))
+    k = bare_kernel
+    ep = start_echo(k)
+    n = k.new_notification()
+    caps = {"ro": Grant(ep, "r"), "wo": Grant(ep, "w"), "nro": Grant(n, "r"),
+            "nwo": Grant(n, "w")}
+    await finish(k, k.spawn(reader, name="reader", caps=caps))
 
 
 FORGED = [0, -1, 10**9, "nope", True, 2.5]
 
 
 @pytest.mark.parametrize("slot", FORGED, ids=repr)
-async def test_forged_slots_are_invalid_and_name_the_domain(slot: Any) -> None:
+async def test_forged_slots_are_invalid_and_name_the_domain(
+        slot: Any, bare_kernel: capkern.Kernel) -> None:
     async def prober(proc: Process) -> None:
         ops: list[Callable[[], Awaitable[object]]] = [
             lambda: proc.send(slot, "x", 1),
@@ -538,12 +540,12 @@ async def test_forged_slots_are_invalid_and_name_the_domain(slot: Any) -> None:
                 sync()
         await still_serves(proc)
 
-    async with capkern.boot(paging=False) as k:
-        ep = start_echo(k)
-        await finish(k, k.spawn(prober, name="prober", caps={"s": Grant(ep, "wg")}))
+    k = bare_kernel
+    ep = start_echo(k)
+    await finish(k, k.spawn(prober, name="prober", caps={"s": Grant(ep, "wg")}))
 
 
-async def test_cannot_reach_another_domains_slots() -> None:
+async def test_cannot_reach_another_domains_slots(bare_kernel: capkern.Kernel) -> None:
     """Slot numbers are per domain: the same index in another CSpace is not ours."""
 
     async def holder(proc: Process) -> None:
@@ -553,20 +555,20 @@ async def test_cannot_reach_another_domains_slots() -> None:
         with pytest.raises((capkern.InvalidSlot, capkern.EmptySlot)):
             await proc.send(slot, "steal", 1)
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        extra = k.new_endpoint()
-        h = k.spawn(holder, caps={"a": ep, "b": extra})
-        slots = [c.slot for c in k.capabilities(h)]
-        for slot in slots:
-            await finish(k, k.spawn(thief, slot))
-        k.kill(h)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    extra = k.new_endpoint()
+    h = k.spawn(holder, caps={"a": ep, "b": extra})
+    slots = [c.slot for c in k.capabilities(h)]
+    for slot in slots:
+        await finish(k, k.spawn(thief, slot))
+    k.kill(h)
 
 
 # -- notifications ---------------------------------------------------------------------------
 
 
-async def test_signal_ors_badges_and_poll_is_empty_after() -> None:
+async def test_signal_ors_badges_and_poll_is_empty_after(bare_kernel: capkern.Kernel) -> None:
     async def signaller(proc: Process) -> None:
         proc.signal("n")
 
@@ -574,14 +576,14 @@ async def test_signal_ors_badges_and_poll_is_empty_after() -> None:
         assert await proc.wait("n") == 3
         assert proc.poll("n") == 0
 
-    async with capkern.boot(paging=False) as k:
-        n = k.new_notification()
-        for badge in (1, 2, 2):
-            await finish(k, k.spawn(signaller, caps={"n": Grant(n, "w", badge=badge)}))
-        await finish(k, k.spawn(waiter, caps={"n": Grant(n, "r")}))
+    k = bare_kernel
+    n = k.new_notification()
+    for badge in (1, 2, 2):
+        await finish(k, k.spawn(signaller, caps={"n": Grant(n, "w", badge=badge)}))
+    await finish(k, k.spawn(waiter, caps={"n": Grant(n, "r")}))
 
 
-async def test_poll_returns_zero_when_empty_then_word() -> None:
+async def test_poll_returns_zero_when_empty_then_word(bare_kernel: capkern.Kernel) -> None:
     async def prog(proc: Process) -> None:
         assert proc.poll("n") == 0
         proc.signal("b4")
@@ -591,12 +593,12 @@ async def test_poll_returns_zero_when_empty_then_word() -> None:
         proc.signal("n")  # unbadged signals bit 1
         assert proc.poll("n") == 1
 
-    async with capkern.boot(paging=False) as k:
-        n = k.new_notification()
-        caps: dict[str, RootCap | Grant] = {
-            "n": n, "b4": Grant(n, "w", badge=4), "b1": Grant(n, "w", badge=1)
-        }
-        await finish(k, k.spawn(prog, caps=caps))
+    k = bare_kernel
+    n = k.new_notification()
+    caps: dict[str, RootCap | Grant] = {
+        "n": n, "b4": Grant(n, "w", badge=4), "b1": Grant(n, "w", badge=1)
+    }
+    await finish(k, k.spawn(prog, caps=caps))
 
 
 async def test_wait_blocks_until_signalled(autojump_clock: trio.abc.Clock) -> None:
@@ -713,17 +715,17 @@ async def test_bad_input_refused_at_sender_and_server_keeps_serving(case: str) -
     assert seen == ["ping"]  # the server never saw any of the bad messages
 
 
-async def test_good_raw_bytes_pass_and_arrive_decoded() -> None:
+async def test_good_raw_bytes_pass_and_arrive_decoded(bare_kernel: capkern.Kernel) -> None:
     async def client(proc: Process) -> None:
         got = await proc.call_raw("s", "raw", b"\x82\xa1a\x01\xa1b\x92\xc3\xc0")
         assert got.body["body"] == {"a": 1, "b": [True, None]}
 
-    async with capkern.boot(paging=False) as k:
-        ep = start_echo(k)
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    k = bare_kernel
+    ep = start_echo(k)
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
 
 
-async def test_bad_reply_body_fails_both_sides_without_hanging() -> None:
+async def test_bad_reply_body_fails_both_sides_without_hanging(bare_kernel: capkern.Kernel) -> None:
     async def server(proc: Process) -> None:
         await proc.recv("service")
         with pytest.raises(capkern.UnencodableBody):
@@ -741,12 +743,12 @@ async def test_bad_reply_body_fails_both_sides_without_hanging() -> None:
             await proc.call("s", "b")
         assert (await proc.call("s", "c")).body == "fine"
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        with trio.fail_after(5):
-            await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-            await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    with trio.fail_after(5):
+        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+        await finish(k, srv)
 
 
 SEEN: list[Any] = []  # what the adder saw (args cross as copies, so a module global)
@@ -763,8 +765,8 @@ REFUSED_REPLIES: dict[str, tuple[type[Exception], str, dict[str, Any], str]] = {
 @pytest.mark.parametrize("case", list(REFUSED_REPLIES), ids=str)
 @pytest.mark.parametrize("saved", [False, True], ids=["reply", "reply_to"])
 async def test_refused_reply_fails_the_caller_instead_of_hanging(
-    case: str, saved: bool, autojump_clock: trio.abc.Clock
-) -> None:
+        case: str, saved: bool, autojump_clock: trio.abc.Clock,
+        bare_kernel: capkern.Kernel) -> None:
     """Regression: a reply refused at its checks used to consume the reply capability
     without waking the caller, which then waited forever.  Now the refused reply is not
     used up; a server that gives up the caller (receives again, or deletes the saved
@@ -795,15 +797,15 @@ async def test_refused_reply_fails_the_caller_instead_of_hanging(
         assert "slot" not in str(info.value) and "secret" not in str(info.value)
         assert (await proc.call("s", "y", 2)).body == 2
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, name="secret-server", caps={"service": Grant(ep, "rwg")})
-        with trio.fail_after(5):
-            await finish(k, k.spawn(client, caps={"s": Grant(ep, rights)}))
-            await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, name="secret-server", caps={"service": Grant(ep, "rwg")})
+    with trio.fail_after(5):
+        await finish(k, k.spawn(client, caps={"s": Grant(ep, rights)}))
+        await finish(k, srv)
 
 
-async def test_reply_can_carry_caps_when_the_caller_granted() -> None:
+async def test_reply_can_carry_caps_when_the_caller_granted(bare_kernel: capkern.Kernel) -> None:
     async def server(proc: Process) -> None:
         await proc.recv("service")
         gift = proc.new_notification("gift")
@@ -816,14 +818,14 @@ async def test_reply_can_carry_caps_when_the_caller_granted() -> None:
         proc.signal(slot)
         assert proc.poll(slot) == 1
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "wg")}))
-        await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "wg")}))
+    await finish(k, srv)
 
 
-async def test_deleting_a_saved_reply_aborts_the_caller() -> None:
+async def test_deleting_a_saved_reply_aborts_the_caller(bare_kernel: capkern.Kernel) -> None:
     async def server(proc: Process) -> None:
         await proc.recv("service")
         proc.delete(proc.save_caller())
@@ -832,11 +834,11 @@ async def test_deleting_a_saved_reply_aborts_the_caller() -> None:
         with pytest.raises(capkern.CallAborted, match="deleted"):
             await proc.call("s", "x")
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-        await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    await finish(k, srv)
 
 
 async def adder(proc: Process) -> None:
@@ -990,20 +992,20 @@ async def test_trace_records_calls_and_replies_as_json() -> None:
     assert call["body_bytes"] > 0
 
 
-async def test_trace_is_off_by_default() -> None:
+async def test_trace_is_off_by_default(bare_kernel: capkern.Kernel) -> None:
     async def client(proc: Process) -> None:
         await proc.call("s", "hello")
 
-    async with capkern.boot(paging=False) as k:
-        ep = start_echo(k)
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-        assert len(k.trace.records) == 0
-        assert json.loads(k.trace.as_json()) == []
-        assert k.stats.ipc_calls == 1 and k.stats.ipc_replies == 1
+    k = bare_kernel
+    ep = start_echo(k)
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    assert len(k.trace.records) == 0
+    assert json.loads(k.trace.as_json()) == []
+    assert k.stats.ipc_calls == 1 and k.stats.ipc_replies == 1
 
 
 async def test_reply_with_a_bad_cap_name_keeps_the_caller_answerable(
-        autojump_clock: trio.abc.Clock) -> None:
+        autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
     errors: list[str] = []
 
     async def server(proc: Process) -> None:
@@ -1028,13 +1030,13 @@ async def test_reply_with_a_bad_cap_name_keeps_the_caller_answerable(
         total: int = first.body * 10 + second.body
         return total
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint("svc")
-        k.spawn(server, caps={"service": Grant(ep, "rg")})
-        pid = k.spawn(client, caps={"server": Grant(ep, "wg")})
-        with trio.fail_after(5):
-            assert (await k.wait(pid)).code == 12
-        assert errors == ["InvalidSlot", "InvalidSlot"]
+    k = bare_kernel
+    ep = k.new_endpoint("svc")
+    k.spawn(server, caps={"service": Grant(ep, "rg")})
+    pid = k.spawn(client, caps={"server": Grant(ep, "wg")})
+    with trio.fail_after(5):
+        assert (await k.wait(pid)).code == 12
+    assert errors == ["InvalidSlot", "InvalidSlot"]
 
 
 async def test_save_caller_into_a_full_cspace_keeps_the_reply(

@@ -31,7 +31,8 @@ def usage(k: capkern.Kernel, pid: int) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.parametrize("kind", ["endpoint", "notification"])
-async def test_objects_quota_refuses_then_releases_with_the_last_capability(kind: str) -> None:
+async def test_objects_quota_refuses_then_releases_with_the_last_capability(
+        kind: str, bare_kernel: capkern.Kernel) -> None:
     async def maker(proc: Process) -> None:
         make = proc.new_endpoint if kind == "endpoint" else proc.new_notification
         slots = [make() for _ in range(3)]
@@ -46,8 +47,8 @@ async def test_objects_quota_refuses_then_releases_with_the_last_capability(kind
         proc.delete(copy)  # the last capability went: the object is gone
         make()
 
-    async with capkern.boot(paging=False) as k:
-        await finish(k, k.spawn(maker, quota={"objects": 3}))
+    k = bare_kernel
+    await finish(k, k.spawn(maker, quota={"objects": 3}))
 
 
 async def test_slots_quota_covers_copies_and_the_receiver_pays_for_transfers(
@@ -87,22 +88,23 @@ async def test_slots_quota_covers_copies_and_the_receiver_pays_for_transfers(
         await finish(k, k.spawn(copier, caps={"in": Grant(box, "r")}, quota={"slots": 2}))
 
 
-async def test_spawn_refuses_granted_caps_beyond_the_slots_quota() -> None:
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        with pytest.raises(capkern.QuotaExceeded):
-            k.spawn(programs.echo_server, caps={"a": ep, "b": ep}, quota={"slots": 1})
-        assert k.domains() == [] and await k.revoke(ep) == 0
+async def test_spawn_refuses_granted_caps_beyond_the_slots_quota(
+        bare_kernel: capkern.Kernel) -> None:
+    k = bare_kernel
+    ep = k.new_endpoint()
+    with pytest.raises(capkern.QuotaExceeded):
+        k.spawn(programs.echo_server, caps={"a": ep, "b": ep}, quota={"slots": 1})
+    assert k.domains() == [] and await k.revoke(ep) == 0
 
 
 async def test_spawns_are_charged_to_the_root_and_released_at_exit(
-        autojump_clock: trio.abc.Clock) -> None:
-    async with capkern.boot(paging=False) as k:
-        pids = [k.spawn(_nap, 1) for _ in range(3)]
-        assert k.root.usage.spawns == 3
-        for pid in pids:
-            await k.wait(pid)
-        assert k.root.usage.spawns == 0
+        autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
+    k = bare_kernel
+    pids = [k.spawn(_nap, 1) for _ in range(3)]
+    assert k.root.usage.spawns == 3
+    for pid in pids:
+        await k.wait(pid)
+    assert k.root.usage.spawns == 0
 
 
 async def test_queued_quota_bounds_blocked_sends_and_releases_on_delivery(
@@ -136,32 +138,33 @@ async def test_queued_quota_bounds_blocked_sends_and_releases_on_delivery(
     assert sorted(outcome) == ["delivered", "delivered", "refused"]
 
 
-async def test_domains_and_ps_show_use_against_quota(autojump_clock: trio.abc.Clock) -> None:
+async def test_domains_and_ps_show_use_against_quota(
+        autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
     async def holder(proc: Process) -> None:
         proc.new_endpoint()
         proc.new_notification()
         await trio.sleep_forever()
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        pid = k.spawn(holder, caps={"x": ep}, quota={"objects": 5, "slots": 9})
-        await trio.sleep(1)
-        use = usage(k, pid)
-        assert use["objects"] == (2, 5) and use["slots"] == (3, 9) and use["queued"][0] == 0
-        from capkern import repl
+    k = bare_kernel
+    ep = k.new_endpoint()
+    pid = k.spawn(holder, caps={"x": ep}, quota={"objects": 5, "slots": 9})
+    await trio.sleep(1)
+    use = usage(k, pid)
+    assert use["objects"] == (2, 5) and use["slots"] == (3, 9) and use["queued"][0] == 0
+    from capkern import repl
 
-        lines: list[str] = []
+    lines: list[str] = []
 
-        class Out:
-            def write(self, text: str) -> None:
-                lines.append(text)
+    class Out:
+        def write(self, text: str) -> None:
+            lines.append(text)
 
-        host = repl._Host({})
-        host.kernel = k
-        repl._namespace(host, Out())["ps"]()
-        row = next(line for line in "".join(lines).splitlines() if "holder" in line)
-        assert "3/9" in row and "2/5" in row
-        k.kill(pid)
+    host = repl._Host({})
+    host.kernel = k
+    repl._namespace(host, Out())["ps"]()
+    row = next(line for line in "".join(lines).splitlines() if "holder" in line)
+    assert "3/9" in row and "2/5" in row
+    k.kill(pid)
 
 
 def test_revoke_and_teardown_are_linear_in_what_they_remove() -> None:

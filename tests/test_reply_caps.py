@@ -94,7 +94,7 @@ async def test_reply_with_caps_to_a_caller_without_grant_is_refused_and_retried(
 
 
 async def test_server_crashing_on_a_grantless_reply_fails_the_caller_with_the_cause(
-        autojump_clock: trio.abc.Clock) -> None:
+        autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
     """Not ``ContractViolation ... bad reply`` on an endpoint that has no contract."""
     async def server(proc: Process) -> None:
         await proc.recv("service")
@@ -105,16 +105,16 @@ async def test_server_crashing_on_a_grantless_reply_fails_the_caller_with_the_ca
             await proc.call("s", "x")
         assert not isinstance(info.value, capkern.ContractViolation)
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-        status = await k.wait(srv)
-        assert status.state == "failed" and "ReplyError" in str(status.error)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    status = await k.wait(srv)
+    assert status.state == "failed" and "ReplyError" in str(status.error)
 
 
 async def test_saved_reply_capability_survives_a_refused_reply(
-        autojump_clock: trio.abc.Clock) -> None:
+        autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
     async def server(proc: Process) -> None:
         await proc.recv("service")
         saved = proc.save_caller("caller")
@@ -125,11 +125,11 @@ async def test_saved_reply_capability_survives_a_refused_reply(
     async def client(proc: Process) -> int:
         return 0 if (await proc.call("s", "x")).body == 2 else 1
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint()
-        srv = k.spawn(server, caps={"service": Grant(ep, "r")})
-        await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
-        await finish(k, srv)
+    k = bare_kernel
+    ep = k.new_endpoint()
+    srv = k.spawn(server, caps={"service": Grant(ep, "r")})
+    await finish(k, k.spawn(client, caps={"s": Grant(ep, "w")}))
+    await finish(k, srv)
 
 
 @pytest.mark.parametrize(("op", "n", "ok"), [("one", 1, True), ("one", 2, False),

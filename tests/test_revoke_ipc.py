@@ -72,7 +72,7 @@ REMOVALS: dict[str, tuple[Remove, bool]] = {
 
 @pytest.mark.parametrize("how", list(REMOVALS))
 async def test_receiver_blocked_in_recv_is_cancelled(
-        how: str, autojump_clock: trio.abc.Clock) -> None:
+        how: str, autojump_clock: trio.abc.Clock, bare_kernel: capkern.Kernel) -> None:
     remove, cancels = REMOVALS[how]
     outcome: list[str] = []
 
@@ -84,23 +84,23 @@ async def test_receiver_blocked_in_recv_is_cancelled(
             outcome.append("revoked")
             assert "revoked" in str(exc)
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint("svc")
-        minted = k.mint(ep, "r")
-        srv = k.spawn(server, caps={"service": Grant(minted, "r")})
-        await settle()
-        await remove(k, ep, minted)
-        await settle()
-        sender = k.spawn(nbsend, "after", caps={"s": Grant(ep, "w")})
-        await finish(k, sender)
-        await settle()
-        if cancels:
-            await finish(k, srv)
-            assert outcome == ["revoked"]
-            assert k.stats.ipc_cancelled == 1
-        else:
-            await finish(k, srv)
-            assert outcome == ["received 'after'"]
+    k = bare_kernel
+    ep = k.new_endpoint("svc")
+    minted = k.mint(ep, "r")
+    srv = k.spawn(server, caps={"service": Grant(minted, "r")})
+    await settle()
+    await remove(k, ep, minted)
+    await settle()
+    sender = k.spawn(nbsend, "after", caps={"s": Grant(ep, "w")})
+    await finish(k, sender)
+    await settle()
+    if cancels:
+        await finish(k, srv)
+        assert outcome == ["revoked"]
+        assert k.stats.ipc_cancelled == 1
+    else:
+        await finish(k, srv)
+        assert outcome == ["received 'after'"]
 
 
 @pytest.mark.parametrize("call", [False, True], ids=["send", "call"])

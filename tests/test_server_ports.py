@@ -153,19 +153,17 @@ async def test_fake_port_refuses_an_out_of_contract_request() -> None:
     assert port.calls == []
 
 
-async def test_ipc_port_checks_requests_only_when_asked() -> None:
-    import capkern
-
-    async with capkern.boot(paging=False) as kernel:
-        ep = kernel.new_endpoint("pager", PAGER)
-        cap = kernel.root.cspace.lookup(ep.slot)
-        checked = IpcPort(kernel.root, cap, check_requests=True)
-        with pytest.raises(ContractViolation):
-            await checked.call("fetch", {"handle": "nope"}, 1.0)
-        trusting = IpcPort(kernel.root, cap)
-        with pytest.raises(PagerUnavailable):  # no server: it goes out, nobody answers
-            await trusting.call("fetch", {"handle": 1}, 0.01)
-        assert checked.name == trusting.name == cap.obj.label()
+async def test_ipc_port_checks_requests_only_when_asked(bare_kernel: Kernel) -> None:
+    kernel = bare_kernel
+    ep = kernel.new_endpoint("pager", PAGER)
+    cap = kernel.root.cspace.lookup(ep.slot)
+    checked = IpcPort(kernel.root, cap, check_requests=True)
+    with pytest.raises(ContractViolation):
+        await checked.call("fetch", {"handle": "nope"}, 1.0)
+    trusting = IpcPort(kernel.root, cap)
+    with pytest.raises(PagerUnavailable):  # no server: it goes out, nobody answers
+        await trusting.call("fetch", {"handle": 1}, 0.01)
+    assert checked.name == trusting.name == cap.obj.label()
 
 
 def test_ports_satisfy_the_protocol() -> None:

@@ -42,31 +42,31 @@ async def test_bad_memory_arguments_are_config_errors(op: Any, message: str) -> 
 
 
 @pytest.mark.parametrize("badge", ["7", 1.0, True, b"7"])
-async def test_a_badge_is_an_int(badge: Any) -> None:
+async def test_a_badge_is_an_int(badge: Any, bare_kernel: capkern.Kernel) -> None:
     async def prog(proc: Process) -> None:
         with pytest.raises(BadgeError, match="a badge is an int, not"):
             proc.mint("ep", "w", badge)
 
-    async with capkern.boot(paging=False) as k:
-        ep = k.new_endpoint("e")
-        with pytest.raises(BadgeError, match="a badge is an int, not"):
-            k.mint(ep, "w", badge=badge)
-        with pytest.raises(BadgeError, match="a badge is an int, not"):
-            k.spawn(prog, caps={"ep": Grant(ep, "w", badge=badge)})
-        assert (await k.wait(k.spawn(prog, caps={"ep": ep}))).ok
-        with pytest.raises(BadgeError, match="out of range"):
-            k.mint(ep, "w", badge=-1)
+    k = bare_kernel
+    ep = k.new_endpoint("e")
+    with pytest.raises(BadgeError, match="a badge is an int, not"):
+        k.mint(ep, "w", badge=badge)
+    with pytest.raises(BadgeError, match="a badge is an int, not"):
+        k.spawn(prog, caps={"ep": Grant(ep, "w", badge=badge)})
+    assert (await k.wait(k.spawn(prog, caps={"ep": ep}))).ok
+    with pytest.raises(BadgeError, match="out of range"):
+        k.mint(ep, "w", badge=-1)
 
 
 @pytest.mark.parametrize("pid", ["x", "1", 1.0, None, True])
-async def test_a_pid_is_an_int(pid: Any) -> None:
-    async with capkern.boot(paging=False) as k:
-        with pytest.raises(NoSuchProcess, match="a pid is an int"):
-            k.kill(pid)
-        with pytest.raises(NoSuchProcess, match="a pid is an int"):
-            await k.wait(pid)
-        with pytest.raises(NoSuchProcess, match=r"no domain with pid 99$"):
-            k.kill(99)
+async def test_a_pid_is_an_int(pid: Any, bare_kernel: capkern.Kernel) -> None:
+    k = bare_kernel
+    with pytest.raises(NoSuchProcess, match="a pid is an int"):
+        k.kill(pid)
+    with pytest.raises(NoSuchProcess, match="a pid is an int"):
+        await k.wait(pid)
+    with pytest.raises(NoSuchProcess, match=r"no domain with pid 99$"):
+        k.kill(99)
 
 
 async def test_spawn_binds_a_programs_arguments_before_starting_it() -> None:
