@@ -79,6 +79,7 @@ class Member:
         self.index = index
         self.port = port
         self.failures = 0  # typed errors, timeouts, dead channel
+        self.streak = 0  # failures (or answers too slow to be used) since its last answer
         self.integrity = 0  # copies or shards it returned that failed the check
         self.quarantined = False
 
@@ -199,27 +200,37 @@ class PagerSetPort:
     async def _ask(self, index: int, label: str, body: Any, deadline: float) -> Any:
         member = self.members[index]
         try:
-            return await member.port.call(label, body, deadline)
+            reply = await member.port.call(label, body, deadline)
         except CapkernError:
-            member.failures += 1
-            self.counts["member_failures"] += 1
+            self._failed(index)
             raise
+        member.streak = 0
+        return reply
+
+    def _failed(self, index: int) -> None:
+        member = self.members[index]
+        member.failures += 1
+        member.streak += 1
+        self.counts["member_failures"] += 1
 
     async def _primary_call(self, label: str, body: Any, deadline: float) -> Any:
-        """The policy's calls: the primary, then (on a failure) the next healthy one.
-        The primary gets half the deadline, so a silent one leaves time for the next."""
+        """The policy's calls: the primary, and on a failure the next healthy member
+        (members that failed lately last).  Up to three are tried, each with its share
+        of the deadline, so a silent primary leaves time for the next; the first that
+        answers is the primary from then on."""
         last: CapkernError = PagerUnavailable(f"{self.name}: no healthy pager")
         healthy = self.placement.healthy()
-        order = [i for i in healthy if i >= self.primary] + [i for i in healthy
-                                                            if i < self.primary]
-        for attempt, index in enumerate(order[:2]):
-            share = deadline / 2 if attempt == 0 and len(order) > 1 else deadline
+        rotation = [i for i in healthy if i >= self.primary] + [i for i in healthy
+                                                               if i < self.primary]
+        order = sorted(rotation, key=lambda i: self.members[i].streak > 0)[:3]
+        for index in order:
+            share = deadline / len(order)
             try:
                 with trio.fail_after(share):
                     reply = await self._ask(index, label, body, share)
             except trio.TooSlowError:
                 last = PagerUnavailable(f"pager {index} did not answer {label!r}")
-                self.members[index].failures += 1
+                self._failed(index)
             except CapkernError as exc:
                 last = exc
             else:
@@ -297,7 +308,7 @@ class PagerSetPort:
     def _order(self, handle: int, holders: Sequence[int]) -> list[int]:
         """Holders to ask, best first: placement order, members that failed less first."""
         ranked = self.placement.fetch_order(handle, holders)
-        return sorted(ranked, key=lambda i: self.members[i].failures > 0)
+        return sorted(ranked, key=lambda i: self.members[i].streak > 0)
 
     async def _fetch(self, handle: int, deadline: float) -> bytes:
         reasons: list[str] = []
@@ -338,8 +349,8 @@ class PagerSetPort:
             context = self._context(handle, self.gens[handle])
             by_member = {i: s for s, i in where.items() if not self.members[i].quarantined}
             # data shards first: they rebuild the page without arithmetic
-            order = sorted(by_member, key=lambda i: (by_member[i] >= code.m,
-                                                     self.members[i].failures > 0))
+            order = sorted(by_member, key=lambda i: (self.members[i].streak > 0,
+                                                     by_member[i] >= code.m))
 
             async def shard(index: int) -> tuple[int, bytes] | None:
                 reply = await attempt(index, "fetch", {"handle": handle})
@@ -367,19 +378,25 @@ class PagerSetPort:
     async def _race(self, order: list[int], want: int,
                     attempt: Callable[[int], Awaitable[T | None]]) -> list[T]:
         """Ask members in ``order`` until ``want`` answers are good: ``want`` at once,
-        one more after each failure, and one more after each ``hedge`` of silence."""
+        one more after each failure, and one more after each ``hedge`` of silence.
+        Members still silent when enough answered are asked later next time."""
         got: list[T] = []
         pending = list(order)
         send, recv = trio.open_memory_channel[T | None](math.inf)
         running = 0
+        silent: set[int] = set()
         async with trio.open_nursery() as nursery:
 
             async def run(index: int) -> None:
-                send.send_nowait(await attempt(index))
+                answer = await attempt(index)
+                silent.discard(index)
+                send.send_nowait(answer)
 
             def launch() -> None:
                 nonlocal running
-                nursery.start_soon(run, pending.pop(0))
+                index = pending.pop(0)
+                silent.add(index)
+                nursery.start_soon(run, index)
                 running += 1
 
             for _ in range(min(want, len(pending))):
@@ -399,6 +416,9 @@ class PagerSetPort:
                 elif pending:
                     launch()
             nursery.cancel_scope.cancel()
+        for index in silent:  # too slow to be used: asked after the others next time
+            self.members[index].streak += 1
+            self.counts["stragglers"] += 1
         return got
 
     async def _fetch_many(self, handles: list[int], deadline: float) -> list[bytes]:
