@@ -22,6 +22,9 @@
   round trip of the same bytes over a Unix socketpair to a child that echoes them (us).
 * ``major_fault_process``: the ``major_fault`` sweep with the pager and block device in
   child processes (``isolation="process"``) vs the same sweep in-process (us per fault).
+* ``fault_mirror``, ``fault_erasure``: the sweep with a pager set (a mirror of 3; an
+  erasure code n=5, m=3) vs one pager, with each mode's storage overhead: see
+  :mod:`capkern.bench_pagerset`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 import trio
 
-from . import bench_paging
+from . import bench_paging, bench_pagerset
 from .config import Grant
 from .cspace import Rights
 from .insecure import InsecureWarning
@@ -223,7 +226,8 @@ def _best(fn: Callable[[], None], n: int, repeats: int) -> float:
 
 
 async def _fault_sweep(cipher: str, pages: int, ram: int, rounds: int,
-                       blockdev: str = "memory", isolation: str = "task") -> tuple[float, int]:
+                       blockdev: str = "memory", isolation: str = "task",
+                       **options: Any) -> tuple[float, int]:
     done: list[float] = []
 
     async def sweeper(proc: Process, pages: int, rounds: int) -> None:
@@ -238,7 +242,7 @@ async def _fault_sweep(cipher: str, pages: int, ram: int, rounds: int,
         done.append(time.perf_counter() - t0)
 
     async with boot(ram_pages=ram, cipher=cipher, evict_batch=16, blockdev=blockdev,
-                    isolation=isolation) as kernel:
+                    isolation=isolation, **options) as kernel:
         pid = kernel.spawn(sweeper, pages, rounds, name="sweeper")
         before = kernel.stats.page_ins
         status = await kernel.wait(pid)
@@ -373,6 +377,8 @@ BENCHMARKS: dict[str, Callable[..., Result]] = {
     "fault_nbd": bench_fault_nbd,
     "ipc_call_process": bench_ipc_call_process,
     "major_fault_process": bench_major_fault_process,
+    "fault_mirror": bench_pagerset.bench_fault_mirror,
+    "fault_erasure": bench_pagerset.bench_fault_erasure,
 }
 #: minutes long: run only when named (``capkern bench --scale``)
 HEAVY: dict[str, Callable[..., Result]] = {"scale": bench_paging.bench_scale}
@@ -396,6 +402,8 @@ QUICK: dict[str, dict[str, int]] = {
     "fault_nbd": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
     "ipc_call_process": {"n": 200, "repeats": 1},
     "major_fault_process": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+    "fault_mirror": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+    "fault_erasure": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
 }
 
 

@@ -12,9 +12,11 @@ Two modes:
   members not quarantined).  The kernel keeps in trusted memory, per page, a 128-bit
   BLAKE2b digest of the sealed blob it stored and which members confirmed the store.
   A fetch asks the first holder; on a copy that does not match the digest, a typed
-  error, a lost connection or a timeout it asks the next, and after ``hedge`` seconds
-  without an answer it also asks the next one (hedged request).  The page is lost only
-  if every holder fails.
+  error, a lost connection or a timeout it asks the next.  Hedging: after ``hedge``
+  seconds without an answer the next holder is asked, and after each further ``hedge``
+  of silence one more -- the silent first holder among them again (its first request
+  is withdrawn: the common case, an answer within the delay, then costs no extra task).
+  The page is lost only if every holder fails.
 * ``erasure`` (``shards=n`` = the number of members, ``needed=m``): the sealed blob is
   split by :class:`~.erasure.ErasureCode` into ``n`` tagged shards, one per member (a
   rotation by handle); any ``m`` rebuild it.  A shard whose keyed tag fails names the
@@ -339,7 +341,19 @@ class PagerSetPort:
                     return None
                 return bytes(blob)
 
-            got = await self._race(self._order(handle, self.holders[handle]), 1, copy)
+            order = self._order(handle, self.holders[handle])
+            if order:  # fast path: the first holder, on this task, for one hedge delay
+                first = order.pop(0)
+                blob: bytes | None = None
+                with trio.move_on_after(self.hedge) as scope:
+                    blob = await copy(first)
+                if blob is not None:
+                    return blob
+                if scope.cancelled_caught:  # silent: the others, then it again
+                    self.counts["hedges"] += 1
+                    self.members[first].streak += 1
+                    order.append(first)
+            got = await self._race(order, 1, copy)
             if got:
                 return got[0]
         else:
