@@ -293,6 +293,12 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
         results.append(killed)
 
     console.print(paging_table([honest, *results]))
+    set_rows: list[Any] = []
+    if opts.pager is None:
+        from .demo_sets import pager_set_rows, pager_set_table
+
+        set_rows = pager_set_rows(opts.quick)
+        console.print(pager_set_table(set_rows))
 
     failures = [f"INSECURE: {why}" for why in insecure.reasons(BootConfig(cipher=opts.cipher))]
     if not ipc_ok:
@@ -307,6 +313,11 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
         if r.evidence.breaches:
             failures.append(f"{r.name}: confinement breach {r.evidence.breaches}")
     failures.extend(n for n in kill_notes if not n.startswith("pager os pid"))
+    for row in set_rows:
+        if row.wrong_reads:
+            failures.append(f"pager set, {row.name}: {row.wrong_reads} wrong reads")
+        if min(row.mirror, row.erasure) < row.procs:
+            failures.append(f"pager set, {row.name}: a process did not finish")
     for n in kill_notes[:1]:
         console.print(f"kill/restart: {n}; bystanders ok: "
                       f"{'yes' if len(kill_notes) == 1 else 'NO'}")
