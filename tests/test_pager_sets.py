@@ -192,3 +192,20 @@ async def test_bad_pager_set_options_are_config_errors(opts, kernel_factory):
     with pytest.raises(ConfigError):
         async with kernel_factory(**opts):
             pass  # pragma: no cover
+
+
+async def test_members_run_in_their_own_processes(kernel_factory):
+    """isolation="process": each member pager and each member's block device is a
+    child OS process of its own; a tampering member is still caught and quarantined."""
+    bad = attack_pager(BitFlip("any", seed=3))
+    async with kernel_factory(pagers=[bad, _default(), _default()], pager_set="mirror",
+                              copies=2, isolation="process", ram_pages=RAM) as kernel:
+        statuses = await run_workload(kernel, programs.sequential, PAGES, ROUNDS,
+                                      seeds=range(PROCS))
+        info = {d.name: d for d in kernel.domains()}
+    assert all(s.ok for s in statuses), [s.error for s in statuses]
+    servers = [f"{role}{i}" for role in ("pager", "blockdev") for i in range(3)]
+    pids = {info[name].os_pid for name in servers}
+    assert all(info[name].isolation == "process" for name in servers)
+    assert len(pids) == 6 and None not in pids
+    assert info["pager0"].quarantined and not info["pager1"].quarantined
