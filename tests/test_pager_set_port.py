@@ -175,7 +175,7 @@ async def test_primary_chooses_victims_and_fails_over(capkern_clock):
 
 
 async def test_rejoin_refills_on_the_next_store(capkern_clock):
-    port, fakes, _ = _set(["honest"] * 3, copies=3)
+    port, _fakes, _ = _set(["honest"] * 3, copies=3)
     await port.call("store", {"pages": [[4, _blob(4)]]}, DEADLINE)
     port.quarantine(0, "test")
     await port.call("store", {"pages": [[4, _blob(5)]]}, DEADLINE)

@@ -37,7 +37,7 @@ from typing import Any
 
 import trio
 
-from . import bench_paging, bench_pagerset
+from . import bench_pagerset, bench_paging
 from .config import Grant
 from .cspace import Rights
 from .insecure import InsecureWarning
