@@ -251,6 +251,9 @@ async def _fault_sweep(cipher: str, pages: int, ram: int, rounds: int,
     return done[0], faults
 
 
+fault_sweep = _fault_sweep  # (seconds, major faults) of one timed sweep; for bench_pagerset
+
+
 def bench_major_fault(pages: int = 256, ram: int = 32, rounds: int = 3, repeats: int = 3) -> Result:
     """Microseconds per major fault (evict + page-in), sealed vs null sealer."""
 

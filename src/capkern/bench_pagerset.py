@@ -1,6 +1,6 @@
 """Pager-set benchmarks: the cost of surviving a malicious pager.
 
-* ``fault_mirror``: the sealed major-fault sweep (:func:`capkern.bench._fault_sweep`)
+* ``fault_mirror``: the sealed major-fault sweep (``capkern.bench.fault_sweep``)
   with a mirror of 3 default pagers (``copies=3``: every page stored three times, each
   fetch asking one, hedged) vs the same sweep with a single pager (us per major fault;
   goal <= 1.5x).
@@ -35,13 +35,13 @@ def _default_pager() -> Any:
 
 def _compare(set_options: dict[str, Any], pages: int, ram: int, rounds: int,
              repeats: int) -> tuple[float, float, int]:
-    from .bench import _fault_sweep
+    from .bench import fault_sweep
 
     in_set, single = [], []
     for _ in range(repeats):
-        in_set.append(trio.run(lambda: _fault_sweep("aes-256-gcm", pages, ram, rounds,
+        in_set.append(trio.run(lambda: fault_sweep("aes-256-gcm", pages, ram, rounds,
                                                     **set_options)))
-        single.append(trio.run(_fault_sweep, "aes-256-gcm", pages, ram, rounds))
+        single.append(trio.run(fault_sweep, "aes-256-gcm", pages, ram, rounds))
     (t_set, faults), (t_one, faults_one) = min(in_set), min(single)
     return (t_set / max(1, faults) * 1e6, t_one / max(1, faults_one) * 1e6, faults)
 

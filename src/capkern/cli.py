@@ -158,6 +158,11 @@ def _bench(args: argparse.Namespace) -> int:
     if "major_fault" in results:
         rate = results["major_fault"]["faults_per_second"]
         print(f"major faults per second (sealed): {rate:.0f}")
+    for name in ("fault_mirror", "fault_erasure"):
+        if name in results:
+            r = results[name]
+            print(f"{name} storage overhead: {r['overhead_code']:.2f}x of each sealed page "
+                  f"(code), {r['overhead_disk']:.0f} sealed-page slots on today's pagers")
     return 0
 
 
