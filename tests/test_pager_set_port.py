@@ -196,3 +196,19 @@ def test_bad_configurations():
             PagerSetPort(fakes, **kw)
     with pytest.raises(ConfigError):
         PagerSetPort([])
+
+
+async def test_a_member_left_with_an_old_copy_is_told_to_forget_it(capkern_clock):
+    port, fakes, _ = _set(["honest"] * 3, copies=2)
+    await port.call("store", {"pages": [[8, _blob(1)]]}, DEADLINE)
+    x, y = port.holders[8]
+    z = ({0, 1, 2} - {x, y}).pop()
+    port.quarantine(x, "test")
+    await port.call("store", {"pages": [[8, _blob(2)]]}, DEADLINE)
+    assert set(port.holders[8]) == {y, z}
+    port.rejoin(x, FakePager("x-new"))
+    blob = _blob(3)
+    await port.call("store", {"pages": [[8, blob]]}, DEADLINE)
+    assert set(port.holders[8]) == {x, y}
+    assert 8 not in fakes[z].pages  # z's stale copy was discarded
+    assert fakes[y].pages[8] == blob and port.counts["stale_discards"] == 1

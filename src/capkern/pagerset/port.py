@@ -38,7 +38,8 @@ again.  Typed errors, timeouts and dead channels are counted as failures (a memb
 more failures is asked later) but do not quarantine: a crashed or slow pager is not a
 liar.  A replacement joins with :meth:`PagerSetPort.rejoin`; it is refilled lazily:
 the next store of each page goes to the members placement names *now*, so a page whose
-copy the quarantined member held is re-stored on the replacement at its next eviction.
+copy the quarantined member held is re-stored on the replacement at its next eviction
+(and a member that held the page before but is no longer named is told to forget it).
 
 Eviction policy stays in the pagers: ``evict`` (and ``observe``) go to ONE member, the
 primary; if it fails or is quarantined the next healthy member becomes primary (it then
@@ -289,17 +290,27 @@ class PagerSetPort:
                     await all_done.wait()
                 nursery.cancel_scope.cancel()
         stored = []
+        stale: dict[int, list[int]] = {}  # members left with an old copy: told to forget
         for handle, members in confirmed.items():
             if len(members) < want:
                 continue
             stored.append(handle)
             if code is None:
+                old = set(self.holders.get(handle, ()))
                 self.digests[handle] = meta[handle]
                 self.holders[handle] = tuple(members)
             else:
+                old = set(self.shards.get(handle, {}).values())
                 holders = self.placement.shard_holders(handle)
                 self.gens[handle] = meta[handle]
                 self.shards[handle] = {s: i for s, i in enumerate(holders) if i in members}
+            for index in old.difference(members):
+                if not self.members[index].quarantined:
+                    stale.setdefault(index, []).append(handle)
+        if stale:  # best effort, for one hedge delay: a stale copy is refused anyway
+            self.counts["stale_discards"] += sum(map(len, stale.values()))
+            with trio.move_on_after(self.hedge):
+                await self._send_discards(stale, deadline)
         if not stored and pages:
             raise ServerError("io", "no pager of the set stored the pages")
         return {"stored": stored}
@@ -463,7 +474,9 @@ class PagerSetPort:
             for index in holders:
                 if not self.members[index].quarantined:
                     plan.setdefault(index, []).append(handle)
+        await self._send_discards(plan, deadline)
 
+    async def _send_discards(self, plan: dict[int, list[int]], deadline: float) -> None:
         async def one(index: int, items: list[int]) -> None:
             try:
                 await self._ask(index, "discard", {"handles": items}, deadline)
