@@ -226,8 +226,7 @@ def _best(fn: Callable[[], None], n: int, repeats: int) -> float:
 
 
 async def _fault_sweep(cipher: str, pages: int, ram: int, rounds: int,
-                       blockdev: str = "memory", isolation: str = "task",
-                       **options: Any) -> tuple[float, int]:
+                       blockdev: str = "memory", isolation: str = "task") -> tuple[float, int]:
     done: list[float] = []
 
     async def sweeper(proc: Process, pages: int, rounds: int) -> None:
@@ -242,16 +241,13 @@ async def _fault_sweep(cipher: str, pages: int, ram: int, rounds: int,
         done.append(time.perf_counter() - t0)
 
     async with boot(ram_pages=ram, cipher=cipher, evict_batch=16, blockdev=blockdev,
-                    isolation=isolation, **options) as kernel:
+                    isolation=isolation) as kernel:
         pid = kernel.spawn(sweeper, pages, rounds, name="sweeper")
         before = kernel.stats.page_ins
         status = await kernel.wait(pid)
         assert status.ok, status
         faults = kernel.stats.page_ins - before
     return done[0], faults
-
-
-fault_sweep = _fault_sweep  # (seconds, major faults) of one timed sweep; for bench_pagerset
 
 
 def bench_major_fault(pages: int = 256, ram: int = 32, rounds: int = 3, repeats: int = 3) -> Result:

@@ -61,9 +61,10 @@ from ..errors import CapkernError, ConfigError, PagerUnavailable, ServerError
 from ..mmu.ports import ServerPort
 from ..pagefmt import SEALED_LEN
 from .erasure import ErasureCode
+from .members import Member, race
 from .placement import Placement, overhead_mirror
 
-__all__ = ["MODES", "Member", "PagerSetPort", "pager_set"]
+__all__ = ["MODES", "PagerSetPort", "pager_set"]
 
 MODES = ("mirror", "erasure")
 DIGEST_LEN = 16
@@ -73,22 +74,6 @@ QuarantineHook = Callable[[int, str], None]
 
 def _digest(blob: bytes) -> bytes:
     return hashlib.blake2b(blob, digest_size=DIGEST_LEN).digest()
-
-
-class Member:
-    """One pager of the set, as the kernel keeps account of it."""
-
-    def __init__(self, index: int, port: ServerPort) -> None:
-        self.index = index
-        self.port = port
-        self.failures = 0  # typed errors, timeouts, dead channel
-        self.streak = 0  # failures (or answers too slow to be used) since its last answer
-        self.integrity = 0  # copies or shards it returned that failed the check
-        self.quarantined = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.port.name, "failures": self.failures,
-                "integrity": self.integrity, "quarantined": self.quarantined}
 
 
 class PagerSetPort:
@@ -402,49 +387,7 @@ class PagerSetPort:
 
     async def _race(self, order: list[int], want: int,
                     attempt: Callable[[int], Awaitable[T | None]]) -> list[T]:
-        """Ask members in ``order`` until ``want`` answers are good: ``want`` at once,
-        one more after each failure, and one more after each ``hedge`` of silence.
-        Members still silent when enough answered are asked later next time."""
-        got: list[T] = []
-        pending = list(order)
-        send, recv = trio.open_memory_channel[T | None](math.inf)
-        running = 0
-        silent: set[int] = set()
-        async with trio.open_nursery() as nursery:
-
-            async def run(index: int) -> None:
-                answer = await attempt(index)
-                silent.discard(index)
-                send.send_nowait(answer)
-
-            def launch() -> None:
-                nonlocal running
-                index = pending.pop(0)
-                silent.add(index)
-                nursery.start_soon(run, index)
-                running += 1
-
-            for _ in range(min(want, len(pending))):
-                launch()
-            while running:
-                with trio.move_on_after(self.hedge if pending else math.inf) as scope:
-                    answer = await recv.receive()
-                if scope.cancelled_caught:
-                    self.counts["hedges"] += 1
-                    launch()
-                    continue
-                running -= 1
-                if answer is not None:
-                    got.append(answer)
-                    if len(got) >= want:
-                        break
-                elif pending:
-                    launch()
-            nursery.cancel_scope.cancel()
-        for index in silent:  # too slow to be used: asked after the others next time
-            self.members[index].streak += 1
-            self.counts["stragglers"] += 1
-        return got
+        return await race(self.members, order, want, attempt, self.hedge, self.counts)
 
     async def _fetch_many(self, handles: list[int], deadline: float) -> list[bytes]:
         """Read-ahead: each page fetched as by ``fetch`` (concurrently); b"" if lost."""
