@@ -38,7 +38,8 @@ def test_bench_json_parses() -> None:
     assert set(data) == {"ipc_call", "seal_page", "major_fault", "major_fault_limit",
                          "fault_scale_ram", "fault_scale_procs", "resident_rw", "metadata",
                          "readahead", "mmap_huge", "sim_fifo", "sim_lru", "sim_opt", "fault_nbd",
-                         "ipc_call_process", "major_fault_process"}
+                         "ipc_call_process", "major_fault_process", "fault_mirror",
+                         "fault_erasure"}
     if data["fault_nbd"].get("skipped"):  # no nbdkit on this machine: no figures to check
         assert shutil.which("nbdkit") is None and data["fault_nbd"]["value"] is None
         del data["fault_nbd"]

@@ -24,7 +24,9 @@ def _run_example(code: str, tmp_path: Path) -> str:
 
 
 def test_readme_examples_run(tmp_path: Path) -> None:
-    first, policy = _blocks("README.md")
+    first, policy, pager_sets = _blocks("README.md")
+    out = _run_example(pager_sets, tmp_path)  # one lying pager in a mirror: all ok
+    assert "[True, True, True]" in out and "['pager0']" in out
     assert len(first.splitlines()) <= 20 and len(policy.splitlines()) <= 25
     assert "state='exited', code=0" in _run_example(first, tmp_path)
     # the custom-policy example: MRU beats CLOCK on a cyclic scan one page over RAM

@@ -22,6 +22,9 @@
   round trip of the same bytes over a Unix socketpair to a child that echoes them (us).
 * ``major_fault_process``: the ``major_fault`` sweep with the pager and block device in
   child processes (``isolation="process"``) vs the same sweep in-process (us per fault).
+* ``fault_mirror``, ``fault_erasure``: the sweep with a pager set (a mirror of 3; an
+  erasure code n=5, m=3) vs one pager, with each mode's storage overhead: see
+  :mod:`capkern.bench_pagerset`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 import trio
 
-from . import bench_paging
+from . import bench_pagerset, bench_paging
 from .config import Grant
 from .cspace import Rights
 from .insecure import InsecureWarning
@@ -373,6 +376,8 @@ BENCHMARKS: dict[str, Callable[..., Result]] = {
     "fault_nbd": bench_fault_nbd,
     "ipc_call_process": bench_ipc_call_process,
     "major_fault_process": bench_major_fault_process,
+    "fault_mirror": bench_pagerset.bench_fault_mirror,
+    "fault_erasure": bench_pagerset.bench_fault_erasure,
 }
 #: minutes long: run only when named (``capkern bench --scale``)
 HEAVY: dict[str, Callable[..., Result]] = {"scale": bench_paging.bench_scale}
@@ -396,6 +401,8 @@ QUICK: dict[str, dict[str, int]] = {
     "fault_nbd": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
     "ipc_call_process": {"n": 200, "repeats": 1},
     "major_fault_process": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+    "fault_mirror": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
+    "fault_erasure": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
 }
 
 

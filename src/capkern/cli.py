@@ -34,8 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="IPC, capabilities, sealed paging, attackers")
     _boot_args(demo, 16)
-    demo.add_argument("--pager", default=None, metavar="tcp://HOST:PORT",
-                      help="use a remote pager started with 'capkern serve pager'")
+    demo.add_argument("--pager", action="append", default=None, metavar="tcp://HOST:PORT",
+                      help="use a remote pager started with 'capkern serve pager'; given "
+                      "several times, a pager set of them (see --pager-set)")
+    demo.add_argument("--pager-set", choices=("mirror", "erasure"), default="mirror",
+                      help="with several --pager: mirror copies, or erasure-coded shards")
+    demo.add_argument("--copies", type=int, default=2,
+                      help="mirror: copies of each page (default 2)")
+    demo.add_argument("--needed", type=int, default=None,
+                      help="erasure: shards that rebuild a page (default: pagers - 1)")
     demo.add_argument("--processes", type=int, default=3)
     demo.add_argument("--pages", type=int, default=40, help="working set per process")
     demo.add_argument("--quick", action="store_true", help="fewer attackers, smaller sets")
@@ -133,6 +140,11 @@ def _bench(args: argparse.Namespace) -> int:
     if "major_fault" in results:
         rate = results["major_fault"]["faults_per_second"]
         print(f"major faults per second (sealed): {rate:.0f}")
+    for name in ("fault_mirror", "fault_erasure"):
+        if name in results:
+            r = results[name]
+            print(f"{name} storage overhead: {r['overhead_code']:.2f}x of each sealed page "
+                  f"(code), {r['overhead_disk']:.0f} sealed-page slots on today's pagers")
     return 0
 
 
@@ -151,8 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args, parser)
     boot_options = {"ram_pages": args.ram, "policy": args.policy, "blockdev": args.blockdev,
                     "cipher": args.cipher, "isolation": args.isolation}
-    if args.command == "demo" and args.pager:
-        boot_options["pager"] = args.pager  # tcp://HOST:PORT, a remote pager
+    set_options: dict[str, Any] = {}
+    if args.command == "demo" and args.pager and len(args.pager) == 1:
+        boot_options["pager"] = args.pager[0]  # tcp://HOST:PORT, a remote pager
+    elif args.command == "demo" and args.pager:  # several: a pager set
+        needed = args.needed if args.needed is not None else max(1, len(args.pager) - 1)
+        set_options = {"pagers": tuple(args.pager), "pager_set": args.pager_set,
+                       "copies": args.copies, "needed": needed}
+        boot_options.update(set_options)
     try:
         root.check_boot_options(**boot_options)
     except ConfigError as exc:
@@ -161,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import DemoOptions, run_demo
 
         opts = DemoOptions(args.ram, args.policy, args.blockdev, args.cipher, args.processes,
-                           args.pages, args.quick, args.trace, args.isolation, args.pager)
+                           args.pages, args.quick, args.trace, args.isolation,
+                           boot_options.get("pager"), set_options)
         if args.quick:
             opts.pages = min(opts.pages, 24)
         if opts.processes < 1 or opts.pages < 1:

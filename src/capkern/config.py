@@ -78,6 +78,14 @@ class BootConfig:
     #: where untrusted servers run: "task" (in this process) or "process" (children)
     isolation: str = "task"
     isolation_options: Any = None  # a capkern.isolation.IsolationOptions, or None
+    #: a pager set (see capkern.pagerset.port): several pagers, each with its own block
+    #: device; ``pager_set`` "mirror" keeps ``copies`` of each page, "erasure" splits it
+    #: into one shard per pager, any ``needed`` of which rebuild it
+    pagers: tuple[Program | str, ...] | None = None
+    pager_set: str = "mirror"
+    copies: int = 2
+    needed: int | None = None
+    hedge_delay: float = 0.05  # a pager set asks another member after this much silence
 
     def validate(self) -> None:
         """Refuse a bad option with a :class:`ConfigError` before anything starts."""
@@ -131,6 +139,8 @@ class BootConfig:
                 continue  # a remote pager (checked with the paging options)
             if value is not None and not callable(value):
                 raise ConfigError(f"{name} must be a program (async function), not {value!r}")
+        if self.pagers is not None:
+            self._check_pager_set()
         if self.blockdev_server is None and is_nbd_spec(self.blockdev):
             parse_nbd_spec(self.blockdev)  # a malformed address is a ConfigError now
         elif self.blockdev_server is None and not (
@@ -142,6 +152,33 @@ class BootConfig:
                               f"'nbd://HOST:PORT[/EXPORT]', not {self.blockdev!r}")
         if self.paging and self.blockdev_server is None and self.blockdev.startswith("file:"):
             _check_swap_path(self.blockdev[5:])
+
+    def _check_pager_set(self) -> None:
+        members = self.pagers
+        if not isinstance(members, tuple | list) or not members:
+            raise ConfigError(f"pagers must be a non-empty list of pager programs or "
+                              f"'tcp://HOST:PORT' addresses, not {members!r}")
+        if self.pager is not None:
+            raise ConfigError("give either pager= or pagers=, not both")
+        for member in members:
+            remote = isinstance(member, str) and member.startswith("tcp://")
+            if not remote and not callable(member):
+                raise ConfigError(f"a pager of the set must be a program or a tcp:// "
+                                  f"address, not {member!r}")
+        n = len(members)
+        if self.pager_set == "mirror":
+            if type(self.copies) is not int or not 1 <= self.copies <= n:
+                raise ConfigError(f"copies must be an int in 1..{n}, not {self.copies!r}")
+        elif self.pager_set == "erasure":
+            if type(self.needed) is not int or not 1 <= self.needed <= n:
+                raise ConfigError(f"needed must be an int in 1..{n} for an erasure-coded "
+                                  f"set, not {self.needed!r}")
+        else:
+            raise ConfigError(f"pager_set must be 'mirror' or 'erasure', not "
+                              f"{self.pager_set!r}")
+        hedge = self.hedge_delay
+        if not (type(hedge) in (int, float) and math.isfinite(hedge) and hedge > 0):
+            raise ConfigError(f"hedge_delay must be a positive finite number, not {hedge!r}")
 
 
 def _check_swap_path(path: str) -> None:

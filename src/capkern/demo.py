@@ -46,6 +46,8 @@ class DemoOptions:
     trace: str | None = None  # write the honest run's Perfetto trace here
     isolation: str = "task"  # "process": pager and disk in child OS processes
     pager: str | None = None  # "tcp://HOST:PORT": a remote pager (capkern serve pager)
+    #: several remote pagers as a set: boot options pagers, pager_set, copies, needed
+    pager_set: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,9 +144,10 @@ async def _paging_run(opts: DemoOptions, name: str, tamper: atk.Tamper | None) -
     pager = atk.attack_pager(*([tamper] if tamper else [atk.Snoop()]), evidence=ev)
     blockdev = opts.blockdev
     trace = opts.trace if tamper is None else None
+    where = opts.pager_set or {"pager": opts.pager or pager}
     async with boot(ram_pages=opts.ram_pages, policy=opts.policy, blockdev=blockdev,
-                    cipher=opts.cipher, pager=opts.pager or pager, pager_deadline=1.0,
-                    isolation=opts.isolation, trace=trace is not None) as kernel:
+                    cipher=opts.cipher, pager_deadline=1.0, isolation=opts.isolation,
+                    trace=trace is not None, **where) as kernel:
         pids = [kernel.spawn(programs.sequential, opts.pages, 2, seed, name=f"ws{seed}")
                 for seed in range(opts.processes)]
         # unmaps and maps again at the same address: discarded pages' sealed copies
@@ -256,8 +259,11 @@ def paging_table(runs: list[RunResult]) -> Table:
 
 def paging_header(opts: DemoOptions, console: Console) -> None:
     """The paging part's header; an insecure configuration is said loudly."""
+    pagers = opts.pager_set.get("pagers")
     where = opts.pager or ("pager and disk in child OS processes"
                            if opts.isolation == "process" else "in-process servers")
+    if pagers:
+        where = f"a {opts.pager_set['pager_set']} set of {', '.join(pagers)}"
     console.print(f"\n2. Sealed paging: {opts.processes} processes x {opts.pages} pages "
                   f"through {opts.ram_pages} frames ({opts.policy}, {opts.blockdev}, "
                   f"{opts.cipher}; {where})")
@@ -273,7 +279,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
 
     paging_header(opts, console)
     honest = trio.run(_paging_run, opts, "honest (snooping)", None)
-    attacks = [] if opts.pager else _attacks(opts.quick)  # a remote pager is someone else's
+    remote = bool(opts.pager or opts.pager_set)  # a remote pager is someone else's
+    attacks = [] if remote else _attacks(opts.quick)
     results: list[RunResult] = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("attackers in the pager's place", total=len(attacks))
@@ -288,11 +295,17 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
                 results.append(trio.run(_paging_run, opts, name, make()))
             progress.advance(task)
     kill_notes: list[str] = []
-    if opts.isolation == "process" and opts.pager is None:
+    if opts.isolation == "process" and not remote:
         killed, kill_notes = trio.run(_kill_run, opts)
         results.append(killed)
 
     console.print(paging_table([honest, *results]))
+    set_rows: list[Any] = []
+    if not remote:
+        from .demo_sets import pager_set_rows, pager_set_table
+
+        set_rows = pager_set_rows(opts.quick)
+        console.print(pager_set_table(set_rows))
 
     failures = [f"INSECURE: {why}" for why in insecure.reasons(BootConfig(cipher=opts.cipher))]
     if not ipc_ok:
@@ -307,6 +320,11 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
         if r.evidence.breaches:
             failures.append(f"{r.name}: confinement breach {r.evidence.breaches}")
     failures.extend(n for n in kill_notes if not n.startswith("pager os pid"))
+    for row in set_rows:
+        if row.wrong_reads:
+            failures.append(f"pager set, {row.name}: {row.wrong_reads} wrong reads")
+        if min(row.mirror, row.erasure) < row.procs:
+            failures.append(f"pager set, {row.name}: a process did not finish")
     for n in kill_notes[:1]:
         console.print(f"kill/restart: {n}; bystanders ok: "
                       f"{'yes' if len(kill_notes) == 1 else 'NO'}")

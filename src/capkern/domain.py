@@ -59,6 +59,7 @@ class DomainInfo:
     os_pid: int | None = None  # the OS process running the domain's code
     restarts: int = 0  # times its process was restarted by the supervisor
     frames_refused: int = 0  # garbage frames its process sent
+    quarantined: bool = False  # a pager of a set that failed integrity checks
 
 
 class Domain:
@@ -81,6 +82,7 @@ class Domain:
         self.aspace: AddressSpace | None = None
         self.faults = 0
         self.integrity_faults = 0
+        self.quarantined = False  # a pager set no longer asks it (pagerset/port.py)
         self.program: Any = None
         self.isolation = "task"  # set to "process" by an out-of-process server's proxy
         self.os_pid: int | None = None

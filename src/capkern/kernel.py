@@ -343,6 +343,7 @@ class Kernel:
                     dom.os_pid if dom.isolation != "task" else os.getpid(),
                     dom.restarts,
                     dom.frames_refused,
+                    dom.quarantined,
                 )
             )
         return out

@@ -153,7 +153,8 @@ def _namespace(host: _Host, out: Any) -> dict[str, Any]:
             print("INSECURE kernel: " + "; ".join(k().insecure), file=out)
         for d in k().domains():
             use = {r: f"{u}/{lim}" for r, (u, lim) in d.usage.items()}
-            print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {d.state:<10} {d.resident_pages:>4} "
+            state = "quarantined" if d.quarantined else d.state
+            print(f"{d.pid:>4} {d.name:<14} {d.kind:<8} {state:<10} {d.resident_pages:>4} "
                   f"{d.swapped_pages:>5} {d.faults:>6} {d.integrity_faults:>5} "
                   f"{use.get('slots', '-'):>10} {use.get('objects', '-'):>10} "
                   f"{use.get('queued', '-'):>8} {d.isolation:<9} {d.os_pid or '-':>7} "

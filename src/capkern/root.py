@@ -23,14 +23,16 @@ import trio
 from . import insecure
 from .config import BootConfig, Grant
 from .cspace import Rights
-from .errors import ConfigError
+from .errors import CapkernError, ConfigError
 from .ipc import Endpoint
 from .kernel import Kernel
-from .mmu.ports import IpcPort
+from .mmu.ports import IpcPort, ServerPort
 from .mmu.vm import VM, VMConfig
+from .pagerset.port import PagerSetPort
 from .protocols import BLOCKDEV, CRYPT, PAGER
 
 if TYPE_CHECKING:
+    from .cspace import Cap
     from .domain import Domain
 
 __all__ = ["boot", "check_boot_options", "check_paging_config", "start_paging"]
@@ -93,7 +95,14 @@ def check_boot_options(**options: Any) -> None:
 
 def check_paging_config(cfg: BootConfig) -> None:
     """Boot-time checks of the paging options, before any task starts (raise ConfigError)."""
-    if cfg.pager is None:
+    if cfg.pagers is not None:
+        from .isolation.spec import parse_tcp
+
+        for member in cfg.pagers:
+            if isinstance(member, str):
+                parse_tcp(member)
+        _default_pager(cfg.policy)
+    elif cfg.pager is None:
         _default_pager(cfg.policy)
     elif isinstance(cfg.pager, str):
         from .isolation.spec import parse_tcp
@@ -108,39 +117,75 @@ async def start_paging(kernel: Kernel) -> None:
     cfg = kernel.config
     boot_id = os.urandom(16)
     root = kernel.root.cspace
-    slots = {}
-    for name, contract in (("crypt", CRYPT), ("blockdev", BLOCKDEV), ("pager", PAGER)):
-        slots[name] = root.insert_original(Endpoint(name, contract), Rights.ALL)
     grant = kernel._root_cap
+    crypt_slot = root.insert_original(Endpoint("crypt", CRYPT), Rights.ALL)
     kernel.spawn(crypt_server, cfg.cipher, boot_id, name="crypt", kind="server",
-                 caps={"service": Grant(grant(slots["crypt"]), Rights.READ)})
+                 caps={"service": Grant(grant(crypt_slot), Rights.READ)})
+    pager_port: ServerPort
+    if cfg.pagers is None:
+        pager_port = _start_pager(kernel, cfg.pager or _default_pager(cfg.policy), "")
+    else:
+        pager_port = _start_pager_set(kernel)
+
+    def event(kind: str, dom: Domain | None, detail: str) -> None:
+        kernel.event(kind, kernel.root if dom is None else dom, detail)
+
+    crypt_port = IpcPort(kernel.root, _call_cap(kernel, crypt_slot))
+    vm_config = VMConfig(cfg.ram_pages, cfg.evict_batch, cfg.pager_deadline, cfg.crypt_deadline,
+                         cfg.readahead, cfg.seed, cfg.precise, boot_id)
+    vm = VM(vm_config, kernel.stats, event, pager_port, crypt_port, kernel.page_trace)
+    kernel.vm = vm
+    kernel.start_soon(vm.run, name="capkern:fault-path")
+
+
+def _call_cap(kernel: Kernel, slot: int) -> Cap:
+    # the kernel calls its servers through write-only capabilities: no operation of
+    # theirs declares capabilities in its reply (Op.reply_caps), so a reply carrying
+    # any is refused, counted as an attack, and can never fill the root CSpace
+    root = kernel.root.cspace
+    return root.lookup(root.insert_derived(root.lookup(slot), Rights.WRITE, None))
+
+
+def _start_pager(kernel: Kernel, pager: Any, suffix: str) -> IpcPort:
+    """Spawn one pager (``pager`` + ``suffix``) and its own block device; its port."""
+    cfg = kernel.config
+    root = kernel.root.cspace
+    grant = kernel._root_cap
+    slots = {name: root.insert_original(Endpoint(name + suffix, contract), Rights.ALL)
+             for name, contract in (("blockdev", BLOCKDEV), ("pager", PAGER))}
     blockdev = cfg.blockdev_server or _default_blockdev()
-    pager = cfg.pager or _default_pager(cfg.policy)
     if cfg.isolation == "process" or isinstance(pager, str):  # child processes / remote
         from .isolation.boot import isolate_servers
 
         pager, blockdev = isolate_servers(cfg, pager, blockdev)
     kernel.spawn(blockdev, cfg.blockdev, cfg.swap_blocks, cfg.blockdev_latency,
-                 name="blockdev", kind="server",
+                 name="blockdev" + suffix, kind="server",
                  caps={"service": Grant(grant(slots["blockdev"]), Rights.READ)})
-    kernel.spawn(pager, cfg.policy, name="pager", kind="server",
+    kernel.spawn(pager, cfg.policy, name="pager" + suffix, kind="server",
                  caps={"service": Grant(grant(slots["pager"]), Rights.READ),
                        "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})
+    return IpcPort(kernel.root, _call_cap(kernel, slots["pager"]))
 
-    def event(kind: str, dom: Domain | None, detail: str) -> None:
-        kernel.event(kind, kernel.root if dom is None else dom, detail)
 
-    # the kernel calls its servers through write-only capabilities: no operation of
-    # theirs declares capabilities in its reply (Op.reply_caps), so a reply carrying
-    # any is refused, counted as an attack, and can never fill the root CSpace
-    calls = {name: root.lookup(root.insert_derived(root.lookup(slots[name]), Rights.WRITE, None))
-             for name in ("pager", "crypt")}
-    vm_config = VMConfig(cfg.ram_pages, cfg.evict_batch, cfg.pager_deadline, cfg.crypt_deadline,
-                         cfg.readahead, cfg.seed, cfg.precise, boot_id)
-    vm = VM(vm_config, kernel.stats, event, IpcPort(kernel.root, calls["pager"]),
-            IpcPort(kernel.root, calls["crypt"]), kernel.page_trace)
-    kernel.vm = vm
-    kernel.start_soon(vm.run, name="capkern:fault-path")
+def _start_pager_set(kernel: Kernel) -> PagerSetPort:
+    """Spawn every pager of ``cfg.pagers`` (``pager0``, ``pager1``... each with its own
+    block device ``blockdev0``...) behind one :class:`PagerSetPort`.  A quarantined
+    member is an event on its domain and shows in ``ps()``."""
+    cfg = kernel.config
+    assert cfg.pagers is not None
+    ports = [_start_pager(kernel, member, str(i)) for i, member in enumerate(cfg.pagers)]
+
+    def quarantined(index: int, why: str) -> None:
+        try:
+            dom = kernel._domains[kernel.pid_of(f"pager{index}")]
+        except CapkernError:
+            dom = kernel.root
+        dom.quarantined = True
+        dom.integrity_faults += 1
+        kernel.event("pager_quarantined", dom, why)
+
+    return PagerSetPort(ports, mode=cfg.pager_set, copies=cfg.copies, needed=cfg.needed,
+                        hedge=cfg.hedge_delay, on_quarantine=quarantined)
 
 
 def _default_pager(policy: str) -> Any:
