@@ -170,7 +170,7 @@ async def test_swap_across_processes_is_refused(kernel_factory, evidence, capker
 
         def owner(h: int) -> int | None:
             page = vm.res.handles.get(h)
-            return None if page is None else page[0].asid
+            return None if page is None else page.aspace.asid
 
         swap.owner = owner
         statuses = await run_workload(kernel, programs.sequential, PAGES, ROUNDS,

@@ -158,7 +158,7 @@ async def test_remap_program_under_replay_of_discarded_pages(capkern_clock: Any)
 def test_versions_never_repeat_for_fresh_entries_at_one_place() -> None:
     versions = Versions()
     space = AddressSpace(1, 0)
-    bindings = [versions.next_seal(space, 0x20, PTE(Rights.READ)) for _ in range(100)]
+    bindings = [versions.next_seal(space, 0x20, PTE(Rights.READ, space, 0x20)) for _ in range(100)]
     assert len({tuple(b) for b in bindings}) == 100
     assert [b[3] for b in bindings] == list(range(1, 101))
 
@@ -167,7 +167,7 @@ def test_a_binding_that_cannot_be_encoded_is_refused_and_consumes_nothing() -> N
     versions = Versions()
     space = AddressSpace(1, 1 << 64)  # an incarnation past its field
     with pytest.raises(BindingError):
-        versions.next_seal(space, 0x20, PTE(Rights.READ))
+        versions.next_seal(space, 0x20, PTE(Rights.READ, space, 0x20))
     assert versions.last == 0
     with pytest.raises(BindingError):
         binding(AddressSpace(1 << 32, 0), 0x20, 1)

@@ -27,7 +27,7 @@ def _owners(kernel: capkern.Kernel, pids: list[int]) -> dict[int, int]:
     """handle -> pid, from the kernel's own (trusted) table."""
     assert kernel.vm is not None
     spaces = {id(kernel._domain(p).aspace): p for p in pids}
-    return {h: spaces[id(space)] for h, (space, _vpn) in kernel.vm.res.handles.items()}
+    return {h: spaces[id(pte.aspace)] for h, pte in kernel.vm.res.handles.items()}
 
 
 async def test_exit_discards_reveal_no_address_order(capkern_clock: Any) -> None:

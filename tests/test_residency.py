@@ -12,9 +12,9 @@ def _resident(res: Residency, n: int) -> list[PTE]:
     aspace = AddressSpace(1, 0)
     ptes = []
     for h in range(1, n + 1):
-        pte = PTE(Rights.ALL)
+        pte = PTE(Rights.ALL, aspace, h)
         pte.handle, pte.present = h, True
-        res.handles[h] = (aspace, h)
+        res.handles[h] = pte
         res.map(h, pte)
         ptes.append(pte)
     return ptes
@@ -61,8 +61,8 @@ def test_unheard_report_is_given_back_before_newer_maps() -> None:
     _resident(res, 2)
     mapped, _, _ = res.harvest()
     aspace = AddressSpace(1, 0)
-    pte = PTE(Rights.ALL)
-    res.handles[9] = (aspace, 9)
+    pte = PTE(Rights.ALL, aspace, 9)
+    res.handles[9] = pte
     res.map(9, pte)  # mapped while the report was in flight
     res.unheard(mapped)
     assert res.harvest()[0] == [1, 2, 9]
@@ -72,9 +72,9 @@ def test_logs_stay_bounded_without_evictions() -> None:
     res = Residency()
     aspace = AddressSpace(1, 0)
     for h in range(1, 5000):  # map, touch, unmap: never harvested
-        pte = PTE(Rights.ALL)
+        pte = PTE(Rights.ALL, aspace, h)
         pte.handle, pte.present = h, True
-        res.handles[h] = (aspace, h)
+        res.handles[h] = pte
         res.map(h, pte)
         _touch(res, pte, dirty=True)
         pte.present = False

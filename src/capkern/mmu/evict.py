@@ -64,7 +64,7 @@ class Evictor:
             body["referenced"] = shuffled(referenced, self.rng)
         else:
             handles = self.res.handles
-            body["spaces"] = [log.tag(handles[h][0]) for h in mapped]
+            body["spaces"] = [log.tag(handles[h].aspace) for h in mapped]
             refs, future = log.take()
             body["referenced"] = refs[-MAX_REPORT:]
             if future is not None:
@@ -109,8 +109,8 @@ class Evictor:
         pages: list[Victim] = []
         busy = trio.Event()
         for h in victims:  # unmap first: a touch now faults and waits for us
-            aspace, vpn = self.res.handles[h]
-            pte = aspace.pages[vpn]
+            pte = self.res.handles[h]
+            aspace, vpn = pte.aspace, pte.vpn
             pte.present = False
             self.res.unmap(h)
             self.busy[pte] = busy

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from .aspace import PTE, AddressSpace
+from .aspace import PTE
 
 __all__ = ["MAX_REPORT", "Residency"]
 
@@ -28,7 +28,7 @@ class Residency:
     __slots__ = ("dirtied", "handles", "mapped", "resident", "touched")
 
     def __init__(self) -> None:
-        self.handles: dict[int, tuple[AddressSpace, int]] = {}  # opaque handle -> page
+        self.handles: dict[int, PTE] = {}  # opaque handle -> its page's entry
         self.resident: dict[int, PTE] = {}  # resident handles, in mapping order
         self.mapped: list[int] = []  # mapped since the pager last heard
         self.touched: list[PTE] = []  # accessed bit set since the last harvest

@@ -166,8 +166,8 @@ class VM:
                 pte.present = False
             if pte.handle:
                 gone.append((pte.handle, self._busy.get(pte)))
-                if trace and (where := self.res.handles.get(pte.handle)) is not None:
-                    self.trace.page("discard", where[0].asid, where[1], pte.handle)
+                if trace and pte.handle in self.res.handles:
+                    self.trace.page("discard", pte.aspace.asid, pte.vpn, pte.handle)
         if gone:
             handles = [h for h, _busy in gone]
             self.res.forget(handles)
@@ -438,7 +438,7 @@ class VM:
     def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:
         if not pte.handle:
             pte.handle = self._new_handle()
-            self.res.handles[pte.handle] = (aspace, vpn)
+            self.res.handles[pte.handle] = pte
         pte.frame = frame
         pte.present = True
         pte.state = move(pte.state, PageState.RESIDENT)
