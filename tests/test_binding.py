@@ -229,3 +229,17 @@ async def test_every_seal_of_a_boot_has_its_own_binding(monkeypatch: pytest.Monk
     assert len(bindings) >= 2 * len(places)  # places really were sealed again and again
     assert len(set(bindings)) == len(bindings)
     assert len({b.version for b in bindings}) == len(bindings)
+
+
+def test_a_reused_asid_comes_back_with_the_next_incarnation() -> None:
+    from capkern.mmu.aspace import Asids
+
+    asids = Asids()
+    a, b = asids.take(), asids.take()
+    assert a == (1, 0) and b == (2, 0)
+    asids.put(1)
+    assert asids.take() == (1, 1)  # same number, a new incarnation: a new binding
+    asids.put(1)
+    asids.put(2)
+    assert sorted([asids.take(), asids.take()]) == [(1, 2), (2, 1)]
+    assert asids.take() == (3, 0)

@@ -26,7 +26,7 @@ from ..quota import Usage
 from ..states import PageState
 
 __all__ = ["MAX_IO", "PTE", "USER_BASE_VPN", "VA_BITS", "VA_LIMIT", "VA_PAGES", "AddressSpace",
-           "Region", "check_span"]
+           "Asids", "Region", "check_span"]
 
 VA_BITS = 48
 """Size of a virtual address space: 48-bit addresses, as on x86-64 and AArch64."""
@@ -294,3 +294,28 @@ class AddressSpace:
 
     def swapped_count(self) -> int:
         return sum(1 for p in self.pages.values() if p.state == PageState.SWAPPED)
+
+
+class Asids:
+    """Address-space ids: a freed asid is reused, with the next incarnation of it, so a
+    binding names the process incarnation and not just the number (sans-IO)."""
+
+    __slots__ = ("_free", "_incarnations", "_next")
+
+    def __init__(self) -> None:
+        self._free: list[int] = []
+        self._next = 1
+        self._incarnations: dict[int, int] = {}
+
+    def take(self) -> tuple[int, int]:
+        """A free asid and its new incarnation."""
+        if self._free:
+            asid = self._free.pop()
+        else:
+            asid, self._next = self._next, self._next + 1
+        incarnation = self._incarnations.get(asid, -1) + 1
+        self._incarnations[asid] = incarnation
+        return asid, incarnation
+
+    def put(self, asid: int) -> None:
+        self._free.append(asid)

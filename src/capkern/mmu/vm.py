@@ -1,38 +1,19 @@
 """The fault path: demand-zero, sealed eviction and verified page-in (trusted).
 
-Resident pages are read and written on the process's own task with no channel hop
-(:meth:`VM.read`, :meth:`VM.write`).  A non-present page is a fault, resolved on the
-faulting task itself (a trap runs kernel code on the faulting thread, no task is spawned
-per fault), so a slow or hung pager delays only the faults that need it, each by at most
-one deadline::
+Resident pages are read and written on the process's own task with no channel hop; a
+non-present page is a fault, resolved on the faulting task itself (no task per fault)::
 
     fault -> [evict: pager chooses victims -> crypt seals -> pager stores]
           -> zero-fill, or pager fetch -> crypt unseal + binding/version check -> map
 
-The VM holds no kernel: it gets its configuration (:class:`VMConfig`), the kernel's
-counters, an event callback and one :class:`~capkern.mmu.ports.ServerPort` each for the
-pager and the sealer.  Every call into the untrusted pager has a deadline.  Victims are
-unmapped (not freed) while their sealed copies travel, so a process touching one just
-faults and waits; a frame is freed only after the pager confirmed the store, so a failed
-store loses no data.  Concurrency is kept safe by three rules: a page being faulted in or
-evicted is *busy* and any other fault on it waits for that to end; one eviction runs at a
-time (faults that need a frame meanwhile queue for the frames it frees, see
-:mod:`.framewait`); and a discard waits until the pages it names are no longer busy, so
-the pager never hears of a page after it was told to forget it.  Every step undoes itself
-if the faulting task is cancelled (its process killed): frames go back, pages stay mapped.
-Versions live in trusted memory: every seal draws the next value of one boot-wide
-counter (:mod:`.binding`), and a page-in must carry exactly the version of the page's
-current sealed copy, so no binding ever repeats within a boot.  Page tables are sparse
-(an entry is made on a page's first touch), and every address and length is checked
-against the address space before any work.  Discards are pooled across processes
-(:mod:`.discards`); page events go to a :class:`~capkern.trace.PageTrace`.
-
-When a resident access yields: a read or write that needs no fault is a cancellation
-point (a killed process stops at its next access) but yields to the scheduler only once
-every :data:`RESIDENT_YIELD` accesses in a row, so a process touching only resident
-memory runs at most that many accesses before the others get the CPU.  In precise mode
-(``VMConfig.precise``) every reference, resident or not, is also logged for the pager
-(:mod:`.reflog`) and a full log is reported before the access returns.
+The VM holds no kernel: it gets a :class:`VMConfig`, the counters, an event callback and
+a :class:`~capkern.mmu.ports.ServerPort` each for the pager and the sealer.  Its rules
+(busy pages, one eviction at a time, discards after the last use, every step undone on
+cancellation, one boot-wide version counter, when a resident access yields: every
+:data:`RESIDENT_YIELD` accesses in a row) are set out in ``docs/design.md`` ("Paging");
+the pieces live beside it: eviction (:mod:`.evict`), seal/store/page-in (:mod:`.pageio`),
+frames for faults (:mod:`.framesupply`), reference reports (:mod:`.residency`,
+:mod:`.reflog`), read-ahead (:mod:`.readahead`), discards (:mod:`.discards`).
 """
 
 from __future__ import annotations
@@ -56,7 +37,7 @@ from ..errors import (
 from ..pagefmt import PAGE_SIZE
 from ..states import PageState, move
 from ..trace import PageTrace
-from .aspace import PTE, AddressSpace, check_span
+from .aspace import PTE, AddressSpace, Asids, check_span
 from .discards import DiscardPool, Taken
 from .evict import Evictor
 from .frames import FrameTable
@@ -65,6 +46,7 @@ from .pageio import Discard, PageIO
 from .ports import PagerLink, ServerPort, server_stats
 from .readahead import ReadAhead
 from .reflog import HandleSource, ReferenceLog
+from .release import Releaser
 from .residency import MAX_REPORT, Residency
 
 if TYPE_CHECKING:
@@ -113,16 +95,15 @@ class VM:
         self.pager = PagerLink(pager, config.pager_deadline, stats)
         self.crypt = crypt
         self.res = Residency()
-        self._asid_free: list[int] = []
-        self._asid_next = 1
+        self.asids = Asids()
         self.io = PageIO(self.pager, crypt, config.crypt_deadline, stats, self.frames,
                          lambda kind, detail: event(kind, None, detail))
         self._busy: dict[PTE, trio.Event] = {}  # pages being faulted in or evicted
         self.evictor = Evictor(self.res, self.frames, self._busy, self.pager, self.io, stats,
                                rng=self.handles.rng, reflog=self.reflog, trace=self.trace)
         self.readahead = ReadAhead(config.readahead, self.frames)
-        self._incarnations: dict[int, int] = {}
         self._streak = 0  # resident accesses since the last yield
+        self.releaser = Releaser[PTE](self._release_now)
         send, self._discard_queue = trio.open_memory_channel[Discard](math.inf)
         # discards pooled across processes, sent in random batches (see discards.py)
         self.discards = DiscardPool(lambda handles, after: send.send_nowait(
@@ -134,14 +115,8 @@ class VM:
 
     def attach(self, dom: Domain) -> None:
         """Give a new process an address space (a reused asid gets a new incarnation)."""
-        if self._asid_free:
-            asid = self._asid_free.pop()
-        else:
-            asid, self._asid_next = self._asid_next, self._asid_next + 1
-        incarnation = self._incarnations.get(asid, -1) + 1
-        self._incarnations[asid] = incarnation
-        dom.aspace = AddressSpace(asid, incarnation)
-        self.trace.owners[asid] = dom.pid
+        dom.aspace = AddressSpace(*self.asids.take())
+        self.trace.owners[dom.aspace.asid] = dom.pid
 
     def detach(self, dom: Domain) -> None:
         """Process exit: free its frames now, tell the pager to discard its pages."""
@@ -153,11 +128,14 @@ class VM:
         if self.reflog is not None:
             self.reflog.drop_space(aspace)
         self._release(aspace.unmap_all())
-        self._asid_free.append(aspace.asid)
+        self.asids.put(aspace.asid)
 
     def _release(self, ptes: list[PTE]) -> None:
-        """Unmapped pages: free resident frames now (a busy page's frame is freed by the
-        task working on it), and have the pager discard them once they are not busy."""
+        """Unmapped pages: their frames freed, their handles discarded once not busy
+        (a huge release goes on in steps, see :mod:`.release`)."""
+        self.releaser.release(ptes)
+
+    def _release_now(self, ptes: list[PTE]) -> None:
         gone: list[tuple[int, trio.Event | None]] = []
         trace = self.trace.enabled
         for pte in ptes:
@@ -331,6 +309,7 @@ class VM:
         (a partial pool of discards is flushed after its delay)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.discards.run)
+            nursery.start_soon(self.releaser.run)
             async for item in self._discard_queue:
                 nursery.start_soon(self.io.discard, item)
 
