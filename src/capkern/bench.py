@@ -227,27 +227,8 @@ def _best(fn: Callable[[], None], n: int, repeats: int) -> float:
 
 async def _fault_sweep(cipher: str, pages: int, ram: int, rounds: int,
                        blockdev: str = "memory", isolation: str = "task") -> tuple[float, int]:
-    done: list[float] = []
-
-    async def sweeper(proc: Process, pages: int, rounds: int) -> None:
-        base = proc.mmap(pages * PAGE_SIZE)
-        data = os.urandom(64)
-        for p in range(pages):  # populate (demand-zero faults, not timed)
-            await proc.write(base + p * PAGE_SIZE, data)
-        t0 = time.perf_counter()
-        for _ in range(rounds):
-            for p in range(pages):
-                await proc.write(base + p * PAGE_SIZE, data)
-        done.append(time.perf_counter() - t0)
-
-    async with boot(ram_pages=ram, cipher=cipher, evict_batch=16, blockdev=blockdev,
-                    isolation=isolation) as kernel:
-        pid = kernel.spawn(sweeper, pages, rounds, name="sweeper")
-        before = kernel.stats.page_ins
-        status = await kernel.wait(pid)
-        assert status.ok, status
-        faults = kernel.stats.page_ins - before
-    return done[0], faults
+    return await bench_pagerset.fault_sweep(pages, ram, rounds, cipher=cipher,
+                                            blockdev=blockdev, isolation=isolation)
 
 
 def bench_major_fault(pages: int = 256, ram: int = 32, rounds: int = 3, repeats: int = 3) -> Result:
