@@ -62,16 +62,7 @@ def writer(gate: trio.Event, written: trio.Event, seen: Reads) -> Any:
             await proc.write(base + page * PAGE_SIZE, page_pattern(seed, page, 0))
         written.set()
         await gate.wait()
-        for page in range(PAGES):
-            try:
-                got = await proc.read(base + page * PAGE_SIZE, PAGE_SIZE)
-            except errors.Fault as exc:
-                seen.faults.append(type(exc).__name__)
-                continue
-            if got == page_pattern(seed, page, 0):
-                seen.ok += 1
-            else:
-                seen.wrong += 1
+        await _read_back(proc, base, seed, 0, seen)
         return 0
 
     return program
@@ -189,16 +180,7 @@ async def test_stale_image_written_back_is_refused(server: NBDKit) -> None:
         if len(second_done) == 2:
             second.set()
         await gate2.wait()
-        for page in range(PAGES):
-            try:
-                got = await proc.read(base + page * PAGE_SIZE, PAGE_SIZE)
-            except errors.Fault as exc:
-                seen.faults.append(type(exc).__name__)
-                continue
-            if got == page_pattern(seed, page, 1):
-                seen.ok += 1
-            else:
-                seen.wrong += 1
+        await _read_back(proc, base, seed, 1, seen)
         return 0
 
     first_done: dict[int, bool] = {}
@@ -366,3 +348,17 @@ async def test_a_restarted_server_is_used_again(tmp_path: Path) -> None:
         gate.set()
         status = await kernel.wait(pid)
     assert status.ok and seen.ok == PAGES and not seen.faults and not seen.wrong
+
+
+async def _read_back(proc: Process, base: int, seed: int, round_: int, seen: Any) -> None:
+    """Read every page back, counting right and wrong pages and typed faults in ``seen``."""
+    for page in range(PAGES):
+        try:
+            got = await proc.read(base + page * PAGE_SIZE, PAGE_SIZE)
+        except errors.Fault as exc:
+            seen.faults.append(type(exc).__name__)
+            continue
+        if got == page_pattern(seed, page, round_):
+            seen.ok += 1
+        else:
+            seen.wrong += 1
