@@ -52,27 +52,6 @@ __all__ = ["BENCHMARKS", "bench_fault_nbd", "bench_ipc_call", "bench_ipc_call_pr
 Result = dict[str, Any]
 
 
-async def _raw_round_trips(n: int) -> float:
-    to_srv, srv_in = trio.open_memory_channel[Any](0)
-    to_cli, cli_in = trio.open_memory_channel[Any](0)
-
-    async def server() -> None:
-        async for msg in srv_in:
-            await to_cli.send(msg)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server)
-        body = {"op": "ping", "n": 0}
-        t0 = time.perf_counter()
-        for i in range(n):
-            body["n"] = i
-            await to_srv.send(body)
-            await cli_in.receive()
-        elapsed = time.perf_counter() - t0
-        nursery.cancel_scope.cancel()
-    return elapsed / n
-
-
 async def _ipc_round_trips(n: int) -> float:
     result: list[float] = []
 
@@ -187,7 +166,8 @@ def bench_ipc_call_process(n: int = 5000, repeats: int = 3) -> Result:
 
 def bench_ipc_call(n: int = 20_000, repeats: int = 5) -> Result:
     """Best-of-``repeats`` microseconds per round trip, IPC and raw."""
-    raw = min(trio.run(_raw_round_trips, n) for _ in range(repeats))
+    raw = min(trio.run(bench_paging.raw_round_trips, n, time.perf_counter)
+              for _ in range(repeats))
     ipc = min(trio.run(_ipc_round_trips, n) for _ in range(repeats))
     return {"value": ipc * 1e6, "baseline": raw * 1e6, "ratio": ipc / raw, "unit": "us"}
 

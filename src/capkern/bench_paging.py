@@ -28,6 +28,7 @@ import random
 import resource
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -38,7 +39,8 @@ from .proc import Process
 from .root import boot
 
 __all__ = ["bench_fault_scale_procs", "bench_fault_scale_ram", "bench_major_fault_limit",
-           "bench_metadata", "bench_readahead", "bench_resident_rw", "bench_scale", "profile_fault"]
+           "bench_metadata", "bench_readahead", "bench_resident_rw", "bench_scale", "profile_fault",
+           "raw_round_trips"]
 
 Result = dict[str, Any]
 
@@ -97,8 +99,9 @@ def _us_per_fault(runs: int, *args: Any, **kw: Any) -> float:
     return best
 
 
-async def _raw_round_trips(n: int) -> float:
-    """A raw trio memory-channel round trip (the floor of one call/reply), CPU time."""
+async def raw_round_trips(n: int, clock: Callable[[], float] = _now) -> float:
+    """Seconds per raw trio memory-channel round trip of a small message: the floor of
+    one call/reply (``clock``: CPU time by default; ``bench.ipc_call`` uses wall time)."""
     to_srv, srv_in = trio.open_memory_channel[Any](0)
     to_cli, cli_in = trio.open_memory_channel[Any](0)
 
@@ -108,17 +111,19 @@ async def _raw_round_trips(n: int) -> float:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server)
-        t0 = _now()
+        body = {"op": "ping", "n": 0}
+        t0 = clock()
         for i in range(n):
-            await to_srv.send(i)
+            body["n"] = i
+            await to_srv.send(body)
             await cli_in.receive()
-        elapsed = _now() - t0
+        elapsed = clock() - t0
         nursery.cancel_scope.cancel()
     return elapsed / n
 
 
 def _raw_round_trip_us(n: int = 5000) -> float:
-    return min(trio.run(_raw_round_trips, n) for _ in range(3)) * 1e6
+    return min(trio.run(raw_round_trips, n) for _ in range(3)) * 1e6
 
 
 def _best_us(fn: Any, n: int) -> float:

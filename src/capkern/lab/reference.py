@@ -17,24 +17,22 @@ NEVER = 1 << 62
 
 
 def fifo_faults(refs: Sequence[int], frames: int) -> int:
-    mem: OrderedDict[int, None] = OrderedDict()
-    faults = 0
-    for page in refs:
-        if page in mem:
-            continue
-        faults += 1
-        if len(mem) == frames:
-            mem.popitem(last=False)
-        mem[page] = None
-    return faults
+    return _queue_faults(refs, frames, hit_moves=False)
 
 
 def lru_faults(refs: Sequence[int], frames: int) -> int:
+    return _queue_faults(refs, frames, hit_moves=True)
+
+
+def _queue_faults(refs: Sequence[int], frames: int, hit_moves: bool) -> int:
+    """FIFO (a hit changes nothing) or LRU (a hit moves the page to the back): evict
+    from the front of one queue."""
     mem: OrderedDict[int, None] = OrderedDict()
     faults = 0
     for page in refs:
         if page in mem:
-            mem.move_to_end(page)
+            if hit_moves:
+                mem.move_to_end(page)
             continue
         faults += 1
         if len(mem) == frames:
