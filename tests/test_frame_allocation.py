@@ -27,20 +27,26 @@ def interleave(turns: int, small: list[int], scan: int, run: int) -> list[tuple[
     return refs
 
 
-async def test_the_pager_hears_space_tags_not_pids() -> None:
-    heard: list[dict[str, Any]] = []
+def _evict_spy(heard: list[dict[str, Any]]) -> Any:
+    """A FIFO pager that records every evict request it is sent."""
 
     class Spy(Pager):
         async def on_evict(self, body: Any) -> Any:
             heard.append(body)
             return await super().on_evict(body)
 
+    return make_pager(FIFOPolicy, cls=Spy)
+
+
+async def test_the_pager_hears_space_tags_not_pids() -> None:
+    heard: list[dict[str, Any]] = []
+
     async def prog(proc: Process) -> None:
         base = proc.mmap(4 * PAGE_SIZE)
         await proc.access([base + p * PAGE_SIZE for p in (0, 1, 2, 3, 0)])
 
     async with capkern.boot(ram_pages=3, evict_batch=1, precise=True,
-                            pager=make_pager(FIFOPolicy, cls=Spy)) as kernel:
+                            pager=_evict_spy(heard)) as kernel:
         a, b = kernel.spawn(prog), kernel.spawn(prog)
         assert (await kernel.wait(a)).ok and (await kernel.wait(b)).ok
     tags = {t for body in heard for t in body["spaces"]} | {body["for"] for body in heard}
@@ -53,17 +59,12 @@ async def test_the_pager_hears_space_tags_not_pids() -> None:
 async def test_a_normal_boot_sends_no_space_tags() -> None:
     heard: list[dict[str, Any]] = []
 
-    class Spy(Pager):
-        async def on_evict(self, body: Any) -> Any:
-            heard.append(body)
-            return await super().on_evict(body)
-
     async def prog(proc: Process) -> None:
         base = proc.mmap(4 * PAGE_SIZE)
         await proc.access([base + p * PAGE_SIZE for p in (0, 1, 2, 3)])
 
     async with capkern.boot(ram_pages=2, evict_batch=1,
-                            pager=make_pager(FIFOPolicy, cls=Spy)) as kernel:
+                            pager=_evict_spy(heard)) as kernel:
         assert (await kernel.wait(kernel.spawn(prog))).ok
     assert heard and all("spaces" not in b and "for" not in b for b in heard)
 
