@@ -87,9 +87,10 @@ async def test_batched_access_reaches_the_pagers_referenced_and_dirty_reports() 
     vm, dom = _vm(pager, precise=False, ram=3)
     base = vm.mmap(dom, 4 * PAGE_SIZE, RW, None)
     vpn = base // PAGE_SIZE
-    await access(vm, dom, [vpn, vpn + 1, vpn + 2])  # three zero-fills: RAM full
-    await access(vm, dom, [vpn, vpn + 1], write=True)  # resident: bits only
-    await access(vm, dom, [vpn + 3])  # a fault: the eviction's report goes out
+    await access(vm, dom, [(vpn + i) * PAGE_SIZE for i in (0, 1, 2)])  # three zero-fills: RAM full
+    # resident: bits only
+    await access(vm, dom, [(vpn + i) * PAGE_SIZE for i in (0, 1)], write=True)
+    await access(vm, dom, [(vpn + 3) * PAGE_SIZE])  # a fault: the eviction's report goes out
     (report,) = _bodies(pager, "evict")
     h0, h1 = _handle(dom, base), _handle(dom, base + PAGE_SIZE)
     assert {h0, h1} <= set(report["referenced"])

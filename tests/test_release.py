@@ -61,3 +61,39 @@ async def test_exit_after_touching_many_pages_releases_in_steps(capkern_clock: o
         assert len(set(seen)) >= 5  # it ran between the steps, not only after them
         assert vm.frames.free_count == 8  # every frame back, nothing leaked
     assert step <= RELEASE_STEP
+
+
+async def test_a_long_access_list_is_checked_in_steps(capkern_clock: object) -> None:
+    from capkern.errors import ConfigError
+    from capkern.mmu.batch import _CHECK_STEP
+
+    ran_during_check: list[bool] = []  # was the prober inside access() each time?
+    checking = trio.Event()
+    inside = False
+
+    async def prober(proc: Process) -> None:
+        base = proc.mmap(PAGE_SIZE)
+        bad = [base] * (4 * _CHECK_STEP) + [-1]  # the bad entry is found last
+        nonlocal inside
+        checking.set()
+        inside = True
+        try:
+            await proc.access(bad)
+        except ConfigError:
+            inside = False
+            return
+        raise AssertionError("a negative address was accepted")
+
+    async def bystander(proc: Process) -> None:
+        await checking.wait()
+        for _ in range(3):
+            ran_during_check.append(inside)
+            await trio.sleep(0)
+
+    async with capkern.boot(ram_pages=4) as k:
+        b = k.spawn(bystander)
+        status = await k.wait(k.spawn(prober))
+        assert status.ok, status
+        await k.wait(b)
+        assert k.stats.faults == 0  # refused before any reference was made
+    assert any(ran_during_check)  # the others ran while the list was being checked

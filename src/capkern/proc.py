@@ -26,7 +26,6 @@ from .errors import (
     SegmentationFault,
 )
 from .ipc import Endpoint, Notification, Received, ReplyObject
-from .pagefmt import PAGE_SIZE
 
 if TYPE_CHECKING:
     from .domain import Domain
@@ -371,13 +370,7 @@ class Process:
         """
         from .mmu.batch import access
 
-        if not isinstance(addrs, list | tuple):
-            raise ConfigError("access takes a list of addresses")
-        for a in addrs:
-            if type(a) is not int or a < 0:
-                raise ConfigError(f"addresses must be non-negative ints, not {a!r}")
-        return await access(self._vm(), self._dom, [a // PAGE_SIZE for a in addrs], write,
-                            future, count)
+        return await access(self._vm(), self._dom, addrs, write, future, count)
 
     def _vm(self) -> VM:
         dom = self._dom

@@ -22,7 +22,7 @@ import trio
 
 from ..errors import ConfigError, SegmentationFault
 from ..pagefmt import PAGE_SIZE
-from .reflog import NEVER, next_uses
+from .reflog import NEVER, fill_next_uses
 
 if TYPE_CHECKING:
     from ..domain import Domain
@@ -31,12 +31,25 @@ if TYPE_CHECKING:
 __all__ = ["MAX_ACCESS", "access"]
 
 MAX_ACCESS = 1 << 22  # references per trap
+_CHECK_STEP = 1 << 14  # list entries checked (or scanned for next uses) between checkpoints
+
+
+async def _next_uses(vpns: Sequence[int]) -> list[int]:
+    """:func:`~.reflog.next_uses` in steps, with a checkpoint between them: no one step
+    of a long oracle batch holds the kernel for long."""
+    out = [NEVER] * len(vpns)
+    seen: dict[object, int] = {}
+    for hi in range(len(vpns), 0, -_CHECK_STEP):
+        fill_next_uses(vpns, out, seen, max(0, hi - _CHECK_STEP), hi)
+        await trio.lowlevel.checkpoint()
+    return out
 _YIELD_EVERY = 2048  # a long batch of hits still lets other tasks run
 
 
-async def access(vm: VM, dom: Domain, vpns: Sequence[int], write: bool = False,
+async def access(vm: VM, dom: Domain, addrs: Sequence[int], write: bool = False,
                  future: bool = False, count: int | None = None) -> bytes:
-    """Reference each virtual page in ``vpns`` in order; return hit (1) / fault (0) bytes.
+    """Reference the page of each address in ``addrs`` in order; return hit (1) / fault
+    (0) bytes.
 
     With ``count``, only the first ``count`` pages are referenced; the rest of the list
     is the future the oracle may tell the pager about (one-reference-per-trap runs).
@@ -48,11 +61,15 @@ async def access(vm: VM, dom: Domain, vpns: Sequence[int], write: bool = False,
     aspace = dom.aspace
     if aspace is None:
         raise SegmentationFault("no address space")
-    if not isinstance(vpns, list | tuple) or len(vpns) > MAX_ACCESS:
-        raise ConfigError(f"access takes a list of at most {MAX_ACCESS} page numbers")
-    for vpn in vpns:
-        if type(vpn) is not int or vpn < 0:
-            raise ConfigError(f"page numbers must be non-negative ints, not {vpn!r}")
+    if not isinstance(addrs, list | tuple) or len(addrs) > MAX_ACCESS:
+        raise ConfigError(f"access takes a list of at most {MAX_ACCESS} addresses")
+    vpns: list[int] = []
+    for start in range(0, len(addrs), _CHECK_STEP):  # a long list is checked in steps
+        for a in addrs[start:start + _CHECK_STEP]:
+            if type(a) is not int or a < 0:
+                raise ConfigError(f"addresses must be non-negative ints, not {a!r}")
+            vpns.append(a // PAGE_SIZE)
+        await trio.lowlevel.checkpoint()
     if type(write) is not bool or type(future) is not bool:
         raise ConfigError("write and future must be bools")
     walk = len(vpns) if count is None else count
@@ -62,7 +79,7 @@ async def access(vm: VM, dom: Domain, vpns: Sequence[int], write: bool = False,
     if future and log is None:
         raise ConfigError("future=True needs a precise boot (boot(precise=True))")
     need = 2 if write else 1  # Rights.WRITE / Rights.READ
-    nexts = next_uses(vpns) if future else None
+    nexts = await _next_uses(vpns) if future else None
     clock = 0
     if log is not None and nexts is not None:
         clock = log.clock

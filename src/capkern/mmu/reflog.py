@@ -43,12 +43,18 @@ def next_uses(keys: Sequence[object]) -> list[int]:
     """For each position ``i``, the next position ``j > i`` with ``keys[j] == keys[i]``,
     or :data:`NEVER`.  One backward pass: O(n)."""
     out = [NEVER] * len(keys)
-    seen: dict[object, int] = {}
-    for i in range(len(keys) - 1, -1, -1):
+    fill_next_uses(keys, out, {}, 0, len(keys))
+    return out
+
+
+def fill_next_uses(keys: Sequence[object], out: list[int], seen: dict[object, int],
+                   lo: int, hi: int) -> None:
+    """One step of :func:`next_uses`: positions ``hi-1`` down to ``lo`` (call with
+    descending ranges, sharing ``out`` and ``seen``, so a long list can go in steps)."""
+    for i in range(hi - 1, lo - 1, -1):
         key = keys[i]
         out[i] = seen.get(key, NEVER)
         seen[key] = i
-    return out
 
 
 class ReferenceLog:
