@@ -22,6 +22,7 @@ from capkern.errors import (
 from capkern.kernel import Kernel
 from capkern.mmu.ports import IpcPort
 from capkern.mmu.vm import VM, VMConfig
+from capkern.mmu.watchdog import Watchdog
 from capkern.pagefmt import PAGE_SIZE
 from capkern.protocols import PAGER
 from capkern.testing.ports import FakePort, fake_crypt, fake_pager, memory_pager
@@ -157,10 +158,12 @@ async def test_ipc_port_checks_requests_only_when_asked(bare_kernel: Kernel) -> 
     kernel = bare_kernel
     ep = kernel.new_endpoint("pager", PAGER)
     cap = kernel.root.cspace.lookup(ep.slot)
-    checked = IpcPort(kernel.root, cap, check_requests=True)
+    watchdog = Watchdog()
+    kernel.start_soon(watchdog.run, name="watchdog")
+    checked = IpcPort(kernel.root, cap, watchdog, check_requests=True)
     with pytest.raises(ContractViolation):
         await checked.call("fetch", {"handle": "nope"}, 1.0)
-    trusting = IpcPort(kernel.root, cap)
+    trusting = IpcPort(kernel.root, cap, watchdog)
     with pytest.raises(PagerUnavailable):  # no server: it goes out, nobody answers
         await trusting.call("fetch", {"handle": 1}, 0.01)
     assert checked.name == trusting.name == cap.obj.label()

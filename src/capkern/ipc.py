@@ -69,8 +69,8 @@ if TYPE_CHECKING:
     from .quota import Usage
     from .services import KernelView
 
-__all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "check_reply",
-           "deliver_reply"]
+__all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "Timed", "Waiting",
+           "check_reply", "deliver_reply"]
 
 
 
@@ -189,6 +189,15 @@ class ReplyObject(KObject):
                                 f"did not answer again") if self.refused else CallAborted(why))
             reschedule(self.caller, outcome.Error(exc))
 
+    def time_out(self, exc: Exception) -> bool:
+        """The call's deadline passed: wake the caller with ``exc`` if it still waits
+        (a reply that comes later is dropped, as for a caller that was cancelled)."""
+        if self.state != ReplyState.WAITING:
+            return False
+        self.state = move(self.state, ReplyState.GONE)
+        reschedule(self.caller, outcome.Error(exc))
+        return True
+
 
 class _Blocked:
     """A sender (``msg`` set) or receiver blocked on an endpoint through ``cap``."""
@@ -218,6 +227,35 @@ class _Blocked:
             self.ep.receivers.remove(self)
         self.dom.kernel.stats.ipc_cancelled += 1
         reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
+
+    def time_out(self, exc: Exception) -> bool:
+        """A call's deadline passed: fail it with ``exc`` if it still waits -- queued
+        (the message is withdrawn) or for its reply."""
+        if self.reply is not None:
+            return self.reply.time_out(exc)
+        if self not in self.ep.senders:  # delivered or cancelled meanwhile: no longer ours
+            return False
+        self.ep.senders.remove(self)
+        self.cap.unblock(self)
+        self.dom.usage.release("queued")
+        reschedule(self.task, outcome.Error(exc))
+        return True
+
+
+class Waiting(Protocol):
+    """What a call blocks on (its queued message, or its reply object)."""
+
+    def time_out(self, exc: Exception) -> bool:
+        """Fail the call with ``exc`` if it still waits; whether it did."""
+        ...
+
+
+class Timed(Protocol):
+    """A call with a deadline kept outside trio's cancel scopes (the kernel's watchdog,
+    :mod:`capkern.mmu.watchdog`): :func:`send` records what the caller blocks on, so the
+    watchdog can fail exactly that wait (``time_out``) once the deadline passes."""
+
+    waiting: Waiting | None
 
 
 class _Waiter:
@@ -356,9 +394,11 @@ def _trace(
 # -- endpoint operations ------------------------------------------------------------------
 
 
-async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool) -> Received | None:
+async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | None = None
+               ) -> Received | None:
     """Send (or call).  Blocks until a receiver takes the message (and, for a call,
-    until the reply comes back)."""
+    until the reply comes back).  ``timer`` learns what a call blocks on (see
+    :class:`Timed`)."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     k = dom.kernel
     if k.trace.enabled:
@@ -379,6 +419,8 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool) -> Received | Non
             reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
             waiter.dom.set_reply(reply)
             reschedule(waiter.task, outcome.Value(got))
+            if timer is not None:
+                timer.waiting = reply
             return await _await_reply(reply)
         k.stats.ipc_sends += 1
         reschedule(waiter.task, outcome.Value(got))
@@ -390,6 +432,8 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool) -> Received | Non
     blocked = _Blocked(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & _GRANT))
     ep.senders.append(blocked)
     cap.block(blocked)
+    if timer is not None:
+        timer.waiting = blocked
     if call:
         k.stats.ipc_calls += 1
     else:

@@ -28,6 +28,7 @@ from .ipc import Endpoint
 from .kernel import Kernel
 from .mmu.ports import IpcPort, ServerPort
 from .mmu.vm import VM, VMConfig
+from .mmu.watchdog import Watchdog
 from .pagerset.port import PagerSetPort
 from .protocols import BLOCKDEV, CRYPT, PAGER
 
@@ -119,18 +120,20 @@ async def start_paging(kernel: Kernel) -> None:
     root = kernel.root.cspace
     grant = kernel._root_cap
     crypt_slot = root.insert_original(Endpoint("crypt", CRYPT), Rights.ALL)
+    watchdog = Watchdog()  # deadlines of the kernel's calls to its servers
+    kernel.start_soon(watchdog.run, name="capkern:watchdog")
     kernel.spawn(crypt_server, cfg.cipher, boot_id, name="crypt", kind="server",
                  caps={"service": Grant(grant(crypt_slot), Rights.READ)})
     pager_port: ServerPort
     if cfg.pagers is None:
-        pager_port = _start_pager(kernel, cfg.pager or _default_pager(cfg.policy), "")
+        pager_port = _start_pager(kernel, cfg.pager or _default_pager(cfg.policy), "", watchdog)
     else:
-        pager_port = _start_pager_set(kernel)
+        pager_port = _start_pager_set(kernel, watchdog)
 
     def event(kind: str, dom: Domain | None, detail: str) -> None:
         kernel.event(kind, kernel.root if dom is None else dom, detail)
 
-    crypt_port = IpcPort(kernel.root, _call_cap(kernel, crypt_slot))
+    crypt_port = IpcPort(kernel.root, _call_cap(kernel, crypt_slot), watchdog)
     vm_config = VMConfig(cfg.ram_pages, cfg.evict_batch, cfg.pager_deadline, cfg.crypt_deadline,
                          cfg.readahead, cfg.seed, cfg.precise, boot_id)
     vm = VM(vm_config, kernel.stats, event, pager_port, crypt_port, kernel.page_trace)
@@ -146,7 +149,7 @@ def _call_cap(kernel: Kernel, slot: int) -> Cap:
     return root.lookup(root.insert_derived(root.lookup(slot), Rights.WRITE, None))
 
 
-def _start_pager(kernel: Kernel, pager: Any, suffix: str) -> IpcPort:
+def _start_pager(kernel: Kernel, pager: Any, suffix: str, watchdog: Watchdog) -> IpcPort:
     """Spawn one pager (``pager`` + ``suffix``) and its own block device; its port."""
     cfg = kernel.config
     root = kernel.root.cspace
@@ -164,16 +167,17 @@ def _start_pager(kernel: Kernel, pager: Any, suffix: str) -> IpcPort:
     kernel.spawn(pager, cfg.policy, name="pager" + suffix, kind="server",
                  caps={"service": Grant(grant(slots["pager"]), Rights.READ),
                        "blockdev": Grant(grant(slots["blockdev"]), Rights.WRITE)})
-    return IpcPort(kernel.root, _call_cap(kernel, slots["pager"]))
+    return IpcPort(kernel.root, _call_cap(kernel, slots["pager"]), watchdog)
 
 
-def _start_pager_set(kernel: Kernel) -> PagerSetPort:
+def _start_pager_set(kernel: Kernel, watchdog: Watchdog) -> PagerSetPort:
     """Spawn every pager of ``cfg.pagers`` (``pager0``, ``pager1``... each with its own
     block device ``blockdev0``...) behind one :class:`PagerSetPort`.  A quarantined
     member is an event on its domain and shows in ``ps()``."""
     cfg = kernel.config
     assert cfg.pagers is not None
-    ports = [_start_pager(kernel, member, str(i)) for i, member in enumerate(cfg.pagers)]
+    ports = [_start_pager(kernel, member, str(i), watchdog)
+             for i, member in enumerate(cfg.pagers)]
 
     def quarantined(index: int, why: str) -> None:
         try:

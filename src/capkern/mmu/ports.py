@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-import trio
-
 from .. import ipc
 from ..errors import CapkernError, ContractViolation, IPCError, PagerUnavailable, ServerError
 from ..ipc import Party, Received
@@ -33,6 +31,7 @@ from ..ipc import Party, Received
 if TYPE_CHECKING:
     from ..cspace import Cap
     from ..trace import Counters
+    from .watchdog import Watchdog
 
 __all__ = ["IpcPort", "PagerLink", "ServerPort", "server_stats"]
 
@@ -53,13 +52,16 @@ class IpcPort:
     The request is one the kernel built itself, so it is encoded within the wire limits
     but not checked against the contract item by item (``check_requests`` turns that on,
     e.g. for debugging the kernel); the reply comes from the server and is always checked
-    -- by the endpoint's contract, at the server's reply trap.
+    -- by the endpoint's contract, at the server's reply trap.  Deadlines are kept by the
+    kernel's :class:`~.watchdog.Watchdog` (its task must be running).
     """
 
-    def __init__(self, dom: Party, cap: Cap, *, check_requests: bool = False) -> None:
+    def __init__(self, dom: Party, cap: Cap, watchdog: Watchdog, *,
+                 check_requests: bool = False) -> None:
         self.dom = dom
         self.cap = cap
         self.name = cap.obj.label()
+        self.watchdog = watchdog
         self.check_requests = check_requests
 
     async def call(self, label: str, body: Any, deadline: float) -> Any:
@@ -68,11 +70,15 @@ class IpcPort:
             msg = ipc.make_message(dom, cap, label, body, None, ())
         else:
             msg = ipc.kernel_message(dom, cap, label, body)
-        with trio.CancelScope(deadline=trio.current_time() + deadline):  # no contextlib
-            got = await ipc.send(dom, cap, msg, call=True)
-            assert isinstance(got, Received)
-            return got.ok()
-        raise PagerUnavailable(f"{self.name} did not answer {label!r} within {deadline}s")
+        watchdog = self.watchdog
+        timer = watchdog.arm(deadline, lambda: PagerUnavailable(
+            f"{self.name} did not answer {label!r} within {deadline}s"))
+        try:
+            got = await ipc.send(dom, cap, msg, call=True, timer=timer)
+        finally:
+            watchdog.disarm(timer, deadline)
+        assert isinstance(got, Received)
+        return got.ok()
 
 
 class PagerLink:
