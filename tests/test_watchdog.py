@@ -8,6 +8,7 @@ cancelled) leaves nothing armed behind.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from typing import Any
@@ -180,7 +181,7 @@ def test_expire_is_plain_logic_over_the_queues() -> None:
     waits = [Waits() for _ in range(3)]
     timers = []
     for i, (timeout, deadline) in enumerate(((1.0, 11.0), (1.0, 12.0), (3.0, 15.0))):
-        timer = CallTimer(deadline, lambda i=i: PagerUnavailable(f"call {i}"))
+        timer = CallTimer(deadline, functools.partial(PagerUnavailable, f"call {i}"))
         timer.waiting = waits[i]
         watchdog._queues.setdefault(timeout, deque()).append(timer)
         timers.append(timer)
