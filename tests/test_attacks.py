@@ -20,7 +20,7 @@ import trio
 
 import capkern
 from capkern import programs
-from capkern.pagefmt import PAGE_SIZE
+from capkern._pagefmt import PAGE_SIZE
 from capkern.testing import (
     After,
     AttackPager,

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 import capkern
 from capkern import programs
-from capkern.cspace import Rights
+from capkern._cspace import Rights
+from capkern._pagefmt import PAGE_SIZE
 from capkern.mmu.aspace import PTE, AddressSpace
 from capkern.mmu.binding import BindingError, Versions, binding
-from capkern.pagefmt import PAGE_SIZE
 from capkern.testing import (
     Evidence,
     ReplayDiscarded,

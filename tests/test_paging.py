@@ -11,7 +11,7 @@ import trio
 
 import capkern
 from capkern import programs
-from capkern.pagefmt import PAGE_SIZE
+from capkern._pagefmt import PAGE_SIZE
 
 
 async def _wait_all(kernel: capkern.Kernel, pids: list[int]) -> list[capkern.ExitStatus]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import trio
 
 import capkern
+from capkern._pagefmt import PAGE_SIZE
+from capkern._proc import Process
 from capkern.mmu.release import RELEASE_STEP, Releaser
-from capkern.pagefmt import PAGE_SIZE
-from capkern.proc import Process
 
 
 def test_a_release_does_one_step_now_and_queues_the_rest() -> None:

@@ -10,7 +10,10 @@ import pytest
 import trio
 
 from capkern import Rights
-from capkern.domain import Domain
+from capkern._domain import Domain
+from capkern._pagefmt import PAGE_SIZE
+from capkern._protocols import PAGER
+from capkern._trace import Counters
 from capkern.errors import (
     ContractViolation,
     IntegrityFault,
@@ -22,10 +25,7 @@ from capkern.errors import (
 from capkern.kernel import Kernel
 from capkern.mmu.ports import IpcPort
 from capkern.mmu.vm import VM, VMConfig
-from capkern.pagefmt import PAGE_SIZE
-from capkern.protocols import PAGER
 from capkern.testing.ports import FakePort, fake_crypt, fake_pager, memory_pager
-from capkern.trace import Counters
 
 Events = list[tuple[str, str]]
 

@@ -63,7 +63,7 @@ def test_a_program_in_main_is_refused() -> None:
                          ids=lambda t: type(t).__name__)
 def test_kit_tampers_round_trip_through_plain_data(tamper: Any) -> None:
     spec = tamper_spec(tamper)
-    capkern.wire.encode(spec, capkern.wire.Limits())  # crosses as msgpack
+    capkern._wire.encode(spec, capkern._wire.Limits())  # crosses as msgpack
     rebuilt = make_tamper(spec)
     assert type(rebuilt) is type(tamper) and rebuilt.name == tamper.name
     assert tamper_spec(rebuilt) == spec

@@ -7,8 +7,8 @@ import re
 
 from rich.console import Console
 
-from capkern.demo import RunResult, _attacks, paging_table
-from capkern.domain import ExitStatus
+from capkern._demo import RunResult, _attacks, paging_table
+from capkern._domain import ExitStatus
 from capkern.testing.attackers import Evidence
 
 

@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from .proxy import IsolationOptions, ServerGroup, isolated
 
 if TYPE_CHECKING:
-    from ..config import BootConfig
+    from .._config import BootConfig
 
 __all__ = ["isolate_servers"]
 

@@ -27,15 +27,15 @@ from typing import Any, NoReturn
 
 import trio
 
-from ..cspace import CapInfo
+from .._cspace import CapInfo
+from .._ipc import Received
+from .._proc import ProcessExit
 from ..errors import (
     CapkernError,
     ConfigError,
     ReplyError,
     SegmentationFault,
 )
-from ..ipc import Received
-from ..proc import ProcessExit
 from .framing import FrameDecoder, encode_frame
 from .messages import CANCELLED, decode_error
 from .spec import load_target

@@ -30,19 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .. import wire
-from ..cspace import CapInfo
+from .. import _wire as wire
+from .._cspace import CapInfo
+from .._ipc import Received, ReplyObject
+from .._proc import Process
+from .._states import DomainState, ReplyState, move
 from ..errors import CapkernError, ConfigError, MalformedMessage, QueueFull, ServerCrashed
-from ..ipc import Received, ReplyObject
-from ..proc import Process
-from ..states import DomainState, ReplyState, move
 from .framing import FrameDecoder, FrameLimits, encode_frame
 from .ledger import PageLedger
 from .messages import ASYNC_OPS, CANCELLED, POST_OPS, SYNC_OPS, encode_error
 from .spec import parse_tcp, spec_of
 
 if TYPE_CHECKING:
-    from ..domain import Domain
+    from .._domain import Domain
     from ..kernel import Kernel
 
 __all__ = ["IsolationOptions", "RestartPolicy", "ServerGroup", "harden_kernel_process",

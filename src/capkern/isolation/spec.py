@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import wire
+from .. import _wire as wire
 from ..errors import ConfigError, MessageError
 
 __all__ = ["ServerSpec", "load_target", "parse_tcp", "spec_of"]

@@ -33,10 +33,10 @@ from typing import Any
 
 import trio
 
+from .._pagefmt import PAGE_SIZE
+from .._proc import Process
+from .._root import boot
 from ..errors import ConfigError
-from ..pagefmt import PAGE_SIZE
-from ..proc import Process
-from ..root import boot
 from ..servers.pager import POLICIES, RandomPolicy, ReplacementPolicy, make_pager
 
 __all__ = ["SimResult", "Step", "resolve_policy", "run_sim", "simulate"]

@@ -19,11 +19,11 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from ..cspace import Rights
+from .._cspace import Rights
+from .._pagefmt import PAGE_SIZE
+from .._quota import Usage
+from .._states import PageState
 from ..errors import ConfigError, ProtectionFault, SegmentationFault
-from ..pagefmt import PAGE_SIZE
-from ..quota import Usage
-from ..states import PageState
 
 __all__ = ["MAX_IO", "PTE", "USER_BASE_VPN", "VA_BITS", "VA_LIMIT", "VA_PAGES", "AddressSpace",
            "Asids", "Region", "check_span"]

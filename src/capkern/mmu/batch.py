@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._pagefmt import PAGE_SIZE
 from ..errors import ConfigError, SegmentationFault
-from ..pagefmt import PAGE_SIZE
 from .reflog import NEVER, fill_next_uses
 
 if TYPE_CHECKING:
-    from ..domain import Domain
+    from .._domain import Domain
     from .vm import VM
 
 __all__ = ["MAX_ACCESS", "access"]

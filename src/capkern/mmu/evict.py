@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._states import PageState, move
+from .._trace import PageTrace
 from ..errors import Fault, ServerError
-from ..states import PageState, move
-from ..trace import PageTrace
 from .aspace import PTE, AddressSpace
 from .discards import shuffled
 from .frames import FrameTable
@@ -34,7 +34,7 @@ from .reflog import ReferenceLog
 from .residency import MAX_REPORT, Residency
 
 if TYPE_CHECKING:
-    from ..trace import Counters
+    from .._trace import Counters
 
 __all__ = ["Evictor"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..pagefmt import PAGE_SIZE
+from .._pagefmt import PAGE_SIZE
 
 __all__ = ["FrameTable"]
 

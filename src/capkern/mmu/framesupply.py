@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import trio
 
+from .._protocols import MAX_BATCH
 from ..errors import OutOfMemory
-from ..protocols import MAX_BATCH
 from .aspace import AddressSpace
 from .discards import DiscardPool
 from .evict import Evictor

@@ -29,7 +29,7 @@ from .frames import FrameTable
 from .ports import PagerLink, ServerPort
 
 if TYPE_CHECKING:
-    from ..trace import Counters
+    from .._trace import Counters
 
 __all__ = ["Discard", "PageIO", "Victim"]
 

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .. import ipc
+from .. import _ipc as ipc
+from .._ipc import Party, Received
 from ..errors import CapkernError, ContractViolation, IPCError, PagerUnavailable, ServerError
-from ..ipc import Party, Received
 
 if TYPE_CHECKING:
-    from ..cspace import Cap
-    from ..trace import Counters
+    from .._cspace import Cap
+    from .._trace import Counters
 
 __all__ = ["IpcPort", "PagerLink", "ServerPort", "server_stats"]
 

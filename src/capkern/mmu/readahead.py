@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocols import MAX_BATCH
-from ..states import PageState
+from .._protocols import MAX_BATCH
+from .._states import PageState
 from .aspace import PTE, AddressSpace
 from .frames import FrameTable
 

@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 from trio.lowlevel import checkpoint, checkpoint_if_cancelled
 
-from ..cspace import Rights
+from .._cspace import Rights
+from .._pagefmt import PAGE_SIZE
+from .._states import PageState, move
+from .._trace import PageTrace
 from ..errors import (
     ConfigError,
     Fault,
@@ -34,9 +37,6 @@ from ..errors import (
     ProtectionFault,
     SegmentationFault,
 )
-from ..pagefmt import PAGE_SIZE
-from ..states import PageState, move
-from ..trace import PageTrace
 from .aspace import PTE, AddressSpace, Asids, check_span
 from .discards import DiscardPool, Taken
 from .evict import Evictor
@@ -50,8 +50,8 @@ from .release import Releaser
 from .residency import MAX_REPORT, Residency
 
 if TYPE_CHECKING:
-    from ..domain import Domain
-    from ..trace import Counters
+    from .._domain import Domain
+    from .._trace import Counters
 
 __all__ = ["RESIDENT_YIELD", "VM", "EventSink", "VMConfig"]
 

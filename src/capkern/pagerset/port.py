@@ -57,9 +57,9 @@ from typing import Any, TypeVar
 
 import trio
 
+from .._pagefmt import SEALED_LEN
 from ..errors import CapkernError, ConfigError, PagerUnavailable, ServerError
 from ..mmu.ports import ServerPort
-from ..pagefmt import SEALED_LEN
 from .erasure import ErasureCode
 from .members import Member, race
 from .placement import Placement, overhead_mirror

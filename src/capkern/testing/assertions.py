@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import errors
-from ..domain import ExitStatus
+from .._domain import ExitStatus
+from .._pagefmt import PAGE_SIZE
 from ..kernel import Kernel
-from ..pagefmt import PAGE_SIZE
 from ..programs import page_pattern
 from .attackers import Evidence
 

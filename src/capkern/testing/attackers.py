@@ -23,11 +23,12 @@ from typing import Any
 
 import trio
 
-from .. import insecure, serverloop
+from .. import _insecure as insecure
+from .. import _serverloop as serverloop
+from .._pagefmt import NONCE_LEN, TAG_LEN
+from .._proc import Process
 from ..errors import CapkernError, ServerError
 from ..isolation.spec import ServerSpec
-from ..pagefmt import NONCE_LEN, TAG_LEN
-from ..proc import Process
 from ..servers.blockdev import BlockBackend, MemoryBackend, serve_backend
 from ..servers.pager import Pager, make_policy
 

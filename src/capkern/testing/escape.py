@@ -22,8 +22,8 @@ from typing import Any
 
 import trio
 
+from .._proc import Process
 from ..isolation.spec import ServerSpec
-from ..proc import Process
 from ..servers.pager import make_policy
 from ..servers.pager.server import Pager
 

@@ -33,8 +33,8 @@ import pytest
 import trio
 import trio.testing
 
+from .._root import boot
 from ..kernel import Kernel
-from ..root import boot
 from .attackers import Evidence
 
 KernelFactory = Callable[..., AbstractAsyncContextManager[Kernel]]

@@ -21,10 +21,10 @@ from typing import Any
 
 import trio
 
-from .. import wire
-from ..contract import Contract
+from .. import _wire as wire
+from .._contract import Contract
+from .._protocols import CRYPT, PAGER
 from ..errors import PagerUnavailable, ServerError
-from ..protocols import CRYPT, PAGER
 from ..servers.crypt import Binding, Sealer, SealError
 
 __all__ = ["FakePort", "Handler", "fake_crypt", "fake_pager", "memory_pager", "sealer_handlers"]

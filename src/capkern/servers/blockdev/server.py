@@ -12,9 +12,9 @@ from typing import Any
 
 import trio
 
-from ... import serverloop
-from ...nbdaddr import is_nbd_spec
-from ...proc import Process
+from ... import _serverloop as serverloop
+from ..._nbdaddr import is_nbd_spec
+from ..._proc import Process
 from ._async import AsyncBlockBackend, as_async
 from ._backends import BackendIOError, BlockBackend, Misaligned, OutOfRange, open_backend
 from ._nbd import open_nbd

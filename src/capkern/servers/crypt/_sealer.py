@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from ...pagefmt import NONCE_LEN, PAGE_SIZE, TAG_LEN
+from ..._pagefmt import NONCE_LEN, PAGE_SIZE, TAG_LEN
 
 __all__ = ["CIPHERS", "Binding", "SealError", "Sealer", "SealerExhausted"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ... import serverloop
-from ...proc import Process
+from ... import _serverloop as serverloop
+from ..._proc import Process
 from ._sealer import Binding, Sealer, SealerExhausted, SealError
 
 __all__ = ["CryptServer", "crypt_server"]

@@ -16,8 +16,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ... import serverloop, wire
-from ...ipc import Received
+from ... import _serverloop as serverloop
+from ... import _wire as wire
+from ..._ipc import Received
 from ...isolation.child import Link, read_hello, serve_link
 from ..blockdev import ERRORS, BlockBackend, backend_handlers, open_backend
 from ._policy import POLICIES

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ... import serverloop
+from ... import _serverloop as serverloop
+from ..._pagefmt import META_LEN, PAGE_SIZE, join_blob, split_blob
+from ..._proc import Process
 from ...errors import CapkernError, ServerError
-from ...pagefmt import META_LEN, PAGE_SIZE, join_blob, split_blob
-from ...proc import Process
 from ._layout import NoSpace, SwapLayout, pack_meta_entry, unpack_meta_entry
 from ._policy import POLICIES, ReplacementPolicy, make_policy
 

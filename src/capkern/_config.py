@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import wire
-from .cspace import Rights
+from . import _wire as wire
+from ._cspace import Rights
+from ._nbdaddr import is_nbd_spec, parse_nbd_spec
+from ._quota import Quota
 from .errors import ConfigError
-from .nbdaddr import is_nbd_spec, parse_nbd_spec
-from .quota import Quota
 
 __all__ = ["BootConfig", "Grant", "Program", "RootCap"]
 

@@ -14,9 +14,9 @@ from typing import Any
 import trio
 
 from . import programs
-from .config import Grant
-from .proc import Process
-from .root import boot
+from ._config import Grant
+from ._proc import Process
+from ._root import boot
 
 __all__ = ["run_dump"]
 

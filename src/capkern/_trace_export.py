@@ -27,8 +27,8 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from .pagefmt import PAGE_SIZE
-from .trace import IpcTrace, PageTrace
+from ._pagefmt import PAGE_SIZE
+from ._trace import IpcTrace, PageTrace
 
 __all__ = ["SYSTEM_PID", "chrome_trace", "write_trace"]
 

@@ -20,7 +20,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import BootConfig
+    from ._config import BootConfig
 
 __all__ = ["InsecureWarning", "boot_ended", "boot_started", "insecure_since", "reasons",
            "serial"]

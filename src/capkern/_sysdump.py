@@ -22,14 +22,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from .ipc import Endpoint, ReplyObject
-from .states import ReplyState
+from ._ipc import Endpoint, ReplyObject
+from ._states import ReplyState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .domain import Domain
-    from .trace import Counters
+    from ._domain import Domain
+    from ._trace import Counters
 
 __all__ = ["DUMP_FORMATS", "render", "snapshot", "to_capdl", "to_dot"]
 

@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import insecure
-from .config import BootConfig, Grant
-from .cspace import Rights
+from . import _insecure as insecure
+from ._config import BootConfig, Grant
+from ._cspace import Rights
+from ._ipc import Endpoint
+from ._protocols import BLOCKDEV, CRYPT, PAGER
 from .errors import CapkernError, ConfigError
-from .ipc import Endpoint
 from .kernel import Kernel
 from .mmu.ports import IpcPort, ServerPort
 from .mmu.vm import VM, VMConfig
 from .pagerset.port import PagerSetPort
-from .protocols import BLOCKDEV, CRYPT, PAGER
 
 if TYPE_CHECKING:
-    from .cspace import Cap
-    from .domain import Domain
+    from ._cspace import Cap
+    from ._domain import Domain
 
 __all__ = ["boot", "check_boot_options", "check_paging_config", "start_paging"]
 

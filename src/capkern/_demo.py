@@ -18,13 +18,14 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from . import insecure, programs
-from .config import BootConfig, Grant
+from . import _insecure as insecure
+from . import programs
+from ._config import BootConfig, Grant
+from ._nbdaddr import is_nbd_spec
+from ._proc import Process
+from ._root import boot
 from .errors import CapkernError
 from .kernel import Kernel
-from .nbdaddr import is_nbd_spec
-from .proc import Process
-from .root import boot
 from .testing import attackers as atk
 from .testing.assertions import is_typed_fault
 
@@ -302,7 +303,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     console.print(paging_table([honest, *results]))
     set_rows: list[Any] = []
     if not remote:
-        from .demo_sets import pager_set_rows, pager_set_table
+        from ._demo_sets import pager_set_rows, pager_set_table
 
         set_rows = pager_set_rows(opts.quick)
         console.print(pager_set_table(set_rows))

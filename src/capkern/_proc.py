@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from . import ipc
-from .contract import Contract
-from .cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
+from . import _ipc as ipc
+from ._contract import Contract
+from ._cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
+from ._ipc import Endpoint, Notification, Received, ReplyObject
 from .errors import (
     CapkernError,
     ConfigError,
@@ -25,10 +26,9 @@ from .errors import (
     ReplyError,
     SegmentationFault,
 )
-from .ipc import Endpoint, Notification, Received, ReplyObject
 
 if TYPE_CHECKING:
-    from .domain import Domain
+    from ._domain import Domain
     from .mmu.vm import VM
 
 __all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args",

@@ -37,13 +37,14 @@ from typing import Any
 
 import trio
 
-from . import bench_pagerset, bench_paging
-from .config import Grant
-from .cspace import Rights
-from .insecure import InsecureWarning
-from .pagefmt import PAGE_SIZE
-from .proc import Process
-from .root import boot
+from . import _bench_pagerset as bench_pagerset
+from . import _bench_paging as bench_paging
+from ._config import Grant
+from ._cspace import Rights
+from ._insecure import InsecureWarning
+from ._pagefmt import PAGE_SIZE
+from ._proc import Process
+from ._root import boot
 
 __all__ = ["BENCHMARKS", "bench_fault_nbd", "bench_ipc_call", "bench_ipc_call_process",
            "bench_major_fault", "bench_major_fault_process", "bench_mmap_huge",

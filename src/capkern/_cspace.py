@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from ._quota import Usage
 from .errors import (
     BadgeError,
     ConfigError,
@@ -38,7 +39,6 @@ from .errors import (
     SlotOccupied,
     WrongObjectType,
 )
-from .quota import Usage
 
 __all__ = ["Blocker", "Cap", "CapInfo", "CSpace", "KObject", "Rights"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .trace import Counters, IpcTrace
-from .wire import Limits
+from ._trace import Counters, IpcTrace
+from ._wire import Limits
 
 __all__ = ["KernelView"]
 

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .cspace import CSpace
-from .ipc import ReplyObject
-from .quota import Quota, Usage
-from .states import DomainState, ReplyState
+from ._cspace import CSpace
+from ._ipc import ReplyObject
+from ._quota import Quota, Usage
+from ._states import DomainState, ReplyState
 
 if TYPE_CHECKING:
+    from ._services import KernelView
     from .mmu.aspace import AddressSpace
-    from .services import KernelView
 
 __all__ = ["Domain", "DomainInfo", "ExitStatus"]
 

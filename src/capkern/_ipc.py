@@ -48,9 +48,11 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from . import wire
-from .contract import Contract
-from .cspace import Cap, CSpace, KObject, Rights
+from . import _wire as wire
+from ._contract import Contract
+from ._cspace import Cap, CSpace, KObject, Rights
+from ._states import ReplyState, move
+from ._trace import Delivery, IpcRecord
 from .errors import (
     CallAborted,
     CapabilityRevoked,
@@ -62,12 +64,10 @@ from .errors import (
     ServerError,
     TooManyCaps,
 )
-from .states import ReplyState, move
-from .trace import Delivery, IpcRecord
 
 if TYPE_CHECKING:
-    from .quota import Usage
-    from .services import KernelView
+    from ._quota import Usage
+    from ._services import KernelView
 
 __all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "check_reply",
            "deliver_reply"]

@@ -20,8 +20,8 @@ from rich import box
 from rich.table import Table
 
 from . import programs
+from ._root import boot
 from .pagerset.port import pager_set
-from .root import boot
 from .testing import attackers as atk
 from .testing.assertions import is_typed_fault
 

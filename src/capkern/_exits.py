@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from .domain import ExitStatus
-from .proc import ProcessExit
-from .states import DomainState
+from ._domain import ExitStatus
+from ._proc import ProcessExit
+from ._states import DomainState
 
 __all__ = ["ending", "exited"]
 

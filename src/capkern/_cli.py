@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from . import root
+from . import _root as root
 from .errors import ConfigError
 from .servers.crypt import CIPHERS
 
@@ -105,10 +105,10 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from . import _bench as bench
 
     if args.profile:
-        from .bench_paging import profile_fault
+        from ._bench_paging import profile_fault
 
         print(profile_fault())
         return 0
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     if args.command == "demo":
-        from .demo import DemoOptions, run_demo
+        from ._demo import DemoOptions, run_demo
 
         opts = DemoOptions(args.ram, args.policy, args.blockdev, args.cipher, args.processes,
                            args.pages, args.quick, args.trace, args.isolation,
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"exceed RAM ({opts.ram_pages} frames) for the demo to page; raise "
                          f"--pages or lower --ram")
         return run_demo(opts)
-    from .repl import run_repl
+    from ._repl import run_repl
 
     if args.pager:
         try:
@@ -219,7 +219,7 @@ def _load_pager(spec: str) -> Any:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    from .dumpdemo import run_dump
+    from ._dumpdemo import run_dump
 
     out = run_dump(args.format, args.trace)
     text = json.dumps(out, indent=1) + "\n" if isinstance(out, dict) else out

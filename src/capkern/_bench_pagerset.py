@@ -21,10 +21,10 @@ from typing import Any
 
 import trio
 
-from .pagefmt import PAGE_SIZE, SEALED_LEN
+from ._pagefmt import PAGE_SIZE, SEALED_LEN
+from ._proc import Process
+from ._root import boot
 from .pagerset import overhead_erasure, overhead_mirror
-from .proc import Process
-from .root import boot
 
 __all__ = ["bench_fault_erasure", "bench_fault_mirror", "fault_sweep"]
 

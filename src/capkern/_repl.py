@@ -27,11 +27,11 @@ from typing import Any
 import trio
 
 from . import programs
-from .config import Grant
+from ._config import Grant
+from ._replhelp import HELP_TOPIC, describe, displayhook, running_policy, short_traceback
+from ._root import boot
 from .errors import ConfigError
 from .kernel import Kernel
-from .replhelp import HELP_TOPIC, describe, displayhook, running_policy, short_traceback
-from .root import boot
 
 __all__ = ["run_repl"]
 
@@ -88,7 +88,7 @@ class _Host:
                 self.options = good
 
     async def reboot(self, **options: Any) -> Kernel:
-        from .root import check_boot_options
+        from ._root import check_boot_options
 
         new = {**self.options, **options}
         try:

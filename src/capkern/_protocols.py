@@ -6,8 +6,8 @@ endpoints it creates at boot, so every request and reply is checked at the bound
 
 from __future__ import annotations
 
-from .contract import Any_, Bytes, Contract, Int, ListOf, Null, Op, Str, Struct, Tuple
-from .pagefmt import PAGE_SIZE, SEALED_LEN
+from ._contract import Any_, Bytes, Contract, Int, ListOf, Null, Op, Str, Struct, Tuple
+from ._pagefmt import PAGE_SIZE, SEALED_LEN
 
 __all__ = ["BLOCKDEV", "CRYPT", "MAX_BATCH", "PAGER"]
 

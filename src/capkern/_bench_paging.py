@@ -34,9 +34,9 @@ from typing import Any
 import msgpack
 import trio
 
-from .pagefmt import PAGE_SIZE
-from .proc import Process
-from .root import boot
+from ._pagefmt import PAGE_SIZE
+from ._proc import Process
+from ._root import boot
 
 __all__ = ["bench_fault_scale_procs", "bench_fault_scale_ram", "bench_major_fault_limit",
            "bench_metadata", "bench_readahead", "bench_resident_rw", "bench_scale", "profile_fault",
