@@ -30,7 +30,7 @@ from capkern._protocols import BLOCKDEV, CRYPT, PAGER
 from capkern.errors import ServerError
 from capkern.kernel import Kernel
 from capkern.servers.blockdev import BlockBackend, serve_backend
-from capkern.servers.crypt.server import crypt_server
+from capkern.servers.crypt._server import crypt_server
 from capkern.servers.pager import FIFOPolicy, Pager
 
 CAPKERN = [sys.executable, "-m", "capkern"]

@@ -14,7 +14,7 @@ import capkern
 from capkern import programs
 from capkern._cspace import Rights
 from capkern._pagefmt import PAGE_SIZE
-from capkern.mmu.aspace import MAX_IO, USER_BASE_VPN, VA_LIMIT, VA_PAGES, AddressSpace, check_span
+from capkern.mmu._aspace import MAX_IO, USER_BASE_VPN, VA_LIMIT, VA_PAGES, AddressSpace, check_span
 from capkern.testing import Evidence, Snoop, attack_pager
 
 RW = Rights.READ | Rights.WRITE

@@ -8,7 +8,7 @@ from __future__ import annotations
 import capkern
 from capkern._pagefmt import PAGE_SIZE
 from capkern._proc import Process
-from capkern.mmu.vm import VM
+from capkern.mmu._vm import VM
 
 
 def _consistent(vm: VM) -> int:

@@ -11,7 +11,7 @@ import trio
 
 from capkern._pagefmt import SEALED_LEN
 from capkern.errors import ConfigError, PagerUnavailable, ServerError
-from capkern.pagerset.port import PagerSetPort
+from capkern.pagerset._port import PagerSetPort
 
 DEADLINE = 2.0
 

@@ -16,7 +16,7 @@ from capkern._pagefmt import PAGE_SIZE
 from capkern._trace import Counters
 from capkern.errors import IntegrityFault
 from capkern.kernel import Kernel
-from capkern.mmu.vm import VM, VMConfig
+from capkern.mmu._vm import VM, VMConfig
 from capkern.testing import BitFlip, Replay, attack_pager
 from capkern.testing.ports import FakePort, fake_crypt, fake_pager, memory_pager
 

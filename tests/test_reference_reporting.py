@@ -16,8 +16,8 @@ from capkern._domain import Domain
 from capkern._pagefmt import PAGE_SIZE
 from capkern._trace import Counters
 from capkern.kernel import Kernel
-from capkern.mmu.batch import access
-from capkern.mmu.vm import VM, VMConfig
+from capkern.mmu._batch import access
+from capkern.mmu._vm import VM, VMConfig
 from capkern.testing.ports import FakePort, fake_crypt, fake_pager
 
 RW = Rights.READ | Rights.WRITE

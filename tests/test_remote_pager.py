@@ -17,7 +17,7 @@ import capkern
 from capkern import programs
 from capkern.errors import ConfigError
 from capkern.isolation import IsolationOptions, RestartPolicy
-from capkern.isolation.spec import parse_tcp
+from capkern.isolation._spec import parse_tcp
 
 
 @asynccontextmanager

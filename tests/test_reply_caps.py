@@ -20,7 +20,7 @@ import capkern
 from capkern import Grant, Process, programs
 from capkern._contract import Contract, Int, Null, Op, Struct
 from capkern._protocols import BLOCKDEV, CRYPT, PAGER
-from capkern.mmu.ports import IpcPort
+from capkern.mmu._ports import IpcPort
 from capkern.testing import AttachCaps, Evidence, attack_pager
 
 GIVE = Contract("give", {

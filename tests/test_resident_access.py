@@ -14,7 +14,7 @@ from capkern._domain import Domain
 from capkern._pagefmt import PAGE_SIZE
 from capkern._trace import Counters
 from capkern.kernel import Kernel
-from capkern.mmu.vm import RESIDENT_YIELD, VM, VMConfig
+from capkern.mmu._vm import RESIDENT_YIELD, VM, VMConfig
 from capkern.testing.ports import fake_crypt, fake_pager
 
 

@@ -23,8 +23,8 @@ from capkern.errors import (
     ServerError,
 )
 from capkern.kernel import Kernel
-from capkern.mmu.ports import IpcPort
-from capkern.mmu.vm import VM, VMConfig
+from capkern.mmu._ports import IpcPort
+from capkern.mmu._vm import VM, VMConfig
 from capkern.testing.ports import FakePort, fake_crypt, fake_pager, memory_pager
 
 Events = list[tuple[str, str]]
@@ -167,7 +167,7 @@ async def test_ipc_port_checks_requests_only_when_asked(bare_kernel: Kernel) -> 
 
 
 def test_ports_satisfy_the_protocol() -> None:
-    from capkern.mmu.ports import ServerPort
+    from capkern.mmu._ports import ServerPort
 
     port: ServerPort = fake_pager()
     assert port.name == "fake-pager"

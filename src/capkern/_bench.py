@@ -8,7 +8,7 @@
   insecure ``null`` sealer over the same channels (us per major fault; faults/s shown).
 * the fault path's own (``major_fault_limit``, ``fault_scale_ram``, ``fault_scale_procs``,
   ``resident_rw``, ``metadata``, and ``scale`` behind ``--scale``): see
-  :mod:`capkern.bench_paging`.
+  :mod:`capkern._bench_paging`.
 * ``mmap_huge``: mmap + munmap of 2**22 pages (16 GiB of virtual memory, sparse page
   tables) vs the same for one page (us per pair; the ratio should be about 1).
 * ``sim_fifo``, ``sim_lru``, ``sim_opt``: ``capkern sim`` on a 100,000-reference
@@ -24,7 +24,7 @@
   child processes (``isolation="process"``) vs the same sweep in-process (us per fault).
 * ``fault_mirror``, ``fault_erasure``: the sweep with a pager set (a mirror of 3; an
   erasure code n=5, m=3) vs one pager, with each mode's storage overhead: see
-  :mod:`capkern.bench_pagerset`.
+  :mod:`capkern._bench_pagerset`.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def bench_major_fault(pages: int = 256, ram: int = 32, rounds: int = 3, repeats:
 
 def bench_mmap_huge(pages: int = 1 << 22, n: int = 2000, repeats: int = 3) -> Result:
     """Microseconds per mmap+munmap of ``pages`` pages vs of one page, in one process."""
-    from .mmu.aspace import AddressSpace
+    from .mmu._aspace import AddressSpace
 
     space = AddressSpace(1, 0)
     rw = Rights.READ | Rights.WRITE
@@ -247,9 +247,9 @@ def bench_mmap_huge(pages: int = 1 << 22, n: int = 2000, repeats: int = 3) -> Re
 
 def bench_sim(policy: str, n: int = 100_000, pages: int = 1000, frames: int = 100) -> Result:
     """Seconds for ``capkern sim`` on the heavy-tailed trace vs the plain simulator."""
-    from .lab.reference import SIMULATORS
-    from .lab.sim import run_sim
-    from .lab.workloads import make_workload
+    from .lab._reference import SIMULATORS
+    from .lab._sim import run_sim
+    from .lab._workloads import make_workload
 
     refs = make_workload(f"heavy:n={n},pages={pages}", seed=0)
     t0 = time.perf_counter()

@@ -34,7 +34,7 @@ Result = dict[str, Any]
 def _default_pager() -> Any:
     import importlib
 
-    return importlib.import_module("capkern.servers.pager.server").pager_server
+    return importlib.import_module("capkern.servers.pager").pager_server
 
 
 async def fault_sweep(pages: int, ram: int, rounds: int, **options: Any

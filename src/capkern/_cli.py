@@ -74,15 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy", choices=POLICY_CHOICES, default="clock")
     serve.add_argument("--blockdev", default="memory", help="memory or file:PATH")
     serve.add_argument("--swap-blocks", type=int, default=8192)
-    from .lab.cli import add_parsers
+    from .lab._cli import add_parsers
 
     add_parsers(sub)  # sim, lab
     return parser
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .isolation.spec import parse_tcp
-    from .servers.pager.remote import serve_pager
+    from .isolation._spec import parse_tcp
+    from .servers.pager import serve_pager
 
     if args.policy not in POLICY_CHOICES or args.swap_blocks < 2:
         parser.error("--swap-blocks must be at least 2")
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dump":
         return _dump(args)
     if args.command in ("sim", "lab"):
-        from .lab.cli import run
+        from .lab._cli import run
 
         return run(args)
     if args.command == "serve":

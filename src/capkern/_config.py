@@ -53,7 +53,7 @@ class BootConfig:
     counts differ from textbook one-page replacement (``capkern sim`` uses 1); a batch
     larger than RAM evicts every resident page (warned about when given explicitly).
     ``seed`` makes page handles, and so every policy choice, reproducible; ``precise``
-    reports every reference to the pager in order (exact LRU/LFU; see ``mmu/reflog.py``).
+    reports every reference to the pager in order (exact LRU/LFU; see ``mmu/_reflog.py``).
     """
 
     ram_pages: int = 256
@@ -78,7 +78,7 @@ class BootConfig:
     #: where untrusted servers run: "task" (in this process) or "process" (children)
     isolation: str = "task"
     isolation_options: Any = None  # a capkern.isolation.IsolationOptions, or None
-    #: a pager set (see capkern.pagerset.port): several pagers, each with its own block
+    #: a pager set (see capkern.pagerset._port): several pagers, each with its own block
     #: device; ``pager_set`` "mirror" keeps ``copies`` of each page, "erasure" splits it
     #: into one shard per pager, any ``needed`` of which rebuild it
     pagers: tuple[Program | str, ...] | None = None
@@ -132,7 +132,7 @@ class BootConfig:
         if not isinstance(self.quota, Quota):
             raise ConfigError(f"quota must be a capkern Quota, not {self.quota!r}")
         if not isinstance(self.limits, wire.Limits):
-            raise ConfigError(f"limits must be a capkern.wire.Limits, not {self.limits!r}")
+            raise ConfigError(f"limits must be a capkern.Limits, not {self.limits!r}")
         for name in ("pager", "blockdev_server"):
             value = getattr(self, name)
             if name == "pager" and isinstance(value, str) and value.startswith("tcp://"):

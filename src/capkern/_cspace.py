@@ -11,7 +11,7 @@ Removing a capability (delete, revoke, teardown) also cancels whatever was block
 it: an IPC operation waiting through a capability registers a :class:`Blocker` on it,
 and the removal calls the blocker's ``cancel`` (seL4: deleting a capability aborts the
 IPC it was used for).  Accounting is done here too: every filled slot is charged to the
-CSpace owner's :class:`~capkern.quota.Usage` (``slots``), every object created through
+CSpace owner's :class:`~capkern._quota.Usage` (``slots``), every object created through
 :meth:`CSpace.insert_original` with an owner to that owner (``objects``), released when
 the slot empties or the object's last capability goes.  All operations are linear in
 what they touch (revoke of ``n`` descendants is O(n), never O(n^2)).

@@ -26,8 +26,8 @@ from ._proc import Process
 from ._root import boot
 from .errors import CapkernError
 from .kernel import Kernel
-from .testing import attackers as atk
-from .testing.assertions import is_typed_fault
+from .testing import _attackers as atk
+from .testing._assertions import is_typed_fault
 
 __all__ = ["DemoOptions", "run_demo"]
 

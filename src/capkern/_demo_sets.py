@@ -21,9 +21,9 @@ from rich.table import Table
 
 from . import programs
 from ._root import boot
-from .pagerset.port import pager_set
-from .testing import attackers as atk
-from .testing.assertions import is_typed_fault
+from .pagerset._port import pager_set
+from .testing import _attackers as atk
+from .testing._assertions import is_typed_fault
 
 __all__ = ["SetRow", "pager_set_rows", "pager_set_table"]
 
@@ -85,7 +85,7 @@ async def _run(make: Callable[[], atk.Tamper], mode: str | None) -> tuple[int, i
 def _honest_pager() -> Any:
     import importlib
 
-    return importlib.import_module("capkern.servers.pager.server").pager_server
+    return importlib.import_module("capkern.servers.pager").pager_server
 
 
 def pager_set_rows(quick: bool) -> list[SetRow]:

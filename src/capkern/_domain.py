@@ -14,7 +14,7 @@ from ._states import DomainState, ReplyState
 
 if TYPE_CHECKING:
     from ._services import KernelView
-    from .mmu.aspace import AddressSpace
+    from .mmu._aspace import AddressSpace
 
 __all__ = ["Domain", "DomainInfo", "ExitStatus"]
 
@@ -22,7 +22,7 @@ __all__ = ["Domain", "DomainInfo", "ExitStatus"]
 @dataclass(frozen=True, slots=True)
 class ExitStatus:
     """How a domain ended.  ``state`` is ``exited``, ``failed`` or ``killed`` (a
-    :class:`~capkern.states.DomainState`, equal to those words)."""
+    :class:`~capkern._states.DomainState`, equal to those words)."""
 
     pid: int
     name: str
@@ -42,7 +42,7 @@ class ExitStatus:
 @dataclass(frozen=True, slots=True)
 class DomainInfo:
     """One row of ``kernel.domains()``.  ``usage`` is ``{resource: (used, limit)}``
-    against the domain's quota (see :mod:`capkern.quota`)."""
+    against the domain's quota (see :mod:`capkern._quota`)."""
 
     pid: int
     name: str
@@ -82,7 +82,7 @@ class Domain:
         self.aspace: AddressSpace | None = None
         self.faults = 0
         self.integrity_faults = 0
-        self.quarantined = False  # a pager set no longer asks it (pagerset/port.py)
+        self.quarantined = False  # a pager set no longer asks it (pagerset/_port.py)
         self.program: Any = None
         self.isolation = "task"  # set to "process" by an out-of-process server's proxy
         self.os_pid: int | None = None

@@ -29,7 +29,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._domain import Domain
-    from .mmu.vm import VM
+    from .mmu._vm import VM
 
 __all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args",
            "check_program", "revoke"]
@@ -366,9 +366,9 @@ class Process:
         for a hit and 0 for a fault.  ``future=True`` (precise boots, offline simulation)
         lets the kernel tell the pager each page's next use within this list, for
         Belady's OPT; ``count`` then limits the references made to the first ``count``
-        (the rest is only the future).  See :mod:`capkern.mmu.batch`.
+        (the rest is only the future).  See :mod:`capkern.mmu._batch`.
         """
-        from .mmu.batch import access
+        from .mmu._batch import access
 
         return await access(self._vm(), self._dom, addrs, write, future, count)
 

@@ -6,7 +6,7 @@ tasks, so leaving the block cancels and joins everything -- no task is left behi
 With paging on, the root task creates the three server endpoints in the root CSpace,
 spawns the sealer, block device and pager with capabilities to them (in child OS
 processes with ``isolation="process"``, or a remote pager), and gives the fault path a
-:class:`~capkern.mmu.ports.IpcPort` for the pager and one for the sealer.  The MMU only
+:class:`~capkern.mmu._ports.IpcPort` for the pager and one for the sealer.  The MMU only
 pages; this module is the one place that knows which servers make up the system.
 """
 
@@ -27,9 +27,9 @@ from ._ipc import Endpoint
 from ._protocols import BLOCKDEV, CRYPT, PAGER
 from .errors import CapkernError, ConfigError
 from .kernel import Kernel
-from .mmu.ports import IpcPort, ServerPort
-from .mmu.vm import VM, VMConfig
-from .pagerset.port import PagerSetPort
+from .mmu._ports import IpcPort, ServerPort
+from .mmu._vm import VM, VMConfig
+from .pagerset._port import PagerSetPort
 
 if TYPE_CHECKING:
     from ._cspace import Cap
@@ -96,7 +96,7 @@ def check_boot_options(**options: Any) -> None:
 def check_paging_config(cfg: BootConfig) -> None:
     """Boot-time checks of the paging options, before any task starts (raise ConfigError)."""
     if cfg.pagers is not None:
-        from .isolation.spec import parse_tcp
+        from .isolation._spec import parse_tcp
 
         for member in cfg.pagers:
             if isinstance(member, str):
@@ -105,14 +105,14 @@ def check_paging_config(cfg: BootConfig) -> None:
     elif cfg.pager is None:
         _default_pager(cfg.policy)
     elif isinstance(cfg.pager, str):
-        from .isolation.spec import parse_tcp
+        from .isolation._spec import parse_tcp
 
         parse_tcp(cfg.pager)  # a remote pager's address
 
 
 async def start_paging(kernel: Kernel) -> None:
     """Start the sealer, block device and pager domains and the kernel's fault path."""
-    from .servers.crypt.server import crypt_server  # trusted: part of the TCB
+    from .servers.crypt import crypt_server  # trusted: part of the TCB
 
     cfg = kernel.config
     boot_id = os.urandom(16)
@@ -155,7 +155,7 @@ def _start_pager(kernel: Kernel, pager: Any, suffix: str) -> IpcPort:
              for name, contract in (("blockdev", BLOCKDEV), ("pager", PAGER))}
     blockdev = cfg.blockdev_server or _default_blockdev()
     if cfg.isolation == "process" or isinstance(pager, str):  # child processes / remote
-        from .isolation.boot import isolate_servers
+        from .isolation._boot import isolate_servers
 
         pager, blockdev = isolate_servers(cfg, pager, blockdev)
     kernel.spawn(blockdev, cfg.blockdev, cfg.swap_blocks, cfg.blockdev_latency,
@@ -197,7 +197,7 @@ def _default_pager(policy: str) -> Any:
     # pager that dies at start and processes that later run out of frames.
     import importlib
 
-    module = importlib.import_module("capkern.servers.pager.server")
+    module = importlib.import_module("capkern.servers.pager")
     if policy not in module.POLICIES:
         raise ConfigError(
             f"unknown replacement policy {policy!r}; the default pager offers "
@@ -209,4 +209,4 @@ def _default_pager(policy: str) -> Any:
 def _default_blockdev() -> Any:
     import importlib
 
-    return importlib.import_module("capkern.servers.blockdev.server").blockdev_server
+    return importlib.import_module("capkern.servers.blockdev").blockdev_server

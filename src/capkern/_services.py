@@ -4,7 +4,7 @@ IPC, the syscall handle and the fault path's ports run on a domain's behalf and 
 few things of the kernel (limits, counters, the IPC trace, the event log) and of the
 domain (its CSpace, quota usage, pending reply).  They name those through these
 Protocols rather than importing :class:`~capkern.kernel.Kernel` and
-:class:`~capkern.domain.Domain`, which import them: the import graph stays acyclic
+:class:`~capkern._domain.Domain`, which import them: the import graph stays acyclic
 (``tests/test_import_graph.py``) and each module says exactly what it relies on.
 """
 
@@ -28,7 +28,7 @@ class KernelView(Protocol):
 
     @property
     def vm(self) -> Any:
-        """The paging subsystem (a ``capkern.mmu.vm.VM``), or None with paging off."""
+        """The paging subsystem (a ``capkern.mmu._vm.VM``), or None with paging off."""
 
     def event(self, kind: str, dom: Any, detail: str = "") -> None:
         """Record a kernel event about domain ``dom``."""

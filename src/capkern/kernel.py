@@ -41,7 +41,7 @@ from ._trace import Counters, Event, EventLog, IpcTrace, PageTrace
 from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess, QuotaExceeded
 
 if TYPE_CHECKING:
-    from .mmu.vm import VM
+    from .mmu._vm import VM
 
 __all__ = ["Kernel"]
 
@@ -141,7 +141,7 @@ class Kernel:
 
     async def revoke(self, cap: RootCap) -> int:
         """Remove every capability derived from ``cap``, in every domain (preemptible:
-        see :func:`capkern.proc.revoke`); IPC blocked on any of them is cancelled."""
+        see :func:`capkern._proc.revoke`); IPC blocked on any of them is cancelled."""
         return await revoke(self.root.cspace.lookup(self._root_slot(cap)))
 
     def delete(self, cap: RootCap) -> None:
@@ -367,7 +367,7 @@ class Kernel:
     def dump(self, format: Literal["capdl", "dot"]) -> str: ...
 
     def dump(self, format: str = "json") -> dict[str, Any] | str:
-        """A picture of the system (see :mod:`capkern.sysdump`).
+        """A picture of the system (see :mod:`capkern._sysdump`).
 
         ``json`` (the default): JSON-serialisable data -- domains (with their exit status
         and pending implicit reply), objects, caps and the derivation tree (each cap

@@ -23,9 +23,8 @@ from typing import Any
 import trio
 
 from .._proc import Process
-from ..isolation.spec import ServerSpec
-from ..servers.pager import make_policy
-from ..servers.pager.server import Pager
+from ..isolation import ServerSpec
+from ..servers.pager import Pager, make_policy
 
 __all__ = ["escape_pager"]
 

@@ -35,7 +35,7 @@ import trio.testing
 
 from .._root import boot
 from ..kernel import Kernel
-from .attackers import Evidence
+from ._attackers import Evidence
 
 KernelFactory = Callable[..., AbstractAsyncContextManager[Kernel]]
 _CLOCK_FIXTURE = "capkern_clock"

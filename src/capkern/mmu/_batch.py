@@ -8,7 +8,7 @@ page faults exactly as a ``read``/``write`` would (zero-fill or page-in through 
 pager and sealer, eviction when RAM is full), a resident one sets the accessed bit (and
 for a write stores one byte, setting the dirty bit).  In precise mode each reference is
 logged for the pager; with ``future=True`` (oracle mode, offline simulation only) the
-kernel also attaches each reference's next-use position -- see ``reflog.py``.
+kernel also attaches each reference's next-use position -- see ``_reflog.py``.
 
 It returns one byte per reference: 1 if it hit a resident page, 0 if it faulted.
 """
@@ -22,11 +22,11 @@ import trio
 
 from .._pagefmt import PAGE_SIZE
 from ..errors import ConfigError, SegmentationFault
-from .reflog import NEVER, fill_next_uses
+from ._reflog import NEVER, fill_next_uses
 
 if TYPE_CHECKING:
     from .._domain import Domain
-    from .vm import VM
+    from ._vm import VM
 
 __all__ = ["MAX_ACCESS", "access"]
 

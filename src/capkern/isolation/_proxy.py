@@ -2,10 +2,10 @@
 
 In the parent, an isolated server is still a protection domain with the same
 capabilities; its program is :func:`isolated`'s proxy, a Trio task that exec's a fresh
-interpreter (``python -m capkern.isolation.child``, never a fork of the kernel's memory)
+interpreter (``python -m capkern.isolation._child``, never a fork of the kernel's memory)
 with one end of a Unix socketpair as its only extra file descriptor, and relays frames:
 every syscall the child asks for is made here, through the domain's real
-:class:`~capkern.proc.Process` handle, with every kernel check.  Nothing but frames
+:class:`~capkern._proc.Process` handle, with every kernel check.  Nothing but frames
 crosses.  Frame sizes are judged before reading; a garbage frame is refused and counted.
 
 Supervision follows MINIX 3's reincarnation server.  End of stream is noticed at once:
@@ -36,10 +36,10 @@ from .._ipc import Received, ReplyObject
 from .._proc import Process
 from .._states import DomainState, ReplyState, move
 from ..errors import CapkernError, ConfigError, MalformedMessage, QueueFull, ServerCrashed
-from .framing import FrameDecoder, FrameLimits, encode_frame
-from .ledger import PageLedger
-from .messages import ASYNC_OPS, CANCELLED, POST_OPS, SYNC_OPS, encode_error
-from .spec import parse_tcp, spec_of
+from ._framing import FrameDecoder, FrameLimits, encode_frame
+from ._ledger import PageLedger
+from ._messages import ASYNC_OPS, CANCELLED, POST_OPS, SYNC_OPS, encode_error
+from ._spec import parse_tcp, spec_of
 
 if TYPE_CHECKING:
     from .._domain import Domain
@@ -239,7 +239,7 @@ class _Session:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "capkern.isolation.child", str(theirs.fileno())],
+                [sys.executable, "-m", "capkern.isolation._child", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=None if os.environ.get("CAPKERN_CHILD_STDERR") else subprocess.DEVNULL,

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..mmu.ports import ServerPort
+from ..mmu._ports import ServerPort
 
 __all__ = ["Member", "race"]
 

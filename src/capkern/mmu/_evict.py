@@ -25,13 +25,13 @@ import trio
 from .._states import PageState, move
 from .._trace import PageTrace
 from ..errors import Fault, ServerError
-from .aspace import PTE, AddressSpace
-from .discards import shuffled
-from .frames import FrameTable
-from .pageio import PageIO, Victim
-from .ports import PagerLink
-from .reflog import ReferenceLog
-from .residency import MAX_REPORT, Residency
+from ._aspace import PTE, AddressSpace
+from ._discards import shuffled
+from ._frames import FrameTable
+from ._pageio import PageIO, Victim
+from ._ports import PagerLink
+from ._reflog import ReferenceLog
+from ._residency import MAX_REPORT, Residency
 
 if TYPE_CHECKING:
     from .._trace import Counters

@@ -19,7 +19,7 @@ from typing import Any
 from ... import _serverloop as serverloop
 from ... import _wire as wire
 from ..._ipc import Received
-from ...isolation.child import Link, read_hello, serve_link
+from ...isolation._child import Link, read_hello, serve_link
 from ..blockdev import ERRORS, BlockBackend, backend_handlers, open_backend
 from ._policy import POLICIES
 
@@ -68,7 +68,7 @@ def serve_pager(host: str, port: int, policy: str = "clock", blockdev: str = "me
             hello = read_hello(link)
             if hello is not None:
                 # whatever the kernel names, this host runs its own pager and device
-                hello = ["hello", "capkern.servers.pager.server:pager_server", "program", [],
+                hello = ["hello", "capkern.servers.pager._server:pager_server", "program", [],
                          [policy], hello[5], hello[6], {}]
                 code, error = serve_link(link, hello, {"blockdev": local_blockdev(backend)})
                 print(f"kernel disconnected ({error or code})", file=sys.stderr)

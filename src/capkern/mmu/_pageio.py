@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import Fault, PageInError, PageLost, PagerUnavailable, ServerError
-from .aspace import PTE, AddressSpace
-from .binding import Versions, binding
-from .frames import FrameTable
-from .ports import PagerLink, ServerPort
+from ._aspace import PTE, AddressSpace
+from ._binding import Versions, binding
+from ._frames import FrameTable
+from ._ports import PagerLink, ServerPort
 
 if TYPE_CHECKING:
     from .._trace import Counters

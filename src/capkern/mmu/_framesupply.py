@@ -17,13 +17,13 @@ import trio
 
 from .._protocols import MAX_BATCH
 from ..errors import OutOfMemory
-from .aspace import AddressSpace
-from .discards import DiscardPool
-from .evict import Evictor
-from .frames import FrameTable
-from .framewait import FrameWaiters
-from .pageio import PageIO
-from .residency import Residency
+from ._aspace import AddressSpace
+from ._discards import DiscardPool
+from ._evict import Evictor
+from ._frames import FrameTable
+from ._framewait import FrameWaiters
+from ._pageio import PageIO
+from ._residency import Residency
 
 __all__ = ["FrameSupply"]
 

@@ -1,6 +1,6 @@
 """Precise reference reporting and seeded page handles (trusted, sans-IO).
 
-Two small pieces of kernel state the fault path (``vm.py``) consults, kept here so the
+Two small pieces of kernel state the fault path (``_vm.py``) consults, kept here so the
 fault path itself stays small:
 
 * :class:`ReferenceLog` -- *precise mode* (``boot(precise=True)``).  Normally the pager

@@ -15,8 +15,8 @@ from typing import Any
 
 from .._protocols import MAX_BATCH
 from .._states import PageState
-from .aspace import PTE, AddressSpace
-from .frames import FrameTable
+from ._aspace import PTE, AddressSpace
+from ._frames import FrameTable
 
 __all__ = ["ReadAhead"]
 

@@ -15,7 +15,7 @@ from collections import deque
 import trio
 
 from ..errors import CapkernError
-from .frames import FrameTable
+from ._frames import FrameTable
 
 __all__ = ["FrameWaiters"]
 

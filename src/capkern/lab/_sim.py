@@ -14,7 +14,7 @@ The boot is set up so the counts are the textbook ones:
   but warned about);
 * ``precise=True``: the kernel reports every reference, in order, so LRU/LFU/MRU are exact;
 * for a policy that needs the future (``opt``), the kernel's oracle mode supplies each
-  reference's next-use position -- in handles, never addresses (see ``mmu/reflog.py``);
+  reference's next-use position -- in handles, never addresses (see ``mmu/_reflog.py``);
 * ``seed`` derives page handles (and the random policy's draws) from the seed.
 
 With ``steps=True`` each reference is its own trap and the kernel's page table is read

@@ -1,6 +1,6 @@
 """``capkern lab``: workloads x policies x frame counts on the real kernel.
 
-Each cell is one :func:`capkern.lab.sim.run_sim` (its own boot, in its own process):
+Each cell is one :func:`capkern.lab._sim.run_sim` (its own boot, in its own process):
 cells run in parallel on every core (a process pool) or on a Dask cluster, and the
 results come back as plain rows -- for a rich table, CSV, JSON or a plot of fault
 curves (faults vs frames, one line per policy, Belady anomalies marked).
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .sim import resolve_policy, run_sim
-from .workloads import make_workload
+from ._sim import resolve_policy, run_sim
+from ._workloads import make_workload
 
 __all__ = ["Cell", "Row", "anomalies", "plot", "rows_csv", "rows_json", "rows_table",
            "run_cell", "sweep"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .proxy import IsolationOptions, ServerGroup, isolated
+from ._proxy import IsolationOptions, ServerGroup, isolated
 
 if TYPE_CHECKING:
     from .._config import BootConfig

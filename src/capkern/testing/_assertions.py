@@ -20,7 +20,7 @@ from .._domain import ExitStatus
 from .._pagefmt import PAGE_SIZE
 from ..kernel import Kernel
 from ..programs import page_pattern
-from .attackers import Evidence
+from ._attackers import Evidence
 
 __all__ = ["InsecureRun", "Workload", "WrongRead", "assert_no_plaintext", "assert_no_wrong_reads",
            "expected_pages", "is_typed_fault", "page_pattern_for", "run_workload"]

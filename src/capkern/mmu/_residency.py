@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from .aspace import PTE
+from ._aspace import PTE
 
 __all__ = ["MAX_REPORT", "Residency"]
 

@@ -1,10 +1,10 @@
 """The child side of an out-of-process server (runs in the UNTRUSTED OS process).
 
-``python -m capkern.isolation.child FD`` is exec'd by the kernel's proxy with one end of
+``python -m capkern.isolation._child FD`` is exec'd by the kernel's proxy with one end of
 a socket as its only extra file descriptor.  It reads the ``hello`` frame, hardens
 itself (resource limits; drops to ``nobody`` if started as root) *before* importing any
 server code, then runs the server program unchanged against :class:`RemoteProcess`, a
-stand-in for :class:`~capkern.proc.Process` whose syscalls are frames the proxy turns
+stand-in for :class:`~capkern._proc.Process` whose syscalls are frames the proxy turns
 into real syscalls, with every kernel check.
 
 Blocking syscalls wait for their answer in a Trio task; non-blocking ones (``caps``,
@@ -36,9 +36,9 @@ from ..errors import (
     ReplyError,
     SegmentationFault,
 )
-from .framing import FrameDecoder, encode_frame
-from .messages import CANCELLED, decode_error
-from .spec import load_target
+from ._framing import FrameDecoder, encode_frame
+from ._messages import CANCELLED, decode_error
+from ._spec import load_target
 
 __all__ = ["ConnectionLost", "Link", "RemoteProcess", "main", "read_hello", "serve_link"]
 
@@ -153,7 +153,7 @@ def _result(frame: list[Any]) -> Any:
 
 class RemoteProcess:
     """The syscall handle of a server running in a child process (same API as
-    :class:`~capkern.proc.Process` for what a server uses)."""
+    :class:`~capkern._proc.Process` for what a server uses)."""
 
     def __init__(self, link: Link, pid: int, name: str,
                  local: dict[str, Any] | None = None) -> None:

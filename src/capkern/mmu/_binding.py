@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from .aspace import PTE, VA_PAGES, AddressSpace
+from ._aspace import PTE, VA_PAGES, AddressSpace
 
 __all__ = ["ASID_LIMIT", "VERSION_LIMIT", "BindingError", "Versions", "binding"]
 

@@ -7,7 +7,7 @@ non-present page is a fault, resolved on the faulting task itself (no task per f
           -> zero-fill, or pager fetch -> crypt unseal + binding/version check -> map
 
 The VM holds no kernel: it gets a :class:`VMConfig`, the counters, an event callback and
-a :class:`~capkern.mmu.ports.ServerPort` each for the pager and the sealer.  Its rules
+a :class:`~capkern.mmu._ports.ServerPort` each for the pager and the sealer.  Its rules
 (busy pages, one eviction at a time, discards after the last use, every step undone on
 cancellation, one boot-wide version counter, when a resident access yields: every
 :data:`RESIDENT_YIELD` accesses in a row) are set out in ``docs/design.md`` ("Paging");
@@ -37,17 +37,17 @@ from ..errors import (
     ProtectionFault,
     SegmentationFault,
 )
-from .aspace import PTE, AddressSpace, Asids, check_span
-from .discards import DiscardPool, Taken
-from .evict import Evictor
-from .frames import FrameTable
-from .framesupply import FrameSupply
-from .pageio import Discard, PageIO
-from .ports import PagerLink, ServerPort, server_stats
-from .readahead import ReadAhead
-from .reflog import HandleSource, ReferenceLog
-from .release import Releaser
-from .residency import MAX_REPORT, Residency
+from ._aspace import PTE, AddressSpace, Asids, check_span
+from ._discards import DiscardPool, Taken
+from ._evict import Evictor
+from ._frames import FrameTable
+from ._framesupply import FrameSupply
+from ._pageio import Discard, PageIO
+from ._ports import PagerLink, ServerPort, server_stats
+from ._readahead import ReadAhead
+from ._reflog import HandleSource, ReferenceLog
+from ._release import Releaser
+from ._residency import MAX_REPORT, Residency
 
 if TYPE_CHECKING:
     from .._domain import Domain

@@ -1,6 +1,6 @@
 """A pager set behind the server-port seam (TRUSTED): N untrusted pagers as one.
 
-:class:`PagerSetPort` is a :class:`~capkern.mmu.ports.ServerPort` that speaks the PAGER
+:class:`PagerSetPort` is a :class:`~capkern.mmu._ports.ServerPort` that speaks the PAGER
 contract to the fault path and fans each call out to N member pagers (each with its own
 block device, each a domain of its own, in a child OS process or on a remote host when so
 booted).  The fault path does not know it talks to a set.
@@ -59,10 +59,10 @@ import trio
 
 from .._pagefmt import SEALED_LEN
 from ..errors import CapkernError, ConfigError, PagerUnavailable, ServerError
-from ..mmu.ports import ServerPort
-from .erasure import ErasureCode
-from .members import Member, race
-from .placement import Placement, overhead_mirror
+from ..mmu._ports import ServerPort
+from ._erasure import ErasureCode
+from ._members import Member, race
+from ._placement import Placement, overhead_mirror
 
 __all__ = ["MODES", "PagerSetPort", "pager_set"]
 

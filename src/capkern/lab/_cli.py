@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _refs(args: argparse.Namespace) -> tuple[list[int] | list[tuple[int, int]], str]:
-    from .workloads import load_trace, make_workload, parse_refs
+    from ._workloads import load_trace, make_workload, parse_refs
 
     if args.addresses:
         return parse_refs(args.addresses), "-a"
@@ -101,7 +101,7 @@ def _fmt_frames(frames: list[int | None]) -> str:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    from .sim import run_sim
+    from ._sim import run_sim
 
     refs, source = _refs(args)
     if args.compute and isinstance(refs[0], tuple):
@@ -145,7 +145,7 @@ def _lab(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from .sweep import plot, rows_csv, rows_json, rows_table, sweep
+    from ._sweep import plot, rows_csv, rows_json, rows_table, sweep
 
     workloads = args.workload or ["belady", "silberschatz", "heavy:n=2000,pages=60"]
     policies = [_policy_name(p) for p in args.policy or ["fifo", "lru", "opt", "clock"]]

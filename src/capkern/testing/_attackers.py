@@ -2,7 +2,7 @@
 
 Every attacker is a real server speaking the real contract in the pager's (or the block
 device's) place -- never a patch of kernel internals.  A pager attacker is an honest
-:class:`~capkern.servers.pager.server.Pager` plus *tampers*: small objects that may take
+:class:`~capkern.servers.pager.Pager` plus *tampers*: small objects that may take
 over a reply (:meth:`Tamper.respond`) or transform a sealed page on its way back
 (:meth:`Tamper.fetch`).  Tampers compose::
 
@@ -28,7 +28,7 @@ from .. import _serverloop as serverloop
 from .._pagefmt import NONCE_LEN, TAG_LEN
 from .._proc import Process
 from ..errors import CapkernError, ServerError
-from ..isolation.spec import ServerSpec
+from ..isolation import ServerSpec
 from ..servers.blockdev import BlockBackend, MemoryBackend, serve_backend
 from ..servers.pager import Pager, make_policy
 
@@ -819,7 +819,7 @@ def attack_pager(*tampers: Tamper, evidence: Evidence | None = None) -> Any:
         attacking_pager.capkern_spec_error = str(exc)  # type: ignore[attr-defined]
     else:
         attacking_pager.capkern_spec = ServerSpec(  # type: ignore[attr-defined]
-            "capkern.testing.attackers:build_attack_pager", (specs,), evidence=ev)
+            "capkern.testing._attackers:build_attack_pager", (specs,), evidence=ev)
     return attacking_pager
 
 
@@ -963,7 +963,7 @@ def disk_attacker(name: str, evidence: Evidence | None = None, **kwargs: Any) ->
     keyword arguments: runs in either isolation mode (``boot(blockdev_server=...)``)."""
     if name not in _DISKS:
         raise ValueError(f"no malicious disk named {name!r}; one of {', '.join(_DISKS)}")
-    return ServerSpec("capkern.testing.attackers:build_attack_disk", (name, kwargs),
+    return ServerSpec("capkern.testing._attackers:build_attack_disk", (name, kwargs),
                       evidence=evidence)
 
 
