@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from capkern.cli import main
+from capkern._cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

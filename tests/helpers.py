@@ -24,16 +24,16 @@ import trio.testing
 
 import capkern
 from capkern import Grant, Process, RootCap
-from capkern.cspace import Rights
+from capkern._cspace import Rights
+from capkern._pagefmt import PAGE_SIZE
+from capkern._protocols import BLOCKDEV, CRYPT, PAGER
 from capkern.errors import ServerError
 from capkern.kernel import Kernel
-from capkern.pagefmt import PAGE_SIZE
-from capkern.protocols import BLOCKDEV, CRYPT, PAGER
 from capkern.servers.blockdev import BlockBackend, serve_backend
-from capkern.servers.crypt.server import crypt_server
+from capkern.servers.crypt._server import crypt_server
 from capkern.servers.pager import FIFOPolicy, Pager
 
-CAPKERN = [sys.executable, "-m", "capkern.cli"]
+CAPKERN = [sys.executable, "-m", "capkern"]
 
 
 def read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:

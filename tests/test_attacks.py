@@ -1,5 +1,5 @@
 """The design brief's security properties 1-5, one scenario per attacker in
-:mod:`capkern.testing.attackers`, written with the capkern pytest plugin's fixtures
+:mod:`capkern.testing._attackers`, written with the capkern pytest plugin's fixtures
 (``kernel_factory``, ``evidence``, ``capkern_clock``).
 
 Each test states what the attacker could not do: no plaintext window ever reaches the
@@ -20,7 +20,7 @@ import trio
 
 import capkern
 from capkern import programs
-from capkern.pagefmt import PAGE_SIZE
+from capkern._pagefmt import PAGE_SIZE
 from capkern.testing import (
     After,
     AttackPager,

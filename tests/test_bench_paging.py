@@ -7,9 +7,10 @@ import json
 import subprocess
 import sys
 
-from capkern import bench, bench_paging
+from capkern import _bench as bench
+from capkern import _bench_paging as bench_paging
 
-CAPKERN = [sys.executable, "-m", "capkern.cli"]
+CAPKERN = [sys.executable, "-m", "capkern"]
 
 
 def test_scale_runs_only_when_asked() -> None:

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 import capkern
 from capkern import programs
-from capkern.cspace import Rights
-from capkern.mmu.aspace import PTE, AddressSpace
-from capkern.mmu.binding import BindingError, Versions, binding
-from capkern.pagefmt import PAGE_SIZE
+from capkern._cspace import Rights
+from capkern._pagefmt import PAGE_SIZE
+from capkern.mmu._aspace import PTE, AddressSpace
+from capkern.mmu._binding import BindingError, Versions, binding
 from capkern.testing import (
     Evidence,
     ReplayDiscarded,
@@ -232,7 +232,7 @@ async def test_every_seal_of_a_boot_has_its_own_binding(monkeypatch: pytest.Monk
 
 
 def test_a_reused_asid_comes_back_with_the_next_incarnation() -> None:
-    from capkern.mmu.aspace import Asids
+    from capkern.mmu._aspace import Asids
 
     asids = Asids()
     a, b = asids.take(), asids.take()

@@ -9,8 +9,8 @@ import pytest
 import trio
 
 from capkern import Kernel, boot
+from capkern._proc import Process
 from capkern.errors import CapkernError, ContractViolation
-from capkern.proc import Process
 from capkern.servers.blockdev import BlockBackend, MemoryBackend
 
 from .helpers import (

@@ -12,9 +12,9 @@ import trio
 
 import capkern
 from capkern import programs
-from capkern.cspace import Rights
-from capkern.mmu.aspace import MAX_IO, USER_BASE_VPN, VA_LIMIT, VA_PAGES, AddressSpace, check_span
-from capkern.pagefmt import PAGE_SIZE
+from capkern._cspace import Rights
+from capkern._pagefmt import PAGE_SIZE
+from capkern.mmu._aspace import MAX_IO, USER_BASE_VPN, VA_LIMIT, VA_PAGES, AddressSpace, check_span
 from capkern.testing import Evidence, Snoop, attack_pager
 
 RW = Rights.READ | Rights.WRITE

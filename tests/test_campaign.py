@@ -182,7 +182,7 @@ async def _set_episode(mix: list[Any], work: list[Any], ram: int, policy: str,
     """The same mixes as members of a pager set: one of a mirror of 3 (2 copies), or
     two of an erasure-coded set of 5 (3 rebuild).  Stronger than above: every process
     finishes with correct data -- the attackers cannot even deny service."""
-    from capkern.servers.pager.server import pager_server
+    from capkern.servers.pager._server import pager_server
 
     evs = [Evidence(), Evidence()]
     bad = [attack_pager(*_compose(mix), evidence=ev) for ev in evs]

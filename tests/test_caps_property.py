@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from capkern.cspace import Cap, CSpace, KObject, Rights
+from capkern._cspace import Cap, CSpace, KObject, Rights
 from capkern.errors import CapabilityError
 
 RIGHTS = st.sampled_from([Rights(r) for r in range(8)])

@@ -69,7 +69,7 @@ def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
 
 
 def test_check_boot_options_checks_a_file_device_path(tmp_path: Any) -> None:
-    from capkern.root import check_boot_options
+    from capkern._root import check_boot_options
 
     check_boot_options(blockdev=f"file:{tmp_path / 'swap.img'}")
     assert not (tmp_path / "swap.img").exists()  # checked, not created (boot creates it)

@@ -1,4 +1,4 @@
-"""Server contracts: schema specs and request/reply validation (capkern.contract)."""
+"""Server contracts: schema specs and request/reply validation (capkern._contract)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from capkern.contract import (
+from capkern._contract import (
     Any_,
     Bool,
     Bytes,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capkern.contract import (
+from capkern._contract import (
     Any_,
     Bool,
     Bytes,
@@ -31,8 +31,8 @@ from capkern.contract import (
     Struct,
     Tuple,
 )
+from capkern._protocols import BLOCKDEV, CRYPT, PAGER
 from capkern.errors import ContractViolation
-from capkern.protocols import BLOCKDEV, CRYPT, PAGER
 
 CONTRACTS = (PAGER, BLOCKDEV, CRYPT)
 SPECS = [(f"{c.name}.{label}.{side}", getattr(op, side))

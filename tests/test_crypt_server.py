@@ -10,10 +10,10 @@ import pytest
 import trio
 
 from capkern import Kernel
+from capkern._pagefmt import PAGE_SIZE, SEALED_LEN
+from capkern._proc import Process
+from capkern._protocols import MAX_BATCH
 from capkern.errors import ContractViolation
-from capkern.pagefmt import PAGE_SIZE, SEALED_LEN
-from capkern.proc import Process
-from capkern.protocols import MAX_BATCH
 
 from .helpers import (
     _alive,

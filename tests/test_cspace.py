@@ -1,4 +1,4 @@
-"""Unit and state-machine tests of the sans-IO capability layer (capkern.cspace)."""
+"""Unit and state-machine tests of the sans-IO capability layer (capkern._cspace)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from capkern.cspace import MAX_BADGE, Cap, CSpace, KObject, Rights, revoke_cap
+from capkern._cspace import MAX_BADGE, Cap, CSpace, KObject, Rights, revoke_cap
 from capkern.errors import (
     BadgeError,
     ConfigError,

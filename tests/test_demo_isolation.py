@@ -9,7 +9,7 @@ import re
 
 from rich.console import Console
 
-from capkern.demo import DemoOptions, run_demo
+from capkern._demo import DemoOptions, run_demo
 
 
 def test_demo_in_process_mode_holds_every_property_and_survives_a_kill() -> None:

@@ -12,10 +12,10 @@ import pytest
 
 import capkern
 from capkern import Grant, programs
-from capkern.cli import main
-from capkern.dumpdemo import run_dump
+from capkern._cli import main
+from capkern._dumpdemo import run_dump
+from capkern._sysdump import to_capdl, to_dot
 from capkern.errors import ConfigError
-from capkern.sysdump import to_capdl, to_dot
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
+from capkern._pagefmt import SEALED_LEN
 from capkern.errors import ConfigError, IntegrityFault
-from capkern.pagefmt import SEALED_LEN
 from capkern.pagerset import ErasureCode, NotEnoughShards, overhead_erasure, overhead_mirror
-from capkern.pagerset.erasure import TAG_LEN
+from capkern.pagerset._erasure import TAG_LEN
 from capkern.servers.crypt._sealer import Binding, Sealer
 
 BOOT = bytes(16)

@@ -14,10 +14,10 @@ import pytest
 
 import capkern
 from capkern import errors
-from capkern.contract import Contract, Int, Op, Struct
-from capkern.cspace import CSpace, KObject, Rights
+from capkern._contract import Contract, Int, Op, Struct
+from capkern._cspace import CSpace, KObject, Rights
+from capkern._wire import Limits, decode_untrusted, encode
 from capkern.errors import CapabilityError, CapkernError, IPCError, MessageError
-from capkern.wire import Limits, decode_untrusted, encode
 
 LIM = Limits(max_body_bytes=256, max_depth=4)
 ADD = Contract("adder", {"add": Op(Struct({"a": Int(), "b": Int()}), Struct({"sum": Int()}))})

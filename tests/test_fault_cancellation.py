@@ -9,12 +9,12 @@ from typing import Any, cast
 import trio
 
 from capkern import Rights
-from capkern.domain import Domain
+from capkern._domain import Domain
+from capkern._pagefmt import PAGE_SIZE
+from capkern._trace import Counters
 from capkern.kernel import Kernel
-from capkern.mmu.vm import VM, VMConfig
-from capkern.pagefmt import PAGE_SIZE
+from capkern.mmu._vm import VM, VMConfig
 from capkern.testing.ports import fake_crypt, fake_pager, memory_pager
-from capkern.trace import Counters
 
 
 def _setup(handlers: dict[str, Any], ram: int = 4) -> tuple[VM, list[Domain]]:

@@ -9,8 +9,9 @@ from typing import Any
 import trio
 
 import capkern
-from capkern import Process, programs, serverloop
-from capkern.pagefmt import PAGE_SIZE
+from capkern import Process, programs
+from capkern import _serverloop as serverloop
+from capkern._pagefmt import PAGE_SIZE
 from capkern.servers.pager import Pager, make_pager
 
 

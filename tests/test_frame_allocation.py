@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import capkern
+from capkern._pagefmt import PAGE_SIZE
+from capkern._proc import Process
 from capkern.lab import run_sim, simulate
-from capkern.lab.workloads import parse_refs
-from capkern.pagefmt import PAGE_SIZE
-from capkern.proc import Process
+from capkern.lab._workloads import parse_refs
 from capkern.servers.pager import FIFOPolicy, Pager, make_pager
 
 

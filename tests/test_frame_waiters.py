@@ -7,8 +7,8 @@ from __future__ import annotations
 import trio
 
 from capkern.errors import OutOfMemory
-from capkern.mmu.frames import FrameTable
-from capkern.mmu.framewait import FrameWaiters
+from capkern.mmu._frames import FrameTable
+from capkern.mmu._framewait import FrameWaiters
 
 
 async def _waiters(n: int, waiters: FrameWaiters, out: list[int | str | None],

@@ -20,9 +20,9 @@ from capkern.errors import (
     PageLost,
     ServerError,
 )
-from capkern.isolation.framing import FrameDecoder, FrameLimits, encode_frame
-from capkern.isolation.ledger import PageLedger
-from capkern.isolation.messages import decode_error, encode_error
+from capkern.isolation._framing import FrameDecoder, FrameLimits, encode_frame
+from capkern.isolation._ledger import PageLedger
+from capkern.isolation._messages import decode_error, encode_error
 
 
 def test_frames_round_trip_across_arbitrary_chunking() -> None:

@@ -6,9 +6,9 @@ trusts this table to find the page a handle the pager chose stands for."""
 from __future__ import annotations
 
 import capkern
-from capkern.mmu.vm import VM
-from capkern.pagefmt import PAGE_SIZE
-from capkern.proc import Process
+from capkern._pagefmt import PAGE_SIZE
+from capkern._proc import Process
+from capkern.mmu._vm import VM
 
 
 def _consistent(vm: VM) -> int:

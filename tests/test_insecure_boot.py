@@ -12,8 +12,9 @@ import trio
 from rich.console import Console
 
 import capkern
-from capkern import programs, repl
-from capkern.demo import DemoOptions, paging_header
+from capkern import _repl as repl
+from capkern import programs
+from capkern._demo import DemoOptions, paging_header
 from capkern.testing import (
     Evidence,
     InsecureRun,
@@ -95,7 +96,7 @@ def test_demo_header_says_the_run_is_insecure(cipher: str, loud: bool) -> None:
 
 
 def test_demo_never_says_a_null_cipher_run_held() -> None:
-    from capkern.demo import run_demo
+    from capkern._demo import run_demo
 
     console = Console(file=io.StringIO(), width=200, record=True)
     opts = DemoOptions(cipher="null", processes=2, pages=10, ram_pages=8, quick=True)

@@ -13,8 +13,8 @@ import trio.testing
 
 import capkern
 from capkern import Grant, Process
-from capkern.contract import Contract, Int, Op, Struct
-from capkern.trace import Event
+from capkern._contract import Contract, Int, Op, Struct
+from capkern._trace import Event
 
 from .helpers import forever, forever_recv
 

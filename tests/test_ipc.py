@@ -20,7 +20,7 @@ import trio.testing
 
 import capkern
 from capkern import Grant, Limits, Process, RootCap
-from capkern.contract import Contract, Int, Op, Struct
+from capkern._contract import Contract, Int, Op, Struct
 
 from .helpers import start_echo
 

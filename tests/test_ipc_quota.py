@@ -15,8 +15,8 @@ import trio
 
 import capkern
 from capkern import Grant, Process, programs
-from capkern.cspace import CSpace, KObject
-from capkern.proc import REVOKE_STEP
+from capkern._cspace import CSpace, KObject
+from capkern._proc import REVOKE_STEP
 from capkern.testing import Evidence, HoardQuota, RevokeRace, attack_pager
 
 
@@ -151,7 +151,7 @@ async def test_domains_and_ps_show_use_against_quota(
     await trio.sleep(1)
     use = usage(k, pid)
     assert use["objects"] == (2, 5) and use["slots"] == (3, 9) and use["queued"][0] == 0
-    from capkern import repl
+    from capkern import _repl as repl
 
     lines: list[str] = []
 

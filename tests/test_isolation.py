@@ -18,9 +18,9 @@ import trio
 
 import capkern
 from capkern import programs
+from capkern._pagefmt import PAGE_SIZE
 from capkern.errors import ConfigError, PageLost
 from capkern.isolation import IsolationOptions, RestartPolicy
-from capkern.pagefmt import PAGE_SIZE
 from capkern.testing import (
     BitFlip,
     Crash,

@@ -17,8 +17,8 @@ import trio
 
 import capkern
 from capkern import programs
+from capkern._pagefmt import PAGE_SIZE
 from capkern.errors import PageLost, PagerUnavailable
-from capkern.pagefmt import PAGE_SIZE
 from capkern.testing.escape import MARKER, escape_pager
 
 PAGES = 10

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from capkern import wire
-from capkern.contract import Int, ListOf
+from capkern import _wire as wire
+from capkern._contract import Int, ListOf
 from capkern.errors import ContractViolation, MessageTooLarge, UnencodableBody
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from capkern.errors import ConfigError
-from capkern.lab.sweep import (
+from capkern.lab._sweep import (
     Row,
     anomalies,
     plot,

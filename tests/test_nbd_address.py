@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from capkern.config import BootConfig
+from capkern._config import BootConfig
+from capkern._nbdaddr import DEFAULT_PORT, NBDAddress, is_nbd_spec, parse_nbd_spec
 from capkern.errors import ConfigError
-from capkern.nbdaddr import DEFAULT_PORT, NBDAddress, is_nbd_spec, parse_nbd_spec
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from capkern.nbdaddr import NBDAddress
+from capkern._nbdaddr import NBDAddress
 from capkern.servers.blockdev import _nbd_proto as p
 from capkern.servers.blockdev._backends import BackendIOError, BlockDevError, DeviceClosed
 from capkern.servers.blockdev._nbd import NBDBackend

@@ -24,8 +24,8 @@ import trio
 
 import capkern
 from capkern import errors
-from capkern.pagefmt import PAGE_SIZE
-from capkern.proc import Process
+from capkern._pagefmt import PAGE_SIZE
+from capkern._proc import Process
 from capkern.programs import page_pattern
 from capkern.servers.blockdev import NBDBackend
 from capkern.testing.nbdkit import NBDKit, nbdkit_path, nbdkit_server

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import capkern
-from capkern.pagefmt import PAGE_SIZE
+from capkern._pagefmt import PAGE_SIZE
 
 
 async def _run(kernel: capkern.Kernel, prog: Any, **spawn: Any) -> capkern.ExitStatus:

@@ -10,8 +10,8 @@ import trio
 
 import capkern
 from capkern import programs
-from capkern.mmu.discards import DISCARD_BATCH, DiscardPool, shuffled
-from capkern.pagefmt import PAGE_SIZE
+from capkern._pagefmt import PAGE_SIZE
+from capkern.mmu._discards import DISCARD_BATCH, DiscardPool, shuffled
 from capkern.testing import Evidence, Snoop, attack_pager
 
 

@@ -10,12 +10,12 @@ import pytest
 import trio
 
 from capkern import Kernel, boot
-from capkern.config import Grant
-from capkern.cspace import Rights
+from capkern._config import Grant
+from capkern._cspace import Rights
+from capkern._pagefmt import META_LEN, PAGE_SIZE, SEALED_LEN, split_blob
+from capkern._proc import Process
+from capkern._protocols import BLOCKDEV, MAX_BATCH, PAGER
 from capkern.errors import ContractViolation
-from capkern.pagefmt import META_LEN, PAGE_SIZE, SEALED_LEN, split_blob
-from capkern.proc import Process
-from capkern.protocols import BLOCKDEV, MAX_BATCH, PAGER
 from capkern.servers.blockdev import BackendIOError, MemoryBackend
 from capkern.servers.pager import FIFOPolicy, Pager
 

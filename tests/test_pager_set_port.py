@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import trio
 
+from capkern._pagefmt import SEALED_LEN
 from capkern.errors import ConfigError, PagerUnavailable, ServerError
-from capkern.pagefmt import SEALED_LEN
-from capkern.pagerset.port import PagerSetPort
+from capkern.pagerset._port import PagerSetPort
 
 DEADLINE = 2.0
 

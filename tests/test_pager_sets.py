@@ -16,7 +16,7 @@ import pytest
 import capkern
 from capkern import programs
 from capkern.errors import ConfigError
-from capkern.pagerset.port import pager_set
+from capkern.pagerset._port import pager_set
 from capkern.testing import (
     BitFlip,
     Crash,
@@ -73,7 +73,7 @@ async def _run(kernel_factory: Any, members: list[Any], evidence: Evidence | Non
 
 
 def _default() -> Any:
-    from capkern.servers.pager.server import pager_server
+    from capkern.servers.pager._server import pager_server
 
     return pager_server
 

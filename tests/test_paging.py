@@ -11,7 +11,7 @@ import trio
 
 import capkern
 from capkern import programs
-from capkern.pagefmt import PAGE_SIZE
+from capkern._pagefmt import PAGE_SIZE
 
 
 async def _wait_all(kernel: capkern.Kernel, pids: list[int]) -> list[capkern.ExitStatus]:
@@ -113,7 +113,7 @@ async def test_exit_frees_frames_and_discards_pages(capkern_clock: trio.abc.Cloc
     async with capkern.boot(ram_pages=8) as kernel:
         pid = kernel.spawn(programs.sequential, 20, 1, 3)
         assert (await kernel.wait(pid)).ok
-        await trio.sleep(1)  # discards are pooled for a short while (mmu/discards.py)
+        await trio.sleep(1)  # discards are pooled for a short while (mmu/_discards.py)
         assert kernel.vm is not None
         assert kernel.vm.frames.free_count == 8
         stats = await kernel.vm.server_stats()

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 import capkern
-from capkern import serverloop
+from capkern import _serverloop as serverloop
+from capkern._pagefmt import PAGE_SIZE
+from capkern._proc import Process
 from capkern.errors import ConfigError, ProtectionFault, SegmentationFault, ServerError
 from capkern.lab import simulate
-from capkern.pagefmt import PAGE_SIZE
-from capkern.proc import Process
 from capkern.servers.pager import FIFOPolicy, LFUPolicy, LRUPolicy, Pager, make_pager
 
 

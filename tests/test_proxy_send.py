@@ -12,8 +12,8 @@ from __future__ import annotations
 import trio
 
 from capkern import Process, boot
-from capkern.bench import echo_server
-from capkern.config import Grant
+from capkern._bench import echo_server
+from capkern._config import Grant
 from capkern.isolation import spawn_isolated
 
 

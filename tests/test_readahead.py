@@ -11,14 +11,14 @@ import pytest
 
 import capkern
 from capkern import Rights, programs
-from capkern.domain import Domain
+from capkern._domain import Domain
+from capkern._pagefmt import PAGE_SIZE
+from capkern._trace import Counters
 from capkern.errors import IntegrityFault
 from capkern.kernel import Kernel
-from capkern.mmu.vm import VM, VMConfig
-from capkern.pagefmt import PAGE_SIZE
+from capkern.mmu._vm import VM, VMConfig
 from capkern.testing import BitFlip, Replay, attack_pager
 from capkern.testing.ports import FakePort, fake_crypt, fake_pager, memory_pager
-from capkern.trace import Counters
 
 
 def _vm(pager: FakePort, readahead: int, ram: int = 8) -> tuple[VM, Counters, Domain]:

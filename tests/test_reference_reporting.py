@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from capkern.cspace import Rights
-from capkern.domain import Domain
+from capkern._cspace import Rights
+from capkern._domain import Domain
+from capkern._pagefmt import PAGE_SIZE
+from capkern._trace import Counters
 from capkern.kernel import Kernel
-from capkern.mmu.batch import access
-from capkern.mmu.vm import VM, VMConfig
-from capkern.pagefmt import PAGE_SIZE
+from capkern.mmu._batch import access
+from capkern.mmu._vm import VM, VMConfig
 from capkern.testing.ports import FakePort, fake_crypt, fake_pager
-from capkern.trace import Counters
 
 RW = Rights.READ | Rights.WRITE
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import trio
 
 import capkern
-from capkern.mmu.release import RELEASE_STEP, Releaser
-from capkern.pagefmt import PAGE_SIZE
-from capkern.proc import Process
+from capkern._pagefmt import PAGE_SIZE
+from capkern._proc import Process
+from capkern.mmu._release import RELEASE_STEP, Releaser
 
 
 def test_a_release_does_one_step_now_and_queues_the_rest() -> None:
@@ -65,7 +65,7 @@ async def test_exit_after_touching_many_pages_releases_in_steps(capkern_clock: o
 
 async def test_a_long_access_list_is_checked_in_steps(capkern_clock: object) -> None:
     from capkern.errors import ConfigError
-    from capkern.mmu.batch import _CHECK_STEP
+    from capkern.mmu._batch import _CHECK_STEP
 
     ran_during_check: list[bool] = []  # was the prober inside access() each time?
     checking = trio.Event()

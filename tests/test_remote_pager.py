@@ -17,14 +17,14 @@ import capkern
 from capkern import programs
 from capkern.errors import ConfigError
 from capkern.isolation import IsolationOptions, RestartPolicy
-from capkern.isolation.spec import parse_tcp
+from capkern.isolation._spec import parse_tcp
 
 
 @asynccontextmanager
 async def pager_server(port: int = 0) -> AsyncIterator[tuple[trio.Process, int]]:
     """``capkern serve pager`` on loopback; yields the process and its port."""
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "capkern.cli", "serve", "pager", "--listen",
+        [sys.executable, "-m", "capkern", "serve", "pager", "--listen",
          f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None

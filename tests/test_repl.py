@@ -13,7 +13,8 @@ import pytest
 import trio
 
 import capkern
-from capkern import programs, repl
+from capkern import _repl as repl
+from capkern import programs
 
 from .helpers import ctrl_c, read_until, repl_in_a_pty, run_repl
 

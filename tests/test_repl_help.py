@@ -11,8 +11,10 @@ from typing import Any
 import trio
 
 import capkern
-from capkern import programs, repl, replhelp
-from capkern.proc import Process
+from capkern import _repl as repl
+from capkern import _replhelp as replhelp
+from capkern import programs
+from capkern._proc import Process
 from capkern.servers.pager import FIFOPolicy, make_pager
 from tests.helpers import run_repl
 

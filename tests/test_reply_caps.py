@@ -18,9 +18,9 @@ import trio
 
 import capkern
 from capkern import Grant, Process, programs
-from capkern.contract import Contract, Int, Null, Op, Struct
-from capkern.mmu.ports import IpcPort
-from capkern.protocols import BLOCKDEV, CRYPT, PAGER
+from capkern._contract import Contract, Int, Null, Op, Struct
+from capkern._protocols import BLOCKDEV, CRYPT, PAGER
+from capkern.mmu._ports import IpcPort
 from capkern.testing import AttachCaps, Evidence, attack_pager
 
 GIVE = Contract("give", {

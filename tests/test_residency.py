@@ -4,8 +4,8 @@ each referenced/dirtied page once, and a failed report gives the mapped pages ba
 from __future__ import annotations
 
 from capkern import Rights
-from capkern.mmu.aspace import PTE, AddressSpace
-from capkern.mmu.residency import Residency
+from capkern.mmu._aspace import PTE, AddressSpace
+from capkern.mmu._residency import Residency
 
 
 def _resident(res: Residency, n: int) -> list[PTE]:

@@ -10,12 +10,12 @@ import pytest
 import trio
 
 from capkern import Rights
-from capkern.domain import Domain
+from capkern._domain import Domain
+from capkern._pagefmt import PAGE_SIZE
+from capkern._trace import Counters
 from capkern.kernel import Kernel
-from capkern.mmu.vm import RESIDENT_YIELD, VM, VMConfig
-from capkern.pagefmt import PAGE_SIZE
+from capkern.mmu._vm import RESIDENT_YIELD, VM, VMConfig
 from capkern.testing.ports import fake_crypt, fake_pager
-from capkern.trace import Counters
 
 
 def _vm_and_process() -> tuple[VM, Domain]:

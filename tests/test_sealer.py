@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capkern.pagefmt import NONCE_LEN, PAGE_SIZE, SEALED_LEN, TAG_LEN, split_blob
+from capkern._pagefmt import NONCE_LEN, PAGE_SIZE, SEALED_LEN, TAG_LEN, split_blob
 from capkern.servers.crypt import CIPHERS, Binding, Sealer, SealerExhausted, SealError, _sealer
 
 AEADS = ["aes-256-gcm", "chacha20-poly1305"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 import capkern
+from capkern._pagefmt import PAGE_SIZE
+from capkern._proc import Process
 from capkern.lab import make_workload, simulate
-from capkern.pagefmt import PAGE_SIZE
-from capkern.proc import Process
 
 REFS = make_workload("uniform:n=300,pages=24", seed=3)
 

@@ -10,7 +10,10 @@ import pytest
 import trio
 
 from capkern import Rights
-from capkern.domain import Domain
+from capkern._domain import Domain
+from capkern._pagefmt import PAGE_SIZE
+from capkern._protocols import PAGER
+from capkern._trace import Counters
 from capkern.errors import (
     ContractViolation,
     IntegrityFault,
@@ -20,13 +23,10 @@ from capkern.errors import (
     ServerError,
 )
 from capkern.kernel import Kernel
-from capkern.mmu.ports import IpcPort
-from capkern.mmu.vm import VM, VMConfig
-from capkern.mmu.watchdog import Watchdog
-from capkern.pagefmt import PAGE_SIZE
-from capkern.protocols import PAGER
+from capkern.mmu._ports import IpcPort
+from capkern.mmu._vm import VM, VMConfig
+from capkern.mmu._watchdog import Watchdog
 from capkern.testing.ports import FakePort, fake_crypt, fake_pager, memory_pager
-from capkern.trace import Counters
 
 Events = list[tuple[str, str]]
 
@@ -170,7 +170,7 @@ async def test_ipc_port_checks_requests_only_when_asked(bare_kernel: Kernel) -> 
 
 
 def test_ports_satisfy_the_protocol() -> None:
-    from capkern.mmu.ports import ServerPort
+    from capkern.mmu._ports import ServerPort
 
     port: ServerPort = fake_pager()
     assert port.name == "fake-pager"

@@ -11,8 +11,8 @@ import capkern
 from capkern import programs
 from capkern.errors import ConfigError
 from capkern.isolation import ServerSpec
-from capkern.isolation.spec import load_target, spec_of
-from capkern.servers.pager.server import pager_server
+from capkern.isolation._spec import load_target, spec_of
+from capkern.servers.pager._server import pager_server
 from capkern.testing import (
     After,
     BitFlip,
@@ -30,9 +30,9 @@ from capkern.testing import (
 
 
 def test_a_module_level_program_is_named_by_module_and_qualname() -> None:
-    assert spec_of(pager_server)[:2] == ("capkern.servers.pager.server:pager_server",
+    assert spec_of(pager_server)[:2] == ("capkern.servers.pager._server:pager_server",
                                          ["program"])
-    assert load_target("capkern.servers.pager.server:pager_server") is pager_server
+    assert load_target("capkern.servers.pager._server:pager_server") is pager_server
 
 
 @pytest.mark.parametrize("target", ["nocolon", "a:b:c", ":x", "m:", "m:<lambda>", 42])
@@ -43,7 +43,7 @@ def test_bad_targets_are_config_errors(target: Any) -> None:
 
 def test_spec_arguments_must_be_plain_data() -> None:
     with pytest.raises(ConfigError, match="msgpack"):
-        ServerSpec("capkern.testing.attackers:build_attack_pager", (object(),))
+        ServerSpec("capkern.testing._attackers:build_attack_pager", (object(),))
 
 
 def test_a_program_in_main_is_refused() -> None:
@@ -63,7 +63,7 @@ def test_a_program_in_main_is_refused() -> None:
                          ids=lambda t: type(t).__name__)
 def test_kit_tampers_round_trip_through_plain_data(tamper: Any) -> None:
     spec = tamper_spec(tamper)
-    capkern.wire.encode(spec, capkern.wire.Limits())  # crosses as msgpack
+    capkern._wire.encode(spec, capkern._wire.Limits())  # crosses as msgpack
     rebuilt = make_tamper(spec)
     assert type(rebuilt) is type(tamper) and rebuilt.name == tamper.name
     assert tamper_spec(rebuilt) == spec

@@ -1,4 +1,4 @@
-"""The one server loop (capkern.serverloop): a table of handlers per label served
+"""The one server loop (capkern._serverloop): a table of handlers per label served
 through any port with recv/reply/reply_error, with the same typed error replies for
 every server, and replies that cannot cross contained.  No kernel here: a fake port
 stands in for a domain's ``Process`` handle, as a child process's socket will."""
@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from capkern import Grant, Kernel, Process, serverloop
-from capkern.contract import Any_, Contract, Int, Null, Op, Struct
+from capkern import Grant, Kernel, Process
+from capkern import _serverloop as serverloop
+from capkern._contract import Any_, Contract, Int, Null, Op, Struct
+from capkern._serverloop import DEFERRED, MAX_DETAIL, UNSUPPORTED, clip_detail, error_reply
 from capkern.errors import (
     CapkernError,
     ContractViolation,
@@ -20,7 +22,6 @@ from capkern.errors import (
     ReplyError,
     ServerError,
 )
-from capkern.serverloop import DEFERRED, MAX_DETAIL, UNSUPPORTED, clip_detail, error_reply
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from capkern.cli import main
+from capkern._cli import main
 from capkern.servers.pager import ReplacementPolicy
 
 

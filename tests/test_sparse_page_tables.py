@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import capkern
-from capkern.cspace import Rights
-from capkern.mmu.aspace import AddressSpace
-from capkern.pagefmt import PAGE_SIZE
+from capkern._cspace import Rights
+from capkern._pagefmt import PAGE_SIZE
+from capkern.mmu._aspace import AddressSpace
 
 RW = Rights.READ | Rights.WRITE
 HUGE = 1 << 22  # pages: 16 GiB of virtual memory

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from capkern.domain import ExitStatus
-from capkern.states import MOVES, DomainState, IllegalTransition, PageState, ReplyState, move
+from capkern._domain import ExitStatus
+from capkern._states import MOVES, DomainState, IllegalTransition, PageState, ReplyState, move
 
 ALL = [*ReplyState, *DomainState, *PageState]
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from capkern.pagefmt import META_LEN, NONCE_LEN, TAG_LEN
+from capkern._pagefmt import META_LEN, NONCE_LEN, TAG_LEN
 from capkern.servers.pager._layout import (
     NoSpace,
     SwapLayout,

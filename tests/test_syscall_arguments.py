@@ -9,8 +9,8 @@ import pytest
 
 import capkern
 from capkern import Grant, programs
+from capkern._proc import Process
 from capkern.errors import BadgeError, ConfigError, NoSuchProcess
-from capkern.proc import Process
 
 
 @pytest.mark.parametrize(("op", "message"), [

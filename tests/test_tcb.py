@@ -9,11 +9,11 @@ import capkern
 
 PKG = Path(capkern.__file__).parent
 UNTRUSTED = ("capkern.servers.pager", "capkern.servers.blockdev", "capkern.testing",
-             "capkern.demo", "capkern.repl", "capkern.cli", "capkern.programs")
-TCB = ["kernel.py", "config.py", "root.py", "quota.py", "exits.py", "states.py",
-       "domain.py", "proc.py", "cspace.py",
-       "ipc.py", "wire.py", "contract.py",
-       "protocols.py", "pagefmt.py", "nbdaddr.py", "errors.py", "trace.py", "serverloop.py",
+             "capkern._demo", "capkern._repl", "capkern._cli", "capkern.programs")
+TCB = ["kernel.py", "_config.py", "_root.py", "_quota.py", "_exits.py", "_states.py",
+       "_domain.py", "_proc.py", "_cspace.py",
+       "_ipc.py", "_wire.py", "_contract.py",
+       "_protocols.py", "_pagefmt.py", "_nbdaddr.py", "errors.py", "_trace.py", "_serverloop.py",
        "mmu", "servers/crypt", "pagerset", "isolation"]
 
 
@@ -48,7 +48,7 @@ def test_tcb_imports_nothing_untrusted() -> None:
         files += found
     # the directories really were walked: their modules are all in the list
     walked = {f.relative_to(PKG).as_posix() for f in files}
-    assert {"mmu/vm.py", "mmu/frames.py", "servers/crypt/server.py",
+    assert {"mmu/_vm.py", "mmu/_frames.py", "servers/crypt/_server.py",
             "servers/crypt/_sealer.py"} <= walked, walked
     bad = []
     for f in files:
@@ -57,6 +57,6 @@ def test_tcb_imports_nothing_untrusted() -> None:
                 bad.append(f"{f.relative_to(PKG)} -> {mod}")
     # the one sanctioned reference: the kernel *starts* the default pager and block
     # device programs by name, as untrusted domains, and only talks to them over IPC
-    allowed = {"root.py -> capkern.servers.pager.server",
-               "root.py -> capkern.servers.blockdev.server"}
+    allowed = {"_root.py -> capkern.servers.pager",
+               "_root.py -> capkern.servers.blockdev"}
     assert set(bad) <= allowed, bad

@@ -7,9 +7,9 @@ import re
 
 from rich.console import Console
 
-from capkern.demo import RunResult, _attacks, paging_table
-from capkern.domain import ExitStatus
-from capkern.testing.attackers import Evidence
+from capkern._demo import RunResult, _attacks, paging_table
+from capkern._domain import ExitStatus
+from capkern.testing._attackers import Evidence
 
 
 def test_paging_table_fits_80_columns_with_every_attacker_name() -> None:

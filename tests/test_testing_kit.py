@@ -15,8 +15,8 @@ import pytest
 import trio
 
 from capkern import errors, programs
-from capkern.pagefmt import PAGE_SIZE, SEALED_LEN
-from capkern.proc import Process
+from capkern._pagefmt import PAGE_SIZE, SEALED_LEN
+from capkern._proc import Process
 from capkern.testing import (
     AttackPager,
     BitFlip,

@@ -21,10 +21,10 @@ import trio
 
 import capkern
 from capkern import Grant, programs
-from capkern.cli import main
-from capkern.proc import Process
-from capkern.trace import PAGE_EVENTS, IpcTrace, PageTrace
-from capkern.trace_export import chrome_trace
+from capkern._cli import main
+from capkern._proc import Process
+from capkern._trace import PAGE_EVENTS, IpcTrace, PageTrace
+from capkern._trace_export import chrome_trace
 
 _PHASES = {"B", "E", "X", "i", "I", "C", "b", "n", "e", "s", "t", "f", "P", "O", "N", "D",
            "M", "R", "c", "(", ")"}
@@ -241,7 +241,7 @@ def test_page_trace_is_bounded() -> None:
 
 def test_flows_whose_start_left_the_ring_are_not_half_drawn() -> None:
     """A delivery whose send record was pushed out of the ring gets no dangling arrow."""
-    from capkern.trace import Delivery, IpcRecord
+    from capkern._trace import Delivery, IpcRecord
 
     ipc = IpcTrace(capacity=2, enabled=True)
     for n in range(3):

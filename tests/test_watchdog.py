@@ -18,10 +18,10 @@ import trio
 import trio.testing
 
 import capkern
+from capkern._proc import Process
 from capkern.errors import CapabilityRevoked, PagerUnavailable
-from capkern.mmu.ports import IpcPort
-from capkern.mmu.watchdog import CallTimer, Watchdog
-from capkern.proc import Process
+from capkern.mmu._ports import IpcPort
+from capkern.mmu._watchdog import CallTimer, Watchdog
 
 from .helpers import start_echo
 

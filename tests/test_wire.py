@@ -1,4 +1,4 @@
-"""Message bodies on the wire: encoding limits and untrusted decoding (capkern.wire)."""
+"""Message bodies on the wire: encoding limits and untrusted decoding (capkern._wire)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capkern._wire import Limits, decode, decode_untrusted, encode
 from capkern.errors import (
     MalformedMessage,
     MessageTooLarge,
     NestingTooDeep,
     UnencodableBody,
 )
-from capkern.wire import Limits, decode, decode_untrusted, encode
 
 LIM = Limits()
 REFUSALS = (MalformedMessage, NestingTooDeep, MessageTooLarge)

@@ -12,19 +12,19 @@ Public surface::
         status = await kernel.wait(pid)
 """
 
-from .config import BootConfig, Grant, Program, RootCap
-from .contract import Contract, Op
-from .cspace import CapInfo, Rights
-from .domain import DomainInfo, ExitStatus
+from ._config import BootConfig, Grant, Program, RootCap
+from ._contract import Contract, Op
+from ._cspace import CapInfo, Rights
+from ._domain import DomainInfo, ExitStatus
+from ._insecure import InsecureWarning
+from ._ipc import Received
+from ._proc import Process
+from ._quota import Quota
+from ._root import boot
+from ._wire import Limits
 from .errors import *  # noqa: F403 -- the error hierarchy is public API
 from .errors import __all__ as _errors_all
-from .insecure import InsecureWarning
-from .ipc import Received
 from .kernel import Kernel
-from .proc import Process
-from .quota import Quota
-from .root import boot
-from .wire import Limits
 
 __version__ = "0.1.0"
 

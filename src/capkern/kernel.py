@@ -20,26 +20,28 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import trio
 
-from . import exits, insecure, wire
-from .config import BootConfig, Grant, Program, RootCap
-from .contract import Contract
-from .cspace import Cap, CapInfo, CSpace, Rights
-from .domain import Domain, DomainInfo, ExitStatus
-from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess, QuotaExceeded
-from .ipc import Endpoint, Notification, ReplyObject
-from .proc import (
+from . import _exits as exits
+from . import _insecure as insecure
+from . import _wire as wire
+from ._config import BootConfig, Grant, Program, RootCap
+from ._contract import Contract
+from ._cspace import Cap, CapInfo, CSpace, Rights
+from ._domain import Domain, DomainInfo, ExitStatus
+from ._ipc import Endpoint, Notification, ReplyObject
+from ._proc import (
     Process,
     check_name,
     check_object_args,
     check_program,
     revoke,
 )
-from .quota import Quota
-from .states import DomainState, move
-from .trace import Counters, Event, EventLog, IpcTrace, PageTrace
+from ._quota import Quota
+from ._states import DomainState, move
+from ._trace import Counters, Event, EventLog, IpcTrace, PageTrace
+from .errors import ConfigError, CSpaceFull, KernelShutdown, NoSuchProcess, QuotaExceeded
 
 if TYPE_CHECKING:
-    from .mmu.vm import VM
+    from .mmu._vm import VM
 
 __all__ = ["Kernel"]
 
@@ -139,7 +141,7 @@ class Kernel:
 
     async def revoke(self, cap: RootCap) -> int:
         """Remove every capability derived from ``cap``, in every domain (preemptible:
-        see :func:`capkern.proc.revoke`); IPC blocked on any of them is cancelled."""
+        see :func:`capkern._proc.revoke`); IPC blocked on any of them is cancelled."""
         return await revoke(self.root.cspace.lookup(self._root_slot(cap)))
 
     def delete(self, cap: RootCap) -> None:
@@ -365,14 +367,14 @@ class Kernel:
     def dump(self, format: Literal["capdl", "dot"]) -> str: ...
 
     def dump(self, format: str = "json") -> dict[str, Any] | str:
-        """A picture of the system (see :mod:`capkern.sysdump`).
+        """A picture of the system (see :mod:`capkern._sysdump`).
 
         ``json`` (the default): JSON-serialisable data -- domains (with their exit status
         and pending implicit reply), objects, caps and the derivation tree (each cap
         names its parent as ``[pid, slot]``).  ``capdl``: capDL-style text with object
         names.  ``dot``: a Graphviz digraph of the capability derivation tree.
         """
-        from . import sysdump
+        from . import _sysdump as sysdump
 
         data = sysdump.snapshot(self._domains.values(), self.stats)
         return data if format == "json" else sysdump.render(data, format)
@@ -383,7 +385,7 @@ class Kernel:
         Returns the number of trace events written.  Recording is on with
         ``boot(trace=True)`` (or ``kernel.trace.enabled = kernel.page_trace.enabled =
         True``)."""
-        from .trace_export import chrome_trace, write_trace
+        from ._trace_export import chrome_trace, write_trace
 
         names = {dom.pid: (dom.name, dom.kind) for dom in self._domains.values()}
         doc = chrome_trace(self.trace, self.page_trace, names)

@@ -12,10 +12,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from ._pagefmt import PAGE_SIZE
+from ._proc import Process
 from .errors import CapkernError
-from .mmu.aspace import VA_LIMIT
-from .pagefmt import PAGE_SIZE
-from .proc import Process
+from .mmu._aspace import VA_LIMIT
 
 __all__ = ["check_args", "echo_client", "echo_server", "hostile_memory", "page_pattern",
            "phased", "ping", "pong", "random_ws", "remap", "sequential", "zipf"]

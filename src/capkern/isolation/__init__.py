@@ -6,8 +6,8 @@ runs in the untrusted child process.  See ``docs/isolation.md``.
 
 from __future__ import annotations
 
-from .proxy import IsolationOptions, RestartPolicy, harden_kernel_process, spawn_isolated
-from .spec import ServerSpec
+from ._proxy import IsolationOptions, RestartPolicy, harden_kernel_process, spawn_isolated
+from ._spec import ServerSpec
 
 __all__ = ["IsolationOptions", "RestartPolicy", "ServerSpec", "harden_kernel_process",
            "spawn_isolated"]

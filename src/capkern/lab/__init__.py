@@ -6,8 +6,8 @@
 * :mod:`.reference` -- plain in-memory simulators, the benchmark baseline.
 """
 
-from .sim import SimResult, Step, run_sim, simulate
-from .workloads import CLASSIC, load_trace, make_workload, parse_refs
+from ._sim import SimResult, Step, run_sim, simulate
+from ._workloads import CLASSIC, load_trace, make_workload, parse_refs
 
 __all__ = ["CLASSIC", "SimResult", "Step", "load_trace", "make_workload", "parse_refs",
            "run_sim", "simulate"]

@@ -9,8 +9,8 @@
 Nothing here does I/O or talks to a pager: the fault path drives it.
 """
 
-from .erasure import ErasureCode, NotEnoughShards, Rebuilt
-from .placement import Placement, overhead_erasure, overhead_mirror
+from ._erasure import ErasureCode, NotEnoughShards, Rebuilt
+from ._placement import Placement, overhead_erasure, overhead_mirror
 
 __all__ = ["ErasureCode", "NotEnoughShards", "Placement", "Rebuilt", "overhead_erasure",
            "overhead_mirror"]

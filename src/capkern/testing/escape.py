@@ -22,10 +22,9 @@ from typing import Any
 
 import trio
 
-from ..isolation.spec import ServerSpec
-from ..proc import Process
-from ..servers.pager import make_policy
-from ..servers.pager.server import Pager
+from .._proc import Process
+from ..isolation import ServerSpec
+from ..servers.pager import Pager, make_policy
 
 __all__ = ["escape_pager"]
 

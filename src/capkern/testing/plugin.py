@@ -33,9 +33,9 @@ import pytest
 import trio
 import trio.testing
 
+from .._root import boot
 from ..kernel import Kernel
-from ..root import boot
-from .attackers import Evidence
+from ._attackers import Evidence
 
 KernelFactory = Callable[..., AbstractAsyncContextManager[Kernel]]
 _CLOCK_FIXTURE = "capkern_clock"

@@ -1,6 +1,6 @@
 """Fake server ports for fault-path tests: no pager, crypt or blockdev domain at all.
 
-A :class:`FakePort` implements :class:`capkern.mmu.ports.ServerPort` by calling plain
+A :class:`FakePort` implements :class:`capkern.mmu.ServerPort` by calling plain
 async handlers in the caller's task.  It keeps the boundary's rules, so a test of the
 fault path against it means what a test against IPC would: the body crosses as msgpack
 (fresh copies both ways), the *request* is checked against the contract (the in-process
@@ -21,10 +21,10 @@ from typing import Any
 
 import trio
 
-from .. import wire
-from ..contract import Contract
+from .. import _wire as wire
+from .._contract import Contract
+from .._protocols import CRYPT, PAGER
 from ..errors import PagerUnavailable, ServerError
-from ..protocols import CRYPT, PAGER
 from ..servers.crypt import Binding, Sealer, SealError
 
 __all__ = ["FakePort", "Handler", "fake_crypt", "fake_pager", "memory_pager", "sealer_handlers"]

@@ -18,7 +18,7 @@ from ._backends import (
     open_backend,
 )
 from ._nbd import NBDBackend, open_nbd
-from .server import ERRORS, backend_handlers, blockdev_server, serve_backend
+from ._server import ERRORS, backend_handlers, blockdev_server, serve_backend
 
 __all__ = [
     "ERRORS",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from ...nbdaddr import NBDAddress, parse_nbd_spec
+from ..._nbdaddr import NBDAddress, parse_nbd_spec
 from ._async import AsyncBlockBackend
 from ._backends import BackendIOError, BlockDevError, Geometry
 from ._nbd_handshake import Handshake

@@ -1,6 +1,6 @@
 """Sans-IO sealing of pages: AEAD with the page's binding as associated data (TRUSTED).
 
-A sealed page has the public layout of :mod:`capkern.pagefmt`::
+A sealed page has the public layout of :mod:`capkern._pagefmt`::
 
     nonce (12 bytes) || ciphertext (page_size bytes) || tag (16 bytes)
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from ...pagefmt import NONCE_LEN, PAGE_SIZE, TAG_LEN
+from ..._pagefmt import NONCE_LEN, PAGE_SIZE, TAG_LEN
 
 __all__ = ["CIPHERS", "Binding", "SealError", "Sealer", "SealerExhausted"]
 

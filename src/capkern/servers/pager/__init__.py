@@ -17,7 +17,8 @@ from ._policy import (
     ReplacementPolicy,
     make_policy,
 )
-from .server import Pager, make_pager, pager_server
+from ._remote import serve_pager
+from ._server import Pager, make_pager, pager_server
 
 __all__ = [
     "NEVER",
@@ -37,4 +38,5 @@ __all__ = [
     "make_policy",
     "WorkingSetPolicy",
     "pager_server",
+    "serve_pager",
 ]

@@ -1,7 +1,7 @@
 """Exact and offline replacement policies (sans-IO; UNTRUSTED, in the pager).
 
 * :class:`LFUPolicy` and :class:`MRUPolicy` are exact on a precise boot, where the kernel
-  reports every reference in order (``boot(precise=True)``, see ``mmu/reflog.py``).
+  reports every reference in order (``boot(precise=True)``, see ``mmu/_reflog.py``).
 * :class:`OPTPolicy` is Belady's MIN: evict the resident page whose next use is farthest
   in the future.  It is *offline*: it needs the kernel's oracle mode (the simulator's
   ``access(..., future=True)``), in which the kernel attaches to each reported reference

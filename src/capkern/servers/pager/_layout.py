@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 
-from ...pagefmt import META_LEN, NONCE_LEN, TAG_LEN
+from ..._pagefmt import META_LEN, NONCE_LEN, TAG_LEN
 
 __all__ = ["NoSpace", "SwapLayout", "pack_meta_entry", "unpack_meta_entry"]
 

@@ -1,0 +1,669 @@
+"""IPC: endpoints, notifications and one-shot reply objects (kernel side).
+
+IPC is kernel code run at the sender's trap: a send hands the message straight to a
+waiting receiver and reschedules it -- it never hops through the kernel's own task, as a
+real microkernel's IPC fast path does not.  A call parks the caller until the one-shot
+reply object the kernel made for it is used (or the server dies, or the caller is
+cancelled).  Waiting is built on ``trio.lowlevel.wait_task_rescheduled``, so every
+blocking operation is a Trio checkpoint with clean cancellation.
+
+Endpoint rendezvous follows seL4: a send blocks until a receiver takes it (bounded by
+``Limits.max_queued_senders`` blocked senders per endpoint, and by the sender's ``queued``
+quota); ``nbsend`` delivers only if a receiver is already waiting.
+
+Revoke means revoke: every blocked operation (a receiver in ``recv``, a sender whose
+message is not yet delivered, a waiter on a notification) is registered on the
+capability it blocked through, and removing that capability (delete, revoke of it or an
+ancestor, its domain's teardown) fails the operation with
+:class:`~capkern.errors.CapabilityRevoked`; so no message is ever delivered with a badge
+that no longer exists.  Moving a capability keeps it (and what waits on it).
+
+Replies: a reply is checked completely before anything changes (:func:`check_reply`).
+A refused reply leaves the reply capability with the replier, which gets the typed
+error and may answer again; if it never does (it ends, drops the capability or receives
+again), the caller's :class:`~capkern.errors.ReplyRefused` names the cause.  A reply
+carries capabilities only if the caller's capability had the grant right and, on a
+contracted endpoint, the operation declares them (``Op.reply_caps``); any other reply
+with capabilities is counted as an attack (``stats.unsolicited_caps``, an
+``unsolicited_caps`` event).  Capabilities transferred by IPC are placed in -- and
+charged to the ``slots`` quota of -- the receiver; one that does not fit is dropped
+(slot 0, ``stats.caps_dropped``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import outcome
+import trio
+from trio.lowlevel import (
+    Abort,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
+
+from . import _wire as wire
+from ._contract import Contract
+from ._cspace import Cap, CSpace, KObject, Rights
+from ._states import ReplyState, move
+from ._trace import Delivery, IpcRecord
+from .errors import (
+    CallAborted,
+    CapabilityRevoked,
+    ContractViolation,
+    MalformedMessage,
+    QueueFull,
+    ReplyError,
+    ReplyRefused,
+    ServerError,
+    TooManyCaps,
+)
+
+if TYPE_CHECKING:
+    from ._quota import Usage
+    from ._services import KernelView
+
+__all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "Timed", "Waiting",
+           "check_reply", "deliver_reply"]
+
+
+
+#: the grant right as a plain int: IntFlag operators are slow on the IPC fast path
+_GRANT = Rights.GRANT._value_
+
+
+class Party(Protocol):
+    """What IPC needs of a protection domain (:class:`capkern._domain.Party` is one)."""
+
+    pid: int
+    name: str
+    cspace: CSpace
+    usage: Usage
+    reply: ReplyObject | None
+
+    @property
+    def kernel(self) -> KernelView: ...
+
+    def set_reply(self, reply: ReplyObject) -> None: ...
+
+
+class Received:
+    """A message as its receiver sees it: freshly decoded, in the receiver's terms.
+
+    ``caps`` are slot indices in the *receiver's* CSpace (0 where a capability could
+    not be transferred).  ``badge`` is the badge of the sender's capability: it is how a
+    server tells its clients apart.
+    """
+
+    __slots__ = ("_raw", "_value", "badge", "caps", "label")
+
+    def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: tuple[int, ...]):
+        self.label = label
+        self._raw = raw
+        self._value = value
+        self.badge = badge
+        self.caps = caps
+
+    @classmethod
+    def lazy(cls, label: str, raw: bytes, badge: int, caps: tuple[int, ...]) -> Received:
+        """A message whose body is decoded on first use (bytes from a trusted relay)."""
+        return cls(label, raw, _UNDECODED, badge, caps)
+
+    @property
+    def body(self) -> Any:
+        if self._value is _UNDECODED:
+            self._value = wire.decode(self._raw)
+        return self._value
+
+    @property
+    def size(self) -> int:
+        return len(self._raw)
+
+    def ok(self) -> Any:
+        """For replies from contracted servers: the body, or raise the typed error."""
+        if self.label == "error":
+            body = self.body
+            raise ServerError(str(body.get("reason", "?")), str(body.get("detail", "")))
+        return self.body
+
+    def __repr__(self) -> str:
+        return (
+            f"Received(label={self.label!r}, badge={self.badge}, caps={self.caps}, "
+            f"body={self.body!r})"
+        )
+
+
+_UNDECODED: Any = object()
+
+
+class _Msg:
+    """A message in flight inside the kernel."""
+
+    __slots__ = ("badge", "caps", "flow", "label", "raw", "value")
+
+    def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: list[Cap]):
+        self.label = label
+        self.raw = raw
+        self.value = value
+        self.badge = badge
+        self.caps = caps
+        self.flow = 0  # the IPC trace's flow id, when the send was traced
+
+
+class ReplyObject(KObject):
+    """The one-shot right to answer one call.  Used once, then dead."""
+
+    kind = "Reply"
+
+    __slots__ = ("caller", "caller_dom", "contract", "grant", "refused", "request_label", "state")
+
+    def __init__(
+        self,
+        caller: Task,
+        caller_dom: Party,
+        request_label: str,
+        contract: Contract | None,
+        grant: bool,
+    ) -> None:
+        super().__init__()
+        self.caller = caller
+        self.caller_dom = caller_dom
+        self.request_label = request_label
+        self.contract = contract
+        self.grant = grant
+        self.state = ReplyState.WAITING  # see states.MOVES
+        self.refused = ""  # why the replier's last reply was refused, for the caller
+
+    def abort(self, why: str) -> None:
+        """The holder died or dropped it: wake the caller with :class:`CallAborted`
+        (:class:`ReplyRefused`, naming the cause, if its reply had been refused)."""
+        if self.state == ReplyState.WAITING:
+            self.state = move(self.state, ReplyState.ABORTED)
+            exc = (ReplyRefused(f"the server's reply was refused ({self.refused}) and it "
+                                f"did not answer again") if self.refused else CallAborted(why))
+            reschedule(self.caller, outcome.Error(exc))
+
+    def time_out(self, exc: Exception) -> bool:
+        """The call's deadline passed: wake the caller with ``exc`` if it still waits
+        (a reply that comes later is dropped, as for a caller that was cancelled)."""
+        if self.state != ReplyState.WAITING:
+            return False
+        self.state = move(self.state, ReplyState.GONE)
+        reschedule(self.caller, outcome.Error(exc))
+        return True
+
+
+class _Blocked:
+    """A sender (``msg`` set) or receiver blocked on an endpoint through ``cap``."""
+
+    __slots__ = ("cap", "dom", "ep", "grant", "msg", "reply", "task", "want_reply")
+
+    def __init__(
+        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: _Msg | None,
+        want_reply: bool, grant: bool = False
+    ) -> None:
+        self.task = task
+        self.dom = dom
+        self.ep = ep
+        self.cap = cap
+        self.msg = msg
+        self.want_reply = want_reply
+        self.grant = grant
+        self.reply: ReplyObject | None = None
+
+    def cancel(self, why: str) -> None:
+        """The capability it blocked through was removed: fail the operation (the
+        message, not yet delivered, never will be)."""
+        if self.msg is not None:
+            self.ep.senders.remove(self)
+            self.dom.usage.release("queued")
+        else:
+            self.ep.receivers.remove(self)
+        self.dom.kernel.stats.ipc_cancelled += 1
+        reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
+
+    def time_out(self, exc: Exception) -> bool:
+        """A call's deadline passed: fail it with ``exc`` if it still waits -- queued
+        (the message is withdrawn) or for its reply."""
+        if self.reply is not None:
+            return self.reply.time_out(exc)
+        if self not in self.ep.senders:  # delivered or cancelled meanwhile: no longer ours
+            return False
+        self.ep.senders.remove(self)
+        self.cap.unblock(self)
+        self.dom.usage.release("queued")
+        reschedule(self.task, outcome.Error(exc))
+        return True
+
+
+class Waiting(Protocol):
+    """What a call blocks on (its queued message, or its reply object)."""
+
+    def time_out(self, exc: Exception) -> bool:
+        """Fail the call with ``exc`` if it still waits; whether it did."""
+        ...
+
+
+class Timed(Protocol):
+    """A call with a deadline kept outside trio's cancel scopes (the kernel's watchdog,
+    :mod:`capkern.mmu._watchdog`): :func:`send` records what the caller blocks on, so the
+    watchdog can fail exactly that wait (``time_out``) once the deadline passes."""
+
+    waiting: Waiting | None
+
+
+class _Waiter:
+    """A task blocked in :func:`wait` on a notification through ``cap``."""
+
+    __slots__ = ("cap", "ntfn", "task")
+
+    def __init__(self, task: Task, ntfn: Notification, cap: Cap) -> None:
+        self.task = task
+        self.ntfn = ntfn
+        self.cap = cap
+
+    def cancel(self, why: str) -> None:
+        self.ntfn.waiters.remove(self)
+        reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
+
+
+class Endpoint(KObject):
+    """A rendezvous point for messages, optionally bound to a :class:`Contract`."""
+
+    kind = "Endpoint"
+
+    def __init__(self, name: str = "", contract: Contract | None = None) -> None:
+        super().__init__(name)
+        self.contract = contract
+        self.senders: deque[_Blocked] = deque()
+        self.receivers: deque[_Blocked] = deque()
+
+
+class Notification(KObject):
+    """A word of signal bits: signal ORs a badge in, wait takes the word (seL4)."""
+
+    kind = "Notification"
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self.word = 0
+        self.waiters: deque[_Waiter] = deque()
+
+
+# -- building and delivering messages ----------------------------------------------------
+
+
+def make_message(
+    dom: Party, cap: Cap, label: str, body: Any, raw: bytes | None, cap_slots: Sequence[int]
+) -> _Msg:
+    """Decode phase of a send: every check that can fail, before anything changes."""
+    k = dom.kernel
+    limits = k.limits
+    if not isinstance(label, str) or not label or len(label) > limits.max_label_len:
+        k.stats.messages_rejected += 1
+        raise MalformedMessage(
+            f"label must be a non-empty str of at most {limits.max_label_len} chars"
+        )
+    try:
+        if raw is None:
+            raw = wire.encode(body, limits)
+            value = _UNDECODED
+        else:
+            value = wire.decode_untrusted(raw, limits)
+            raw = bytes(raw)
+        caps: list[Cap] = []
+        if cap_slots:
+            if len(cap_slots) > limits.max_caps:
+                raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {limits.max_caps}")
+            dom.cspace.lookup(cap.slot, Rights.GRANT)
+            caps = [dom.cspace.lookup(s) for s in cap_slots]
+    except Exception:
+        k.stats.messages_rejected += 1
+        raise
+    contract = getattr(cap.obj, "contract", None)
+    if contract is not None:
+        if value is _UNDECODED:
+            value = wire.decode(raw)
+        try:
+            contract.check_request(label, value)
+        except ContractViolation:
+            k.stats.contract_violations += 1
+            raise
+    return _Msg(label, raw, value, cap.badge, caps)
+
+
+def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> _Msg:
+    """A request the kernel built itself (the fault path's calls to its servers): encoded
+    within the wire limits, no capabilities, and not re-checked against the endpoint's
+    contract item by item -- the kernel is trusted to build its own requests right (its
+    tests check them against the contract).  Replies are still checked at the server's
+    reply trap: the server is the untrusted side."""
+    return _Msg(label, wire.encode_trusted(body, dom.kernel.limits), _UNDECODED, cap.badge, [])
+
+
+def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
+    """Place the message's capabilities in the receiver's CSpace (children of the
+    sender's).  A capability revoked while the message waited, or one that does not fit,
+    is dropped and shows as slot 0 (as seL4 drops caps it cannot transfer)."""
+    slots = []
+    for src in msg.caps:
+        if src.cspace is None:
+            slots.append(0)
+            continue
+        try:
+            slots.append(to.cspace.insert_derived(src, src.rights, None))
+        except Exception:  # the receiver's CSpace or slots quota is full: it pays
+            to.kernel.stats.caps_dropped += 1
+            slots.append(0)
+    to.kernel.stats.caps_transferred += len(slots)
+    return tuple(slots)
+
+
+def _deliver(msg: _Msg, to: Party) -> Received:
+    caps = _transfer(msg, to) if msg.caps else ()
+    if msg.flow:
+        k = to.kernel
+        k.trace.delivered(
+            Delivery(trio.current_time() - k.boot_time, to.pid, to.name, msg.label, msg.flow))
+    return Received(msg.label, msg.raw, msg.value, msg.badge, caps)
+
+
+def _trace(
+    dom: Party, op: str, obj: KObject, label: str, badge: int, size: int, caps: int,
+    msg: _Msg | None = None,
+) -> None:
+    """Record an IPC operation (time since boot); a traced message gets a flow id so its
+    delivery can be matched to this record."""
+    k = dom.kernel
+    flow = 0
+    if msg is not None:
+        flow = msg.flow = k.trace.new_flow()
+    k.trace.add(
+        IpcRecord(trio.current_time() - k.boot_time, op, dom.pid, dom.name, obj.label(), label,
+                  badge, size, caps),
+        flow,
+    )
+
+
+# -- endpoint operations ------------------------------------------------------------------
+
+
+async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | None = None
+               ) -> Received | None:
+    """Send (or call).  Blocks until a receiver takes the message (and, for a call,
+    until the reply comes back).  ``timer`` learns what a call blocks on (see
+    :class:`Timed`)."""
+    ep: Endpoint = cap.obj  # type: ignore[assignment]
+    k = dom.kernel
+    if k.trace.enabled:
+        _trace(
+            dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps),
+            msg,
+        )
+    await checkpoint_if_cancelled()
+    if cap.cspace is None:  # removed since the lookup: its badge must not be delivered
+        raise CapabilityRevoked(f"{ep.label()}: the capability was removed before sending")
+    me = current_task()
+    if ep.receivers:
+        waiter = ep.receivers.popleft()
+        waiter.cap.unblock(waiter)
+        got = _deliver(msg, waiter.dom)
+        if call:
+            k.stats.ipc_calls += 1
+            reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
+            waiter.dom.set_reply(reply)
+            reschedule(waiter.task, outcome.Value(got))
+            if timer is not None:
+                timer.waiting = reply
+            return await _await_reply(reply)
+        k.stats.ipc_sends += 1
+        reschedule(waiter.task, outcome.Value(got))
+        await cancel_shielded_checkpoint()
+        return None
+    if len(ep.senders) >= k.limits.max_queued_senders:
+        raise QueueFull(f"{ep.label()} already has {len(ep.senders)} blocked senders")
+    dom.usage.charge("queued")  # the sender pays for its message while it waits
+    blocked = _Blocked(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & _GRANT))
+    ep.senders.append(blocked)
+    cap.block(blocked)
+    if timer is not None:
+        timer.waiting = blocked
+    if call:
+        k.stats.ipc_calls += 1
+    else:
+        k.stats.ipc_sends += 1
+
+    def abort(_: Any) -> Abort:
+        if blocked.reply is not None:
+            blocked.reply.state = move(blocked.reply.state, ReplyState.GONE)
+        else:
+            ep.senders.remove(blocked)
+            cap.unblock(blocked)
+            dom.usage.release("queued")
+        return Abort.SUCCEEDED
+
+    result: Received | None = await wait_task_rescheduled(abort)
+    return result
+
+
+async def _await_reply(reply: ReplyObject) -> Received:
+    def abort(_: Any) -> Abort:
+        reply.state = move(reply.state, ReplyState.GONE)
+        return Abort.SUCCEEDED
+
+    got: Received = await wait_task_rescheduled(abort)
+    return got
+
+
+def nbsend(dom: Party, cap: Cap, msg: _Msg) -> bool:
+    """Deliver only if a receiver is waiting; otherwise drop.  Never blocks."""
+    ep: Endpoint = cap.obj  # type: ignore[assignment]
+    if dom.kernel.trace.enabled:
+        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps), msg)
+    if not ep.receivers:
+        return False
+    waiter = ep.receivers.popleft()
+    waiter.cap.unblock(waiter)
+    dom.kernel.stats.ipc_sends += 1
+    reschedule(waiter.task, outcome.Value(_deliver(msg, waiter.dom)))
+    return True
+
+
+async def recv(dom: Party, cap: Cap) -> Received:
+    """Take the next message from an endpoint, waiting for one if none is queued."""
+    ep: Endpoint = cap.obj  # type: ignore[assignment]
+    dom.kernel.stats.ipc_receives += 1
+    await checkpoint_if_cancelled()
+    pending = dom.reply
+    if pending is not None and pending.refused:
+        # its reply was refused and it receives again instead of answering: it has given
+        # the caller up (an unrefused pending reply survives until the next call arrives)
+        dom.reply = None
+        pending.abort(f"server {dom.name!r} received again without replying")
+    if ep.senders:
+        sender = ep.senders.popleft()
+        sender.cap.unblock(sender)
+        sender.dom.usage.release("queued")
+        assert sender.msg is not None
+        got = _deliver(sender.msg, dom)
+        if sender.want_reply:
+            reply = ReplyObject(
+                sender.task, sender.dom, sender.msg.label, ep.contract, sender.grant
+            )
+            sender.reply = reply
+            dom.set_reply(reply)
+        else:
+            reschedule(sender.task, outcome.Value(None))
+        await cancel_shielded_checkpoint()
+        return got
+    me = _Blocked(current_task(), dom, ep, cap, None, False)
+    ep.receivers.append(me)
+    cap.block(me)
+
+    def abort(_: Any) -> Abort:
+        ep.receivers.remove(me)
+        cap.unblock(me)
+        return Abort.SUCCEEDED
+
+    got = await wait_task_rescheduled(abort)
+    assert isinstance(got, Received)
+    return got
+
+
+def check_reply(
+    dom: Party,
+    reply_obj: ReplyObject,
+    label: str,
+    body: Any,
+    raw: bytes | None,
+    cap_slots: Sequence[int],
+) -> _Msg:
+    """Decode phase of a reply: every check, nothing changes.  A refused reply raises
+    the typed error to the replier and leaves ``reply_obj`` unused, remembering why, so
+    the caller's error names the cause if the replier never answers correctly."""
+    k = dom.kernel
+    if reply_obj.state == ReplyState.DONE:
+        raise ReplyError("this reply capability was already used")
+    if reply_obj.state == ReplyState.ABORTED:
+        raise ReplyError("this reply capability was aborted")
+    contract = reply_obj.contract
+    try:
+        if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
+            raise MalformedMessage("reply label must be a short non-empty str")
+        if cap_slots:
+            if not reply_obj.grant:
+                _unsolicited(dom, len(cap_slots), "the caller's capability lacks grant")
+                raise ReplyError(
+                    f"reply carries {len(cap_slots)} capabilities, but the caller's "
+                    "capability lacks the grant right: it cannot receive capabilities")
+            if len(cap_slots) > k.limits.max_caps:
+                raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {k.limits.max_caps}")
+            allowed = _reply_caps(contract, reply_obj.request_label)
+            if len(cap_slots) > allowed:
+                assert contract is not None
+                _unsolicited(dom, len(cap_slots), f"contract allows {allowed}")
+                raise ContractViolation(
+                    f"{contract.name}.{reply_obj.request_label} reply carries at most "
+                    f"{allowed} capabilities, not {len(cap_slots)}")
+        caps = [dom.cspace.lookup(s) for s in cap_slots]
+        if raw is None:
+            raw = wire.encode(body, k.limits)
+            value = _UNDECODED
+        else:
+            value = wire.decode_untrusted(raw, k.limits)
+            raw = bytes(raw)
+    except Exception as exc:
+        k.stats.messages_rejected += 1
+        reply_obj.refused = _cause(exc)
+        raise
+    if contract is not None:
+        if value is _UNDECODED:
+            value = wire.decode(raw)
+        try:
+            contract.check_reply(reply_obj.request_label, label, value)
+        except ContractViolation as exc:
+            k.stats.contract_violations += 1
+            reply_obj.refused = f"out of contract: {exc}"
+            raise
+    return _Msg(label, raw, value, 0, caps)
+
+
+def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: _Msg) -> bool:
+    """Invoke phase of a reply (after :func:`check_reply`): use up the reply object and
+    wake the caller.  False if the caller had already gone (the reply is dropped)."""
+    k = dom.kernel
+    k.stats.ipc_replies += 1
+    if k.trace.enabled:
+        _trace(dom, "reply", reply_obj, msg.label, 0, len(msg.raw), len(msg.caps), msg)
+    if reply_obj.state == ReplyState.GONE:
+        reply_obj.state = move(reply_obj.state, ReplyState.DONE)
+        return False
+    reply_obj.state = move(reply_obj.state, ReplyState.DONE)
+    reschedule(reply_obj.caller, outcome.Value(_deliver(msg, reply_obj.caller_dom)))
+    return True
+
+
+def reply(
+    dom: Party,
+    reply_obj: ReplyObject,
+    label: str,
+    body: Any,
+    raw: bytes | None,
+    cap_slots: Sequence[int],
+) -> bool:
+    """Answer a call through its one-shot reply object: :func:`check_reply`, then
+    :func:`deliver_reply`."""
+    return deliver_reply(dom, reply_obj, check_reply(dom, reply_obj, label, body, raw, cap_slots))
+
+
+def _reply_caps(contract: Contract | None, request_label: str) -> int:
+    """How many capabilities a reply may carry: the contract's word, or any number."""
+    if contract is None:
+        return 1 << 30
+    return contract.ops[request_label].reply_caps
+
+
+def _unsolicited(dom: Party, n: int, why: str) -> None:
+    """A reply tried to push capabilities on a caller that did not ask: an attack."""
+    k = dom.kernel
+    k.stats.unsolicited_caps += 1
+    k.event("unsolicited_caps", dom, f"reply with {n} capabilities refused ({why})")
+
+
+def _cause(exc: Exception) -> str:
+    """What a caller learns about its server's refused reply: the kind of mistake, not
+    the server's slots or names."""
+    if isinstance(exc, ReplyError):
+        return "it carried capabilities, but the call's capability lacks the grant right"
+    if isinstance(exc, ContractViolation):
+        return "it carried capabilities its contract does not declare"
+    return f"{type(exc).__name__}"
+
+
+# -- notifications ----------------------------------------------------------------------
+
+
+def signal(dom: Party, cap: Cap) -> None:
+    """OR the capability's badge (1 if unbadged) into the word, or wake one waiter."""
+    ntfn: Notification = cap.obj  # type: ignore[assignment]
+    dom.kernel.stats.signals += 1
+    bits = cap.badge or 1
+    if ntfn.waiters:
+        waiter = ntfn.waiters.popleft()
+        waiter.cap.unblock(waiter)
+        reschedule(waiter.task, outcome.Value(bits | ntfn.word))
+        ntfn.word = 0
+    else:
+        ntfn.word |= bits
+
+
+def poll(cap: Cap) -> int:
+    ntfn: Notification = cap.obj  # type: ignore[assignment]
+    word, ntfn.word = ntfn.word, 0
+    return word
+
+
+async def wait(cap: Cap) -> int:
+    ntfn: Notification = cap.obj  # type: ignore[assignment]
+    await checkpoint_if_cancelled()
+    if ntfn.word:
+        word, ntfn.word = ntfn.word, 0
+        await cancel_shielded_checkpoint()
+        return word
+    me = _Waiter(current_task(), ntfn, cap)
+    ntfn.waiters.append(me)
+    cap.block(me)
+
+    def abort(_: Any) -> Abort:
+        ntfn.waiters.remove(me)
+        cap.unblock(me)
+        return Abort.SUCCEEDED
+
+    woken: int = await wait_task_rescheduled(abort)
+    return woken

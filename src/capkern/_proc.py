@@ -1,0 +1,395 @@
+"""The ``Process`` handle: a domain's only way to touch the world (its syscalls).
+
+Every method is a trap into kernel code running on the caller's own task.  A domain
+names kernel objects only by slot index (or a slot's name) in its own CSpace; the
+handle holds no reference a program could use to reach another domain's objects.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import trio
+
+from . import _ipc as ipc
+from ._contract import Contract
+from ._cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
+from ._ipc import Endpoint, Notification, Received, ReplyObject
+from .errors import (
+    CapkernError,
+    ConfigError,
+    InvalidSlot,
+    MalformedMessage,
+    ProcessError,
+    ReplyError,
+    SegmentationFault,
+)
+
+if TYPE_CHECKING:
+    from ._domain import Domain
+    from .mmu._vm import VM
+
+__all__ = ["Process", "ProcessExit", "SlotRef", "check_name", "check_object_args",
+           "check_program", "revoke"]
+
+SlotRef = int | str
+"""A slot index in the caller's CSpace, or the name given to a slot."""
+
+
+def check_name(name: Any, what: str = "name") -> None:
+    """Names of slots and objects are strings (they show up in ``kernel.dump()``)."""
+    if type(name) is not str:
+        raise ConfigError(f"{what} must be a str, not {type(name).__name__}")
+
+
+def check_object_args(name: Any, contract: Any) -> None:
+    check_name(name, "object name")
+    if contract is not None and not isinstance(contract, Contract):
+        raise ConfigError(f"contract must be a capkern Contract, not {type(contract).__name__}")
+
+
+def check_program(program: Any, args: Sequence[Any]) -> None:
+    """Refuse now, with a :class:`ConfigError`, a program that ``program(proc, *args)``
+    would reject at its first line: the arguments must bind to its signature (after the
+    ``proc`` handle).  A callable without a signature is taken on trust."""
+    try:
+        signature = inspect.signature(program)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, *args)
+    except TypeError as exc:
+        name = getattr(program, "__name__", repr(program))
+        raise ConfigError(f"bad arguments for program {name}: {exc}") from None
+
+
+def _int_arg(value: Any, what: str) -> int:
+    if type(value) is not int:
+        raise ConfigError(f"{what} must be an int, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _length(value: Any) -> int:
+    """A length is a non-negative int (an address outside the address space, negative
+    or too big, is the fault path's :class:`SegmentationFault`, as on hardware)."""
+    if _int_arg(value, "length") < 0:
+        raise ConfigError(f"length must not be negative, not {value}")
+    return int(value)
+
+
+def _data(value: Any) -> bytes:
+    """Bytes to write: bytes-like only (a str must be encoded, an int is not a length)."""
+    if isinstance(value, str):
+        raise ConfigError("write needs bytes, not str: encode it first "
+                          f"(e.g. {value[:20]!r}.encode())")
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ConfigError(f"write needs bytes-like data, not {type(value).__name__}")
+    return bytes(value)
+REVOKE_STEP = 1024
+"""Capabilities a revoke removes between two checkpoints (about a millisecond)."""
+
+
+async def revoke(cap: Cap) -> int:
+    """Remove every descendant of ``cap``, ``REVOKE_STEP`` at a time with a checkpoint
+    between steps, so no revoke holds the kernel for more than about a millisecond
+    however large the derivation tree (seL4's preemptible revoke).  While it runs,
+    nothing can be derived from the capabilities it is removing; it is shielded from
+    cancellation, so a revoke once started always completes."""
+    removed = revoke_some(cap, REVOKE_STEP)
+    if cap.children:
+        begin_revoke(cap)
+        try:
+            with trio.CancelScope(shield=True):
+                while cap.children:
+                    await trio.sleep(0)
+                    removed += revoke_some(cap, REVOKE_STEP)
+        finally:
+            end_revoke(cap)
+    else:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return removed
+
+
+class ProcessExit(BaseException):
+    """Raised by :meth:`Process.exit`; the kernel turns it into an exit status."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Process:
+    """Syscall handle of one protection domain (process or server)."""
+
+    __slots__ = ("_dom",)
+
+    def __init__(self, dom: Domain) -> None:
+        self._dom = dom
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self._dom.pid
+
+    @property
+    def name(self) -> str:
+        return self._dom.name
+
+    def __repr__(self) -> str:
+        return f"<Process pid={self.pid} {self.name!r}>"
+
+    def exit(self, code: int = 0) -> NoReturn:
+        """End this domain now with exit status ``code``."""
+        if not isinstance(code, int):
+            raise ConfigError(f"exit code must be an int, not {type(code).__name__}")
+        raise ProcessExit(int(code))
+
+    def _alive(self) -> None:
+        """Refuse a syscall through the handle of a domain that has ended."""
+        if self._dom.exit is not None:
+            raise ProcessError(
+                f"{self.name!r} (pid {self.pid}) has ended; its handle is dead"
+            )
+
+    # -- capabilities -----------------------------------------------------------------------
+
+    def _slot(self, ref: SlotRef) -> int:
+        return self._dom.cspace.resolve_name(ref) if isinstance(ref, str) else ref
+
+    def _slots(self, caps: Sequence[SlotRef]) -> list[int]:
+        """The slots of capabilities to attach: a list or tuple of slot refs."""
+        if not isinstance(caps, list | tuple):
+            raise MalformedMessage(
+                f"caps must be a list or tuple of slots, not {type(caps).__name__}"
+            )
+        return [self._slot(c) for c in caps]
+
+    def slot(self, name: str) -> int:
+        """The slot index that carries ``name``."""
+        if type(name) is not str:
+            raise InvalidSlot(f"slot names are str, not {type(name).__name__}")
+        return self._dom.cspace.resolve_name(name)
+
+    def name_slot(self, slot: SlotRef, name: str) -> None:
+        """Give a slot of this CSpace a name (e.g. a capability received in a message)."""
+        check_name(name, "slot name")
+        if not name:
+            raise ConfigError("a slot name must not be empty")
+        self._dom.cspace.name_slot(self._slot(slot), name)
+
+    def caps(self) -> list[CapInfo]:
+        """This domain's capabilities: slot, name, object kind, rights, badge."""
+        return self._dom.cspace.info()
+
+    def new_endpoint(self, name: str = "", contract: Contract | None = None) -> int:
+        """Create an endpoint (optionally bound to a contract); returns its slot (rwg)."""
+        self._alive()
+        check_object_args(name, contract)
+        dom = self._dom
+        return dom.cspace.insert_original(Endpoint(name, contract), Rights.ALL, name, dom.usage)
+
+    def new_notification(self, name: str = "") -> int:
+        """Create a notification; returns its slot (rwg).  Charged like an endpoint."""
+        self._alive()
+        check_object_args(name, None)
+        dom = self._dom
+        return dom.cspace.insert_original(Notification(name), Rights.ALL, name, dom.usage)
+
+    def copy(self, slot: SlotRef, rights: str | Rights = Rights.ALL, name: str = "") -> int:
+        """Derive a copy (rights can only shrink)."""
+        check_name(name, "slot name")
+        return self._dom.cspace.copy(self._slot(slot), Rights.parse(rights), name)
+
+    def mint(self, slot: SlotRef, rights: str | Rights, badge: int, name: str = "") -> int:
+        """Derive a capability with fewer rights and a badge (only on an unbadged one)."""
+        check_name(name, "slot name")
+        return self._dom.cspace.mint(self._slot(slot), Rights.parse(rights), badge, name)
+
+    def move(self, slot: SlotRef, dest: int | None = None) -> int:
+        return self._dom.cspace.move(self._slot(slot), dest)
+
+    def delete(self, slot: SlotRef) -> None:
+        cap = self._dom.cspace.lookup(self._slot(slot))
+        if isinstance(cap.obj, ReplyObject):
+            cap.obj.abort(f"{self.name!r} deleted the reply capability")
+        self._dom.cspace.delete(cap.slot)
+
+    async def revoke(self, slot: SlotRef) -> int:
+        """Delete every capability derived from this one, in every domain; IPC blocked
+        on any of them fails with :class:`~capkern.errors.CapabilityRevoked`.
+        Preemptible (see :func:`revoke`): returns once all are gone."""
+        return await revoke(self._dom.cspace.lookup(self._slot(slot)))
+
+    # -- IPC ------------------------------------------------------------------------------
+
+    def _msg(self, slot: SlotRef, label: str, body: Any, raw: bytes | None,
+             caps: Sequence[SlotRef]) -> tuple[Any, Any]:
+        dom = self._dom
+        cap = dom.cspace.lookup(self._slot(slot), Rights.WRITE, Endpoint)
+        slots = self._slots(caps) if caps else ()
+        msg = ipc.make_message(dom, cap, label, body, raw, slots)
+        return cap, msg
+
+    async def send(self, slot: SlotRef, label: str, body: Any = None, *,
+                   caps: Sequence[SlotRef] = ()) -> None:
+        """Send a message; blocks until a receiver takes it."""
+        cap, msg = self._msg(slot, label, body, None, caps)
+        await ipc.send(self._dom, cap, msg, call=False)
+
+    def nbsend(self, slot: SlotRef, label: str, body: Any = None, *,
+               caps: Sequence[SlotRef] = ()) -> bool:
+        """Non-blocking send: delivered only if a receiver is waiting (else dropped)."""
+        cap, msg = self._msg(slot, label, body, None, caps)
+        return ipc.nbsend(self._dom, cap, msg)
+
+    async def call(self, slot: SlotRef, label: str, body: Any = None, *,
+                   caps: Sequence[SlotRef] = ()) -> Received:
+        """Send and wait for the reply (the kernel makes a one-shot reply capability)."""
+        cap, msg = self._msg(slot, label, body, None, caps)
+        got = await ipc.send(self._dom, cap, msg, call=True)
+        assert got is not None
+        return got
+
+    async def send_raw(self, slot: SlotRef, label: str, raw: bytes, *,
+                       caps: Sequence[SlotRef] = ()) -> None:
+        """Send pre-encoded body bytes (checked by the kernel like any untrusted input)."""
+        cap, msg = self._msg(slot, label, None, raw, caps)
+        await ipc.send(self._dom, cap, msg, call=False)
+
+    async def call_raw(self, slot: SlotRef, label: str, raw: bytes, *,
+                       caps: Sequence[SlotRef] = ()) -> Received:
+        cap, msg = self._msg(slot, label, None, raw, caps)
+        got = await ipc.send(self._dom, cap, msg, call=True)
+        assert got is not None
+        return got
+
+    async def recv(self, slot: SlotRef) -> Received:
+        """Receive the next message on an endpoint (needs the read right)."""
+        cap = self._dom.cspace.lookup(self._slot(slot), Rights.READ, Endpoint)
+        return await ipc.recv(self._dom, cap)
+
+    def _take_reply(self) -> ReplyObject:
+        reply = self._dom.take_reply()
+        if reply is None:
+            raise ReplyError(f"{self.name!r} has no caller to reply to")
+        return reply
+
+    def _answer(self, label: str, body: Any, raw: bytes | None,
+                slots: Sequence[int]) -> bool:
+        """Reply through the implicit reply capability.  A refused reply raises here and
+        leaves the capability in place, so the server can still answer its caller."""
+        dom = self._dom
+        reply = dom.reply
+        if reply is None:
+            raise ReplyError(f"{self.name!r} has no caller to reply to")
+        msg = ipc.check_reply(dom, reply, label, body, raw, slots)
+        dom.reply = None
+        return ipc.deliver_reply(dom, reply, msg)
+
+    def reply(self, label: str = "ok", body: Any = None, *,
+              caps: Sequence[SlotRef] = ()) -> bool:
+        """Answer the last call received.  False if that caller has gone away.  A reply
+        the kernel refuses raises its typed error and is not used up: answer again."""
+        # resolve slot names first: a bad name must not cost the caller its reply
+        slots = self._slots(caps) if caps else ()
+        return self._answer(label, body, None, slots)
+
+    def reply_raw(self, label: str, raw: bytes) -> bool:
+        return self._answer(label, None, raw, ())
+
+    def reply_error(self, reason: str, detail: str = "") -> bool:
+        """The contract's typed error reply: label ``error``, ``{reason, detail}``."""
+        return self.reply("error", {"reason": reason, "detail": detail})
+
+    async def reply_recv(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
+                         caps: Sequence[SlotRef] = ()) -> Received:
+        """Reply to the current caller, then receive the next message."""
+        if self._dom.reply is not None:
+            self.reply(label, body, caps=caps)
+        return await self.recv(slot)
+
+    def save_caller(self, name: str = "") -> int:
+        """Move the implicit reply capability into a CSpace slot, to reply later."""
+        check_name(name, "slot name")
+        reply = self._take_reply()
+        try:
+            return self._dom.cspace.insert_original(reply, Rights.WRITE, name)
+        except CapkernError:
+            self._dom.reply = reply  # still ours to answer: the caller must not hang
+            raise
+
+    def reply_to(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
+                 caps: Sequence[SlotRef] = ()) -> bool:
+        """Reply through a saved reply capability; the capability is used up (unless the
+        kernel refuses the reply: then it stays, and the typed error is raised)."""
+        slots = self._slots(caps) if caps else ()  # before the cap is used up
+        cap = self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, ReplyObject)
+        reply: ReplyObject = cap.obj  # type: ignore[assignment]
+        msg = ipc.check_reply(self._dom, reply, label, body, None, slots)
+        self._dom.cspace.delete(cap.slot)
+        return ipc.deliver_reply(self._dom, reply, msg)
+
+    # -- memory -----------------------------------------------------------------------------
+
+    def mmap(self, length: int, rights: str | Rights = "rw", addr: int | None = None) -> int:
+        """Map ``length`` bytes (rounded up to pages) of demand-zero memory; returns the
+        start address.  ``rights``: "r" or "rw"."""
+        return self._vm().mmap(self._dom, length, Rights.parse(rights), addr)
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Unmap pages; their frames are freed and their sealed copies discarded."""
+        self._vm().munmap(self._dom, addr, length)
+
+    async def read(self, addr: int, n: int) -> bytes:
+        """Read ``n`` bytes at ``addr`` (faulting pages in as needed)."""
+        vm = self._vm()
+        if type(addr) is not int or type(n) is not int or n < 0:  # checks off the hot path
+            addr, n = _int_arg(addr, "address"), _length(n)
+        return await vm.read(self._dom, addr, n)
+
+    async def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed)."""
+        vm = self._vm()
+        if type(addr) is not int or type(data) is not bytes:  # checks off the hot path
+            addr, data = _int_arg(addr, "address"), _data(data)
+        await vm.write(self._dom, addr, data)
+
+    async def access(self, addrs: Sequence[int], write: bool = False,
+                     future: bool = False, count: int | None = None) -> bytes:
+        """Reference the page of each address in ``addrs``, in order, in one trap.
+
+        Each reference goes through the page tables and the fault path exactly as a
+        one-byte ``read`` (or ``write``) would; the result has one byte per reference, 1
+        for a hit and 0 for a fault.  ``future=True`` (precise boots, offline simulation)
+        lets the kernel tell the pager each page's next use within this list, for
+        Belady's OPT; ``count`` then limits the references made to the first ``count``
+        (the rest is only the future).  See :mod:`capkern.mmu._batch`.
+        """
+        from .mmu._batch import access
+
+        return await access(self._vm(), self._dom, addrs, write, future, count)
+
+    def _vm(self) -> VM:
+        dom = self._dom
+        vm: VM | None = dom.kernel.vm
+        if vm is None or dom.aspace is None:
+            raise SegmentationFault(f"{self.name!r} has no address space (paging is off)")
+        if dom.exit is not None:
+            self._alive()
+        return vm
+
+    # -- notifications ----------------------------------------------------------------------
+
+    def signal(self, slot: SlotRef) -> None:
+        ipc.signal(self._dom, self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, Notification))
+
+    def poll(self, slot: SlotRef) -> int:
+        return ipc.poll(self._dom.cspace.lookup(self._slot(slot), Rights.READ, Notification))
+
+    async def wait(self, slot: SlotRef) -> int:
+        return await ipc.wait(self._dom.cspace.lookup(self._slot(slot), Rights.READ, Notification))
+
+

@@ -1,0 +1,179 @@
+"""One server loop for every system server: receive a request, run the handler its
+label names, answer with the handler's result or the contract's typed error reply.
+
+The pager, the block device and the sealer each describe their server as a *table*:
+a mapping from request label to an async handler taking the request body.  A handler
+answers by returning the ``ok`` body, fails the request by raising
+:class:`~capkern.errors.ServerError` (or an exception its server maps to a reason), or
+returns :data:`DEFERRED` when it has answered itself (or saved the caller to answer
+later, seL4's ``save_caller`` pattern).
+
+The loop holds no kernel reference: it talks to the world through a
+:class:`ServerPort` -- anything with ``recv``/``reply``/``reply_error``, such as a
+domain's :class:`~capkern._proc.Process` handle -- so the same table can be served over
+another transport (a child process, a socket) and restarted by a supervisor.  This
+module imports only :mod:`capkern.errors`: the TCB (the sealer) and the untrusted servers
+use it alike.
+
+What the loop guarantees, for every server:
+
+* an exception the server maps to a reason becomes the typed ``error`` reply
+  ``{reason, detail}``, its detail clipped to :data:`MAX_DETAIL` characters so the error
+  itself always fits the contract; any other exception ends the server (its domain
+  fails, and the kernel contains that);
+* a label with no handler gets the typed error ``unsupported`` (on a contracted endpoint
+  the kernel refuses such a request before it arrives);
+* a reply that cannot cross (too big, out of contract, a caller gone) is *contained*:
+  the kernel has already failed the caller with a typed error, the server is told
+  through ``on_refused`` and goes on serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, NoReturn, Protocol
+
+from .errors import CapkernError, ServerError
+
+__all__ = [
+    "DEFERRED",
+    "MAX_DETAIL",
+    "UNSUPPORTED",
+    "ErrorMap",
+    "Handler",
+    "Request",
+    "ServerPort",
+    "Table",
+    "around",
+    "clip_detail",
+    "error_reply",
+    "serve",
+    "serve_one",
+]
+
+MAX_DETAIL: Final = 256
+"""Longest ``detail`` an error reply carries (the contract allows 1024)."""
+
+UNSUPPORTED: Final = "unsupported"
+"""The error reason for a request label the table has no handler for."""
+
+
+class _Deferred:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+DEFERRED: Final = _Deferred()
+"""Returned by a handler that answered the caller itself (or saved it for later)."""
+
+Handler = Callable[[Any], Awaitable[Any]]
+"""An async function from a request body to the ``ok`` reply body."""
+
+Table = Mapping[str, Handler]
+"""A server: its handlers by request label."""
+
+ErrorMap = Sequence[tuple[type[BaseException], str]]
+"""Exception types a server answers as typed errors, and the reason for each (the
+first matching entry wins).  :class:`ServerError` always carries its own reason."""
+
+
+class Request(Protocol):
+    """What the loop needs of a received message."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def body(self) -> Any: ...
+
+
+class ServerPort(Protocol):
+    """The server's side of a channel: a ``Process`` handle is one."""
+
+    async def recv(self, slot: int | str) -> Request: ...
+
+    def reply(self, label: str = "ok", body: Any = None) -> bool: ...
+
+    def reply_error(self, reason: str, detail: str = "") -> bool: ...
+
+
+# -- sans-IO ---------------------------------------------------------------------------------
+
+
+def clip_detail(detail: str) -> str:
+    """``detail`` cut to :data:`MAX_DETAIL` characters (marked with an ellipsis)."""
+    return detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "\u2026"
+
+
+def error_reply(exc: BaseException, errors: ErrorMap = ()) -> tuple[str, str] | None:
+    """The typed error ``(reason, detail)`` that answers ``exc``, or None if the server
+    does not answer this exception (it is a bug of the server, which then ends)."""
+    if isinstance(exc, ServerError):
+        return exc.reason, clip_detail(exc.detail)
+    for kind, reason in errors:
+        if isinstance(exc, kind):
+            return reason, clip_detail(str(exc))
+    return None
+
+
+def around(table: Table, wrapper: Callable[[str, Handler, Any], Awaitable[Any]]) -> Table:
+    """A new table whose every handler runs as ``wrapper(label, handler, body)``: how a
+    subclass adds delays, recording or attacks to all requests of a server at once."""
+
+    def wrap(label: str, handler: Handler) -> Handler:
+        async def wrapped(body: Any) -> Any:
+            return await wrapper(label, handler, body)
+
+        return wrapped
+
+    return {label: wrap(label, handler) for label, handler in table.items()}
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+async def serve_one(port: ServerPort, table: Table, label: str, body: Any, *,
+                    errors: ErrorMap = (),
+                    on_refused: Callable[[CapkernError], None] | None = None) -> None:
+    """Answer one request: run its handler and reply, or reply the typed error."""
+    handler = table.get(label)
+    if handler is None:
+        _send(port, on_refused, "error",
+              (UNSUPPORTED, clip_detail(f"no handler for label {label!r}")))
+        return
+    try:
+        result = await handler(body)
+    except Exception as exc:
+        answer = error_reply(exc, errors)
+        if answer is None:
+            raise
+        _send(port, on_refused, "error", answer)
+        return
+    if result is not DEFERRED:
+        _send(port, on_refused, "ok", result)
+
+
+def _send(port: ServerPort, on_refused: Callable[[CapkernError], None] | None,
+          label: str, body: Any) -> None:
+    try:
+        if label == "error":
+            port.reply_error(*body)
+        else:
+            port.reply(label, body)
+    except CapkernError as exc:
+        # the answer could not cross (too big, out of contract, no caller left): the
+        # kernel has failed the caller with a typed error; this server keeps serving
+        if on_refused is not None:
+            on_refused(exc)
+
+
+async def serve(port: ServerPort, table: Table, *, slot: int | str = "service",
+                errors: ErrorMap = (),
+                on_refused: Callable[[CapkernError], None] | None = None) -> NoReturn:
+    """Serve ``table`` on ``slot`` until cancelled (or until a handler raises an
+    exception outside ``errors``, which ends the server)."""
+    while True:
+        msg = await port.recv(slot)
+        await serve_one(port, table, msg.label, msg.body, errors=errors, on_refused=on_refused)

@@ -1,0 +1,137 @@
+"""Moving pages across the server ports: seal + store, fetch + unseal (trusted).
+
+The fault path decides *which* pages move and keeps them busy; this module moves them,
+each batch in one round trip to the sealer and one to the pager, whatever its size:
+
+* :meth:`PageIO.seal_and_store` gives each page the next value of the boot-wide version
+  counter (in trusted memory, :mod:`.binding`), has the sealer seal the batch bound to
+  (asid, incarnation, vpn, version) and hands the sealed pages to the pager; it returns
+  the handles the pager confirmed (a claim to have stored a handle not in the batch is
+  ignored).  A binding that cannot be encoded fails its own page only.
+* :meth:`PageIO.fetch` fetches a cluster (the faulting page first, then read-ahead
+  neighbours) with one ``fetch`` or ``fetch_many`` and unseals it in one call, checking
+  each against the binding and the version of its current sealed copy.  A copy that is
+  missing or refused is ``None``: never wrong data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..errors import Fault, PageInError, PageLost, PagerUnavailable, ServerError
+from ._aspace import PTE, AddressSpace
+from ._binding import Versions, binding
+from ._frames import FrameTable
+from ._ports import PagerLink, ServerPort
+
+if TYPE_CHECKING:
+    from .._trace import Counters
+
+__all__ = ["Discard", "PageIO", "Victim"]
+
+#: an eviction victim: (handle, address space, virtual page, page-table entry)
+Victim = tuple[int, AddressSpace, int, PTE]
+#: a page to bring in: (address space, virtual page, page-table entry)
+Wanted = tuple[AddressSpace, int, PTE]
+
+
+@dataclass
+class Discard:
+    """Pages the pager must forget, once the busy pages among them have settled."""
+
+    handles: list[int]
+    after: list[trio.Event] = field(default_factory=list)
+
+
+class PageIO:
+    """Sealed page transfers through the pager and sealer ports."""
+
+    def __init__(self, pager: PagerLink, crypt: ServerPort, crypt_deadline: float,
+                 stats: Counters, frames: FrameTable,
+                 event: Callable[[str, str], None]) -> None:
+        self.pager = pager
+        self.crypt = crypt
+        self.crypt_deadline = crypt_deadline
+        self.stats = stats
+        self.frames = frames
+        self.event = event  # (kind, detail): the kernel's own events
+        self.store_error = ""  # why the last store failed, for OutOfMemory's message
+        self.versions = Versions()  # one boot-wide counter: no binding ever repeats
+
+    async def seal_and_store(self, pages: list[Victim]) -> set[int]:
+        pages, bindings, errors = self.versions.seal_batch(pages)
+        for error in errors:  # those pages stay resident; the rest of the batch goes on
+            self.event("internal_error", error)
+        if not pages:
+            return set()
+        frame = self.frames.frame
+        items = [[b, bytes(frame(v[3].frame))] for v, b in zip(pages, bindings, strict=True)]
+        sealed = await self.crypt.call("seal", {"pages": items}, self.crypt_deadline)
+        blobs = sealed["blobs"]
+        if len(blobs) != len(items):
+            raise Fault("sealer returned the wrong number of pages")
+        self.stats.seals += len(blobs)
+        body = {"pages": [[v[0], blob] for v, blob in zip(pages, blobs, strict=True)]}
+        try:
+            reply = await self.pager.call("store", body)
+        except (Fault, ServerError) as exc:
+            self.event("pager_error", f"store: {exc}")
+            self.store_error = f"pager: {exc}"
+            return set()
+        stored = set(reply["stored"]) & {v[0] for v in pages}  # only what was sent
+        self.store_error = "" if stored else "the pager stored none of them"
+        for h, _aspace, _vpn, pte in pages:
+            if h in stored:
+                pte.sealed_version = pte.version
+                pte.dirty = False
+        return stored
+
+    async def fetch(self, pages: list[Wanted]) -> list[bytes | None]:
+        """The verified plaintext of each page, or None if its copy was missing or
+        refused.  A pager error on the *first* page is :class:`PageInError`."""
+        stats = self.stats
+        try:
+            if len(pages) == 1:
+                blobs = [(await self.pager.call("fetch", {"handle": pages[0][2].handle}))["blob"]]
+            else:
+                handles = [pte.handle for _a, _v, pte in pages]
+                blobs = (await self.pager.call("fetch_many", {"handles": handles}))["blobs"]
+                if len(blobs) != len(pages):
+                    stats.pager_protocol_errors += 1
+                    raise PagerUnavailable("pager answered fetch_many with the wrong count")
+        except ServerError as exc:
+            stats.page_in_errors += 1
+            # "lost": the page's only sealed copy died with its pager's OS process
+            raise (PageLost if exc.reason == "lost" else PageInError)(
+                exc.reason, exc.detail) from None
+        if not blobs[0]:
+            stats.page_in_errors += 1
+            raise PageInError("not_found", "the pager has no copy of the page")
+        items, where = [], []
+        for i, ((aspace, vpn, pte), blob) in enumerate(zip(pages, blobs, strict=True)):
+            if blob and pte.sealed_version is not None:
+                items.append([binding(aspace, vpn, pte.sealed_version), blob])
+                where.append(i)
+        result = await self.crypt.call("unseal", {"pages": items}, self.crypt_deadline)
+        stats.unseals += len(items)
+        out: list[bytes | None] = [None] * len(pages)
+        oks, plains = result["ok"], result["plain"]
+        if len(oks) != len(items) or len(plains) != len(items):
+            raise Fault("sealer returned the wrong number of pages")
+        for i, ok, plain in zip(where, oks, plains, strict=True):
+            if ok:
+                out[i] = plain
+        return out
+
+    async def discard(self, item: Discard) -> None:
+        """Tell the pager to forget pages (after their last store, never before)."""
+        for busy in item.after:
+            await busy.wait()
+        try:
+            await self.pager.call("discard", {"handles": item.handles})
+        except (Fault, ServerError) as exc:
+            self.event("pager_error", f"discard: {exc}")

@@ -1,0 +1,124 @@
+"""Server ports: how the fault path calls the pager and the sealer (trusted).
+
+The fault path does not know how a server is reached.  It holds one :class:`ServerPort`
+per server and makes calls of a label, a body and a deadline; a call returns the server's
+``ok`` body, or raises a typed error:
+
+* :class:`~capkern.errors.PagerUnavailable` -- no answer within the deadline;
+* :class:`~capkern.errors.ServerError` -- a typed ``error`` reply (``reason``/``detail``);
+* :class:`~capkern.errors.ContractViolation` -- a reply out of the server's contract;
+* another :class:`~capkern.errors.IPCError` -- the channel failed (server died, revoked).
+
+:class:`IpcPort` is today's implementation: a call from the root domain over a
+capability-checked msgpack endpoint, the endpoint's contract checking every reply of the
+(untrusted) server at its trap.  A socket transport, a remote pager or a pager set are
+other implementations of the same protocol; a fake one serves the fault-path tests
+(``capkern.testing.ports``).
+
+:class:`PagerLink` wraps a pager port with what the fault path needs of every pager
+call: a transport or protocol failure of the untrusted pager becomes
+``PagerUnavailable`` (counted), so the pager can only deny service.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .. import _ipc as ipc
+from .._ipc import Party, Received
+from ..errors import CapkernError, ContractViolation, IPCError, PagerUnavailable, ServerError
+
+if TYPE_CHECKING:
+    from .._cspace import Cap
+    from .._trace import Counters
+    from ._watchdog import Watchdog
+
+__all__ = ["IpcPort", "PagerLink", "ServerPort", "server_stats"]
+
+
+class ServerPort(Protocol):
+    """A way to call one server: the answer, or a typed error within ``deadline``."""
+
+    name: str
+
+    async def call(self, label: str, body: Any, deadline: float) -> Any:
+        """Call ``label`` with ``body``; return the ``ok`` reply body."""
+        ...
+
+
+class IpcPort:
+    """A server reached by in-process IPC from ``dom`` (the root) through ``cap``.
+
+    The request is one the kernel built itself, so it is encoded within the wire limits
+    but not checked against the contract item by item (``check_requests`` turns that on,
+    e.g. for debugging the kernel); the reply comes from the server and is always checked
+    -- by the endpoint's contract, at the server's reply trap.  Deadlines are kept by the
+    kernel's :class:`~.watchdog.Watchdog` (its task must be running).
+    """
+
+    def __init__(self, dom: Party, cap: Cap, watchdog: Watchdog, *,
+                 check_requests: bool = False) -> None:
+        self.dom = dom
+        self.cap = cap
+        self.name = cap.obj.label()
+        self.watchdog = watchdog
+        self.check_requests = check_requests
+
+    async def call(self, label: str, body: Any, deadline: float) -> Any:
+        dom, cap = self.dom, self.cap
+        if self.check_requests:
+            msg = ipc.make_message(dom, cap, label, body, None, ())
+        else:
+            msg = ipc.kernel_message(dom, cap, label, body)
+        watchdog = self.watchdog
+        timer = watchdog.arm(deadline, lambda: PagerUnavailable(
+            f"{self.name} did not answer {label!r} within {deadline}s"))
+        try:
+            got = await ipc.send(dom, cap, msg, call=True, timer=timer)
+        finally:
+            watchdog.disarm(timer, deadline)
+        assert isinstance(got, Received)
+        return got.ok()
+
+
+class PagerLink:
+    """Calls to the untrusted pager as the fault path makes them.
+
+    A typed error reply passes through as :class:`ServerError` (the pager may refuse);
+    anything else that is wrong with the pager -- silence, a reply out of contract, a
+    dead channel -- is :class:`PagerUnavailable`, counted in ``stats``.
+    """
+
+    def __init__(self, port: ServerPort, deadline: float, stats: Counters) -> None:
+        self.port = port
+        self.deadline = deadline
+        self.stats = stats
+        self.calls = 0  # calls made (each one yields: the fault path checks it)
+
+    async def call(self, label: str, body: Any) -> Any:
+        self.calls += 1
+        try:
+            return await self.port.call(label, body, self.deadline)
+        except PagerUnavailable:
+            self.stats.pager_timeouts += 1
+            raise
+        except (ContractViolation, IPCError) as exc:
+            if isinstance(exc, ServerError):
+                raise
+            self.stats.pager_protocol_errors += 1
+            raise PagerUnavailable(f"pager failed {label!r}: {exc}") from None
+
+
+async def server_stats(pager: PagerLink, crypt: ServerPort, crypt_deadline: float
+                       ) -> dict[str, Any]:
+    """``{"crypt": ..., "pager": ...}``: each server's ``stats`` reply, or its error."""
+    out: dict[str, Any] = {}
+    try:
+        out["crypt"] = await crypt.call("stats", {}, crypt_deadline)
+    except CapkernError as exc:
+        out["crypt"] = {"error": str(exc)}
+    try:
+        out["pager"] = await pager.call("stats", {})
+    except CapkernError as exc:
+        out["pager"] = {"error": str(exc)}
+    return out

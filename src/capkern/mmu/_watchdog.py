@@ -1,0 +1,93 @@
+"""The kernel's watchdog: deadlines of the kernel's calls to its servers (trusted).
+
+Every call the fault path makes has a deadline, so a server that never answers only
+denies service.  A trio cancel scope per call would do it, but entering one registers a
+deadline with the run loop and leaving it removes it again: about a fifth of a major
+fault.  The watchdog keeps them instead: a call is *armed* (appended to the queue of its
+timeout: deadlines of one timeout arrive in order, so each queue stays sorted) and
+*disarmed* when it returns; one task sleeps until the earliest armed deadline and fails
+each call still waiting then, through IPC's own abort path (:meth:`ipc.Timed`), with the
+error the port chose.  The run loop hears of a new deadline only when it is earlier than
+the one the watchdog sleeps until -- the first call after a quiet spell, or a call with
+a shorter timeout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from .._ipc import Waiting
+
+__all__ = ["CallTimer", "Watchdog"]
+
+
+class CallTimer:
+    """One armed call: its deadline, what it waits on (set by ``ipc.send``) and how to
+    fail it (``error()`` builds the exception when the deadline passes)."""
+
+    __slots__ = ("armed", "deadline", "error", "waiting")
+
+    def __init__(self, deadline: float, error: Callable[[], Exception]) -> None:
+        self.deadline = deadline
+        self.error = error
+        self.waiting: Waiting | None = None
+        self.armed = True
+
+
+class Watchdog:
+    """Deadlines for calls, kept in one queue per timeout and enforced by :meth:`run`."""
+
+    def __init__(self) -> None:
+        self._queues: dict[float, deque[CallTimer]] = {}
+        self._scope: trio.CancelScope | None = None  # the watchdog's sleep
+        self._wake_at = math.inf
+        self.expired = 0  # calls failed at their deadline
+
+    def arm(self, timeout: float, error: Callable[[], Exception]) -> CallTimer:
+        """A timer for a call starting now that must end within ``timeout`` seconds."""
+        deadline = trio.current_time() + timeout
+        timer = CallTimer(deadline, error)
+        queue = self._queues.get(timeout)
+        if queue is None:
+            queue = self._queues[timeout] = deque()
+        queue.append(timer)
+        if deadline < self._wake_at:  # rare: the watchdog sleeps past it
+            self._wake_at = deadline
+            if self._scope is not None:
+                self._scope.deadline = deadline
+        return timer
+
+    def disarm(self, timer: CallTimer, timeout: float) -> None:
+        """The call ended (answered, failed or cancelled): forget its deadline."""
+        timer.armed = False
+        timer.waiting = None
+        queue = self._queues[timeout]
+        while queue and not queue[0].armed:
+            queue.popleft()
+
+    def expire(self, now: float) -> float:
+        """Fail every armed call whose deadline is not after ``now``; return the next
+        armed deadline (inf if none).  No I/O: :meth:`run` calls it, and tests can."""
+        earliest = math.inf
+        for queue in self._queues.values():
+            while queue and (not queue[0].armed or queue[0].deadline <= now):
+                timer = queue.popleft()
+                waiting = timer.waiting
+                if timer.armed and waiting is not None and waiting.time_out(timer.error()):
+                    self.expired += 1
+                timer.armed = False
+            if queue:
+                earliest = min(earliest, queue[0].deadline)
+        return earliest
+
+    async def run(self) -> None:
+        """Enforce deadlines until cancelled (a kernel task, in the kernel's nursery)."""
+        while True:
+            self._wake_at = self.expire(trio.current_time())
+            with trio.CancelScope(deadline=self._wake_at) as self._scope:
+                await trio.sleep_forever()
+            self._scope = None

@@ -1,0 +1,242 @@
+"""The honest external pager's domain program (UNTRUSTED): serves the PAGER contract.
+
+It owns the replacement policy, which sees only opaque page handles and the
+reference/dirty bits the kernel harvests -- never contents.  It stores sealed pages
+through its capability to the block device: one whole block per page's ciphertext,
+nonce and tag packed into metadata blocks.  Every request is answered by supplying the
+page or failing it with a typed reason (``not_found``, ``io``, ``no_space``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ... import _serverloop as serverloop
+from ..._pagefmt import META_LEN, PAGE_SIZE, join_blob, split_blob
+from ..._proc import Process
+from ...errors import CapkernError, ServerError
+from ._layout import NoSpace, SwapLayout, pack_meta_entry, unpack_meta_entry
+from ._policy import POLICIES, ReplacementPolicy, make_policy
+
+__all__ = ["POLICIES", "Pager", "make_pager", "pager_server"]
+
+Program = Callable[..., Any]
+
+
+class Pager:
+    """Pager state and request handlers; ``serve`` runs them in the one server loop
+    (:mod:`capkern._serverloop`).  Subclass it, or wrap its :meth:`handlers`, to build
+    experimental (or malicious) pagers."""
+
+    def __init__(self, proc: Process, policy: ReplacementPolicy) -> None:
+        self.proc = proc
+        self.policy = policy
+        self.layout: SwapLayout | None = None
+        self.unusable = ""  # why the device cannot hold pages (set by start)
+        self.block_size = 0
+        self.meta: dict[int, bytearray] = {}
+        self.stats = {"evict": 0, "observe": 0, "store": 0, "fetch": 0, "discard": 0,
+                      "not_found": 0}
+
+    async def start(self) -> None:
+        """Learn the device's geometry.  A device the pager cannot use (unreachable, too
+        small, blocks of another size than a page) does not stop the pager: it keeps
+        serving, refuses every store with ``io`` and the reason, and holds no page."""
+        try:
+            info = await self._blockdev("info", {})
+            if info["block_size"] != PAGE_SIZE:
+                raise ValueError(f"block size {info['block_size']} is not the page size "
+                                 f"{PAGE_SIZE}")
+            self.block_size = info["block_size"]
+            self.layout = SwapLayout(info["nblocks"], self.block_size)
+        except (ServerError, ValueError) as exc:
+            self.unusable = f"swap device unusable: {exc}"
+
+    async def serve(self) -> None:
+        """Learn the device, then serve :meth:`handlers` with the one server loop."""
+        await self.start()
+        await serverloop.serve(self.proc, self.handlers(), on_refused=self.reply_refused)
+
+    def handlers(self) -> serverloop.Table:
+        """The handlers by label: every ``on_<label>`` method serves ``<label>`` (so a
+        subclass adds a request by adding a method).  Override, e.g. with
+        :func:`capkern._serverloop.around`, to add behaviour to every request."""
+        return {name[3:]: getattr(self, name) for name in dir(self)
+                if name.startswith("on_") and callable(getattr(self, name))}
+
+    def reply_refused(self, exc: CapkernError) -> None:
+        """An answer could not cross (e.g. a custom policy's out-of-contract victims):
+        the kernel has failed the caller with a typed error; the pager keeps serving."""
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def observe(self, body: Any) -> None:
+        """Feed the kernel's report to the policy: newly resident pages, references (in
+        precise mode every one, in order), dirty pages, next uses (oracle mode)."""
+        for handle in body["mapped"]:
+            self.policy.admit(handle)
+        if "spaces" in body:
+            self.policy.spaces(body["mapped"], body["spaces"])
+        self.policy.referenced(body["referenced"])
+        if "next_use" in body:
+            self.policy.next_uses(body["referenced"], body["next_use"])
+        self.policy.dirtied(body["dirty"])
+
+    async def on_observe(self, body: Any) -> Any:
+        self.stats["observe"] += 1
+        self.observe(body)
+        return None
+
+    async def on_evict(self, body: Any) -> Any:
+        self.stats["evict"] += 1
+        self.observe(body)
+        if "for" in body:
+            self.policy.faulting(body["for"])
+        n = body["n"]
+        # a policy's bad choice must cost speed only, never an out-of-contract reply
+        victims = [h for h in dict.fromkeys(self.policy.choose(n))
+                   if isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 1 << 63][:n]
+        for handle in victims:  # the kernel re-reports any page it keeps after all
+            self.policy.remove(handle)
+        return {"victims": victims}
+
+    async def on_store(self, body: Any) -> Any:
+        """Store a batch copy-on-write: every page goes to a free slot and its previous
+        copy (if any) stays where it was until the whole batch is on the disk.
+
+        If the device write fails, nothing changes: a page stored before is still
+        fetched exactly as it was, a new one is not in swap.  Only a page that had to be
+        rewritten in place (no free slot left) loses its previous copy on such a failure;
+        it is then dropped, so a fetch says ``not_found`` rather than returning a mix.
+        A batch naming a handle twice stores its last copy.  Pages that find no slot are
+        left out of ``stored``; if none fits, the store fails with ``no_space``.
+        """
+        layout = self.layout
+        self.stats["store"] += 1
+        if layout is None:
+            raise ServerError("io", self.unusable or "no swap device")
+        pages: dict[int, bytes] = {}
+        for handle, blob in body["pages"]:
+            pages.pop(handle, None)  # the last copy wins, in its position
+            pages[handle] = blob
+        # new pages first, so rewrites never take the last free slots from them
+        order = sorted(pages, key=lambda h: layout.lookup(h) is not None)
+        plan: dict[int, tuple[int, int | None]] = {}  # handle -> (new slot, previous)
+        for handle in order:
+            old = layout.lookup(handle)
+            try:
+                plan[handle] = (layout.take(), old)
+            except NoSpace:
+                if old is None:
+                    continue
+                plan[handle] = (old, old)  # full: rewrite in place
+        if not plan:
+            raise ServerError("no_space", f"swap is full ({layout.slots} slots)")
+        stored = [h for h in pages if h in plan]
+        writes: list[list[Any]] = []
+        staged: dict[int, bytearray] = {}
+        for handle in stored:
+            slot = plan[handle][0]
+            nonce, ciphertext, tag = split_blob(pages[handle])
+            writes.append([layout.data_lba(slot), ciphertext])
+            lba, off = layout.meta_lba(slot), layout.meta_offset(slot)
+            block = staged.get(lba)
+            if block is None:
+                block = staged[lba] = bytearray(self.meta.get(lba, bytes(self.block_size)))
+            block[off : off + META_LEN] = pack_meta_entry(nonce, tag)
+        writes.extend([lba, bytes(staged[lba])] for lba in sorted(staged))
+        try:
+            await self._blockdev("write", {"blocks": writes})
+        except ServerError:
+            for handle, (slot, old) in plan.items():
+                if slot != old:
+                    layout.put(slot)
+                else:  # rewritten in place: the previous copy may be half overwritten
+                    layout.release(handle)
+            raise
+        self.meta.update(staged)
+        for handle, (slot, _old) in plan.items():
+            previous = layout.bind(handle, slot)
+            if previous is not None:
+                layout.put(previous)
+        return {"stored": stored}
+
+    async def on_fetch(self, body: Any) -> Any:
+        self.stats["fetch"] += 1
+        layout = self.layout
+        slot = layout.lookup(body["handle"]) if layout is not None else None
+        if layout is None or slot is None:
+            self.stats["not_found"] += 1
+            raise ServerError("not_found", "no such page in swap")
+        reply = await self._blockdev("read", {"lbas": [layout.data_lba(slot)]})
+        blocks = reply.get("blocks") if isinstance(reply, dict) else None
+        if not isinstance(blocks, list) or len(blocks) != 1 or not isinstance(blocks[0], bytes) \
+                or len(blocks[0]) != PAGE_SIZE:
+            raise ServerError("io", "block device answered the read with the wrong blocks")
+        block = self.meta.get(layout.meta_lba(slot))
+        if block is None:
+            raise ServerError("io", "metadata lost")
+        nonce, tag = unpack_meta_entry(bytes(block), layout.meta_offset(slot))
+        return {"blob": join_blob(nonce, blocks[0], tag)}
+
+    async def on_fetch_many(self, body: Any) -> Any:
+        """Read-ahead: several pages in one block-device read; b"" for a page not held."""
+        handles = body["handles"]
+        self.stats["fetch"] += len(handles)
+        layout = self.layout
+        blobs = [b""] * len(handles)
+        if layout is None:
+            return {"blobs": blobs}
+        held = [(i, slot) for i, h in enumerate(handles)
+                if (slot := layout.lookup(h)) is not None]
+        if not held:
+            return {"blobs": blobs}
+        reply = await self._blockdev("read", {"lbas": [layout.data_lba(s) for _, s in held]})
+        blocks = reply.get("blocks") if isinstance(reply, dict) else None
+        if not isinstance(blocks, list) or len(blocks) != len(held) or not all(
+                isinstance(b, bytes) and len(b) == PAGE_SIZE for b in blocks):
+            raise ServerError("io", "block device answered the read with the wrong blocks")
+        for (i, slot), block in zip(held, blocks, strict=True):
+            meta = self.meta.get(layout.meta_lba(slot))
+            if meta is not None:
+                nonce, tag = unpack_meta_entry(bytes(meta), layout.meta_offset(slot))
+                blobs[i] = join_blob(nonce, block, tag)
+        return {"blobs": blobs}
+
+    async def on_discard(self, body: Any) -> Any:
+        self.stats["discard"] += 1
+        for handle in body["handles"]:
+            self.policy.remove(handle)
+            if self.layout is not None:
+                self.layout.release(handle)
+        return None
+
+    async def on_stats(self, body: Any) -> Any:
+        used = self.layout.used if self.layout else 0
+        return {**self.stats, "policy": self.policy.name, "resident": len(self.policy),
+                "swap_used": used}
+
+    async def _blockdev(self, label: str, body: Any) -> Any:
+        """Call the block device; any failure of it (an error reply, a crash, a reply
+        out of contract, a revoked capability) is this pager's ``io`` error."""
+        try:
+            return (await self.proc.call("blockdev", label, body)).ok()
+        except CapkernError as exc:
+            raise ServerError("io", f"block device: {exc}") from None
+
+
+def make_pager(policy: ReplacementPolicy | Callable[[], ReplacementPolicy] | None = None,
+               cls: type[Pager] = Pager) -> Program:
+    """A pager program using ``policy`` (an instance or factory) instead of a named one."""
+
+    async def pager_program(proc: Process, policy_name: str = "clock") -> None:
+        chosen = policy() if callable(policy) else policy
+        await cls(proc, chosen if chosen is not None else make_policy(policy_name)).serve()
+
+    return pager_program
+
+
+async def pager_server(proc: Process, policy_name: str = "clock") -> None:
+    """The default honest pager, with a policy chosen by name (fifo, clock, lru...)."""
+    await Pager(proc, make_policy(policy_name)).serve()
