@@ -156,14 +156,23 @@ def _limit_parts(batch: int) -> dict[str, float]:
 
 
 def bench_major_fault_limit(pages: int = 256, ram: int = 32, rounds: int = 3,
-                            repeats: int = 3, batch: int = 16) -> Result:
-    value = _us_per_fault(repeats, pages, 1, ram, rounds, batch)
-    parts = _limit_parts(batch)
+                            repeats: int = 5, batch: int = 16) -> Result:
+    """The sweep and the limit's parts are measured in turns (``repeats`` rounds), each
+    keeping its best: on a shared machine whose speed drifts, both sides of the ratio
+    then see the same spells of contention."""
+    values: list[float] = []
+    limits: list[dict[str, float]] = []
+    for _ in range(repeats):
+        values.append(_us_per_fault(1, pages, 1, ram, rounds, batch))
+        limits.append(_limit_parts(batch))
+    value = min(values)
+    parts = min(limits, key=lambda p: sum(p.values()))
     limit = sum(parts.values())
     return {"value": value, "baseline": limit, "ratio": value / limit, "unit": "us",
             "faults_per_second": 1e6 / value, "parts": parts,
             "how": "limit = raw trio channel round trip x (3 + 4/evict_batch) + AES-GCM "
-                   "seal+unseal of 4 KiB + msgpack pack+unpack of 4 KiB + one 4 KiB copy"}
+                   "seal+unseal of 4 KiB + msgpack pack+unpack of 4 KiB + one 4 KiB copy; "
+                   "sweep and parts measured in turns, best of each"}
 
 
 def bench_fault_scale_ram(small: int = 32, big: int = 8192, extra: int = 64,
