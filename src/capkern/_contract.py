@@ -41,7 +41,17 @@ __all__ = [
 class Spec:
     """A schema node.  ``valid`` answers fast (no strings built: every message on a
     contracted endpoint goes through it); ``check`` raises :class:`ContractViolation`
-    naming the path, and runs only to explain a value ``valid`` refused."""
+    naming the path, and runs only to explain a value ``valid`` refused.
+
+    The two must agree: ``valid`` is all that stands between a body and its receiver.
+    So a subclass that refines ``check`` without writing its own ``valid`` gets the
+    generic ``valid`` (which runs its ``check``), never its parent's fast one -- that
+    one does not know the refinement and would let through what ``check`` refuses."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "check" in cls.__dict__ and "valid" not in cls.__dict__:
+            cls.valid = Spec.valid  # type: ignore[method-assign]
 
     def valid(self, value: Any) -> bool:
         try:  # a user's Spec that only defines check still works (slowly)
@@ -176,9 +186,9 @@ class ListOf(Spec):
         if type(spec) is Int:  # big lists of handles: no call per item
             lo, hi = spec.lo, spec.hi
             for item in value:
-                if type(item) is not int or (lo is not None and item < lo) \
-                        or (hi is not None and item > hi):
-                    return spec.valid(item) and False
+                if (type(item) is not int or (lo is not None and item < lo)
+                        or (hi is not None and item > hi)) and not spec.valid(item):
+                    return False  # (an int subclass in range is an int, as check says)
             return True
         return all(map(spec.valid, value))
 

@@ -1,0 +1,166 @@
+"""The fast contract test (``Spec.valid``) and the explaining one (``check``) agree for
+every Spec, the user's own included.
+
+Every message on a contracted endpoint is let through by ``valid`` alone; ``check`` runs
+only to explain a refusal.  So a Spec whose ``check`` says more than its ``valid`` --
+a user's subclass of a built-in Spec that refines ``check`` and inherits the parent's
+fast ``valid`` -- would let an out-of-contract request reach a server (or an
+out-of-contract reply reach the caller).  These tests make real calls through a real
+contracted endpoint with such specs, and compare ``valid`` with ``check`` on the values
+where a type test and an ``isinstance`` test part ways (int subclasses, ``bool``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import capkern
+from capkern._contract import (
+    Bytes,
+    Contract,
+    Int,
+    ListOf,
+    Op,
+    Opt,
+    Spec,
+    Str,
+    Struct,
+    Tuple,
+)
+from capkern._proc import Process
+from capkern.errors import ContractViolation
+
+
+@dataclass(frozen=True)
+class EvenInt(Int):
+    """A user's refinement: an int in range that is also even (check only)."""
+
+    def check(self, value: Any, path: str) -> None:
+        super().check(value, path)
+        if value % 2:
+            raise ContractViolation(f"{path}: {value} is odd")
+
+
+@dataclass(frozen=True)
+class Slug(Str):
+    """A user's refinement: a lowercase identifier (check only)."""
+
+    def check(self, value: Any, path: str) -> None:
+        super().check(value, path)
+        if not value.isidentifier() or value.lower() != value:
+            raise ContractViolation(f"{path}: {value!r} is not a slug")
+
+
+@dataclass(frozen=True)
+class NoSecrets(Struct):
+    """A user's refinement of a map: no field may hold the word 'secret' (check only)."""
+
+    def check(self, value: Any, path: str) -> None:
+        super().check(value, path)
+        if any("secret" in str(v) for v in value.values()):
+            raise ContractViolation(f"{path}: a secret")
+
+
+@dataclass(frozen=True)
+class Sized(Bytes):
+    """A user's refinement of bytes: a whole number of 16-byte blocks (check only)."""
+
+    def check(self, value: Any, path: str) -> None:
+        super().check(value, path)
+        if len(value) % 16:
+            raise ContractViolation(f"{path}: not whole blocks")
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+def _checks(spec: Spec, value: Any) -> bool:
+    try:
+        spec.check(value, "x")
+    except ContractViolation:
+        return False
+    return True
+
+
+REFINED: list[tuple[Spec, Any, Any]] = [  # spec, a value it takes, one only check refuses
+    (EvenInt(0, 100), 4, 3),
+    (Slug(16), "abc", "Abc"),
+    (NoSecrets({"a": Str()}), {"a": "x"}, {"a": "secret"}),
+    (Sized(), bytes(32), bytes(17)),
+    (ListOf(EvenInt()), [2, 4], [2, 3]),
+    (Opt(EvenInt()), None, 5),
+    (Tuple((Slug(), EvenInt())), ["a", 2], ["a", 1]),
+    (Struct({"n": EvenInt(), "s": Opt(Slug())}, frozenset({"s"})), {"n": 2}, {"n": 2, "s": "A"}),
+]
+
+
+@pytest.mark.parametrize(("spec", "good", "bad"), REFINED, ids=lambda v: type(v).__name__)
+def test_a_refined_check_is_also_the_fast_test(spec: Spec, good: Any, bad: Any) -> None:
+    assert spec.valid(good) and _checks(spec, good)
+    assert not _checks(spec, bad)
+    assert spec.valid(bad) is False  # the fast path must not let it through
+
+
+INT_LIKE = [3, True, False, Colour.RED, 2**64, -(2**70), 1.0]
+
+
+@pytest.mark.parametrize("value", INT_LIKE, ids=repr)
+@pytest.mark.parametrize("spec", [Int(), Int(0, 10), ListOf(Int()), ListOf(Int(0, 10)),
+                                  Tuple((Int(),)), Opt(Int(0, 10))], ids=repr)
+def test_int_specs_agree_on_int_like_values(spec: Spec, value: Any) -> None:
+    wrapped = value if not isinstance(spec, ListOf | Tuple) else [value]
+    assert spec.valid(wrapped) == _checks(spec, wrapped), (spec, wrapped)
+
+
+# -- through a real contracted endpoint ------------------------------------------------------
+
+
+CONTRACT = Contract("refined", {
+    "put": Op(Struct({"n": EvenInt(0, 1000), "tag": Slug(16)}), reply=EvenInt(0, 1000),
+              errors=frozenset({"bad"})),
+})
+
+
+async def test_an_out_of_contract_request_never_reaches_the_server(
+        capkern_clock: trio.testing.MockClock) -> None:
+    seen: list[Any] = []
+
+    async def server(proc: Process) -> None:
+        while True:
+            msg = await proc.recv("service")
+            seen.append(msg.body)
+            proc.reply("ok", msg.body["n"] + 1)  # always odd: out of its own contract
+
+    async with capkern.boot(paging=False) as kernel:
+        ep = kernel.new_endpoint("refined", CONTRACT)
+        kernel.spawn(server, caps={"service": capkern.Grant(ep, "r")})
+
+        outcomes: list[str] = []
+
+        async def client(proc: Process) -> None:
+            out = outcomes
+            for body in ({"n": 3, "tag": "ok"}, {"n": 2, "tag": "Not-A-Slug"},
+                         {"n": 2, "tag": "fine"}):
+                try:
+                    await proc.call("server", "put", body)
+                    out.append("answered")
+                except ContractViolation as exc:
+                    out.append(f"refused: {exc}")
+                except capkern.errors.CapkernError as exc:
+                    out.append(type(exc).__name__)
+
+        pid = kernel.spawn(client, caps={"server": capkern.Grant(ep, "w")})
+        status = await kernel.wait(pid)
+    assert status.ok, status
+    assert seen == [{"n": 2, "tag": "fine"}]  # the two refused bodies never arrived
+    assert outcomes[0].startswith("refused") and "odd" in outcomes[0]
+    assert outcomes[1].startswith("refused") and "slug" in outcomes[1]
+    # the server's odd reply is out of its contract: the caller never gets it as data
+    assert outcomes[2] != "answered"
