@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ import capkern
 from capkern._proc import Process
 from capkern.errors import CapabilityRevoked, PagerUnavailable
 from capkern.mmu._ports import IpcPort
-from capkern.mmu._watchdog import CallTimer, Watchdog
+from capkern.mmu._watchdog import CallTimer, Watchdog, _Queue
 
 from .helpers import start_echo
 
@@ -183,7 +182,9 @@ def test_expire_is_plain_logic_over_the_queues() -> None:
     for i, (timeout, deadline) in enumerate(((1.0, 11.0), (1.0, 12.0), (3.0, 15.0))):
         timer = CallTimer(deadline, functools.partial(PagerUnavailable, f"call {i}"))
         timer.waiting = waits[i]
-        watchdog._queues.setdefault(timeout, deque()).append(timer)
+        queue = watchdog._queues.setdefault(timeout, _Queue())
+        queue.append(timer)
+        queue.live += 1
         timers.append(timer)
     watchdog.disarm(timers[1], 1.0)
     assert watchdog.expire(11.5) == 15.0  # call 0 failed, call 1 was disarmed

@@ -10,6 +10,13 @@ each call still waiting then, through IPC's own abort path (:meth:`ipc.Timed`), 
 error the port chose.  The run loop hears of a new deadline only when it is earlier than
 the one the watchdog sleeps until -- the first call after a quiet spell, or a call with
 a shorter timeout.
+
+A call that ends is disarmed in place and leaves its queue only once it reaches the
+front; so behind one call a server holds, every call that ends meanwhile would wait in
+the queue until the held one's deadline -- kernel memory the server chooses (calls per
+deadline).  Each queue counts its armed timers and drops its ended ones in one pass when
+they outnumber the armed ones: a queue is never longer than about twice its armed calls
+(amortised O(1) per call).
 """
 
 from __future__ import annotations
@@ -38,11 +45,25 @@ class CallTimer:
         self.armed = True
 
 
+#: a queue shorter than this is never compacted (a pass over a few timers is not worth it)
+COMPACT_MIN = 64
+
+
+class _Queue(deque[CallTimer]):
+    """The timers of one timeout, in deadline order; ``live``: how many are armed."""
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+
+
 class Watchdog:
     """Deadlines for calls, kept in one queue per timeout and enforced by :meth:`run`."""
 
     def __init__(self) -> None:
-        self._queues: dict[float, deque[CallTimer]] = {}
+        self._queues: dict[float, _Queue] = {}
         self._scope: trio.CancelScope | None = None  # the watchdog's sleep
         self._wake_at = math.inf
         self.expired = 0  # calls failed at their deadline
@@ -53,8 +74,9 @@ class Watchdog:
         timer = CallTimer(deadline, error)
         queue = self._queues.get(timeout)
         if queue is None:
-            queue = self._queues[timeout] = deque()
+            queue = self._queues[timeout] = _Queue()
         queue.append(timer)
+        queue.live += 1
         if deadline < self._wake_at:  # rare: the watchdog sleeps past it
             self._wake_at = deadline
             if self._scope is not None:
@@ -63,11 +85,17 @@ class Watchdog:
 
     def disarm(self, timer: CallTimer, timeout: float) -> None:
         """The call ended (answered, failed or cancelled): forget its deadline."""
-        timer.armed = False
-        timer.waiting = None
         queue = self._queues[timeout]
+        if timer.armed:  # (not if the watchdog failed it already)
+            timer.armed = False
+            queue.live -= 1
+        timer.waiting = None
         while queue and not queue[0].armed:
             queue.popleft()
+        if len(queue) > 2 * queue.live + COMPACT_MIN:  # ended calls behind a held one
+            armed = [t for t in queue if t.armed]
+            queue.clear()
+            queue.extend(armed)
 
     def expire(self, now: float) -> float:
         """Fail every armed call whose deadline is not after ``now``; return the next
@@ -76,10 +104,13 @@ class Watchdog:
         for queue in self._queues.values():
             while queue and (not queue[0].armed or queue[0].deadline <= now):
                 timer = queue.popleft()
-                waiting = timer.waiting
-                if timer.armed and waiting is not None and waiting.time_out(timer.error()):
-                    self.expired += 1
+                if not timer.armed:
+                    continue
                 timer.armed = False
+                queue.live -= 1
+                waiting = timer.waiting
+                if waiting is not None and waiting.time_out(timer.error()):
+                    self.expired += 1
             if queue:
                 earliest = min(earliest, queue[0].deadline)
         return earliest
