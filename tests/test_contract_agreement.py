@@ -77,6 +77,28 @@ class Sized(Bytes):
             raise ContractViolation(f"{path}: not whole blocks")
 
 
+class NoZeros:
+    """A mixin refining any spec's check: no zero bytes or zero ints."""
+
+    def check(self, value: Any, path: str) -> None:
+        super().check(value, path)  # type: ignore[misc]
+        if value in (0, b"\x00"):
+            raise ContractViolation(f"{path}: zero")
+
+
+@dataclass(frozen=True)
+class NonZero(NoZeros, Int):
+    """A refinement through a mixin: the class itself defines neither method."""
+
+
+@dataclass(frozen=True)
+class NonZeroFast(NonZero):
+    """A subclass of a refined spec that writes its own fast test: kept."""
+
+    def valid(self, value: Any) -> bool:
+        return type(value) is int and value != 0
+
+
 class Colour(enum.IntEnum):
     RED = 1
 
@@ -94,6 +116,9 @@ REFINED: list[tuple[Spec, Any, Any]] = [  # spec, a value it takes, one only che
     (Slug(16), "abc", "Abc"),
     (NoSecrets({"a": Str()}), {"a": "x"}, {"a": "secret"}),
     (Sized(), bytes(32), bytes(17)),
+    (NonZero(), 5, 0),
+    (ListOf(NonZero()), [1], [1, 0]),
+    (NonZeroFast(), 5, 0),
     (ListOf(EvenInt()), [2, 4], [2, 3]),
     (Opt(EvenInt()), None, 5),
     (Tuple((Slug(), EvenInt())), ["a", 2], ["a", 1]),
@@ -106,6 +131,12 @@ def test_a_refined_check_is_also_the_fast_test(spec: Spec, good: Any, bad: Any) 
     assert spec.valid(good) and _checks(spec, good)
     assert not _checks(spec, bad)
     assert spec.valid(bad) is False  # the fast path must not let it through
+
+
+def test_a_spec_that_writes_its_own_fast_test_keeps_it() -> None:
+    assert NonZeroFast.valid is not Spec.valid
+    assert NonZero.valid is Spec.valid and EvenInt.valid is Spec.valid
+    assert Int.valid is not Spec.valid and ListOf.valid is not Spec.valid
 
 
 INT_LIKE = [3, True, False, Colour.RED, 2**64, -(2**70), 1.0]

@@ -215,15 +215,23 @@ async def test_killing_a_process_mid_call_disarms_its_call(
 # -- a hung member of a mirrored pager set ------------------------------------------------------
 
 
+SETS = {"mirror": {"pager_set": "mirror", "copies": 2},
+        "erasure": {"pager_set": "erasure", "needed": 2}}
+
+
+@pytest.mark.parametrize("mode", sorted(SETS))
 @pytest.mark.parametrize("hung", [0, 1], ids=["first-member", "second-member"])
-async def test_a_hung_mirror_member_costs_time_only(
-        hung: int, capkern_clock: trio.testing.MockClock) -> None:
+async def test_a_hung_set_member_costs_time_only(
+        hung: int, mode: str, capkern_clock: trio.testing.MockClock) -> None:
+    """One member of a pager set never answers anything (the first is the policy's
+    primary): its calls are failed at their deadlines or abandoned by the hedge, and
+    every process finishes with its own data."""
     evidence = Evidence()
     members: list[Any] = [pager_server, pager_server, pager_server]
     members[hung] = attack_pager(Hang(("fetch", "store", "evict", "discard", "observe")),
                                  evidence=evidence)
-    async with capkern.boot(pagers=members, pager_set="mirror", copies=2, ram_pages=RAM,
-                            pager_deadline=DEADLINE) as kernel:
+    async with capkern.boot(pagers=members, ram_pages=RAM, pager_deadline=DEADLINE,
+                            **SETS[mode]) as kernel:
         start = trio.current_time()
         statuses = await run_workload(kernel, programs.sequential, PAGES, ROUNDS,
                                       seeds=range(3))
@@ -399,3 +407,35 @@ async def test_out_of_order_ends_keep_every_deadline_and_bound_the_queues(
             assert queue.live == sum(t.armed for t in queue)
             assert len(queue) <= 2 * queue.live + 64 + 1
     assert all(wait.failed <= 1 for _, wait, _ in calls)
+
+
+# -- a hung pager in a child OS process (real clock) -------------------------------------------
+
+
+async def test_a_hung_child_pager_fails_faults_within_their_deadline() -> None:
+    """``isolation="process"``: the pager is a real child process that never answers a
+    fetch.  The kernel's calls to its proxy fail at their deadline (the watchdog, on
+    the real clock), processes that need no page from it finish, nothing stays armed,
+    and the kernel shuts down at once.  Real child processes: no autojump clock, every
+    wait bounded by ``fail_after``."""
+    deadline = 0.3
+    with trio.fail_after(30):
+        async with capkern.boot(isolation="process", pager=attack_pager(Hang()), ram_pages=RAM,
+                                pager_deadline=deadline) as kernel:
+            start = trio.current_time()
+            victim = kernel.spawn(programs.sequential, PAGES, ROUNDS, 0, name="victim")
+            status = await kernel.wait(victim)
+            elapsed = trio.current_time() - start
+            assert "PagerUnavailable" in (status.error or ""), status
+            assert elapsed < 10 * deadline, elapsed  # one deadline (and a busy machine)
+            ep = kernel.new_endpoint("echo-after")
+            kernel.spawn(programs.echo_server, caps={"service": capkern.Grant(ep, "r")})
+            client = kernel.spawn(programs.echo_client, 3,
+                                  caps={"server": capkern.Grant(ep, "w")})
+            assert (await kernel.wait(client)).ok
+            assert kernel.stats.pager_timeouts >= 1
+            with trio.fail_after(20 * deadline):
+                while _live(kernel):  # the kernel's own calls queued behind it end too
+                    await trio.sleep(deadline / 3)
+            closing = trio.current_time()
+        assert trio.current_time() - closing < 5.0

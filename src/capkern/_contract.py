@@ -50,7 +50,11 @@ class Spec:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "check" in cls.__dict__ and "valid" not in cls.__dict__:
+
+        def owner(name: str) -> int:  # where in the MRO the method comes from
+            return next(i for i, c in enumerate(cls.__mro__) if name in c.__dict__)
+
+        if owner("check") < owner("valid"):  # (a mixin's check counts too)
             cls.valid = Spec.valid  # type: ignore[method-assign]
 
     def valid(self, value: Any) -> bool:
