@@ -215,8 +215,8 @@ async def test_killing_a_process_mid_call_disarms_its_call(
 # -- a hung member of a mirrored pager set ------------------------------------------------------
 
 
-SETS = {"mirror": {"pager_set": "mirror", "copies": 2},
-        "erasure": {"pager_set": "erasure", "needed": 2}}
+SETS: dict[str, dict[str, Any]] = {"mirror": {"pager_set": "mirror", "copies": 2},
+                                   "erasure": {"pager_set": "erasure", "needed": 2}}
 
 
 @pytest.mark.parametrize("mode", sorted(SETS))
@@ -418,7 +418,7 @@ async def test_a_hung_child_pager_fails_faults_within_their_deadline() -> None:
     the real clock), processes that need no page from it finish, nothing stays armed,
     and the kernel shuts down at once.  Real child processes: no autojump clock, every
     wait bounded by ``fail_after``."""
-    deadline = 0.3
+    deadline = 0.5
     with trio.fail_after(30):
         async with capkern.boot(isolation="process", pager=attack_pager(Hang()), ram_pages=RAM,
                                 pager_deadline=deadline) as kernel:
@@ -426,7 +426,8 @@ async def test_a_hung_child_pager_fails_faults_within_their_deadline() -> None:
             victim = kernel.spawn(programs.sequential, PAGES, ROUNDS, 0, name="victim")
             status = await kernel.wait(victim)
             elapsed = trio.current_time() - start
-            assert "PagerUnavailable" in (status.error or ""), status
+            # its held fetch, or (on a loaded machine) a store queued behind it
+            assert is_typed_fault(status) and "did not answer" in (status.error or ""), status
             assert elapsed < 10 * deadline, elapsed  # one deadline (and a busy machine)
             ep = kernel.new_endpoint("echo-after")
             kernel.spawn(programs.echo_server, caps={"service": capkern.Grant(ep, "r")})
