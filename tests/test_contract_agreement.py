@@ -19,13 +19,19 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import capkern
 from capkern._contract import (
+    Any_,
+    Bool,
     Bytes,
     Contract,
+    Float,
     Int,
     ListOf,
+    Null,
     Op,
     Opt,
     Spec,
@@ -148,6 +154,46 @@ INT_LIKE = [3, True, False, Colour.RED, 2**64, -(2**70), 1.0]
 def test_int_specs_agree_on_int_like_values(spec: Spec, value: Any) -> None:
     wrapped = value if not isinstance(spec, ListOf | Tuple) else [value]
     assert spec.valid(wrapped) == _checks(spec, wrapped), (spec, wrapped)
+
+
+# -- random spec trees against random wire values ---------------------------------------------
+
+_bounds = st.one_of(st.none(), st.integers(-3, 3))
+_leaf_specs = st.one_of(
+    st.builds(Any_), st.builds(Null), st.builds(Bool), st.builds(Float),
+    st.builds(Int, _bounds, _bounds),
+    st.builds(Str, st.integers(0, 4), st.one_of(st.none(), st.frozensets(st.text(max_size=2)))),
+    st.builds(Bytes, st.integers(0, 3), st.integers(0, 5)),
+)
+_specs = st.recursive(
+    _leaf_specs,
+    lambda inner: st.one_of(
+        st.builds(ListOf, inner, st.integers(0, 4), st.integers(0, 2)),
+        st.builds(ListOf, st.builds(Int, _bounds, _bounds), st.integers(0, 4), st.integers(0, 2)),
+        st.builds(Opt, inner),
+        st.builds(Tuple, st.lists(inner, max_size=3).map(tuple)),
+        st.dictionaries(st.sampled_from("abcd"), inner, max_size=3).flatmap(
+            lambda fields: st.builds(Struct, st.just(fields),
+                                     st.frozensets(st.sampled_from(sorted(fields) or ["a"])))),
+    ),
+    max_leaves=6,
+)
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from([2**64, -(2**63)])
+    | st.floats() | st.text(max_size=5) | st.binary(max_size=6),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.sampled_from("abcde") | st.integers(0, 2), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(spec=_specs, value=_values)
+def test_valid_agrees_with_check_on_random_spec_trees(spec: Spec, value: Any) -> None:
+    """Any combination of the built-in specs (Struct with optional and int keys, Opt,
+    Tuple, ListOf with Int bounds, bool against int and float, bounded bytes and str):
+    the fast test and the explaining check take exactly the same values."""
+    assert spec.valid(value) == _checks(spec, value), (spec, value)
 
 
 # -- through a real contracted endpoint ------------------------------------------------------
