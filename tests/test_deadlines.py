@@ -440,3 +440,59 @@ async def test_a_hung_child_pager_fails_faults_within_their_deadline() -> None:
                     await trio.sleep(deadline / 3)
             closing = trio.current_time()
         assert trio.current_time() - closing < 5.0
+
+
+# -- late but honest: the kernel's state after calls it gave up on ----------------------------
+
+PAGE = 4096
+
+
+async def _retrying(proc: Process, pages: int, seed: int) -> int:
+    """Write and read back its pages in rounds, retrying an access that failed with a
+    typed error other than an integrity fault; exit code: wrong reads (or 100 if an
+    access never succeeded)."""
+    base = proc.mmap(pages * PAGE)
+    shadow: dict[int, bytes] = {}
+
+    async def retry(op: Any) -> Any:
+        for _ in range(50):
+            try:
+                return await op()
+            except capkern.errors.IntegrityFault:
+                raise
+            except capkern.errors.CapkernError:
+                continue
+        proc.exit(100)
+
+    wrong = 0
+    for r in range(4):
+        for i in range(pages):
+            data = bytes([(seed * 7 + i * 3 + r) % 251 + 1]) * 32
+            await retry(lambda i=i, data=data: proc.write(base + i * PAGE, data))
+            shadow[i] = data
+        for i in range(pages):
+            got = await retry(lambda i=i: proc.read(base + i * PAGE, 32))
+            wrong += got != shadow[i]
+    return wrong
+
+
+@pytest.mark.parametrize("delay", [DEADLINE, DEADLINE + 0.2], ids=["at", "after"])
+@pytest.mark.parametrize("every", [4, 8])
+async def test_stores_and_fetches_answered_late_leave_no_stale_state(
+        delay: float, every: int, capkern_clock: trio.testing.MockClock) -> None:
+    """An honest pager that answers every ``every``-th store or fetch at (or after) its
+    deadline: the kernel gave up on calls the pager then carried out (a store it kept,
+    a fetch it served), and must not be confused by them.  Processes that retry the
+    failed accesses read back exactly what they wrote, and nothing is ever taken for a
+    tampered page."""
+    pager = attack_pager(Only(Slow(delay), pred=lambda n: n % every == 0,
+                              labels=["store", "fetch"]))
+    async with capkern.boot(pager=pager, ram_pages=4, evict_batch=1,
+                            pager_deadline=DEADLINE) as kernel:
+        pids = [kernel.spawn(_retrying, 10, seed) for seed in range(2)]
+        statuses = [await kernel.wait(pid) for pid in pids]
+        assert kernel.stats.pager_timeouts > 0
+        assert kernel.stats.integrity_faults == 0
+        await trio.sleep(2 * delay)
+        assert _live(kernel) == 0
+    assert all(s.ok for s in statuses), statuses
