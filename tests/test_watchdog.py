@@ -20,7 +20,7 @@ import capkern
 from capkern._proc import Process
 from capkern.errors import CapabilityRevoked, PagerUnavailable
 from capkern.mmu._ports import IpcPort
-from capkern.mmu._watchdog import CallTimer, Watchdog, _Queue
+from capkern.mmu._watchdog import EXPIRE_STEP, CallTimer, Watchdog, _Queue
 
 from .helpers import start_echo
 
@@ -193,3 +193,60 @@ def test_expire_is_plain_logic_over_the_queues() -> None:
     assert watchdog.expire(15.0) == math.inf
     assert [w.failed for w in waits] == [["call 0"], [], ["call 2"]]
     assert watchdog.expired == 2 and _armed(watchdog) == 0
+
+
+def test_expire_fails_at_most_a_step_of_calls_at_once() -> None:
+    """Many deadlines passing together are failed in steps (the kernel is not held)."""
+    failed: list[int] = []
+
+    class Waits:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def time_out(self, exc: Exception) -> bool:
+            failed.append(self.i)
+            return True
+
+    watchdog = Watchdog()
+    queue = watchdog._queues.setdefault(1.0, _Queue())
+    n = 2 * EXPIRE_STEP + 5
+    for i in range(n):
+        timer = CallTimer(10.0, functools.partial(PagerUnavailable, "late"))
+        timer.waiting = Waits(i)
+        queue.append(timer)
+        queue.live += 1
+    assert watchdog.expire(10.0) == 10.0  # more left: come back at once
+    assert failed == list(range(EXPIRE_STEP))
+    assert watchdog.expire(10.0) == 10.0
+    assert watchdog.expire(10.0) == math.inf
+    assert failed == list(range(n)) and watchdog.expired == n and _armed(watchdog) == 0
+
+
+async def test_hundreds_of_calls_failing_together_all_fail_on_time(
+        capkern_clock: trio.testing.MockClock) -> None:
+    async with capkern.boot(paging=False) as kernel:
+        watchdog = await _booted(kernel)
+        port = _port(kernel, kernel.new_endpoint("silent"), watchdog)
+        ends: list[float] = []
+        steps: list[float] = []
+
+        async def caller() -> None:
+            with pytest.raises(PagerUnavailable):
+                await port.call("ping", {}, 1.0)
+            ends.append(trio.current_time())
+
+        async def bystander() -> None:  # runs between the watchdog's steps
+            await trio.sleep_until(start + 1.0)
+            while len(ends) < 300:
+                steps.append(len(ends))
+                await trio.lowlevel.checkpoint()
+
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(300):
+                nursery.start_soon(caller)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(bystander)
+        assert len(ends) == 300 and set(ends) == {start + 1.0}
+        assert any(0 < s < 300 for s in steps)  # it ran while some had failed, not all
+        assert watchdog.expired == 300

@@ -45,6 +45,10 @@ class CallTimer:
         self.armed = True
 
 
+#: calls failed per step of the watchdog: a thousand deadlines passing at once must not
+#: hold the kernel for more than a few milliseconds (the rest go after a checkpoint)
+EXPIRE_STEP = 128
+
 #: a queue shorter than this is never compacted (a pass over a few timers is not worth it)
 COMPACT_MIN = 64
 
@@ -97,15 +101,19 @@ class Watchdog:
             queue.clear()
             queue.extend(armed)
 
-    def expire(self, now: float) -> float:
-        """Fail every armed call whose deadline is not after ``now``; return the next
-        armed deadline (inf if none).  No I/O: :meth:`run` calls it, and tests can."""
+    def expire(self, now: float, budget: int = EXPIRE_STEP) -> float:
+        """Fail armed calls whose deadline is not after ``now``, at most ``budget`` of
+        them; return the next armed deadline (inf if none; ``now`` if overdue calls are
+        left for the next step).  No I/O: :meth:`run` calls it, and tests can."""
         earliest = math.inf
         for queue in self._queues.values():
             while queue and (not queue[0].armed or queue[0].deadline <= now):
+                if budget <= 0:
+                    return now  # the rest in a later step: the kernel is not held
                 timer = queue.popleft()
                 if not timer.armed:
                     continue
+                budget -= 1
                 timer.armed = False
                 queue.live -= 1
                 waiting = timer.waiting
