@@ -228,7 +228,7 @@ async def test_hundreds_of_calls_failing_together_all_fail_on_time(
         watchdog = await _booted(kernel)
         port = _port(kernel, kernel.new_endpoint("silent"), watchdog)
         ends: list[float] = []
-        steps: list[float] = []
+        steps: list[int] = []
 
         async def caller() -> None:
             with pytest.raises(PagerUnavailable):
@@ -238,7 +238,7 @@ async def test_hundreds_of_calls_failing_together_all_fail_on_time(
         async def bystander() -> None:  # runs between the watchdog's steps
             await trio.sleep_until(start + 1.0)
             while len(ends) < 300:
-                steps.append(len(ends))
+                steps.append(watchdog.expired)
                 await trio.lowlevel.checkpoint()
 
         start = trio.current_time()
@@ -248,5 +248,5 @@ async def test_hundreds_of_calls_failing_together_all_fail_on_time(
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(bystander)
         assert len(ends) == 300 and set(ends) == {start + 1.0}
-        assert any(0 < s < 300 for s in steps)  # it ran while some had failed, not all
+        assert any(0 < s < 300 for s in steps)  # it ran between the watchdog's steps
         assert watchdog.expired == 300
