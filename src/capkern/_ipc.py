@@ -76,6 +76,9 @@ __all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "Time
 
 #: the grant right as a plain int: IntFlag operators are slow on the IPC fast path
 _GRANT = Rights.GRANT._value_
+#: reply states as module constants: no enum class lookups on the fast path
+_WAITING, _DONE, _GONE, _ABORTED = (ReplyState.WAITING, ReplyState.DONE, ReplyState.GONE,
+                                    ReplyState.ABORTED)
 
 
 class Party(Protocol):
@@ -171,20 +174,26 @@ class ReplyObject(KObject):
         contract: Contract | None,
         grant: bool,
     ) -> None:
-        super().__init__()
+        KObject.__init__(self)
         self.caller = caller
         self.caller_dom = caller_dom
         self.request_label = request_label
         self.contract = contract
         self.grant = grant
-        self.state = ReplyState.WAITING  # see states.MOVES
+        self.state = _WAITING  # see states.MOVES
         self.refused = ""  # why the replier's last reply was refused, for the caller
+
+    def _caller_cancelled(self, _: Any) -> Abort:
+        """The caller was cancelled while waiting (``wait_task_rescheduled``'s abort
+        callback): a late answer will be dropped."""
+        self.state = move(self.state, _GONE)
+        return Abort.SUCCEEDED
 
     def abort(self, why: str) -> None:
         """The holder died or dropped it: wake the caller with :class:`CallAborted`
         (:class:`ReplyRefused`, naming the cause, if its reply had been refused)."""
-        if self.state == ReplyState.WAITING:
-            self.state = move(self.state, ReplyState.ABORTED)
+        if self.state is _WAITING:
+            self.state = _ABORTED
             exc = (ReplyRefused(f"the server's reply was refused ({self.refused}) and it "
                                 f"did not answer again") if self.refused else CallAborted(why))
             reschedule(self.caller, outcome.Error(exc))
@@ -192,9 +201,9 @@ class ReplyObject(KObject):
     def time_out(self, exc: Exception) -> bool:
         """The call's deadline passed: wake the caller with ``exc`` if it still waits
         (a reply that comes later is dropped, as for a caller that was cancelled)."""
-        if self.state != ReplyState.WAITING:
+        if self.state is not _WAITING:
             return False
-        self.state = move(self.state, ReplyState.GONE)
+        self.state = _GONE
         reschedule(self.caller, outcome.Error(exc))
         return True
 
@@ -216,6 +225,12 @@ class _Blocked:
         self.want_reply = want_reply
         self.grant = grant
         self.reply: ReplyObject | None = None
+
+    def _receiver_cancelled(self, _: Any) -> Abort:
+        """A blocked receiver was cancelled (``wait_task_rescheduled``'s abort callback)."""
+        self.ep.receivers.remove(self)
+        self.cap.unblock(self)
+        return Abort.SUCCEEDED
 
     def cancel(self, why: str) -> None:
         """The capability it blocked through was removed: fail the operation (the
@@ -366,6 +381,9 @@ def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
 
 
 def _deliver(msg: _Msg, to: Party) -> Received:
+    """The receiver's view of ``msg`` (its capabilities moved into the receiver's CSpace).
+    The fast paths below build the ``Received`` themselves when there are no
+    capabilities and no trace flow, which is what this does then."""
     caps = _transfer(msg, to) if msg.caps else ()
     if msg.flow:
         k = to.kernel
@@ -412,16 +430,24 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
     me = current_task()
     if ep.receivers:
         waiter = ep.receivers.popleft()
-        waiter.cap.unblock(waiter)
-        got = _deliver(msg, waiter.dom)
+        blocked_on = waiter.cap.blocked
+        if blocked_on is not None:
+            blocked_on.pop(waiter, None)
+        to = waiter.dom
+        got = (Received(msg.label, msg.raw, msg.value, msg.badge, ())
+               if not msg.caps and not msg.flow else _deliver(msg, to))
         if call:
             k.stats.ipc_calls += 1
             reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
-            waiter.dom.set_reply(reply)
+            old = to.reply
+            if old is not None and old.state is _WAITING:
+                to.set_reply(reply)  # aborts the previous caller
+            else:
+                to.reply = reply
             reschedule(waiter.task, outcome.Value(got))
             if timer is not None:
                 timer.waiting = reply
-            return await _await_reply(reply)
+            return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
         k.stats.ipc_sends += 1
         reschedule(waiter.task, outcome.Value(got))
         await cancel_shielded_checkpoint()
@@ -441,7 +467,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
 
     def abort(_: Any) -> Abort:
         if blocked.reply is not None:
-            blocked.reply.state = move(blocked.reply.state, ReplyState.GONE)
+            blocked.reply.state = move(blocked.reply.state, _GONE)
         else:
             ep.senders.remove(blocked)
             cap.unblock(blocked)
@@ -450,15 +476,6 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
 
     result: Received | None = await wait_task_rescheduled(abort)
     return result
-
-
-async def _await_reply(reply: ReplyObject) -> Received:
-    def abort(_: Any) -> Abort:
-        reply.state = move(reply.state, ReplyState.GONE)
-        return Abort.SUCCEEDED
-
-    got: Received = await wait_task_rescheduled(abort)
-    return got
 
 
 def nbsend(dom: Party, cap: Cap, msg: _Msg) -> bool:
@@ -505,15 +522,7 @@ async def recv(dom: Party, cap: Cap) -> Received:
     me = _Blocked(current_task(), dom, ep, cap, None, False)
     ep.receivers.append(me)
     cap.block(me)
-
-    def abort(_: Any) -> Abort:
-        ep.receivers.remove(me)
-        cap.unblock(me)
-        return Abort.SUCCEEDED
-
-    got = await wait_task_rescheduled(abort)
-    assert isinstance(got, Received)
-    return got
+    return await wait_task_rescheduled(me._receiver_cancelled)  # type: ignore[no-any-return]
 
 
 def check_reply(
@@ -528,9 +537,10 @@ def check_reply(
     the typed error to the replier and leaves ``reply_obj`` unused, remembering why, so
     the caller's error names the cause if the replier never answers correctly."""
     k = dom.kernel
-    if reply_obj.state == ReplyState.DONE:
+    state = reply_obj.state
+    if state is _DONE:
         raise ReplyError("this reply capability was already used")
-    if reply_obj.state == ReplyState.ABORTED:
+    if state is _ABORTED:
         raise ReplyError("this reply capability was aborted")
     contract = reply_obj.contract
     try:
@@ -551,7 +561,7 @@ def check_reply(
                 raise ContractViolation(
                     f"{contract.name}.{reply_obj.request_label} reply carries at most "
                     f"{allowed} capabilities, not {len(cap_slots)}")
-        caps = [dom.cspace.lookup(s) for s in cap_slots]
+        caps = [dom.cspace.lookup(s) for s in cap_slots] if cap_slots else []
         if raw is None:
             raw = wire.encode(body, k.limits)
             value = _UNDECODED
@@ -581,11 +591,14 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: _Msg) -> bool:
     k.stats.ipc_replies += 1
     if k.trace.enabled:
         _trace(dom, "reply", reply_obj, msg.label, 0, len(msg.raw), len(msg.caps), msg)
-    if reply_obj.state == ReplyState.GONE:
-        reply_obj.state = move(reply_obj.state, ReplyState.DONE)
+    state = reply_obj.state
+    if state is not _WAITING:
+        reply_obj.state = move(state, _DONE)  # GONE: the caller left, the reply is dropped
         return False
-    reply_obj.state = move(reply_obj.state, ReplyState.DONE)
-    reschedule(reply_obj.caller, outcome.Value(_deliver(msg, reply_obj.caller_dom)))
+    reply_obj.state = _DONE
+    reschedule(reply_obj.caller, outcome.Value(
+        Received(msg.label, msg.raw, msg.value, msg.badge, ()) if not msg.caps and not msg.flow
+        else _deliver(msg, reply_obj.caller_dom)))
     return True
 
 

@@ -87,6 +87,11 @@ def _data(value: Any) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise ConfigError(f"write needs bytes-like data, not {type(value).__name__}")
     return bytes(value)
+
+
+_READ = Rights.READ  # looked up once: Rights.READ is an enum attribute
+
+
 REVOKE_STEP = 1024
 """Capabilities a revoke removes between two checkpoints (about a millisecond)."""
 
@@ -268,8 +273,11 @@ class Process:
 
     async def recv(self, slot: SlotRef) -> Received:
         """Receive the next message on an endpoint (needs the read right)."""
-        cap = self._dom.cspace.lookup(self._slot(slot), Rights.READ, Endpoint)
-        return await ipc.recv(self._dom, cap)
+        dom = self._dom
+        cspace = dom.cspace
+        cap = cspace.lookup(cspace.resolve_name(slot) if type(slot) is str else slot,
+                            _READ, Endpoint)
+        return await ipc.recv(dom, cap)
 
     def _take_reply(self) -> ReplyObject:
         reply = self._dom.take_reply()
@@ -295,7 +303,13 @@ class Process:
         the kernel refuses raises its typed error and is not used up: answer again."""
         # resolve slot names first: a bad name must not cost the caller its reply
         slots = self._slots(caps) if caps else ()
-        return self._answer(label, body, None, slots)
+        dom = self._dom  # _answer, inlined: every server reply comes this way
+        reply = dom.reply
+        if reply is None:
+            raise ReplyError(f"{self.name!r} has no caller to reply to")
+        msg = ipc.check_reply(dom, reply, label, body, None, slots)
+        dom.reply = None
+        return ipc.deliver_reply(dom, reply, msg)
 
     def reply_raw(self, label: str, raw: bytes) -> bool:
         return self._answer(label, None, raw, ())
