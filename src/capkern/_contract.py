@@ -180,6 +180,13 @@ class ListOf(Spec):
                         or (hi is not None and item > hi):
                     return spec.valid(item) and False
             return True
+        if type(spec) is Bytes:  # lists of pages and blocks: no call per item either
+            shortest, longest = spec.min_len, spec.max_len
+            for item in value:
+                if (type(item) is not bytes or not shortest <= len(item) <= longest) \
+                        and not spec.valid(item):  # e.g. a bytes subclass: the general test
+                    return False
+            return True
         return all(map(spec.valid, value))
 
     def check(self, value: Any, path: str) -> None:
@@ -208,9 +215,13 @@ class Tuple(Spec):
     items: tuple[Spec, ...]
 
     def valid(self, value: Any) -> bool:
-        if not isinstance(value, list) or len(value) != len(self.items):
+        items = self.items
+        if not isinstance(value, list) or len(value) != len(items):
             return False
-        return all(spec.valid(item) for spec, item in zip(self.items, value, strict=True))
+        for spec, item in zip(items, value, strict=True):  # noqa: SIM110 (no generator frame)
+            if not spec.valid(item):
+                return False
+        return True
 
     def check(self, value: Any, path: str) -> None:
         if not isinstance(value, list) or len(value) != len(self.items):

@@ -49,7 +49,15 @@ def _check_shape(obj: Any, depth: int, max_depth: int) -> None:
         for key, item in obj.items():
             if type(key) not in _KEY_TYPES:
                 raise UnencodableBody(f"map key {type(key).__name__} is not str or int")
-            if type(item) not in scalars:
+            kind = type(item)
+            if kind not in scalars:
+                # a list of scalars one level down (most replies): walked here, no call
+                if (kind is list or kind is tuple) and depth < max_depth:
+                    for sub in item:
+                        if type(sub) not in scalars:
+                            break
+                    else:
+                        continue
                 _check_shape(item, depth + 1, max_depth)
     elif type(obj) is list or type(obj) is tuple:
         for item in obj:
@@ -66,7 +74,10 @@ _local = threading.local()
 
 def _packer() -> msgpack.Packer:
     """A reusable Packer (``msgpack.packb`` builds a new one per call); one per thread."""
-    packer: msgpack.Packer | None = getattr(_local, "packer", None)
+    try:
+        packer: msgpack.Packer | None = _local.packer
+    except AttributeError:
+        packer = None
     if packer is None:
         packer = _local.packer = msgpack.Packer(use_bin_type=True)
     return packer
