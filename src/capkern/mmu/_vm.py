@@ -361,9 +361,11 @@ class VM:
                 trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
         cluster = self.readahead.cluster(aspace, vpn, self._busy)
-        busy = trio.Event()
-        for _v, xpte, _f in cluster:
-            self._busy[xpte] = busy
+        busy: trio.Event | None = None  # the read-ahead pages' (pte's is _resolve's)
+        if cluster:
+            busy = trio.Event()
+            for _v, xpte, _f in cluster:
+                self._busy[xpte] = busy
         self.supply.filling += len(cluster)
         plains: list[bytes | None] = []
         try:
@@ -376,7 +378,8 @@ class VM:
         finally:
             for _v, xpte, _f in cluster:
                 del self._busy[xpte]
-            busy.set()
+            if busy is not None:
+                busy.set()
             if not plains:  # failed or cancelled: every frame goes back
                 self._filled_one(aspace, vpn, pte, frame, b"")
                 for v, xpte, f in cluster:

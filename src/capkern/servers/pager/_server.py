@@ -139,8 +139,8 @@ class Pager:
         for handle in stored:
             slot = plan[handle][0]
             nonce, ciphertext, tag = split_blob(pages[handle])
-            writes.append([layout.data_lba(slot), ciphertext])
-            lba, off = layout.meta_lba(slot), layout.meta_offset(slot)
+            data_lba, lba, off = layout.locate(slot)
+            writes.append([data_lba, ciphertext])
             block = staged.get(lba)
             if block is None:
                 block = staged[lba] = bytearray(self.meta.get(lba, bytes(self.block_size)))
