@@ -496,9 +496,15 @@ async def recv(dom: Party, cap: Cap) -> Received:
     """Take the next message from an endpoint, waiting for one if none is queued."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     dom.kernel.stats.ipc_receives += 1
-    await checkpoint_if_cancelled()
     pending = dom.reply
-    if pending is not None and pending.refused:
+    refused = pending is not None and pending.refused
+    if refused or ep.senders:
+        # something changes before the receive can block: a cancelled receiver must not
+        # get that far.  (When it blocks at once no check is needed: trio delivers a
+        # pending cancellation as the task blocks, and the abort callback withdraws it.)
+        await checkpoint_if_cancelled()
+    if refused:
+        assert pending is not None
         # its reply was refused and it receives again instead of answering: it has given
         # the caller up (an unrefused pending reply survives until the next call arrives)
         dom.reply = None

@@ -8,7 +8,7 @@ handle holds no reference a program could use to reach another domain's objects.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
@@ -271,13 +271,15 @@ class Process:
         assert got is not None
         return got
 
-    async def recv(self, slot: SlotRef) -> Received:
-        """Receive the next message on an endpoint (needs the read right)."""
+    def recv(self, slot: SlotRef) -> Coroutine[Any, Any, Received]:
+        """Receive the next message on an endpoint (needs the read right): ``await
+        proc.recv(slot)``.  The capability is looked up when called, and the receive
+        itself is the kernel's coroutine (no wrapper: every server receives this way)."""
         dom = self._dom
         cspace = dom.cspace
         cap = cspace.lookup(cspace.resolve_name(slot) if type(slot) is str else slot,
                             _READ, Endpoint)
-        return await ipc.recv(dom, cap)
+        return ipc.recv(dom, cap)
 
     def _take_reply(self) -> ReplyObject:
         reply = self._dom.take_reply()

@@ -293,7 +293,18 @@ class VM:
         self._streak = 0
         calls = self.pager.calls
         try:
-            await self._resolve(dom, vpn)
+            aspace = dom.aspace
+            assert aspace is not None
+            pte = aspace.touch(vpn) if aspace.alive else None
+            if pte is None or pte in self._busy:  # gone, or another task is on it: wait
+                pte = await self._settled_pte(aspace, vpn)
+            if not pte.present:
+                busy = self._busy[pte] = trio.Event()
+                try:
+                    await self._fill(dom, aspace, vpn, pte)
+                finally:
+                    del self._busy[pte]
+                    busy.set()
         except Fault:
             raise
         except Exception as exc:  # a kernel bug must not take the kernel down
@@ -326,19 +337,6 @@ class VM:
                 return pte
             await busy.wait()
 
-    async def _resolve(self, dom: Domain, vpn: int) -> None:
-        assert dom.aspace is not None
-        aspace = dom.aspace
-        pte = await self._settled_pte(aspace, vpn)
-        if pte.present:
-            return
-        busy = self._busy[pte] = trio.Event()
-        try:
-            await self._fill(dom, aspace, vpn, pte)
-        finally:
-            del self._busy[pte]
-            busy.set()
-
     async def _fill(self, dom: Domain, aspace: AddressSpace, vpn: int, pte: PTE) -> None:
         """Give a busy, non-present page a frame: zero-filled or paged in and verified
         (with its read-ahead cluster, if the fault continues a sequential run)."""
@@ -361,7 +359,7 @@ class VM:
                 trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
         cluster = self.readahead.cluster(aspace, vpn, self._busy)
-        busy: trio.Event | None = None  # the read-ahead pages' (pte's is _resolve's)
+        busy: trio.Event | None = None  # the read-ahead pages' (pte's is the caller's)
         if cluster:
             busy = trio.Event()
             for _v, xpte, _f in cluster:
