@@ -145,17 +145,25 @@ class Received:
 _UNDECODED: Any = object()
 
 
-class _Msg:
-    """A message in flight inside the kernel."""
+class _Msg(Received):
+    """A message in flight inside the kernel.
 
-    __slots__ = ("badge", "caps", "flow", "label", "raw", "value")
+    It is already the receiver's :class:`Received` (no capabilities in the receiver's
+    terms yet: ``caps`` is empty), so a message that carries no capabilities and is not
+    traced is delivered as itself, with no copy.  That shares nothing with the sender:
+    the kernel made this object at the sender's trap, the sender's program never sees
+    it, and its body is decoded from the bytes (here, or on the receiver's first use).
+    """
+
+    __slots__ = ("cap_src", "flow")
 
     def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: list[Cap]):
         self.label = label
-        self.raw = raw
-        self.value = value
+        self._raw = raw
+        self._value = value
         self.badge = badge
-        self.caps = caps
+        self.caps = ()
+        self.cap_src = caps  # the sender's capabilities to transfer
         self.flow = 0  # the IPC trace's flow id, when the send was traced
 
 
@@ -367,7 +375,7 @@ def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
     sender's).  A capability revoked while the message waited, or one that does not fit,
     is dropped and shows as slot 0 (as seL4 drops caps it cannot transfer)."""
     slots = []
-    for src in msg.caps:
+    for src in msg.cap_src:
         if src.cspace is None:
             slots.append(0)
             continue
@@ -382,14 +390,14 @@ def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
 
 def _deliver(msg: _Msg, to: Party) -> Received:
     """The receiver's view of ``msg`` (its capabilities moved into the receiver's CSpace).
-    The fast paths below build the ``Received`` themselves when there are no
-    capabilities and no trace flow, which is what this does then."""
-    caps = _transfer(msg, to) if msg.caps else ()
+    A message with no capabilities and no trace flow is its own view: the fast paths
+    below deliver it as it is."""
+    caps = _transfer(msg, to) if msg.cap_src else ()
     if msg.flow:
         k = to.kernel
         k.trace.delivered(
             Delivery(trio.current_time() - k.boot_time, to.pid, to.name, msg.label, msg.flow))
-    return Received(msg.label, msg.raw, msg.value, msg.badge, caps)
+    return Received(msg.label, msg._raw, msg._value, msg.badge, caps)
 
 
 def _trace(
@@ -420,10 +428,8 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     k = dom.kernel
     if k.trace.enabled:
-        _trace(
-            dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps),
-            msg,
-        )
+        _trace(dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg._raw),
+               len(msg.cap_src), msg)
     await checkpoint_if_cancelled()
     if cap.cspace is None:  # removed since the lookup: its badge must not be delivered
         raise CapabilityRevoked(f"{ep.label()}: the capability was removed before sending")
@@ -434,8 +440,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
         if blocked_on is not None:
             blocked_on.pop(waiter, None)
         to = waiter.dom
-        got = (Received(msg.label, msg.raw, msg.value, msg.badge, ())
-               if not msg.caps and not msg.flow else _deliver(msg, to))
+        got = msg if not msg.cap_src and not msg.flow else _deliver(msg, to)
         if call:
             k.stats.ipc_calls += 1
             reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
@@ -482,7 +487,7 @@ def nbsend(dom: Party, cap: Cap, msg: _Msg) -> bool:
     """Deliver only if a receiver is waiting; otherwise drop.  Never blocks."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if dom.kernel.trace.enabled:
-        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps), msg)
+        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg._raw), len(msg.cap_src), msg)
     if not ep.receivers:
         return False
     waiter = ep.receivers.popleft()
@@ -596,15 +601,14 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: _Msg) -> bool:
     k = dom.kernel
     k.stats.ipc_replies += 1
     if k.trace.enabled:
-        _trace(dom, "reply", reply_obj, msg.label, 0, len(msg.raw), len(msg.caps), msg)
+        _trace(dom, "reply", reply_obj, msg.label, 0, len(msg._raw), len(msg.cap_src), msg)
     state = reply_obj.state
     if state is not _WAITING:
         reply_obj.state = move(state, _DONE)  # GONE: the caller left, the reply is dropped
         return False
     reply_obj.state = _DONE
     reschedule(reply_obj.caller, outcome.Value(
-        Received(msg.label, msg.raw, msg.value, msg.badge, ()) if not msg.caps and not msg.flow
-        else _deliver(msg, reply_obj.caller_dom)))
+        msg if not msg.cap_src and not msg.flow else _deliver(msg, reply_obj.caller_dom)))
     return True
 
 
