@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
 
@@ -250,13 +250,13 @@ class Process:
         cap, msg = self._msg(slot, label, body, None, caps)
         return ipc.nbsend(self._dom, cap, msg)
 
-    async def call(self, slot: SlotRef, label: str, body: Any = None, *,
-                   caps: Sequence[SlotRef] = ()) -> Received:
-        """Send and wait for the reply (the kernel makes a one-shot reply capability)."""
+    def call(self, slot: SlotRef, label: str, body: Any = None, *,
+             caps: Sequence[SlotRef] = ()) -> Coroutine[Any, Any, Received]:
+        """Send and wait for the reply (the kernel makes a one-shot reply capability):
+        ``await proc.call(...)``.  The message is built and checked when called; the
+        call itself is the kernel's coroutine (a call always returns the reply)."""
         cap, msg = self._msg(slot, label, body, None, caps)
-        got = await ipc.send(self._dom, cap, msg, call=True)
-        assert got is not None
-        return got
+        return cast("Coroutine[Any, Any, Received]", ipc.send(self._dom, cap, msg, call=True))
 
     async def send_raw(self, slot: SlotRef, label: str, raw: bytes, *,
                        caps: Sequence[SlotRef] = ()) -> None:
