@@ -88,9 +88,13 @@ def encode(body: Any, limits: Limits) -> bytes:
     if type(body) not in _SCALAR_TYPES:
         _check_shape(body, 1, limits.max_depth)
     try:
-        raw: bytes = _packer().pack(body)
+        packer = _local.packer  # _packer(), inlined: once per message
+    except AttributeError:
+        packer = _packer()
+    try:
+        raw: bytes = packer.pack(body)
     except (TypeError, OverflowError, ValueError) as exc:
-        _local.packer = None  # a failed pack may leave a partial buffer behind
+        _local.packer = msgpack.Packer(use_bin_type=True)  # the old one may hold partial bytes
         raise UnencodableBody(f"body cannot be encoded: {exc}") from None
     if len(raw) > limits.max_body_bytes:
         raise MessageTooLarge(
@@ -104,9 +108,13 @@ def encode_trusted(body: Any, limits: Limits) -> bytes:
     (the fault path's requests): no walk of its shape, only the size limit.  Anything
     msgpack cannot pack still fails as :class:`UnencodableBody`."""
     try:
-        raw: bytes = _packer().pack(body)
+        packer = _local.packer
+    except AttributeError:
+        packer = _packer()
+    try:
+        raw: bytes = packer.pack(body)
     except (TypeError, OverflowError, ValueError) as exc:
-        _local.packer = None
+        _local.packer = msgpack.Packer(use_bin_type=True)
         raise UnencodableBody(f"body cannot be encoded: {exc}") from None
     if len(raw) > limits.max_body_bytes:
         raise MessageTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")

@@ -196,8 +196,9 @@ class VM:
             self._streak += 1  # inlined: this is the hot path
             await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
             return bytes(out)
-        addr, n = check_span(addr, n, what="read")
-        aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
+        if pte is None or not (0 < n <= PAGE_SIZE - off and pte.rights._value_ & _R):
+            addr, n = check_span(addr, n, what="read")  # (one page it may read: checked)
+            aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
         buf = bytearray(n)
         done = 0
         faulted = False
@@ -239,8 +240,9 @@ class VM:
             self._streak += 1  # inlined: this is the hot path
             await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
             return
-        addr, n = check_span(addr, n, what="write")
-        aspace.check_access(addr, n, Rights.WRITE)  # before any byte lands
+        if pte is None or not (0 < n <= PAGE_SIZE - off and pte.rights._value_ & _W):
+            addr, n = check_span(addr, n, what="write")  # (one page it may write: checked)
+            aspace.check_access(addr, n, Rights.WRITE)  # before any byte lands
         done = 0
         faulted = False
         while done < n:
