@@ -216,13 +216,39 @@ class ReplyObject(KObject):
         return True
 
 
+class _Receiver:
+    """A receiver blocked on an endpoint through ``cap`` (every server waits this way
+    between two requests)."""
+
+    __slots__ = ("cap", "dom", "ep", "task")
+
+    def __init__(self, task: Task, dom: Party, ep: Endpoint, cap: Cap) -> None:
+        self.task = task
+        self.dom = dom
+        self.ep = ep
+        self.cap = cap
+
+    def _receiver_cancelled(self, _: Any) -> Abort:
+        """The receiver was cancelled (``wait_task_rescheduled``'s abort callback)."""
+        self.ep.receivers.remove(self)
+        self.cap.unblock(self)
+        return Abort.SUCCEEDED
+
+    def cancel(self, why: str) -> None:
+        """The capability it blocked through was removed: fail the receive."""
+        self.ep.receivers.remove(self)
+        self.dom.kernel.stats.ipc_cancelled += 1
+        reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
+
+
 class _Blocked:
-    """A sender (``msg`` set) or receiver blocked on an endpoint through ``cap``."""
+    """A sender blocked on an endpoint through ``cap`` until a receiver takes ``msg``
+    (and, for a call, until the reply comes)."""
 
     __slots__ = ("cap", "dom", "ep", "grant", "msg", "reply", "task", "want_reply")
 
     def __init__(
-        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: _Msg | None,
+        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: _Msg,
         want_reply: bool, grant: bool = False
     ) -> None:
         self.task = task
@@ -234,20 +260,11 @@ class _Blocked:
         self.grant = grant
         self.reply: ReplyObject | None = None
 
-    def _receiver_cancelled(self, _: Any) -> Abort:
-        """A blocked receiver was cancelled (``wait_task_rescheduled``'s abort callback)."""
-        self.ep.receivers.remove(self)
-        self.cap.unblock(self)
-        return Abort.SUCCEEDED
-
     def cancel(self, why: str) -> None:
-        """The capability it blocked through was removed: fail the operation (the
-        message, not yet delivered, never will be)."""
-        if self.msg is not None:
-            self.ep.senders.remove(self)
-            self.dom.usage.release("queued")
-        else:
-            self.ep.receivers.remove(self)
+        """The capability it blocked through was removed: fail the send (the message,
+        not yet delivered, never will be)."""
+        self.ep.senders.remove(self)
+        self.dom.usage.release("queued")
         self.dom.kernel.stats.ipc_cancelled += 1
         reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
 
@@ -305,7 +322,7 @@ class Endpoint(KObject):
         super().__init__(name)
         self.contract = contract
         self.senders: deque[_Blocked] = deque()
-        self.receivers: deque[_Blocked] = deque()
+        self.receivers: deque[_Receiver] = deque()
 
 
 class Notification(KObject):
@@ -518,7 +535,6 @@ async def recv(dom: Party, cap: Cap) -> Received:
         sender = ep.senders.popleft()
         sender.cap.unblock(sender)
         sender.dom.usage.release("queued")
-        assert sender.msg is not None
         got = _deliver(sender.msg, dom)
         if sender.want_reply:
             reply = ReplyObject(
@@ -530,7 +546,7 @@ async def recv(dom: Party, cap: Cap) -> Received:
             reschedule(sender.task, outcome.Value(None))
         await cancel_shielded_checkpoint()
         return got
-    me = _Blocked(current_task(), dom, ep, cap, None, False)
+    me = _Receiver(current_task(), dom, ep, cap)
     ep.receivers.append(me)
     cap.block(me)
     return await wait_task_rescheduled(me._receiver_cancelled)  # type: ignore[no-any-return]
