@@ -163,10 +163,6 @@ class Bytes(Spec):
             )
 
 
-_INT = frozenset((int,))  # exact types (bool is not int here)
-_BYTES = frozenset((bytes,))
-
-
 @dataclass(frozen=True)
 class ListOf(Spec):
     item: Spec
@@ -177,15 +173,20 @@ class ListOf(Spec):
         if not isinstance(value, list) or not self.min_len <= len(value) <= self.max_len:
             return False
         spec = self.item
-        if not value:
+        if type(spec) is Int:  # big lists of handles: no call per item
+            lo, hi = spec.lo, spec.hi
+            for item in value:
+                if type(item) is not int or (lo is not None and item < lo) \
+                        or (hi is not None and item > hi):
+                    return spec.valid(item) and False
             return True
-        # lists of handles, pages and blocks: C-level scans, no Python step per item (a
-        # list that is not all exact ints or bytes takes the general test)
-        if type(spec) is Int and _INT.issuperset(map(type, value)):
-            return (spec.lo is None or min(value) >= spec.lo) \
-                and (spec.hi is None or max(value) <= spec.hi)
-        if type(spec) is Bytes and _BYTES.issuperset(map(type, value)):
-            return spec.min_len <= min(map(len, value)) and max(map(len, value)) <= spec.max_len
+        if type(spec) is Bytes:  # lists of pages and blocks: no call per item either
+            shortest, longest = spec.min_len, spec.max_len
+            for item in value:
+                if (type(item) is not bytes or not shortest <= len(item) <= longest) \
+                        and not spec.valid(item):  # e.g. a bytes subclass: the general test
+                    return False
+            return True
         return all(map(spec.valid, value))
 
     def check(self, value: Any, path: str) -> None:

@@ -41,32 +41,27 @@ _KEY_TYPES = frozenset((str, int))
 
 
 def _check_shape(obj: Any, depth: int, max_depth: int) -> None:
-    """Walk containers; refuse nesting deeper than ``max_depth`` and foreign types.
-
-    A container of scalars (str/int keys) passes in one C-level scan of its item types
-    (``frozenset.issuperset`` stops at the first miss); any other goes item by item."""
+    """Walk containers; refuse nesting deeper than ``max_depth`` and foreign types."""
     if depth > max_depth:
         raise NestingTooDeep(f"body nests deeper than {max_depth} levels")
     scalars = _SCALAR_TYPES
     if type(obj) is dict:
-        if _KEY_TYPES.issuperset(map(type, obj)) and scalars.issuperset(map(type, obj.values())):
-            return
         for key, item in obj.items():
             if type(key) not in _KEY_TYPES:
                 raise UnencodableBody(f"map key {type(key).__name__} is not str or int")
             kind = type(item)
-            if kind not in scalars and not (  # a flat list one level down: no walk of its own
-                    (kind is list or kind is tuple) and depth < max_depth
-                    and scalars.issuperset(map(type, item))):
+            if kind not in scalars:
+                # a list of scalars one level down (most replies): walked here, no call
+                if (kind is list or kind is tuple) and depth < max_depth:
+                    for sub in item:
+                        if type(sub) not in scalars:
+                            break
+                    else:
+                        continue
                 _check_shape(item, depth + 1, max_depth)
     elif type(obj) is list or type(obj) is tuple:
-        if scalars.issuperset(map(type, obj)):
-            return
         for item in obj:
-            kind = type(item)
-            if kind not in scalars and not (
-                    (kind is list or kind is tuple) and depth < max_depth
-                    and scalars.issuperset(map(type, item))):
+            if type(item) not in scalars:
                 _check_shape(item, depth + 1, max_depth)
     elif isinstance(obj, dict | list | tuple):
         raise UnencodableBody(f"container subclass {type(obj).__name__} cannot cross")
