@@ -361,16 +361,14 @@ class VM:
                 trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
         cluster = self.readahead.cluster(aspace, vpn, self._busy)
-        busy: trio.Event | None = None  # the read-ahead pages' (pte's is the caller's)
-        if cluster:
-            busy = trio.Event()
-            for _v, xpte, _f in cluster:
-                self._busy[xpte] = busy
+        busy = self._busy[pte]  # read-ahead pages wait with the page: the caller settles it
+        for _v, xpte, _f in cluster:
+            self._busy[xpte] = busy
         self.supply.filling += len(cluster)
         plains: list[bytes | None] = []
         try:
-            plains = await self.io.fetch([(aspace, vpn, pte)] +
-                                         [(aspace, v, p) for v, p, _f in cluster])
+            plains = await self.io.fetch([(aspace, vpn, pte)] + [
+                (aspace, v, p) for v, p, _f in cluster] if cluster else [(aspace, vpn, pte)])
         except BaseException as exc:
             if trace.enabled:
                 trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
@@ -378,8 +376,6 @@ class VM:
         finally:
             for _v, xpte, _f in cluster:
                 del self._busy[xpte]
-            if busy is not None:
-                busy.set()
             if not plains:  # failed or cancelled: every frame goes back
                 self._filled_one(aspace, vpn, pte, frame, b"")
                 for v, xpte, f in cluster:
@@ -399,7 +395,7 @@ class VM:
                 "(tampered, stale or misplaced); not mapped"
             )
         stats.page_ins += 1
-        stats.readaheads += sum(1 for p in plains[1:] if p)
+        stats.readaheads += sum(1 for p in plains[1:] if p) if cluster else 0
         self._filled_one(aspace, vpn, pte, frame, plains[0])
         if trace.enabled:
             trace.page("page-in", aspace.asid, vpn, pte.handle, started,
