@@ -15,7 +15,7 @@ one of the operation's declared error reasons.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -291,6 +291,20 @@ class Op:
     oneway: bool = False
     reply_caps: int = 0
 
+    @functools.cached_property
+    def request_valid(self) -> Callable[[Any], bool]:
+        """``request.valid``, compiled (:mod:`capkern._contract_compile`)."""
+        from ._contract_compile import compile_valid
+
+        return compile_valid(self.request, _KINDS)
+
+    @functools.cached_property
+    def reply_valid(self) -> Callable[[Any], bool]:
+        """``reply.valid``, compiled."""
+        from ._contract_compile import compile_valid
+
+        return compile_valid(self.reply, _KINDS)
+
 
 @dataclass(frozen=True)
 class Contract:
@@ -303,13 +317,13 @@ class Contract:
         op = self.ops.get(label)
         if op is None:
             raise ContractViolation(f"{self.name}: unknown label {label!r}")
-        if not op.request.valid(body):
+        if not op.request_valid(body):
             op.request.enforce(body, f"{self.name}.{label}")
         return op
 
     def check_reply(self, request_label: str, label: str, body: Any) -> None:
         op = self.ops[request_label]
-        if label == "ok" and op.reply.valid(body):
+        if label == "ok" and op.reply_valid(body):
             return
         where = f"{self.name}.{request_label} reply"
         if label == "ok":
@@ -320,3 +334,9 @@ class Contract:
                 raise ContractViolation(f"{where}: undeclared error reason {body['reason']!r}")
         else:
             raise ContractViolation(f"{where}: label must be 'ok' or 'error', not {label!r}")
+
+
+#: the schema classes :mod:`capkern._contract_compile` compiles (exact types; a subclass
+#: keeps its own ``valid``)
+_KINDS: dict[type, str] = {kind: kind.__name__ for kind in (
+    Any_, Null, Bool, Int, Float, Str, Bytes, ListOf, Tuple, Opt, Struct)}
