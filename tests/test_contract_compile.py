@@ -15,7 +15,6 @@ from capkern._contract import (
     _KINDS,
     Any_,
     Bytes,
-    ContractViolation,
     Float,
     Int,
     ListOf,
@@ -26,6 +25,7 @@ from capkern._contract import (
     Tuple,
 )
 from capkern._contract_compile import compile_valid
+from capkern.errors import ContractViolation
 
 from .test_contract_fastpath import SPECS, fitting, mutations, wire_values
 

@@ -277,7 +277,7 @@ class Process:
         itself is the kernel's coroutine (no wrapper: every server receives this way)."""
         dom = self._dom
         cspace = dom.cspace
-        cap = cspace.lookup(cspace.resolve_name(slot) if type(slot) is str else slot,
+        cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
                             _READ, Endpoint)
         return ipc.recv(dom, cap)
 
