@@ -15,7 +15,7 @@ one of the operation's declared error reasons.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,6 +194,13 @@ class ListOf(Spec):
                         or (hi is not None and item > hi)) and not spec.valid(item):
                     return False  # (an int subclass in range is an int, as check says)
             return True
+        if type(spec) is Bytes:  # lists of pages and blocks: no call per item either
+            shortest, longest = spec.min_len, spec.max_len
+            for item in value:
+                if (type(item) is not bytes or not shortest <= len(item) <= longest) \
+                        and not spec.valid(item):  # e.g. a bytes subclass: the general test
+                    return False
+            return True
         return all(map(spec.valid, value))
 
     def check(self, value: Any, path: str) -> None:
@@ -222,9 +229,13 @@ class Tuple(Spec):
     items: tuple[Spec, ...]
 
     def valid(self, value: Any) -> bool:
-        if not isinstance(value, list) or len(value) != len(self.items):
+        items = self.items
+        if not isinstance(value, list) or len(value) != len(items):
             return False
-        return all(spec.valid(item) for spec, item in zip(self.items, value, strict=True))
+        for spec, item in zip(items, value, strict=True):  # noqa: SIM110 (no generator frame)
+            if not spec.valid(item):
+                return False
+        return True
 
     def check(self, value: Any, path: str) -> None:
         if not isinstance(value, list) or len(value) != len(self.items):
@@ -294,6 +305,20 @@ class Op:
     oneway: bool = False
     reply_caps: int = 0
 
+    @functools.cached_property
+    def request_valid(self) -> Callable[[Any], bool]:
+        """``request.valid``, compiled (:mod:`capkern._contract_compile`)."""
+        from ._contract_compile import compile_valid
+
+        return compile_valid(self.request, _KINDS)
+
+    @functools.cached_property
+    def reply_valid(self) -> Callable[[Any], bool]:
+        """``reply.valid``, compiled."""
+        from ._contract_compile import compile_valid
+
+        return compile_valid(self.reply, _KINDS)
+
 
 @dataclass(frozen=True)
 class Contract:
@@ -306,13 +331,13 @@ class Contract:
         op = self.ops.get(label)
         if op is None:
             raise ContractViolation(f"{self.name}: unknown label {label!r}")
-        if not op.request.valid(body):
+        if not op.request_valid(body):
             op.request.enforce(body, f"{self.name}.{label}")
         return op
 
     def check_reply(self, request_label: str, label: str, body: Any) -> None:
         op = self.ops[request_label]
-        if label == "ok" and op.reply.valid(body):
+        if label == "ok" and op.reply_valid(body):
             return
         where = f"{self.name}.{request_label} reply"
         if label == "ok":
@@ -323,3 +348,9 @@ class Contract:
                 raise ContractViolation(f"{where}: undeclared error reason {body['reason']!r}")
         else:
             raise ContractViolation(f"{where}: label must be 'ok' or 'error', not {label!r}")
+
+
+#: the schema classes :mod:`capkern._contract_compile` compiles (exact types; a subclass
+#: keeps its own ``valid``)
+_KINDS: dict[type, str] = {kind: kind.__name__ for kind in (
+    Any_, Null, Bool, Int, Float, Str, Bytes, ListOf, Tuple, Opt, Struct)}

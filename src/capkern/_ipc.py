@@ -76,6 +76,9 @@ __all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "Time
 
 #: the grant right as a plain int: IntFlag operators are slow on the IPC fast path
 _GRANT = Rights.GRANT._value_
+#: reply states as module constants: no enum class lookups on the fast path
+_WAITING, _DONE, _GONE, _ABORTED = (ReplyState.WAITING, ReplyState.DONE, ReplyState.GONE,
+                                    ReplyState.ABORTED)
 
 
 class Party(Protocol):
@@ -142,17 +145,25 @@ class Received:
 _UNDECODED: Any = object()
 
 
-class _Msg:
-    """A message in flight inside the kernel."""
+class _Msg(Received):
+    """A message in flight inside the kernel.
 
-    __slots__ = ("badge", "caps", "flow", "label", "raw", "value")
+    It is already the receiver's :class:`Received` (no capabilities in the receiver's
+    terms yet: ``caps`` is empty), so a message that carries no capabilities and is not
+    traced is delivered as itself, with no copy.  That shares nothing with the sender:
+    the kernel made this object at the sender's trap, the sender's program never sees
+    it, and its body is decoded from the bytes (here, or on the receiver's first use).
+    """
+
+    __slots__ = ("cap_src", "flow")
 
     def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: list[Cap]):
         self.label = label
-        self.raw = raw
-        self.value = value
+        self._raw = raw
+        self._value = value
         self.badge = badge
-        self.caps = caps
+        self.caps = ()
+        self.cap_src = caps  # the sender's capabilities to transfer
         self.flow = 0  # the IPC trace's flow id, when the send was traced
 
 
@@ -171,20 +182,26 @@ class ReplyObject(KObject):
         contract: Contract | None,
         grant: bool,
     ) -> None:
-        super().__init__()
+        KObject.__init__(self)
         self.caller = caller
         self.caller_dom = caller_dom
         self.request_label = request_label
         self.contract = contract
         self.grant = grant
-        self.state = ReplyState.WAITING  # see states.MOVES
+        self.state = _WAITING  # see states.MOVES
         self.refused = ""  # why the replier's last reply was refused, for the caller
+
+    def _caller_cancelled(self, _: Any) -> Abort:
+        """The caller was cancelled while waiting (``wait_task_rescheduled``'s abort
+        callback): a late answer will be dropped."""
+        self.state = move(self.state, _GONE)
+        return Abort.SUCCEEDED
 
     def abort(self, why: str) -> None:
         """The holder died or dropped it: wake the caller with :class:`CallAborted`
         (:class:`ReplyRefused`, naming the cause, if its reply had been refused)."""
-        if self.state == ReplyState.WAITING:
-            self.state = move(self.state, ReplyState.ABORTED)
+        if self.state is _WAITING:
+            self.state = _ABORTED
             exc = (ReplyRefused(f"the server's reply was refused ({self.refused}) and it "
                                 f"did not answer again") if self.refused else CallAborted(why))
             reschedule(self.caller, outcome.Error(exc))
@@ -192,20 +209,46 @@ class ReplyObject(KObject):
     def time_out(self, exc: Exception) -> bool:
         """The call's deadline passed: wake the caller with ``exc`` if it still waits
         (a reply that comes later is dropped, as for a caller that was cancelled)."""
-        if self.state != ReplyState.WAITING:
+        if self.state is not _WAITING:
             return False
-        self.state = move(self.state, ReplyState.GONE)
+        self.state = _GONE
         reschedule(self.caller, outcome.Error(exc))
         return True
 
 
+class _Receiver:
+    """A receiver blocked on an endpoint through ``cap`` (every server waits this way
+    between two requests)."""
+
+    __slots__ = ("cap", "dom", "ep", "task")
+
+    def __init__(self, task: Task, dom: Party, ep: Endpoint, cap: Cap) -> None:
+        self.task = task
+        self.dom = dom
+        self.ep = ep
+        self.cap = cap
+
+    def _receiver_cancelled(self, _: Any) -> Abort:
+        """The receiver was cancelled (``wait_task_rescheduled``'s abort callback)."""
+        self.ep.receivers.remove(self)
+        self.cap.unblock(self)
+        return Abort.SUCCEEDED
+
+    def cancel(self, why: str) -> None:
+        """The capability it blocked through was removed: fail the receive."""
+        self.ep.receivers.remove(self)
+        self.dom.kernel.stats.ipc_cancelled += 1
+        reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
+
+
 class _Blocked:
-    """A sender (``msg`` set) or receiver blocked on an endpoint through ``cap``."""
+    """A sender blocked on an endpoint through ``cap`` until a receiver takes ``msg``
+    (and, for a call, until the reply comes)."""
 
     __slots__ = ("cap", "dom", "ep", "grant", "msg", "reply", "task", "want_reply")
 
     def __init__(
-        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: _Msg | None,
+        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: _Msg,
         want_reply: bool, grant: bool = False
     ) -> None:
         self.task = task
@@ -218,13 +261,10 @@ class _Blocked:
         self.reply: ReplyObject | None = None
 
     def cancel(self, why: str) -> None:
-        """The capability it blocked through was removed: fail the operation (the
-        message, not yet delivered, never will be)."""
-        if self.msg is not None:
-            self.ep.senders.remove(self)
-            self.dom.usage.release("queued")
-        else:
-            self.ep.receivers.remove(self)
+        """The capability it blocked through was removed: fail the send (the message,
+        not yet delivered, never will be)."""
+        self.ep.senders.remove(self)
+        self.dom.usage.release("queued")
         self.dom.kernel.stats.ipc_cancelled += 1
         reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
 
@@ -282,7 +322,7 @@ class Endpoint(KObject):
         super().__init__(name)
         self.contract = contract
         self.senders: deque[_Blocked] = deque()
-        self.receivers: deque[_Blocked] = deque()
+        self.receivers: deque[_Receiver] = deque()
 
 
 class Notification(KObject):
@@ -352,7 +392,7 @@ def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
     sender's).  A capability revoked while the message waited, or one that does not fit,
     is dropped and shows as slot 0 (as seL4 drops caps it cannot transfer)."""
     slots = []
-    for src in msg.caps:
+    for src in msg.cap_src:
         if src.cspace is None:
             slots.append(0)
             continue
@@ -366,12 +406,15 @@ def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
 
 
 def _deliver(msg: _Msg, to: Party) -> Received:
-    caps = _transfer(msg, to) if msg.caps else ()
+    """The receiver's view of ``msg`` (its capabilities moved into the receiver's CSpace).
+    A message with no capabilities and no trace flow is its own view: the fast paths
+    below deliver it as it is."""
+    caps = _transfer(msg, to) if msg.cap_src else ()
     if msg.flow:
         k = to.kernel
         k.trace.delivered(
             Delivery(trio.current_time() - k.boot_time, to.pid, to.name, msg.label, msg.flow))
-    return Received(msg.label, msg.raw, msg.value, msg.badge, caps)
+    return Received(msg.label, msg._raw, msg._value, msg.badge, caps)
 
 
 def _trace(
@@ -402,26 +445,31 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     k = dom.kernel
     if k.trace.enabled:
-        _trace(
-            dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps),
-            msg,
-        )
+        _trace(dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg._raw),
+               len(msg.cap_src), msg)
     await checkpoint_if_cancelled()
     if cap.cspace is None:  # removed since the lookup: its badge must not be delivered
         raise CapabilityRevoked(f"{ep.label()}: the capability was removed before sending")
     me = current_task()
     if ep.receivers:
         waiter = ep.receivers.popleft()
-        waiter.cap.unblock(waiter)
-        got = _deliver(msg, waiter.dom)
+        blocked_on = waiter.cap.blocked
+        if blocked_on is not None:
+            blocked_on.pop(waiter, None)
+        to = waiter.dom
+        got = msg if not msg.cap_src and not msg.flow else _deliver(msg, to)
         if call:
             k.stats.ipc_calls += 1
             reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
-            waiter.dom.set_reply(reply)
+            old = to.reply
+            if old is not None and old.state is _WAITING:
+                to.set_reply(reply)  # aborts the previous caller
+            else:
+                to.reply = reply
             reschedule(waiter.task, outcome.Value(got))
             if timer is not None:
                 timer.waiting = reply
-            return await _await_reply(reply)
+            return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
         k.stats.ipc_sends += 1
         reschedule(waiter.task, outcome.Value(got))
         await cancel_shielded_checkpoint()
@@ -441,7 +489,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
 
     def abort(_: Any) -> Abort:
         if blocked.reply is not None:
-            blocked.reply.state = move(blocked.reply.state, ReplyState.GONE)
+            blocked.reply.state = move(blocked.reply.state, _GONE)
         else:
             ep.senders.remove(blocked)
             cap.unblock(blocked)
@@ -452,20 +500,11 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
     return result
 
 
-async def _await_reply(reply: ReplyObject) -> Received:
-    def abort(_: Any) -> Abort:
-        reply.state = move(reply.state, ReplyState.GONE)
-        return Abort.SUCCEEDED
-
-    got: Received = await wait_task_rescheduled(abort)
-    return got
-
-
 def nbsend(dom: Party, cap: Cap, msg: _Msg) -> bool:
     """Deliver only if a receiver is waiting; otherwise drop.  Never blocks."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if dom.kernel.trace.enabled:
-        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg.raw), len(msg.caps), msg)
+        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg._raw), len(msg.cap_src), msg)
     if not ep.receivers:
         return False
     waiter = ep.receivers.popleft()
@@ -479,9 +518,15 @@ async def recv(dom: Party, cap: Cap) -> Received:
     """Take the next message from an endpoint, waiting for one if none is queued."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     dom.kernel.stats.ipc_receives += 1
-    await checkpoint_if_cancelled()
     pending = dom.reply
-    if pending is not None and pending.refused:
+    refused = pending is not None and pending.refused
+    if refused or ep.senders:
+        # something changes before the receive can block: a cancelled receiver must not
+        # get that far.  (When it blocks at once no check is needed: trio delivers a
+        # pending cancellation as the task blocks, and the abort callback withdraws it.)
+        await checkpoint_if_cancelled()
+    if refused:
+        assert pending is not None
         # its reply was refused and it receives again instead of answering: it has given
         # the caller up (an unrefused pending reply survives until the next call arrives)
         dom.reply = None
@@ -490,7 +535,6 @@ async def recv(dom: Party, cap: Cap) -> Received:
         sender = ep.senders.popleft()
         sender.cap.unblock(sender)
         sender.dom.usage.release("queued")
-        assert sender.msg is not None
         got = _deliver(sender.msg, dom)
         if sender.want_reply:
             reply = ReplyObject(
@@ -502,18 +546,10 @@ async def recv(dom: Party, cap: Cap) -> Received:
             reschedule(sender.task, outcome.Value(None))
         await cancel_shielded_checkpoint()
         return got
-    me = _Blocked(current_task(), dom, ep, cap, None, False)
+    me = _Receiver(current_task(), dom, ep, cap)
     ep.receivers.append(me)
     cap.block(me)
-
-    def abort(_: Any) -> Abort:
-        ep.receivers.remove(me)
-        cap.unblock(me)
-        return Abort.SUCCEEDED
-
-    got = await wait_task_rescheduled(abort)
-    assert isinstance(got, Received)
-    return got
+    return await wait_task_rescheduled(me._receiver_cancelled)  # type: ignore[no-any-return]
 
 
 def check_reply(
@@ -528,9 +564,10 @@ def check_reply(
     the typed error to the replier and leaves ``reply_obj`` unused, remembering why, so
     the caller's error names the cause if the replier never answers correctly."""
     k = dom.kernel
-    if reply_obj.state == ReplyState.DONE:
+    state = reply_obj.state
+    if state is _DONE:
         raise ReplyError("this reply capability was already used")
-    if reply_obj.state == ReplyState.ABORTED:
+    if state is _ABORTED:
         raise ReplyError("this reply capability was aborted")
     contract = reply_obj.contract
     try:
@@ -551,7 +588,7 @@ def check_reply(
                 raise ContractViolation(
                     f"{contract.name}.{reply_obj.request_label} reply carries at most "
                     f"{allowed} capabilities, not {len(cap_slots)}")
-        caps = [dom.cspace.lookup(s) for s in cap_slots]
+        caps = [dom.cspace.lookup(s) for s in cap_slots] if cap_slots else []
         if raw is None:
             raw = wire.encode(body, k.limits)
             value = _UNDECODED
@@ -580,12 +617,14 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: _Msg) -> bool:
     k = dom.kernel
     k.stats.ipc_replies += 1
     if k.trace.enabled:
-        _trace(dom, "reply", reply_obj, msg.label, 0, len(msg.raw), len(msg.caps), msg)
-    if reply_obj.state == ReplyState.GONE:
-        reply_obj.state = move(reply_obj.state, ReplyState.DONE)
+        _trace(dom, "reply", reply_obj, msg.label, 0, len(msg._raw), len(msg.cap_src), msg)
+    state = reply_obj.state
+    if state is not _WAITING:
+        reply_obj.state = move(state, _DONE)  # GONE: the caller left, the reply is dropped
         return False
-    reply_obj.state = move(reply_obj.state, ReplyState.DONE)
-    reschedule(reply_obj.caller, outcome.Value(_deliver(msg, reply_obj.caller_dom)))
+    reply_obj.state = _DONE
+    reschedule(reply_obj.caller, outcome.Value(
+        msg if not msg.cap_src and not msg.flow else _deliver(msg, reply_obj.caller_dom)))
     return True
 
 

@@ -8,8 +8,8 @@ handle holds no reference a program could use to reach another domain's objects.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
 
@@ -87,6 +87,11 @@ def _data(value: Any) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise ConfigError(f"write needs bytes-like data, not {type(value).__name__}")
     return bytes(value)
+
+
+_READ, _WRITE = Rights.READ, Rights.WRITE  # looked up once: enum attributes are slow
+
+
 REVOKE_STEP = 1024
 """Capabilities a revoke removes between two checkpoints (about a millisecond)."""
 
@@ -228,7 +233,7 @@ class Process:
     def _msg(self, slot: SlotRef, label: str, body: Any, raw: bytes | None,
              caps: Sequence[SlotRef]) -> tuple[Any, Any]:
         dom = self._dom
-        cap = dom.cspace.lookup(self._slot(slot), Rights.WRITE, Endpoint)
+        cap = dom.cspace.lookup(self._slot(slot), _WRITE, Endpoint)
         slots = self._slots(caps) if caps else ()
         msg = ipc.make_message(dom, cap, label, body, raw, slots)
         return cap, msg
@@ -245,13 +250,13 @@ class Process:
         cap, msg = self._msg(slot, label, body, None, caps)
         return ipc.nbsend(self._dom, cap, msg)
 
-    async def call(self, slot: SlotRef, label: str, body: Any = None, *,
-                   caps: Sequence[SlotRef] = ()) -> Received:
-        """Send and wait for the reply (the kernel makes a one-shot reply capability)."""
+    def call(self, slot: SlotRef, label: str, body: Any = None, *,
+             caps: Sequence[SlotRef] = ()) -> Coroutine[Any, Any, Received]:
+        """Send and wait for the reply (the kernel makes a one-shot reply capability):
+        ``await proc.call(...)``.  The message is built and checked when called; the
+        call itself is the kernel's coroutine (a call always returns the reply)."""
         cap, msg = self._msg(slot, label, body, None, caps)
-        got = await ipc.send(self._dom, cap, msg, call=True)
-        assert got is not None
-        return got
+        return cast("Coroutine[Any, Any, Received]", ipc.send(self._dom, cap, msg, call=True))
 
     async def send_raw(self, slot: SlotRef, label: str, raw: bytes, *,
                        caps: Sequence[SlotRef] = ()) -> None:
@@ -266,10 +271,15 @@ class Process:
         assert got is not None
         return got
 
-    async def recv(self, slot: SlotRef) -> Received:
-        """Receive the next message on an endpoint (needs the read right)."""
-        cap = self._dom.cspace.lookup(self._slot(slot), Rights.READ, Endpoint)
-        return await ipc.recv(self._dom, cap)
+    def recv(self, slot: SlotRef) -> Coroutine[Any, Any, Received]:
+        """Receive the next message on an endpoint (needs the read right): ``await
+        proc.recv(slot)``.  The capability is looked up when called, and the receive
+        itself is the kernel's coroutine (no wrapper: every server receives this way)."""
+        dom = self._dom
+        cspace = dom.cspace
+        cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
+                            _READ, Endpoint)
+        return ipc.recv(dom, cap)
 
     def _take_reply(self) -> ReplyObject:
         reply = self._dom.take_reply()
@@ -295,7 +305,13 @@ class Process:
         the kernel refuses raises its typed error and is not used up: answer again."""
         # resolve slot names first: a bad name must not cost the caller its reply
         slots = self._slots(caps) if caps else ()
-        return self._answer(label, body, None, slots)
+        dom = self._dom  # _answer, inlined: every server reply comes this way
+        reply = dom.reply
+        if reply is None:
+            raise ReplyError(f"{self.name!r} has no caller to reply to")
+        msg = ipc.check_reply(dom, reply, label, body, None, slots)
+        dom.reply = None
+        return ipc.deliver_reply(dom, reply, msg)
 
     def reply_raw(self, label: str, raw: bytes) -> bool:
         return self._answer(label, None, raw, ())

@@ -98,6 +98,9 @@ class ServerPort(Protocol):
 
     def reply_error(self, reason: str, detail: str = "") -> bool: ...
 
+    # optional: ``slot(name) -> int``, the slot a name stands for; :func:`serve` then
+    # resolves its slot name once instead of at every receive
+
 
 # -- sans-IO ---------------------------------------------------------------------------------
 
@@ -174,6 +177,33 @@ async def serve(port: ServerPort, table: Table, *, slot: int | str = "service",
                 on_refused: Callable[[CapkernError], None] | None = None) -> NoReturn:
     """Serve ``table`` on ``slot`` until cancelled (or until a handler raises an
     exception outside ``errors``, which ends the server)."""
+    # a slot name is resolved once (a port that can, such as a Process handle); the
+    # capability in the slot is still looked up at every receive, so revoking it stops
+    # the loop at its next receive
+    resolve = getattr(port, "slot", None)
+    if isinstance(slot, str) and callable(resolve):
+        slot = resolve(slot)
+    # serve_one, inlined: this loop runs once per message of every system server
+    recv, reply, get = port.recv, port.reply, table.get
     while True:
-        msg = await port.recv(slot)
-        await serve_one(port, table, msg.label, msg.body, errors=errors, on_refused=on_refused)
+        msg = await recv(slot)
+        label = msg.label
+        handler = get(label)
+        if handler is None:
+            _send(port, on_refused, "error",
+                  (UNSUPPORTED, clip_detail(f"no handler for label {label!r}")))
+            continue
+        try:
+            result = await handler(msg.body)
+        except Exception as exc:
+            answer = error_reply(exc, errors)
+            if answer is None:
+                raise
+            _send(port, on_refused, "error", answer)
+            continue
+        if result is not DEFERRED:
+            try:
+                reply("ok", result)
+            except CapkernError as exc:  # as in _send: the server keeps serving
+                if on_refused is not None:
+                    on_refused(exc)

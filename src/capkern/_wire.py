@@ -49,7 +49,15 @@ def _check_shape(obj: Any, depth: int, max_depth: int) -> None:
         for key, item in obj.items():
             if type(key) not in _KEY_TYPES:
                 raise UnencodableBody(f"map key {type(key).__name__} is not str or int")
-            if type(item) not in scalars:
+            kind = type(item)
+            if kind not in scalars:
+                # a list of scalars one level down (most replies): walked here, no call
+                if (kind is list or kind is tuple) and depth < max_depth:
+                    for sub in item:
+                        if type(sub) not in scalars:
+                            break
+                    else:
+                        continue
                 _check_shape(item, depth + 1, max_depth)
     elif type(obj) is list or type(obj) is tuple:
         for item in obj:
@@ -66,7 +74,10 @@ _local = threading.local()
 
 def _packer() -> msgpack.Packer:
     """A reusable Packer (``msgpack.packb`` builds a new one per call); one per thread."""
-    packer: msgpack.Packer | None = getattr(_local, "packer", None)
+    try:
+        packer: msgpack.Packer | None = _local.packer
+    except AttributeError:
+        packer = None
     if packer is None:
         packer = _local.packer = msgpack.Packer(use_bin_type=True)
     return packer
@@ -77,9 +88,13 @@ def encode(body: Any, limits: Limits) -> bytes:
     if type(body) not in _SCALAR_TYPES:
         _check_shape(body, 1, limits.max_depth)
     try:
-        raw: bytes = _packer().pack(body)
+        packer = _local.packer  # _packer(), inlined: once per message
+    except AttributeError:
+        packer = _packer()
+    try:
+        raw: bytes = packer.pack(body)
     except (TypeError, OverflowError, ValueError) as exc:
-        _local.packer = None  # a failed pack may leave a partial buffer behind
+        _local.packer = msgpack.Packer(use_bin_type=True)  # the old one may hold partial bytes
         raise UnencodableBody(f"body cannot be encoded: {exc}") from None
     if len(raw) > limits.max_body_bytes:
         raise MessageTooLarge(
@@ -93,9 +108,13 @@ def encode_trusted(body: Any, limits: Limits) -> bytes:
     (the fault path's requests): no walk of its shape, only the size limit.  Anything
     msgpack cannot pack still fails as :class:`UnencodableBody`."""
     try:
-        raw: bytes = _packer().pack(body)
+        packer = _local.packer
+    except AttributeError:
+        packer = _packer()
+    try:
+        raw: bytes = packer.pack(body)
     except (TypeError, OverflowError, ValueError) as exc:
-        _local.packer = None
+        _local.packer = msgpack.Packer(use_bin_type=True)
         raise UnencodableBody(f"body cannot be encoded: {exc}") from None
     if len(raw) > limits.max_body_bytes:
         raise MessageTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")

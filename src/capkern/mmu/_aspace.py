@@ -278,10 +278,11 @@ class AddressSpace:
             return
         first, end = addr // PAGE_SIZE, (addr + n - 1) // PAGE_SIZE + 1
         cursor = first
+        want = need._value_  # plain ints: IntFlag's & builds a new enum member each time
         for region in self._overlapping(first, end):
             if region.start > cursor:
                 break
-            if not region.rights & need:
+            if not region.rights._value_ & want:
                 what = "write" if need == Rights.WRITE else "read"
                 at = max(cursor, region.start) * PAGE_SIZE
                 raise ProtectionFault(f"{what} to {at:#x} denied ({region.rights.short()})")

@@ -24,8 +24,10 @@ of a page after it was told to forget it.
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
+import struct
 from collections.abc import Callable, Container, Iterable
 from typing import TypeVar
 
@@ -47,6 +49,16 @@ def shuffled(items: Iterable[T], rng: random.Random = _RNG) -> list[T]:
     """A new list of ``items`` in an order drawn from ``rng`` (the OS's CSPRNG, unless a
     seeded boot asked for reproducible runs)."""
     out = list(items)
+    n = len(out)
+    if n > 1 and isinstance(rng, random.SystemRandom):
+        # SystemRandom.shuffle reads the OS's CSPRNG once per item (a system call each):
+        # one read of 64 bits per swap here instead, the same Fisher-Yates shuffle.
+        # Bias of ``draw % (i + 1)``: below n / 2**64, nothing a pager could see.
+        draws = struct.unpack(f"<{n - 1}Q", os.urandom(8 * (n - 1)))
+        for i, draw in zip(range(n - 1, 0, -1), draws, strict=True):
+            j = draw % (i + 1)
+            out[i], out[j] = out[j], out[i]
+        return out
     rng.shuffle(out)
     return out
 

@@ -6,6 +6,8 @@ from .._pagefmt import PAGE_SIZE
 
 __all__ = ["FrameTable"]
 
+_ZERO_PAGE = bytes(PAGE_SIZE)  # what a freed frame is scrubbed with (made once)
+
 
 class FrameTable:
     """``nframes`` frames of ``PAGE_SIZE`` bytes in one bytearray, with a free list."""
@@ -26,7 +28,8 @@ class FrameTable:
 
     def free(self, frame: int) -> None:
         """Return a frame; it is scrubbed so nothing leaks to its next owner."""
-        self.frame(frame)[:] = bytes(PAGE_SIZE)
+        start = frame * PAGE_SIZE
+        self.view[start : start + PAGE_SIZE] = _ZERO_PAGE  # a view: never resizes RAM
         self._free.append(frame)
 
     def frame(self, frame: int) -> memoryview:

@@ -42,13 +42,16 @@ class FrameSupply:
         self.waiters = FrameWaiters(frames)
         self.evicting = False  # one eviction at a time
         self.filling = 0  # frames held by faults in flight (taken, not yet mapped)
-        self._filled = trio.Event()  # set (and replaced) whenever such a frame settles
+        # set (and dropped) when such a frame settles; made only when a fault waits on it
+        self._filled: trio.Event | None = None
 
     def settled(self) -> None:
         """One frame counted in ``filling`` was mapped or given back."""
         self.filling -= 1
-        self._filled.set()
-        self._filled = trio.Event()
+        filled = self._filled
+        if filled is not None:
+            self._filled = None
+            filled.set()
 
     def free(self, frame: int) -> None:
         """Give a frame back, to a waiting fault if there is one."""
@@ -71,6 +74,8 @@ class FrameSupply:
             if not self.res:
                 if not self.filling:
                     raise self.out_of_memory()
+                if self._filled is None:
+                    self._filled = trio.Event()
                 await self._filled.wait()  # every frame is on its way to a page
                 continue
             self.evicting = True

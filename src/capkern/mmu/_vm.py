@@ -196,8 +196,9 @@ class VM:
             self._streak += 1  # inlined: this is the hot path
             await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
             return bytes(out)
-        addr, n = check_span(addr, n, what="read")
-        aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
+        if pte is None or not (0 < n <= PAGE_SIZE - off and pte.rights._value_ & _R):
+            addr, n = check_span(addr, n, what="read")  # (one page it may read: checked)
+            aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
         buf = bytearray(n)
         done = 0
         faulted = False
@@ -239,8 +240,9 @@ class VM:
             self._streak += 1  # inlined: this is the hot path
             await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
             return
-        addr, n = check_span(addr, n, what="write")
-        aspace.check_access(addr, n, Rights.WRITE)  # before any byte lands
+        if pte is None or not (0 < n <= PAGE_SIZE - off and pte.rights._value_ & _W):
+            addr, n = check_span(addr, n, what="write")  # (one page it may write: checked)
+            aspace.check_access(addr, n, Rights.WRITE)  # before any byte lands
         done = 0
         faulted = False
         while done < n:
@@ -293,7 +295,18 @@ class VM:
         self._streak = 0
         calls = self.pager.calls
         try:
-            await self._resolve(dom, vpn)
+            aspace = dom.aspace
+            assert aspace is not None
+            pte = aspace.touch(vpn) if aspace.alive else None
+            if pte is None or pte in self._busy:  # gone, or another task is on it: wait
+                pte = await self._settled_pte(aspace, vpn)
+            if not pte.present:
+                busy = self._busy[pte] = trio.Event()
+                try:
+                    await self._fill(dom, aspace, vpn, pte)
+                finally:
+                    del self._busy[pte]
+                    busy.set()
         except Fault:
             raise
         except Exception as exc:  # a kernel bug must not take the kernel down
@@ -326,19 +339,6 @@ class VM:
                 return pte
             await busy.wait()
 
-    async def _resolve(self, dom: Domain, vpn: int) -> None:
-        assert dom.aspace is not None
-        aspace = dom.aspace
-        pte = await self._settled_pte(aspace, vpn)
-        if pte.present:
-            return
-        busy = self._busy[pte] = trio.Event()
-        try:
-            await self._fill(dom, aspace, vpn, pte)
-        finally:
-            del self._busy[pte]
-            busy.set()
-
     async def _fill(self, dom: Domain, aspace: AddressSpace, vpn: int, pte: PTE) -> None:
         """Give a busy, non-present page a frame: zero-filled or paged in and verified
         (with its read-ahead cluster, if the fault continues a sequential run)."""
@@ -361,14 +361,14 @@ class VM:
                 trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
         cluster = self.readahead.cluster(aspace, vpn, self._busy)
-        busy = trio.Event()
+        busy = self._busy[pte]  # read-ahead pages wait with the page: the caller settles it
         for _v, xpte, _f in cluster:
             self._busy[xpte] = busy
         self.supply.filling += len(cluster)
         plains: list[bytes | None] = []
         try:
-            plains = await self.io.fetch([(aspace, vpn, pte)] +
-                                         [(aspace, v, p) for v, p, _f in cluster])
+            plains = await self.io.fetch([(aspace, vpn, pte)] + [
+                (aspace, v, p) for v, p, _f in cluster] if cluster else [(aspace, vpn, pte)])
         except BaseException as exc:
             if trace.enabled:
                 trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
@@ -376,7 +376,6 @@ class VM:
         finally:
             for _v, xpte, _f in cluster:
                 del self._busy[xpte]
-            busy.set()
             if not plains:  # failed or cancelled: every frame goes back
                 self._filled_one(aspace, vpn, pte, frame, b"")
                 for v, xpte, f in cluster:
@@ -396,7 +395,7 @@ class VM:
                 "(tampered, stale or misplaced); not mapped"
             )
         stats.page_ins += 1
-        stats.readaheads += sum(1 for p in plains[1:] if p)
+        stats.readaheads += sum(1 for p in plains[1:] if p) if cluster else 0
         self._filled_one(aspace, vpn, pte, frame, plains[0])
         if trace.enabled:
             trace.page("page-in", aspace.asid, vpn, pte.handle, started,

@@ -62,6 +62,9 @@ class Geometry:
         ``TypeError``: requests come from untrusted peers, so every bad one maps to a
         :class:`BlockDevError` the server can report.
         """
+        if type(lba) is int and type(count) is int and lba >= 0 and count > 0 \
+                and lba + count <= self.nblocks and not self.closed:
+            return  # the usual request: exact ints in range (bool is not int by type)
         if self.closed:
             raise DeviceClosed("device is closed")
         if not _is_int(count) or count < 1:
@@ -71,6 +74,8 @@ class Geometry:
 
     def _check_data(self, data: bytes) -> None:
         """Refuse anything but exactly one block of bytes."""
+        if type(data) is bytes and len(data) == self.block_size:
+            return
         if not isinstance(data, bytes | bytearray | memoryview):
             raise Misaligned(f"block data must be bytes, not {type(data).__name__}")
         if len(data) != self.block_size:

@@ -101,6 +101,13 @@ class SwapLayout:
         if not 0 <= slot < self.slots:
             raise ValueError(f"slot {slot} outside 0..{self.slots - 1}")
 
+    def locate(self, slot: int) -> tuple[int, int, int]:
+        """``(data_lba, meta_lba, meta_offset)`` of ``slot``, checked once (a fetch
+        needs all three)."""
+        self._check_slot(slot)
+        meta_lba, index = divmod(slot, self.per_meta)
+        return self.meta_blocks + slot, meta_lba, index * META_LEN
+
     def data_lba(self, slot: int) -> int:
         """The block holding the ciphertext of ``slot``."""
         self._check_slot(slot)
@@ -124,8 +131,9 @@ def pack_meta_entry(nonce: bytes, tag: bytes) -> bytes:
     return bytes(nonce) + bytes(tag)
 
 
-def unpack_meta_entry(block: bytes, offset: int) -> tuple[bytes, bytes]:
-    """``(nonce, tag)`` from the entry at ``offset`` of a metadata block."""
+def unpack_meta_entry(block: bytes | bytearray, offset: int) -> tuple[bytes, bytes]:
+    """``(nonce, tag)`` from the entry at ``offset`` of a metadata block (its bytes are
+    copied out: a later change to ``block`` does not change them)."""
     if offset < 0 or offset + META_LEN > len(block):
         raise ValueError(f"entry at {offset} does not fit a {len(block)}-byte block")
     entry = bytes(block[offset : offset + META_LEN])

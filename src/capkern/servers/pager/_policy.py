@@ -72,18 +72,16 @@ class ClockPolicy(ReplacementPolicy):
 
     def choose(self, n: int) -> list[int]:
         """Sweep the hand: clear set bits (second chance), take clear ones as victims."""
+        ring = self._ref
         victims: dict[int, None] = {}
+        want = min(n, len(ring))
         # at most two sweeps: the first clears bits, the second must find victims
-        for _ in range(2 * len(self._ref)):
-            if len(victims) >= n or len(victims) == len(self._ref):
+        for _ in range(2 * len(ring)):
+            if len(victims) >= want:
                 break
-            h, bit = next(iter(self._ref.items()))
-            self._ref.move_to_end(h)  # advance the hand past h
-            if h in victims:
-                continue
-            if bit:
-                self._ref[h] = False
-            else:
+            h, bit = ring.popitem(last=False)  # the page under the hand...
+            ring[h] = False  # ...goes behind it, its bit clear (a victim's was clear)
+            if not bit and h not in victims:
                 victims[h] = None
         return list(victims)
 

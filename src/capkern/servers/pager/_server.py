@@ -139,8 +139,8 @@ class Pager:
         for handle in stored:
             slot = plan[handle][0]
             nonce, ciphertext, tag = split_blob(pages[handle])
-            writes.append([layout.data_lba(slot), ciphertext])
-            lba, off = layout.meta_lba(slot), layout.meta_offset(slot)
+            data_lba, lba, off = layout.locate(slot)
+            writes.append([data_lba, ciphertext])
             block = staged.get(lba)
             if block is None:
                 block = staged[lba] = bytearray(self.meta.get(lba, bytes(self.block_size)))
@@ -169,15 +169,16 @@ class Pager:
         if layout is None or slot is None:
             self.stats["not_found"] += 1
             raise ServerError("not_found", "no such page in swap")
-        reply = await self._blockdev("read", {"lbas": [layout.data_lba(slot)]})
+        data_lba, meta_lba, meta_offset = layout.locate(slot)
+        reply = await self._blockdev("read", {"lbas": [data_lba]})
         blocks = reply.get("blocks") if isinstance(reply, dict) else None
         if not isinstance(blocks, list) or len(blocks) != 1 or not isinstance(blocks[0], bytes) \
                 or len(blocks[0]) != PAGE_SIZE:
             raise ServerError("io", "block device answered the read with the wrong blocks")
-        block = self.meta.get(layout.meta_lba(slot))
+        block = self.meta.get(meta_lba)
         if block is None:
             raise ServerError("io", "metadata lost")
-        nonce, tag = unpack_meta_entry(bytes(block), layout.meta_offset(slot))
+        nonce, tag = unpack_meta_entry(block, meta_offset)  # copies the entry, not the block
         return {"blob": join_blob(nonce, blocks[0], tag)}
 
     async def on_fetch_many(self, body: Any) -> Any:
@@ -200,7 +201,7 @@ class Pager:
         for (i, slot), block in zip(held, blocks, strict=True):
             meta = self.meta.get(layout.meta_lba(slot))
             if meta is not None:
-                nonce, tag = unpack_meta_entry(bytes(meta), layout.meta_offset(slot))
+                nonce, tag = unpack_meta_entry(meta, layout.meta_offset(slot))
                 blobs[i] = join_blob(nonce, block, tag)
         return {"blobs": blobs}
 
