@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ContractViolation
+from .errors import ConfigError, ContractViolation
 
 __all__ = [
     "Any_",
@@ -354,3 +354,46 @@ class Contract:
 #: keeps its own ``valid``)
 _KINDS: dict[type, str] = {kind: kind.__name__ for kind in (
     Any_, Null, Bool, Int, Float, Str, Bytes, ListOf, Tuple, Opt, Struct)}
+
+#: a schema may nest as deep as a message may (``Limits.max_depth``'s default) ...
+MAX_SCHEMA_DEPTH = 32
+#: ... and hold this many nodes in all its operations
+MAX_SCHEMA_NODES = 4096
+
+
+def _children(spec: Spec) -> tuple[Any, ...]:
+    if isinstance(spec, ListOf):
+        return (spec.item,)
+    if isinstance(spec, Tuple):
+        return tuple(spec.items)
+    if isinstance(spec, Opt):
+        return (spec.inner,)
+    if isinstance(spec, Struct):
+        return tuple(spec.fields.values())
+    return ()
+
+
+def check_schema(contract: Any) -> None:
+    """Refuse, with :class:`ConfigError`, a contract a domain could not use safely: not
+    a :class:`Contract` of operations (:class:`Op`) of :class:`Spec` nodes, deeper than any
+    message may be (:data:`MAX_SCHEMA_DEPTH`; a cycle counts as too deep), or bigger than
+    :data:`MAX_SCHEMA_NODES`.  A contract is a program's input when it creates an
+    endpoint: checked there, before any message is tested against it."""
+    if not isinstance(contract, Contract) or not isinstance(contract.ops, Mapping):
+        raise ConfigError(f"contract must be a capkern Contract, not {type(contract).__name__}")
+    nodes = 0
+    for label, op in contract.ops.items():
+        if not isinstance(label, str) or not isinstance(op, Op):
+            raise ConfigError(f"contract {contract.name!r}: operations are str -> Op")
+        stack: list[tuple[Any, int]] = [(op.request, 1), (op.reply, 1)]
+        while stack:
+            spec, depth = stack.pop()
+            nodes += 1
+            if not isinstance(spec, Spec):
+                raise ConfigError(f"contract {contract.name!r}.{label}: a schema node must be "
+                                  f"a Spec, not {type(spec).__name__}")
+            if depth > MAX_SCHEMA_DEPTH or nodes > MAX_SCHEMA_NODES:
+                raise ConfigError(
+                    f"contract {contract.name!r}.{label}: schema deeper than "
+                    f"{MAX_SCHEMA_DEPTH} levels or over {MAX_SCHEMA_NODES} nodes")
+            stack.extend((child, depth + 1) for child in _children(spec))

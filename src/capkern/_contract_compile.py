@@ -21,6 +21,10 @@ from typing import Any
 
 __all__ = ["compile_valid"]
 
+#: schema levels written out inline; below them a node is called through its own
+#: ``valid`` (Python refuses code with more than 20 nested loops or 100 indents)
+MAX_INLINE = 12
+
 
 class _Gen:
     """Source lines of one validator, and the constants it refers to."""
@@ -61,6 +65,8 @@ class _Gen:
     def spec(self, spec: Any, v: str, ind: int) -> None:
         """Statements that return False unless the value in variable ``v`` fits."""
         kind = self.kinds.get(type(spec), "")
+        if ind > MAX_INLINE and kind not in ("", "Any_"):
+            kind = ""  # deeper nodes test themselves: Python bounds nested blocks
         if kind == "Any_":
             return
         if kind == "Null":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import trio
 
 from . import _ipc as ipc
-from ._contract import Contract
+from ._contract import Contract, check_schema
 from ._cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
 from ._ipc import Endpoint, Notification, Received, ReplyObject
 from .errors import (
@@ -46,8 +46,8 @@ def check_name(name: Any, what: str = "name") -> None:
 
 def check_object_args(name: Any, contract: Any) -> None:
     check_name(name, "object name")
-    if contract is not None and not isinstance(contract, Contract):
-        raise ConfigError(f"contract must be a capkern Contract, not {type(contract).__name__}")
+    if contract is not None:
+        check_schema(contract)
 
 
 def check_program(program: Any, args: Sequence[Any]) -> None:
