@@ -1,4 +1,4 @@
-"""IPC: endpoints, notifications and one-shot reply objects (kernel side).
+"""IPC: endpoints, messages and one-shot reply objects (kernel side).
 
 IPC is kernel code run at the sender's trap: a send hands the message straight to a
 waiting receiver and reschedules it -- it never hops through the kernel's own task, as a
@@ -18,16 +18,10 @@ ancestor, its domain's teardown) fails the operation with
 :class:`~capkern.errors.CapabilityRevoked`; so no message is ever delivered with a badge
 that no longer exists.  Moving a capability keeps it (and what waits on it).
 
-Replies: a reply is checked completely before anything changes (:func:`check_reply`).
-A refused reply leaves the reply capability with the replier, which gets the typed
-error and may answer again; if it never does (it ends, drops the capability or receives
-again), the caller's :class:`~capkern.errors.ReplyRefused` names the cause.  A reply
-carries capabilities only if the caller's capability had the grant right and, on a
-contracted endpoint, the operation declares them (``Op.reply_caps``); any other reply
-with capabilities is counted as an attack (``stats.unsolicited_caps``, an
-``unsolicited_caps`` event).  Capabilities transferred by IPC are placed in -- and
-charged to the ``slots`` quota of -- the receiver; one that does not fit is dropped
-(slot 0, ``stats.caps_dropped``).
+Capabilities transferred by IPC are placed in -- and charged to the ``slots`` quota of
+-- the receiver; one that does not fit is dropped (slot 0, ``stats.caps_dropped``).
+Answering a call (checking a reply in full, then delivering it) is :mod:`._reply`;
+notifications are :mod:`._notify`.
 """
 
 from __future__ import annotations
@@ -59,7 +53,6 @@ from .errors import (
     ContractViolation,
     MalformedMessage,
     QueueFull,
-    ReplyError,
     ReplyRefused,
     ServerError,
     TooManyCaps,
@@ -69,8 +62,9 @@ if TYPE_CHECKING:
     from ._quota import Usage
     from ._services import KernelView
 
-__all__ = ["Endpoint", "Notification", "Party", "Received", "ReplyObject", "Timed", "Waiting",
-           "check_reply", "deliver_reply"]
+__all__ = ["UNDECODED", "Endpoint", "Message", "Party", "Received", "ReplyObject", "Timed",
+           "Waiting", "deliver", "kernel_message", "make_message", "nbsend", "recv", "send",
+           "trace_op"]
 
 
 
@@ -116,11 +110,11 @@ class Received:
     @classmethod
     def lazy(cls, label: str, raw: bytes, badge: int, caps: tuple[int, ...]) -> Received:
         """A message whose body is decoded on first use (bytes from a trusted relay)."""
-        return cls(label, raw, _UNDECODED, badge, caps)
+        return cls(label, raw, UNDECODED, badge, caps)
 
     @property
     def body(self) -> Any:
-        if self._value is _UNDECODED:
+        if self._value is UNDECODED:
             self._value = wire.decode(self._raw)
         return self._value
 
@@ -142,10 +136,10 @@ class Received:
         )
 
 
-_UNDECODED: Any = object()
+UNDECODED: Any = object()
 
 
-class _Msg(Received):
+class Message(Received):
     """A message in flight inside the kernel.
 
     It is already the receiver's :class:`Received` (no capabilities in the receiver's
@@ -248,7 +242,7 @@ class _Blocked:
     __slots__ = ("cap", "dom", "ep", "grant", "msg", "reply", "task", "want_reply")
 
     def __init__(
-        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: _Msg,
+        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: Message,
         want_reply: bool, grant: bool = False
     ) -> None:
         self.task = task
@@ -298,21 +292,6 @@ class Timed(Protocol):
     waiting: Waiting | None
 
 
-class _Waiter:
-    """A task blocked in :func:`wait` on a notification through ``cap``."""
-
-    __slots__ = ("cap", "ntfn", "task")
-
-    def __init__(self, task: Task, ntfn: Notification, cap: Cap) -> None:
-        self.task = task
-        self.ntfn = ntfn
-        self.cap = cap
-
-    def cancel(self, why: str) -> None:
-        self.ntfn.waiters.remove(self)
-        reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
-
-
 class Endpoint(KObject):
     """A rendezvous point for messages, optionally bound to a :class:`Contract`."""
 
@@ -325,23 +304,12 @@ class Endpoint(KObject):
         self.receivers: deque[_Receiver] = deque()
 
 
-class Notification(KObject):
-    """A word of signal bits: signal ORs a badge in, wait takes the word (seL4)."""
-
-    kind = "Notification"
-
-    def __init__(self, name: str = "") -> None:
-        super().__init__(name)
-        self.word = 0
-        self.waiters: deque[_Waiter] = deque()
-
-
 # -- building and delivering messages ----------------------------------------------------
 
 
 def make_message(
     dom: Party, cap: Cap, label: str, body: Any, raw: bytes | None, cap_slots: Sequence[int]
-) -> _Msg:
+) -> Message:
     """Decode phase of a send: every check that can fail, before anything changes."""
     k = dom.kernel
     limits = k.limits
@@ -353,7 +321,7 @@ def make_message(
     try:
         if raw is None:
             raw = wire.encode(body, limits)
-            value = _UNDECODED
+            value = UNDECODED
         else:
             value = wire.decode_untrusted(raw, limits)
             raw = bytes(raw)
@@ -368,26 +336,26 @@ def make_message(
         raise
     contract = getattr(cap.obj, "contract", None)
     if contract is not None:
-        if value is _UNDECODED:
+        if value is UNDECODED:
             value = wire.decode(raw)
         try:
             contract.check_request(label, value)
         except ContractViolation:
             k.stats.contract_violations += 1
             raise
-    return _Msg(label, raw, value, cap.badge, caps)
+    return Message(label, raw, value, cap.badge, caps)
 
 
-def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> _Msg:
+def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> Message:
     """A request the kernel built itself (the fault path's calls to its servers): encoded
     within the wire limits, no capabilities, and not re-checked against the endpoint's
     contract item by item -- the kernel is trusted to build its own requests right (its
     tests check them against the contract).  Replies are still checked at the server's
     reply trap: the server is the untrusted side."""
-    return _Msg(label, wire.encode_trusted(body, dom.kernel.limits), _UNDECODED, cap.badge, [])
+    return Message(label, wire.encode_trusted(body, dom.kernel.limits), UNDECODED, cap.badge, [])
 
 
-def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
+def _transfer(msg: Message, to: Party) -> tuple[int, ...]:
     """Place the message's capabilities in the receiver's CSpace (children of the
     sender's).  A capability revoked while the message waited, or one that does not fit,
     is dropped and shows as slot 0 (as seL4 drops caps it cannot transfer)."""
@@ -405,7 +373,7 @@ def _transfer(msg: _Msg, to: Party) -> tuple[int, ...]:
     return tuple(slots)
 
 
-def _deliver(msg: _Msg, to: Party) -> Received:
+def deliver(msg: Message, to: Party) -> Received:
     """The receiver's view of ``msg`` (its capabilities moved into the receiver's CSpace).
     A message with no capabilities and no trace flow is its own view: the fast paths
     below deliver it as it is."""
@@ -417,9 +385,9 @@ def _deliver(msg: _Msg, to: Party) -> Received:
     return Received(msg.label, msg._raw, msg._value, msg.badge, caps)
 
 
-def _trace(
+def trace_op(
     dom: Party, op: str, obj: KObject, label: str, badge: int, size: int, caps: int,
-    msg: _Msg | None = None,
+    msg: Message | None = None,
 ) -> None:
     """Record an IPC operation (time since boot); a traced message gets a flow id so its
     delivery can be matched to this record."""
@@ -437,7 +405,7 @@ def _trace(
 # -- endpoint operations ------------------------------------------------------------------
 
 
-async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | None = None
+async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed | None = None
                ) -> Received | None:
     """Send (or call).  Blocks until a receiver takes the message (and, for a call,
     until the reply comes back).  ``timer`` learns what a call blocks on (see
@@ -445,7 +413,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     k = dom.kernel
     if k.trace.enabled:
-        _trace(dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg._raw),
+        trace_op(dom, "call" if call else "send", ep, msg.label, msg.badge, len(msg._raw),
                len(msg.cap_src), msg)
     await checkpoint_if_cancelled()
     if cap.cspace is None:  # removed since the lookup: its badge must not be delivered
@@ -457,7 +425,7 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
         if blocked_on is not None:
             blocked_on.pop(waiter, None)
         to = waiter.dom
-        got = msg if not msg.cap_src and not msg.flow else _deliver(msg, to)
+        got = msg if not msg.cap_src and not msg.flow else deliver(msg, to)
         if call:
             k.stats.ipc_calls += 1
             reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
@@ -500,17 +468,17 @@ async def send(dom: Party, cap: Cap, msg: _Msg, *, call: bool, timer: Timed | No
     return result
 
 
-def nbsend(dom: Party, cap: Cap, msg: _Msg) -> bool:
+def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:
     """Deliver only if a receiver is waiting; otherwise drop.  Never blocks."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if dom.kernel.trace.enabled:
-        _trace(dom, "nbsend", ep, msg.label, msg.badge, len(msg._raw), len(msg.cap_src), msg)
+        trace_op(dom, "nbsend", ep, msg.label, msg.badge, len(msg._raw), len(msg.cap_src), msg)
     if not ep.receivers:
         return False
     waiter = ep.receivers.popleft()
     waiter.cap.unblock(waiter)
     dom.kernel.stats.ipc_sends += 1
-    reschedule(waiter.task, outcome.Value(_deliver(msg, waiter.dom)))
+    reschedule(waiter.task, outcome.Value(deliver(msg, waiter.dom)))
     return True
 
 
@@ -535,7 +503,7 @@ async def recv(dom: Party, cap: Cap) -> Received:
         sender = ep.senders.popleft()
         sender.cap.unblock(sender)
         sender.dom.usage.release("queued")
-        got = _deliver(sender.msg, dom)
+        got = deliver(sender.msg, dom)
         if sender.want_reply:
             reply = ReplyObject(
                 sender.task, sender.dom, sender.msg.label, ep.contract, sender.grant
@@ -550,159 +518,3 @@ async def recv(dom: Party, cap: Cap) -> Received:
     ep.receivers.append(me)
     cap.block(me)
     return await wait_task_rescheduled(me._receiver_cancelled)  # type: ignore[no-any-return]
-
-
-def check_reply(
-    dom: Party,
-    reply_obj: ReplyObject,
-    label: str,
-    body: Any,
-    raw: bytes | None,
-    cap_slots: Sequence[int],
-) -> _Msg:
-    """Decode phase of a reply: every check, nothing changes.  A refused reply raises
-    the typed error to the replier and leaves ``reply_obj`` unused, remembering why, so
-    the caller's error names the cause if the replier never answers correctly."""
-    k = dom.kernel
-    state = reply_obj.state
-    if state is _DONE:
-        raise ReplyError("this reply capability was already used")
-    if state is _ABORTED:
-        raise ReplyError("this reply capability was aborted")
-    contract = reply_obj.contract
-    try:
-        if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
-            raise MalformedMessage("reply label must be a short non-empty str")
-        if cap_slots:
-            if not reply_obj.grant:
-                _unsolicited(dom, len(cap_slots), "the caller's capability lacks grant")
-                raise ReplyError(
-                    f"reply carries {len(cap_slots)} capabilities, but the caller's "
-                    "capability lacks the grant right: it cannot receive capabilities")
-            if len(cap_slots) > k.limits.max_caps:
-                raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {k.limits.max_caps}")
-            allowed = _reply_caps(contract, reply_obj.request_label)
-            if len(cap_slots) > allowed:
-                assert contract is not None
-                _unsolicited(dom, len(cap_slots), f"contract allows {allowed}")
-                raise ContractViolation(
-                    f"{contract.name}.{reply_obj.request_label} reply carries at most "
-                    f"{allowed} capabilities, not {len(cap_slots)}")
-        caps = [dom.cspace.lookup(s) for s in cap_slots] if cap_slots else []
-        if raw is None:
-            raw = wire.encode(body, k.limits)
-            value = _UNDECODED
-        else:
-            value = wire.decode_untrusted(raw, k.limits)
-            raw = bytes(raw)
-    except Exception as exc:
-        k.stats.messages_rejected += 1
-        reply_obj.refused = _cause(exc)
-        raise
-    if contract is not None:
-        if value is _UNDECODED:
-            value = wire.decode(raw)
-        try:
-            contract.check_reply(reply_obj.request_label, label, value)
-        except ContractViolation as exc:
-            k.stats.contract_violations += 1
-            reply_obj.refused = f"out of contract: {exc}"
-            raise
-    return _Msg(label, raw, value, 0, caps)
-
-
-def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: _Msg) -> bool:
-    """Invoke phase of a reply (after :func:`check_reply`): use up the reply object and
-    wake the caller.  False if the caller had already gone (the reply is dropped)."""
-    k = dom.kernel
-    k.stats.ipc_replies += 1
-    if k.trace.enabled:
-        _trace(dom, "reply", reply_obj, msg.label, 0, len(msg._raw), len(msg.cap_src), msg)
-    state = reply_obj.state
-    if state is not _WAITING:
-        reply_obj.state = move(state, _DONE)  # GONE: the caller left, the reply is dropped
-        return False
-    reply_obj.state = _DONE
-    reschedule(reply_obj.caller, outcome.Value(
-        msg if not msg.cap_src and not msg.flow else _deliver(msg, reply_obj.caller_dom)))
-    return True
-
-
-def reply(
-    dom: Party,
-    reply_obj: ReplyObject,
-    label: str,
-    body: Any,
-    raw: bytes | None,
-    cap_slots: Sequence[int],
-) -> bool:
-    """Answer a call through its one-shot reply object: :func:`check_reply`, then
-    :func:`deliver_reply`."""
-    return deliver_reply(dom, reply_obj, check_reply(dom, reply_obj, label, body, raw, cap_slots))
-
-
-def _reply_caps(contract: Contract | None, request_label: str) -> int:
-    """How many capabilities a reply may carry: the contract's word, or any number."""
-    if contract is None:
-        return 1 << 30
-    return contract.ops[request_label].reply_caps
-
-
-def _unsolicited(dom: Party, n: int, why: str) -> None:
-    """A reply tried to push capabilities on a caller that did not ask: an attack."""
-    k = dom.kernel
-    k.stats.unsolicited_caps += 1
-    k.event("unsolicited_caps", dom, f"reply with {n} capabilities refused ({why})")
-
-
-def _cause(exc: Exception) -> str:
-    """What a caller learns about its server's refused reply: the kind of mistake, not
-    the server's slots or names."""
-    if isinstance(exc, ReplyError):
-        return "it carried capabilities, but the call's capability lacks the grant right"
-    if isinstance(exc, ContractViolation):
-        return "it carried capabilities its contract does not declare"
-    return f"{type(exc).__name__}"
-
-
-# -- notifications ----------------------------------------------------------------------
-
-
-def signal(dom: Party, cap: Cap) -> None:
-    """OR the capability's badge (1 if unbadged) into the word, or wake one waiter."""
-    ntfn: Notification = cap.obj  # type: ignore[assignment]
-    dom.kernel.stats.signals += 1
-    bits = cap.badge or 1
-    if ntfn.waiters:
-        waiter = ntfn.waiters.popleft()
-        waiter.cap.unblock(waiter)
-        reschedule(waiter.task, outcome.Value(bits | ntfn.word))
-        ntfn.word = 0
-    else:
-        ntfn.word |= bits
-
-
-def poll(cap: Cap) -> int:
-    ntfn: Notification = cap.obj  # type: ignore[assignment]
-    word, ntfn.word = ntfn.word, 0
-    return word
-
-
-async def wait(cap: Cap) -> int:
-    ntfn: Notification = cap.obj  # type: ignore[assignment]
-    await checkpoint_if_cancelled()
-    if ntfn.word:
-        word, ntfn.word = ntfn.word, 0
-        await cancel_shielded_checkpoint()
-        return word
-    me = _Waiter(current_task(), ntfn, cap)
-    ntfn.waiters.append(me)
-    cap.block(me)
-
-    def abort(_: Any) -> Abort:
-        ntfn.waiters.remove(me)
-        cap.unblock(me)
-        return Abort.SUCCEEDED
-
-    woken: int = await wait_task_rescheduled(abort)
-    return woken

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import trio
 
 from . import _ipc as ipc
+from . import _notify, _reply
 from ._contract import Contract, check_schema
 from ._cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
-from ._ipc import Endpoint, Notification, Received, ReplyObject
+from ._ipc import Endpoint, Received, ReplyObject
+from ._notify import Notification
 from .errors import (
     CapkernError,
     ConfigError,
@@ -295,9 +297,9 @@ class Process:
         reply = dom.reply
         if reply is None:
             raise ReplyError(f"{self.name!r} has no caller to reply to")
-        msg = ipc.check_reply(dom, reply, label, body, raw, slots)
+        msg = _reply.check_reply(dom, reply, label, body, raw, slots)
         dom.reply = None
-        return ipc.deliver_reply(dom, reply, msg)
+        return _reply.deliver_reply(dom, reply, msg)
 
     def reply(self, label: str = "ok", body: Any = None, *,
               caps: Sequence[SlotRef] = ()) -> bool:
@@ -309,9 +311,9 @@ class Process:
         reply = dom.reply
         if reply is None:
             raise ReplyError(f"{self.name!r} has no caller to reply to")
-        msg = ipc.check_reply(dom, reply, label, body, None, slots)
+        msg = _reply.check_reply(dom, reply, label, body, None, slots)
         dom.reply = None
-        return ipc.deliver_reply(dom, reply, msg)
+        return _reply.deliver_reply(dom, reply, msg)
 
     def reply_raw(self, label: str, raw: bytes) -> bool:
         return self._answer(label, None, raw, ())
@@ -344,9 +346,9 @@ class Process:
         slots = self._slots(caps) if caps else ()  # before the cap is used up
         cap = self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, ReplyObject)
         reply: ReplyObject = cap.obj  # type: ignore[assignment]
-        msg = ipc.check_reply(self._dom, reply, label, body, None, slots)
+        msg = _reply.check_reply(self._dom, reply, label, body, None, slots)
         self._dom.cspace.delete(cap.slot)
-        return ipc.deliver_reply(self._dom, reply, msg)
+        return _reply.deliver_reply(self._dom, reply, msg)
 
     # -- memory -----------------------------------------------------------------------------
 
@@ -400,12 +402,14 @@ class Process:
     # -- notifications ----------------------------------------------------------------------
 
     def signal(self, slot: SlotRef) -> None:
-        ipc.signal(self._dom, self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, Notification))
+        cap = self._dom.cspace.lookup(self._slot(slot), Rights.WRITE, Notification)
+        _notify.signal(self._dom, cap)
 
     def poll(self, slot: SlotRef) -> int:
-        return ipc.poll(self._dom.cspace.lookup(self._slot(slot), Rights.READ, Notification))
+        return _notify.poll(self._dom.cspace.lookup(self._slot(slot), Rights.READ, Notification))
 
     async def wait(self, slot: SlotRef) -> int:
-        return await ipc.wait(self._dom.cspace.lookup(self._slot(slot), Rights.READ, Notification))
+        cap = self._dom.cspace.lookup(self._slot(slot), Rights.READ, Notification)
+        return await _notify.wait(cap)
 
 

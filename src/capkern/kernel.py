@@ -27,7 +27,8 @@ from ._config import BootConfig, Grant, Program, RootCap
 from ._contract import Contract
 from ._cspace import Cap, CapInfo, CSpace, Rights
 from ._domain import Domain, DomainInfo, ExitStatus
-from ._ipc import Endpoint, Notification, ReplyObject
+from ._ipc import Endpoint, ReplyObject
+from ._notify import Notification
 from ._proc import (
     Process,
     check_name,
