@@ -313,6 +313,17 @@ class Op:
         return compile_valid(self.request, _KINDS)
 
     @functools.cached_property
+    def request_closed(self) -> bool:
+        """Whether ``request`` is made only of the built-in nodes, none of them ``Any_``:
+        a body that passes it is plain wire data within the limits (see :func:`closed`)."""
+        return closed(self.request)
+
+    @functools.cached_property
+    def reply_closed(self) -> bool:
+        """``reply``, likewise."""
+        return closed(self.reply)
+
+    @functools.cached_property
     def reply_valid(self) -> Callable[[Any], bool]:
         """``reply.valid``, compiled."""
         from ._contract_compile import compile_valid
@@ -334,6 +345,18 @@ class Contract:
         if not op.request_valid(body):
             op.request.enforce(body, f"{self.name}.{label}")
         return op
+
+    def closed_request(self, label: str) -> bool:
+        """Whether a request ``label`` is tested by a closed schema (see :func:`closed`)."""
+        op = self.ops.get(label)
+        return op is not None and op.request_closed
+
+    def closed_reply(self, request_label: str, label: str) -> bool:
+        """Whether a reply ``label`` to ``request_label`` is tested by a closed schema."""
+        if label == "error":
+            return True  # ERROR_BODY
+        op = self.ops.get(request_label)
+        return label == "ok" and op is not None and op.reply_closed
 
     def check_reply(self, request_label: str, label: str, body: Any) -> None:
         op = self.ops[request_label]
@@ -397,3 +420,18 @@ def check_schema(contract: Any) -> None:
                     f"contract {contract.name!r}.{label}: schema deeper than "
                     f"{MAX_SCHEMA_DEPTH} levels or over {MAX_SCHEMA_NODES} nodes")
             stack.extend((child, depth + 1) for child in _children(spec))
+
+
+def closed(spec: Spec) -> bool:
+    """Whether a schema is made only of the built-in nodes of this module, none of them
+    ``Any_``.  A decoded value that passes such a schema is plain wire data: str keys,
+    the allowed scalar types, and no deeper than the schema (at most
+    :data:`MAX_SCHEMA_DEPTH`).  So a message tested by one need not have its shape walked
+    before it is encoded (:func:`capkern._wire.encode_unwalked`)."""
+    stack: list[Any] = [spec]
+    while stack:
+        node = stack.pop()
+        if type(node) not in _KINDS or type(node) is Any_:
+            return False
+        stack.extend(_children(node))
+    return True

@@ -318,10 +318,16 @@ def make_message(
         raise MalformedMessage(
             f"label must be a non-empty str of at most {limits.max_label_len} chars"
         )
+    contract = getattr(cap.obj, "contract", None)
+    unwalked = False
     try:
         if raw is None:
-            raw = wire.encode(body, limits)
-            value = UNDECODED
+            if contract is not None and contract.closed_request(label):
+                raw, value = wire.encode_unwalked(body, limits)  # the schema walks it
+                unwalked = True
+            else:
+                raw = wire.encode(body, limits)
+                value = UNDECODED
         else:
             value = wire.decode_untrusted(raw, limits)
             raw = bytes(raw)
@@ -334,13 +340,18 @@ def make_message(
     except Exception:
         k.stats.messages_rejected += 1
         raise
-    contract = getattr(cap.obj, "contract", None)
     if contract is not None:
         if value is UNDECODED:
             value = wire.decode(raw)
         try:
             contract.check_request(label, value)
         except ContractViolation:
+            if unwalked:  # a wire-level fault is reported as itself
+                try:
+                    wire.encode(body, limits)
+                except Exception:
+                    k.stats.messages_rejected += 1
+                    raise
             k.stats.contract_violations += 1
             raise
     return Message(label, raw, value, cap.badge, caps)

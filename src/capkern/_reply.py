@@ -68,9 +68,14 @@ def check_reply(
                     f"{contract.name}.{reply_obj.request_label} reply carries at most "
                     f"{allowed} capabilities, not {len(cap_slots)}")
         caps = [dom.cspace.lookup(s) for s in cap_slots] if cap_slots else []
+        unwalked = False
         if raw is None:
-            raw = wire.encode(body, k.limits)
-            value = UNDECODED
+            if contract is not None and contract.closed_reply(reply_obj.request_label, label):
+                raw, value = wire.encode_unwalked(body, k.limits)  # the schema walks it
+                unwalked = True
+            else:
+                raw = wire.encode(body, k.limits)
+                value = UNDECODED
         else:
             value = wire.decode_untrusted(raw, k.limits)
             raw = bytes(raw)
@@ -84,10 +89,22 @@ def check_reply(
         try:
             contract.check_reply(reply_obj.request_label, label, value)
         except ContractViolation as exc:
+            if unwalked:
+                _walk(dom, reply_obj, body)  # a wire-level fault is reported as itself
             k.stats.contract_violations += 1
             reply_obj.refused = f"out of contract: {exc}"
             raise
     return Message(label, raw, value, 0, caps)
+
+
+def _walk(dom: Party, reply_obj: ReplyObject, body: Any) -> None:
+    """Raise the wire-level error of a refused body that was not walked, if it has one."""
+    try:
+        wire.encode(body, dom.kernel.limits)
+    except Exception as exc:
+        dom.kernel.stats.messages_rejected += 1
+        reply_obj.refused = _cause(exc)
+        raise exc from None
 
 
 def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: Message) -> bool:

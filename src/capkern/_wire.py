@@ -20,7 +20,7 @@ import msgpack
 
 from .errors import MalformedMessage, MessageTooLarge, NestingTooDeep, UnencodableBody
 
-__all__ = ["Limits", "decode", "decode_untrusted", "encode", "encode_trusted"]
+__all__ = ["Limits", "decode", "decode_untrusted", "encode", "encode_trusted", "encode_unwalked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +119,21 @@ def encode_trusted(body: Any, limits: Limits) -> bytes:
     if len(raw) > limits.max_body_bytes:
         raise MessageTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
     return raw
+
+
+def encode_unwalked(body: Any, limits: Limits) -> tuple[bytes, Any]:
+    """Encode ``body`` without walking its shape, and decode it again: for a message a
+    closed schema will test (:func:`capkern._contract.closed`), which refuses whatever
+    the walk would have refused.  A body msgpack cannot pack or read back is walked then,
+    so a wire-level fault is still reported as itself (:func:`encode`'s errors)."""
+    try:
+        raw = encode_trusted(body, limits)
+        return raw, decode(raw)
+    except MessageTooLarge:
+        raise
+    except Exception as exc:
+        encode(body, limits)  # raises the fault the walk names
+        raise UnencodableBody(f"body cannot be encoded: {exc}") from None
 
 
 def decode(raw: bytes) -> Any:
