@@ -38,6 +38,12 @@ __all__ = [
 ]
 
 
+#: a schema may nest as deep as a message may (``Limits.max_depth``'s default) ...
+MAX_SCHEMA_DEPTH = 32
+#: ... and hold this many nodes in all its operations
+MAX_SCHEMA_NODES = 4096
+
+
 class Spec:
     """A schema node.  ``valid`` answers fast (no strings built: every message on a
     contracted endpoint goes through it); ``check`` raises :class:`ContractViolation`
@@ -324,6 +330,16 @@ class Op:
         return closed(self.reply)
 
     @functools.cached_property
+    def request_depth(self) -> int:
+        """How deep a body ``request`` accepts may nest (see :func:`container_depth`)."""
+        return container_depth(self.request)
+
+    @functools.cached_property
+    def reply_depth(self) -> int:
+        """``reply``, likewise."""
+        return container_depth(self.reply)
+
+    @functools.cached_property
     def reply_valid(self) -> Callable[[Any], bool]:
         """``reply.valid``, compiled."""
         from ._contract_compile import compile_valid
@@ -346,17 +362,23 @@ class Contract:
             op.request.enforce(body, f"{self.name}.{label}")
         return op
 
-    def closed_request(self, label: str) -> bool:
-        """Whether a request ``label`` is tested by a closed schema (see :func:`closed`)."""
+    def closed_request(self, label: str, max_depth: int = MAX_SCHEMA_DEPTH) -> bool:
+        """Whether a request ``label`` is tested by a closed schema (see :func:`closed`)
+        no deeper than ``max_depth`` (the kernel's ``Limits.max_depth``: a program's
+        contract may be deeper than a kernel booted with a smaller limit allows, and then
+        only the walk enforces that limit)."""
         op = self.ops.get(label)
-        return op is not None and op.request_closed
+        return op is not None and op.request_closed and op.request_depth <= max_depth
 
-    def closed_reply(self, request_label: str, label: str) -> bool:
-        """Whether a reply ``label`` to ``request_label`` is tested by a closed schema."""
+    def closed_reply(self, request_label: str, label: str,
+                     max_depth: int = MAX_SCHEMA_DEPTH) -> bool:
+        """Whether a reply ``label`` to ``request_label`` is tested by a closed schema no
+        deeper than ``max_depth``."""
         if label == "error":
-            return True  # ERROR_BODY
+            return max_depth >= _ERROR_DEPTH  # ERROR_BODY
         op = self.ops.get(request_label)
-        return label == "ok" and op is not None and op.reply_closed
+        return (label == "ok" and op is not None and op.reply_closed
+                and op.reply_depth <= max_depth)
 
     def check_reply(self, request_label: str, label: str, body: Any) -> None:
         op = self.ops[request_label]
@@ -377,11 +399,6 @@ class Contract:
 #: keeps its own ``valid``)
 _KINDS: dict[type, str] = {kind: kind.__name__ for kind in (
     Any_, Null, Bool, Int, Float, Str, Bytes, ListOf, Tuple, Opt, Struct)}
-
-#: a schema may nest as deep as a message may (``Limits.max_depth``'s default) ...
-MAX_SCHEMA_DEPTH = 32
-#: ... and hold this many nodes in all its operations
-MAX_SCHEMA_NODES = 4096
 
 
 def _children(spec: Spec) -> tuple[Any, ...]:
@@ -420,6 +437,20 @@ def check_schema(contract: Any) -> None:
                     f"contract {contract.name!r}.{label}: schema deeper than "
                     f"{MAX_SCHEMA_DEPTH} levels or over {MAX_SCHEMA_NODES} nodes")
             stack.extend((child, depth + 1) for child in _children(spec))
+
+
+def container_depth(spec: Spec) -> int:
+    """How many containers a value ``spec`` accepts may nest, counted as the wire's
+    shape walk counts them (a map, list or array is a level; ``Opt`` and scalars are not).
+    For the built-in nodes of a checked schema (bounded, acyclic); a foreign node counts
+    as :data:`MAX_SCHEMA_DEPTH` deep, since its ``valid`` may accept anything."""
+    if type(spec) not in _KINDS or type(spec) is Any_:
+        return MAX_SCHEMA_DEPTH
+    below = max((container_depth(child) for child in _children(spec)), default=0)
+    return below + (1 if isinstance(spec, ListOf | Tuple | Struct) else 0)
+
+
+_ERROR_DEPTH = container_depth(ERROR_BODY)  # one map of strings: 1
 
 
 def closed(spec: Spec) -> bool:

@@ -322,7 +322,7 @@ def make_message(
     unwalked = False
     try:
         if raw is None:
-            if contract is not None and contract.closed_request(label):
+            if contract is not None and contract.closed_request(label, limits.max_depth):
                 raw, value = wire.encode_unwalked(body, limits)  # the schema walks it
                 unwalked = True
             else:

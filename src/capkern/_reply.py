@@ -70,7 +70,8 @@ def check_reply(
         caps = [dom.cspace.lookup(s) for s in cap_slots] if cap_slots else []
         unwalked = False
         if raw is None:
-            if contract is not None and contract.closed_reply(reply_obj.request_label, label):
+            if contract is not None and contract.closed_reply(
+                    reply_obj.request_label, label, k.limits.max_depth):
                 raw, value = wire.encode_unwalked(body, k.limits)  # the schema walks it
                 unwalked = True
             else:
