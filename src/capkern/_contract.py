@@ -455,7 +455,9 @@ _ERROR_DEPTH = container_depth(ERROR_BODY)  # one map of strings: 1
 
 def closed(spec: Spec) -> bool:
     """Whether a schema is made only of the built-in nodes of this module, none of them
-    ``Any_``.  A decoded value that passes such a schema is plain wire data: str keys,
+    ``Any_``, its ``Struct`` fields named by ``str`` only (a map key of another type
+    could be one the walk refuses: bytes, None, a float, or a bool equal to an int
+    field's name).  A decoded value that passes such a schema is plain wire data: str keys,
     the allowed scalar types, and no deeper than the schema (at most
     :data:`MAX_SCHEMA_DEPTH`).  So a message tested by one need not have its shape walked
     before it is encoded (:func:`capkern._wire.encode_unwalked`)."""
@@ -464,5 +466,7 @@ def closed(spec: Spec) -> bool:
         node = stack.pop()
         if type(node) not in _KINDS or type(node) is Any_:
             return False
+        if type(node) is Struct and any(type(name) is not str for name in node.fields):
+            return False  # a bytes, None, float or bool key (or a bool sent for an int)
         stack.extend(_children(node))
     return True
