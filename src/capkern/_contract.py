@@ -330,6 +330,17 @@ class Op:
         return closed(self.reply)
 
     @functools.cached_property
+    def request_builtin(self) -> bool:
+        """Whether ``request`` is made only of the built-in nodes (``Any_`` included): no
+        program's code sees the value it tests (see :func:`builtin`)."""
+        return builtin(self.request)
+
+    @functools.cached_property
+    def reply_builtin(self) -> bool:
+        """``reply``, likewise."""
+        return builtin(self.reply)
+
+    @functools.cached_property
     def request_depth(self) -> int:
         """How deep a body ``request`` accepts may nest (see :func:`container_depth`)."""
         return container_depth(self.request)
@@ -379,6 +390,19 @@ class Contract:
         op = self.ops.get(request_label)
         return (label == "ok" and op is not None and op.reply_closed
                 and op.reply_depth <= max_depth)
+
+    def builtin_request(self, label: str) -> bool:
+        """Whether the value tested for a request ``label`` may be delivered as the
+        receiver's body: only built-in nodes saw it (see :func:`builtin`)."""
+        op = self.ops.get(label)
+        return op is not None and op.request_builtin
+
+    def builtin_reply(self, request_label: str, label: str) -> bool:
+        """Whether the value tested for a reply may be delivered as the caller's body."""
+        if label == "error":
+            return True  # ERROR_BODY
+        op = self.ops.get(request_label)
+        return op is not None and (label != "ok" or op.reply_builtin)
 
     def check_reply(self, request_label: str, label: str, body: Any) -> None:
         op = self.ops[request_label]
@@ -451,6 +475,20 @@ def container_depth(spec: Spec) -> int:
 
 
 _ERROR_DEPTH = container_depth(ERROR_BODY)  # one map of strings: 1
+
+
+def builtin(spec: Spec) -> bool:
+    """Whether a schema is made only of the built-in nodes of this module (exact types).
+    A program's own node runs its code on the value the kernel decoded to test a
+    message, and may keep it: that value must not then become the receiver's body (two
+    domains would share one object), so the receiver decodes its own."""
+    stack: list[Any] = [spec]
+    while stack:
+        node = stack.pop()
+        if type(node) not in _KINDS:
+            return False
+        stack.extend(_children(node))
+    return True
 
 
 def closed(spec: Spec) -> bool:

@@ -354,6 +354,8 @@ def make_message(
                     raise
             k.stats.contract_violations += 1
             raise
+        if not unwalked and not contract.builtin_request(label):
+            value = UNDECODED  # a program's schema node saw it: the receiver decodes its own
     return Message(label, raw, value, cap.badge, caps)
 
 

@@ -95,6 +95,8 @@ def check_reply(
             k.stats.contract_violations += 1
             reply_obj.refused = f"out of contract: {exc}"
             raise
+        if not unwalked and not contract.builtin_reply(reply_obj.request_label, label):
+            value = UNDECODED  # a program's schema node saw it: the caller decodes its own
     return Message(label, raw, value, 0, caps)
 
 
