@@ -498,6 +498,8 @@ def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:
 async def recv(dom: Party, cap: Cap) -> Received:
     """Take the next message from an endpoint, waiting for one if none is queued."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
+    if cap.cspace is None:  # removed since the lookup (a receive held, then awaited)
+        raise CapabilityRevoked(f"{ep.label()}: the capability was removed before receiving")
     dom.kernel.stats.ipc_receives += 1
     pending = dom.reply
     refused = pending is not None and pending.refused
