@@ -296,6 +296,12 @@ class Struct(Spec):
                 raise ContractViolation(f"{path}: missing key {key!r}")
 
 
+def _faulty(where: str, exc: Exception) -> ContractViolation:
+    """The typed error for a schema whose own code (a program's ``Spec`` node, or the
+    test compiled from it) raised instead of answering: the message is refused."""
+    return ContractViolation(f"{where}: the contract's schema failed ({type(exc).__name__})")
+
+
 ERROR_BODY = Struct({"reason": Str(64), "detail": Str(1024)})
 
 
@@ -369,8 +375,13 @@ class Contract:
         op = self.ops.get(label)
         if op is None:
             raise ContractViolation(f"{self.name}: unknown label {label!r}")
-        if not op.request_valid(body):
-            op.request.enforce(body, f"{self.name}.{label}")
+        try:
+            if not op.request_valid(body):
+                op.request.enforce(body, f"{self.name}.{label}")
+        except ContractViolation:
+            raise
+        except Exception as exc:  # a program's own schema node failed: its fault, typed
+            raise _faulty(f"{self.name}.{label}", exc) from None
         return op
 
     def closed_request(self, label: str, max_depth: int = MAX_SCHEMA_DEPTH) -> bool:
@@ -405,6 +416,14 @@ class Contract:
         return op is not None and (label != "ok" or op.reply_builtin)
 
     def check_reply(self, request_label: str, label: str, body: Any) -> None:
+        try:
+            self._check_reply(request_label, label, body)
+        except ContractViolation:
+            raise
+        except Exception as exc:  # a program's own schema node failed: its fault, typed
+            raise _faulty(f"{self.name}.{request_label} reply", exc) from None
+
+    def _check_reply(self, request_label: str, label: str, body: Any) -> None:
         op = self.ops[request_label]
         if label == "ok" and op.reply_valid(body):
             return
