@@ -38,6 +38,12 @@ __all__ = [
 ]
 
 
+#: a schema may nest as deep as a message may (``Limits.max_depth``'s default) ...
+MAX_SCHEMA_DEPTH = 32
+#: ... and hold this many nodes in all its operations
+MAX_SCHEMA_NODES = 4096
+
+
 class Spec:
     """A schema node.  ``valid`` answers fast (no strings built: every message on a
     contracted endpoint goes through it); ``check`` raises :class:`ContractViolation`
@@ -290,6 +296,12 @@ class Struct(Spec):
                 raise ContractViolation(f"{path}: missing key {key!r}")
 
 
+def _faulty(where: str, exc: Exception) -> ContractViolation:
+    """The typed error for a schema whose own code (a program's ``Spec`` node, or the
+    test compiled from it) raised instead of answering: the message is refused."""
+    return ContractViolation(f"{where}: the contract's schema failed ({type(exc).__name__})")
+
+
 ERROR_BODY = Struct({"reason": Str(64), "detail": Str(1024)})
 
 
@@ -324,6 +336,27 @@ class Op:
         return closed(self.reply)
 
     @functools.cached_property
+    def request_builtin(self) -> bool:
+        """Whether ``request`` is made only of the built-in nodes (``Any_`` included): no
+        program's code sees the value it tests (see :func:`builtin`)."""
+        return builtin(self.request)
+
+    @functools.cached_property
+    def reply_builtin(self) -> bool:
+        """``reply``, likewise."""
+        return builtin(self.reply)
+
+    @functools.cached_property
+    def request_depth(self) -> int:
+        """How deep a body ``request`` accepts may nest (see :func:`container_depth`)."""
+        return container_depth(self.request)
+
+    @functools.cached_property
+    def reply_depth(self) -> int:
+        """``reply``, likewise."""
+        return container_depth(self.reply)
+
+    @functools.cached_property
     def reply_valid(self) -> Callable[[Any], bool]:
         """``reply.valid``, compiled."""
         from ._contract_compile import compile_valid
@@ -342,23 +375,55 @@ class Contract:
         op = self.ops.get(label)
         if op is None:
             raise ContractViolation(f"{self.name}: unknown label {label!r}")
-        if not op.request_valid(body):
-            op.request.enforce(body, f"{self.name}.{label}")
+        try:
+            if not op.request_valid(body):
+                op.request.enforce(body, f"{self.name}.{label}")
+        except ContractViolation:
+            raise
+        except Exception as exc:  # a program's own schema node failed: its fault, typed
+            raise _faulty(f"{self.name}.{label}", exc) from None
         return op
 
-    def closed_request(self, label: str) -> bool:
-        """Whether a request ``label`` is tested by a closed schema (see :func:`closed`)."""
+    def closed_request(self, label: str, max_depth: int = MAX_SCHEMA_DEPTH) -> bool:
+        """Whether a request ``label`` is tested by a closed schema (see :func:`closed`)
+        no deeper than ``max_depth`` (the kernel's ``Limits.max_depth``: a program's
+        contract may be deeper than a kernel booted with a smaller limit allows, and then
+        only the walk enforces that limit)."""
         op = self.ops.get(label)
-        return op is not None and op.request_closed
+        return op is not None and op.request_closed and op.request_depth <= max_depth
 
-    def closed_reply(self, request_label: str, label: str) -> bool:
-        """Whether a reply ``label`` to ``request_label`` is tested by a closed schema."""
+    def closed_reply(self, request_label: str, label: str,
+                     max_depth: int = MAX_SCHEMA_DEPTH) -> bool:
+        """Whether a reply ``label`` to ``request_label`` is tested by a closed schema no
+        deeper than ``max_depth``."""
+        if label == "error":
+            return max_depth >= _ERROR_DEPTH  # ERROR_BODY
+        op = self.ops.get(request_label)
+        return (label == "ok" and op is not None and op.reply_closed
+                and op.reply_depth <= max_depth)
+
+    def builtin_request(self, label: str) -> bool:
+        """Whether the value tested for a request ``label`` may be delivered as the
+        receiver's body: only built-in nodes saw it (see :func:`builtin`)."""
+        op = self.ops.get(label)
+        return op is not None and op.request_builtin
+
+    def builtin_reply(self, request_label: str, label: str) -> bool:
+        """Whether the value tested for a reply may be delivered as the caller's body."""
         if label == "error":
             return True  # ERROR_BODY
         op = self.ops.get(request_label)
-        return label == "ok" and op is not None and op.reply_closed
+        return op is not None and (label != "ok" or op.reply_builtin)
 
     def check_reply(self, request_label: str, label: str, body: Any) -> None:
+        try:
+            self._check_reply(request_label, label, body)
+        except ContractViolation:
+            raise
+        except Exception as exc:  # a program's own schema node failed: its fault, typed
+            raise _faulty(f"{self.name}.{request_label} reply", exc) from None
+
+    def _check_reply(self, request_label: str, label: str, body: Any) -> None:
         op = self.ops[request_label]
         if label == "ok" and op.reply_valid(body):
             return
@@ -377,11 +442,6 @@ class Contract:
 #: keeps its own ``valid``)
 _KINDS: dict[type, str] = {kind: kind.__name__ for kind in (
     Any_, Null, Bool, Int, Float, Str, Bytes, ListOf, Tuple, Opt, Struct)}
-
-#: a schema may nest as deep as a message may (``Limits.max_depth``'s default) ...
-MAX_SCHEMA_DEPTH = 32
-#: ... and hold this many nodes in all its operations
-MAX_SCHEMA_NODES = 4096
 
 
 def _children(spec: Spec) -> tuple[Any, ...]:
@@ -422,9 +482,39 @@ def check_schema(contract: Any) -> None:
             stack.extend((child, depth + 1) for child in _children(spec))
 
 
+def container_depth(spec: Spec) -> int:
+    """How many containers a value ``spec`` accepts may nest, counted as the wire's
+    shape walk counts them (a map, list or array is a level; ``Opt`` and scalars are not).
+    For the built-in nodes of a checked schema (bounded, acyclic); a foreign node counts
+    as :data:`MAX_SCHEMA_DEPTH` deep, since its ``valid`` may accept anything."""
+    if type(spec) not in _KINDS or type(spec) is Any_:
+        return MAX_SCHEMA_DEPTH
+    below = max((container_depth(child) for child in _children(spec)), default=0)
+    return below + (1 if isinstance(spec, ListOf | Tuple | Struct) else 0)
+
+
+_ERROR_DEPTH = container_depth(ERROR_BODY)  # one map of strings: 1
+
+
+def builtin(spec: Spec) -> bool:
+    """Whether a schema is made only of the built-in nodes of this module (exact types).
+    A program's own node runs its code on the value the kernel decoded to test a
+    message, and may keep it: that value must not then become the receiver's body (two
+    domains would share one object), so the receiver decodes its own."""
+    stack: list[Any] = [spec]
+    while stack:
+        node = stack.pop()
+        if type(node) not in _KINDS:
+            return False
+        stack.extend(_children(node))
+    return True
+
+
 def closed(spec: Spec) -> bool:
     """Whether a schema is made only of the built-in nodes of this module, none of them
-    ``Any_``.  A decoded value that passes such a schema is plain wire data: str keys,
+    ``Any_``, its ``Struct`` fields named by ``str`` only (a map key of another type
+    could be one the walk refuses: bytes, None, a float, or a bool equal to an int
+    field's name).  A decoded value that passes such a schema is plain wire data: str keys,
     the allowed scalar types, and no deeper than the schema (at most
     :data:`MAX_SCHEMA_DEPTH`).  So a message tested by one need not have its shape walked
     before it is encoded (:func:`capkern._wire.encode_unwalked`)."""
@@ -433,5 +523,7 @@ def closed(spec: Spec) -> bool:
         node = stack.pop()
         if type(node) not in _KINDS or type(node) is Any_:
             return False
+        if type(node) is Struct and any(type(name) is not str for name in node.fields):
+            return False  # a bytes, None, float or bool key (or a bool sent for an int)
         stack.extend(_children(node))
     return True

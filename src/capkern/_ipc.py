@@ -322,7 +322,7 @@ def make_message(
     unwalked = False
     try:
         if raw is None:
-            if contract is not None and contract.closed_request(label):
+            if contract is not None and contract.closed_request(label, limits.max_depth):
                 raw, value = wire.encode_unwalked(body, limits)  # the schema walks it
                 unwalked = True
             else:
@@ -354,6 +354,8 @@ def make_message(
                     raise
             k.stats.contract_violations += 1
             raise
+        if not unwalked and not contract.builtin_request(label):
+            value = UNDECODED  # a program's schema node saw it: the receiver decodes its own
     return Message(label, raw, value, cap.badge, caps)
 
 
@@ -496,6 +498,8 @@ def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:
 async def recv(dom: Party, cap: Cap) -> Received:
     """Take the next message from an endpoint, waiting for one if none is queued."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
+    if cap.cspace is None:  # removed since the lookup (a receive held, then awaited)
+        raise CapabilityRevoked(f"{ep.label()}: the capability was removed before receiving")
     dom.kernel.stats.ipc_receives += 1
     pending = dom.reply
     refused = pending is not None and pending.refused

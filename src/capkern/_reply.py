@@ -70,7 +70,8 @@ def check_reply(
         caps = [dom.cspace.lookup(s) for s in cap_slots] if cap_slots else []
         unwalked = False
         if raw is None:
-            if contract is not None and contract.closed_reply(reply_obj.request_label, label):
+            if contract is not None and contract.closed_reply(
+                    reply_obj.request_label, label, k.limits.max_depth):
                 raw, value = wire.encode_unwalked(body, k.limits)  # the schema walks it
                 unwalked = True
             else:
@@ -94,6 +95,8 @@ def check_reply(
             k.stats.contract_violations += 1
             reply_obj.refused = f"out of contract: {exc}"
             raise
+        if not unwalked and not contract.builtin_reply(reply_obj.request_label, label):
+            value = UNDECODED  # a program's schema node saw it: the caller decodes its own
     return Message(label, raw, value, 0, caps)
 
 
