@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from ..._pagefmt import NONCE_LEN, PAGE_SIZE, TAG_LEN
 
-__all__ = ["CIPHERS", "Binding", "SealError", "Sealer", "SealerExhausted"]
+__all__ = ["CIPHERS", "Binding", "SealError", "Sealer", "SealerExhausted", "associated_data"]
 
 CIPHERS = ("aes-256-gcm", "chacha20-poly1305", "null")
 NONCE_LIMIT = 1 << 48
@@ -66,6 +66,18 @@ class SealerExhausted(Exception):
     """The nonce counter reached its limit; this sealer will not seal again."""
 
 
+def associated_data(boot: bytes, asid: int, incarnation: int, vpn: int, version: int) -> bytes:
+    """The associated data binding a page to its place and version: domain-separated,
+    fixed-width; ValueError on a bad field.  :class:`Binding` names the same fields; the
+    sealer's server calls this directly (one call per page, no object built)."""
+    if len(boot) != BOOT_ID_LEN:
+        raise ValueError(f"boot id must be {BOOT_ID_LEN} bytes, got {len(boot)}")
+    try:
+        return _AD.pack(_AD_PREFIX, boot, asid, incarnation, vpn, version)
+    except struct.error as exc:
+        raise ValueError(f"binding field out of range: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Binding:
     """Where a sealed page belongs and how new it is (the AEAD's associated data)."""
@@ -78,14 +90,7 @@ class Binding:
 
     def associated_data(self) -> bytes:
         """Domain-separated, fixed-width encoding; ValueError on a bad field."""
-        if len(self.boot) != BOOT_ID_LEN:
-            raise ValueError(f"boot id must be {BOOT_ID_LEN} bytes, got {len(self.boot)}")
-        try:
-            return _AD.pack(
-                _AD_PREFIX, self.boot, self.asid, self.incarnation, self.vpn, self.version
-            )
-        except struct.error as exc:
-            raise ValueError(f"binding field out of range: {exc}") from None
+        return associated_data(self.boot, self.asid, self.incarnation, self.vpn, self.version)
 
 
 class Sealer:
@@ -137,9 +142,18 @@ class Sealer:
 
     def seal(self, binding: Binding, plaintext: bytes) -> bytes:
         """``nonce || ciphertext || tag`` for ``plaintext`` bound to ``binding``."""
+        return self.seal_ad(binding.associated_data(), plaintext)
+
+    def unseal(self, binding: Binding, blob: bytes) -> bytes:
+        """The plaintext, only if ``blob`` is exactly what this sealer sealed for
+        ``binding``; otherwise :class:`SealError`."""
+        return self.unseal_ad(binding.associated_data(), blob)
+
+    def seal_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+        """:meth:`seal` with the binding already encoded by :func:`associated_data`
+        (the server's per-page path: no :class:`Binding` object is built)."""
         if len(plaintext) != self._page_size:
             raise ValueError(f"page is {len(plaintext)} bytes, expected {self._page_size}")
-        ad = binding.associated_data()
         counter = self._counter
         if counter >= NONCE_LIMIT:
             raise SealerExhausted("nonce counter exhausted; a new boot brings a new key")
@@ -150,14 +164,13 @@ class Sealer:
         nonce = _NONCE.pack(counter)
         return nonce + aead.encrypt(nonce, plaintext, ad)
 
-    def unseal(self, binding: Binding, blob: bytes) -> bytes:
-        """The plaintext, only if ``blob`` is exactly what this sealer sealed for
-        ``binding``; otherwise :class:`SealError`."""
+    def unseal_ad(self, ad: bytes, blob: bytes) -> bytes:
+        """:meth:`unseal` with the binding already encoded by :func:`associated_data`:
+        the plaintext only if ``blob`` authenticates under ``ad``, else :class:`SealError`."""
         if not isinstance(blob, bytes):
             raise SealError(f"sealed page must be bytes, not {type(blob).__name__}")
         if len(blob) != self._blob_len:
             raise SealError(f"sealed page is {len(blob)} bytes, expected {self._blob_len}")
-        ad = binding.associated_data()
         aead = self._aead
         if aead is None:
             plaintext = blob[NONCE_LEN:-TAG_LEN]

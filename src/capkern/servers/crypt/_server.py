@@ -10,7 +10,7 @@ from typing import Any
 
 from ... import _serverloop as serverloop
 from ..._proc import Process
-from ._sealer import Binding, Sealer, SealerExhausted, SealError
+from ._sealer import Sealer, SealerExhausted, SealError, associated_data
 
 __all__ = ["CryptServer", "crypt_server"]
 
@@ -34,26 +34,27 @@ class CryptServer:
         return {"seal": self.on_seal, "unseal": self.on_unseal, "stats": self.on_stats}
 
     async def on_seal(self, body: Any) -> Any:
-        boot_id = self.boot_id
-        return {"blobs": self.sealer.seal_many([(Binding(boot_id, *b), p)
-                                                for b, p in body["pages"]])}
+        # Sealer.seal_many without its Binding objects: each page's associated data is
+        # encoded straight from the request's (asid, incarnation, vpn, version)
+        boot_id, seal = self.boot_id, self.sealer.seal_ad
+        return {"blobs": [seal(associated_data(boot_id, *place), plaintext)
+                          for place, plaintext in body["pages"]]}
 
     async def on_unseal(self, body: Any) -> Any:
-        # Sealer.unseal_many's loop, building the reply as it goes (one pass per batch)
-        boot_id = self.boot_id
-        unseal = self.sealer.unseal
-        bindings = [Binding(boot_id, *b) for b, _blob in body["pages"]]  # all, first
+        # Sealer.unseal_many's loop, building the reply as it goes (one pass per batch);
+        # a refused page answers ok=0 and no plaintext, never what failed to authenticate
+        boot_id, unseal = self.boot_id, self.sealer.unseal_ad
         plain: list[bytes] = []
         ok: list[int] = []
-        for binding, (_b, blob) in zip(bindings, body["pages"], strict=True):
+        for place, blob in body["pages"]:
             try:
-                plain.append(unseal(binding, blob))
+                plain.append(unseal(associated_data(boot_id, *place), blob))
                 ok.append(1)
             except SealError:
                 plain.append(b"")
                 ok.append(0)
+                self.refused += 1
         self.unseals += len(ok)
-        self.refused += len(ok) - sum(ok)
         return {"plain": plain, "ok": ok}
 
     async def on_stats(self, body: Any) -> Any:
