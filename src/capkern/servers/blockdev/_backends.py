@@ -72,6 +72,27 @@ class Geometry:
         if not _is_int(lba) or lba < 0 or lba + count > self.nblocks:
             raise OutOfRange(f"{count} block(s) at {lba!r} outside 0..{self.nblocks - 1}")
 
+    def check_reads(self, lbas: Sequence[int]) -> None:
+        """:meth:`check` every block of a batch read, the usual ones without a call each."""
+        if self.closed and lbas:
+            raise DeviceClosed("device is closed")
+        end = self.nblocks
+        for lba in lbas:
+            if type(lba) is not int or not 0 <= lba < end:
+                self.check(lba)  # raises the typed error (or passes an int subclass)
+
+    def check_writes(self, blocks: Sequence[tuple[int, bytes]]) -> None:
+        """:meth:`check` and ``_check_data`` every ``(lba, data)`` of a batch write, the
+        usual ones (exact ints in range, exactly one block of bytes) without a call each."""
+        if self.closed and blocks:
+            raise DeviceClosed("device is closed")
+        end, size = self.nblocks, self.block_size
+        for lba, data in blocks:
+            if type(lba) is not int or not 0 <= lba < end:
+                self.check(lba)
+            if type(data) is not bytes or len(data) != size:
+                self._check_data(data)
+
     def _check_data(self, data: bytes) -> None:
         """Refuse anything but exactly one block of bytes."""
         if type(data) is bytes and len(data) == self.block_size:
@@ -112,17 +133,16 @@ class BlockBackend(Geometry, abc.ABC):
 
     def read_many(self, lbas: Sequence[int]) -> list[bytes]:
         """Read several blocks; every address is checked before any is read."""
-        for lba in lbas:
-            self.check(lba)
-        return [self.read(lba) for lba in lbas]
+        self.check_reads(lbas)
+        read = self.read
+        return [read(lba) for lba in lbas]
 
     def write_many(self, blocks: Sequence[tuple[int, bytes]]) -> None:
         """Validate every block first, then write them all."""
+        self.check_writes(blocks)
+        write = self.write
         for lba, data in blocks:
-            self.check(lba)
-            self._check_data(data)
-        for lba, data in blocks:
-            self.write(lba, data)
+            write(lba, data)
 
     def __enter__(self) -> Self:
         return self

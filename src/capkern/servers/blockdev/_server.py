@@ -47,7 +47,7 @@ def backend_handlers(backend: BlockBackend | AsyncBlockBackend) -> serverloop.Ta
         return {"blocks": await device.read_many(body["lbas"])}
 
     async def write(body: Any) -> Any:
-        await device.write_many([(lba, data) for lba, data in body["blocks"]])
+        await device.write_many(body["blocks"])  # checks every (lba, data) pair first
 
     async def flush(body: Any) -> Any:
         await device.flush()
@@ -58,8 +58,25 @@ def backend_handlers(backend: BlockBackend | AsyncBlockBackend) -> serverloop.Ta
     async def stats(body: Any) -> Any:
         return device.counters()
 
-    return {"info": info, "read": read, "write": write, "flush": flush, "trim": trim,
-            "stats": stats}
+    table = {"info": info, "read": read, "write": write, "flush": flush, "trim": trim,
+             "stats": stats}
+    if isinstance(backend, BlockBackend):
+        table.update(_direct_handlers(backend))
+    return table
+
+
+def _direct_handlers(backend: BlockBackend) -> serverloop.Table:
+    """``read`` and ``write`` calling a synchronous backend directly: the same calls as
+    through :class:`SyncBackend`, one coroutine frame less per request (these two run
+    at every page-in and page-out)."""
+
+    async def read(body: Any) -> Any:
+        return {"blocks": backend.read_many(body["lbas"])}
+
+    async def write(body: Any) -> Any:
+        backend.write_many(body["blocks"])  # checks every (lba, data) pair first
+
+    return {"read": read, "write": write}
 
 
 async def serve_backend(proc: Process, backend: BlockBackend | AsyncBlockBackend,
