@@ -52,6 +52,23 @@ class ReplacementPolicy(abc.ABC):
     @abc.abstractmethod
     def __len__(self) -> int: ...
 
+    def admit_many(self, handles: Iterable[int]) -> None:
+        """:meth:`admit` each page, in order (what the pager calls at every report).
+
+        The default loops over :meth:`admit`, so a policy that overrides ``admit`` alone
+        is served right; a policy overriding this too (for speed) must keep the two in
+        agreement."""
+        admit = self.admit
+        for handle in handles:
+            admit(handle)
+
+    def remove_many(self, handles: Iterable[int]) -> None:
+        """:meth:`remove` each page, in order (the victims of an eviction); the default
+        loops over :meth:`remove`, as :meth:`admit_many` does over ``admit``."""
+        remove = self.remove
+        for handle in handles:
+            remove(handle)
+
     def referenced(self, handles: Iterable[int]) -> None:
         """These pages were accessed since the last harvest (default: ignored)."""
 

@@ -7,10 +7,15 @@ each); every other block holds one page's ciphertext.  None of this is secret.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 
 from ..._pagefmt import META_LEN, NONCE_LEN, TAG_LEN
 
-__all__ = ["NoSpace", "SwapLayout", "pack_meta_entry", "unpack_meta_entry"]
+__all__ = ["NoSpace", "Plan", "SwapLayout", "join_sealed", "pack_meta_entry",
+           "unpack_meta_entry"]
+
+Plan = dict[int, tuple[int, int | None]]
+"""A batch's reserved slots: ``handle -> (new slot, previous slot or None)``."""
 
 
 class NoSpace(Exception):
@@ -92,6 +97,49 @@ class SwapLayout:
         self._slot_of[handle] = slot
         return None if old == slot else old
 
+    def reserve(self, handles: Iterable[int]) -> Plan:
+        """Reserve slots for a batch stored copy-on-write (distinct ``handles``).
+
+        Handles not in swap come first, each to the lowest free slot, so rewrites never
+        take the last free slots from new pages; a new handle that finds none is left
+        out.  A handle already in swap gets a free slot too or, when none is left, its
+        own (rewritten in place).  Nothing is bound until :meth:`commit`; give the
+        reservation back with :meth:`cancel` if the write fails.
+        """
+        slot_of, free = self._slot_of, self._free
+        plan: Plan = {}
+        held: list[tuple[int, int]] = []
+        for handle in handles:
+            old = slot_of.get(handle)
+            if old is not None:
+                held.append((handle, old))
+            elif free:
+                plan[handle] = (heapq.heappop(free), None)
+        for handle, old in held:
+            plan[handle] = (heapq.heappop(free) if free else old, old)
+        return plan
+
+    def commit(self, plan: Plan) -> None:
+        """The batch is on the disk: each handle lives in its reserved slot now, and a
+        previous slot it no longer uses returns to the pool (:meth:`bind` + :meth:`put`
+        for every page, with the slots known valid)."""
+        slot_of, free = self._slot_of, self._free
+        for handle, (slot, _old) in plan.items():
+            previous = slot_of.get(handle)
+            slot_of[handle] = slot
+            if previous is not None and previous != slot:
+                heapq.heappush(free, previous)
+
+    def cancel(self, plan: Plan) -> None:
+        """The batch's write failed: new slots return to the pool, and a handle that
+        was rewritten in place (its previous copy may be half overwritten) is dropped,
+        so a fetch says it is not in swap rather than returning a mix."""
+        for handle, (slot, old) in plan.items():
+            if slot != old:
+                self.put(slot)
+            else:
+                self.release(handle)
+
     def handles(self) -> list[int]:
         """Handles in swap, in allocation order."""
         return list(self._slot_of)
@@ -102,9 +150,20 @@ class SwapLayout:
             raise ValueError(f"slot {slot} outside 0..{self.slots - 1}")
 
     def locate(self, slot: int) -> tuple[int, int, int]:
-        """``(data_lba, meta_lba, meta_offset)`` of ``slot``, checked once (a fetch
+        """``(data_lba, meta_lba, meta_offset)`` of ``slot``, checked once (a store
         needs all three)."""
-        self._check_slot(slot)
+        if not 0 <= slot < self.slots:
+            self._check_slot(slot)  # raises, with the message
+        meta_lba, index = divmod(slot, self.per_meta)
+        return self.meta_blocks + slot, meta_lba, index * META_LEN
+
+    def find(self, handle: int) -> tuple[int, int, int] | None:
+        """:meth:`locate` of the slot of ``handle``, or None if it is not in swap: a
+        fetch's one lookup (a bound slot is always in range: :meth:`bind` and
+        :meth:`commit` only bind slots of this layout)."""
+        slot = self._slot_of.get(handle)
+        if slot is None:
+            return None
         meta_lba, index = divmod(slot, self.per_meta)
         return self.meta_blocks + slot, meta_lba, index * META_LEN
 
@@ -129,6 +188,16 @@ def pack_meta_entry(nonce: bytes, tag: bytes) -> bytes:
     if len(nonce) != NONCE_LEN or len(tag) != TAG_LEN:
         raise ValueError(f"need a {NONCE_LEN}-byte nonce and a {TAG_LEN}-byte tag")
     return bytes(nonce) + bytes(tag)
+
+
+def join_sealed(block: bytes | bytearray, offset: int, ciphertext: bytes) -> bytes:
+    """The sealed blob ``nonce || ciphertext || tag`` of the metadata entry at
+    ``offset`` of ``block`` and its ciphertext, built in one copy (a fetch's reply; a
+    later change to ``block`` does not change it)."""
+    if offset < 0 or offset + META_LEN > len(block):
+        raise ValueError(f"entry at {offset} does not fit a {len(block)}-byte block")
+    return b"".join((block[offset : offset + NONCE_LEN], ciphertext,
+                     block[offset + NONCE_LEN : offset + META_LEN]))
 
 
 def unpack_meta_entry(block: bytes | bytearray, offset: int) -> tuple[bytes, bytes]:

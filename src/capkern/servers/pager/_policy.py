@@ -62,28 +62,57 @@ class ClockPolicy(ReplacementPolicy):
     def admit(self, handle: int) -> None:
         self._ref.setdefault(handle, False)
 
+    def admit_many(self, handles: Iterable[int]) -> None:
+        # admit() for each page, without a Python call per page: keep the two in step
+        setdefault = self._ref.setdefault
+        for handle in handles:
+            setdefault(handle, False)
+
     def remove(self, handle: int) -> None:
         self._ref.pop(handle, None)
 
+    def remove_many(self, handles: Iterable[int]) -> None:
+        # remove() for each page, without a Python call per page: keep the two in step
+        pop = self._ref.pop
+        for handle in handles:
+            pop(handle, None)
+
     def referenced(self, handles: Iterable[int]) -> None:
+        ring = self._ref
         for h in handles:
-            if h in self._ref:
-                self._ref[h] = True
+            if h in ring:
+                ring[h] = True
 
     def choose(self, n: int) -> list[int]:
-        """Sweep the hand: clear set bits (second chance), take clear ones as victims."""
+        """Sweep the hand: clear set bits (second chance), take clear ones as victims.
+
+        Each page the hand passes goes behind it with its bit clear (a victim's was
+        clear already).  One turn of the ring takes every page whose bit was clear; if
+        that is not enough, every bit is clear by then and a second turn takes the
+        pages not taken yet, in hand order.
+        """
         ring = self._ref
-        victims: dict[int, None] = {}
         want = min(n, len(ring))
-        # at most two sweeps: the first clears bits, the second must find victims
-        for _ in range(2 * len(ring)):
-            if len(victims) >= want:
-                break
-            h, bit = ring.popitem(last=False)  # the page under the hand...
-            ring[h] = False  # ...goes behind it, its bit clear (a victim's was clear)
-            if not bit and h not in victims:
-                victims[h] = None
-        return list(victims)
+        if want <= 0:
+            return []
+        popitem = ring.popitem
+        victims: list[int] = []
+        for _ in range(len(ring)):  # first turn
+            h, bit = popitem(False)  # the page under the hand...
+            ring[h] = False  # ...goes behind it, its bit clear
+            if not bit:
+                victims.append(h)
+                if len(victims) == want:
+                    return victims
+        taken = set(victims)
+        for _ in range(len(ring)):  # second turn: every bit is clear now
+            h, _bit = popitem(False)
+            ring[h] = False
+            if h not in taken:
+                victims.append(h)
+                if len(victims) == want:
+                    break
+        return victims
 
     def __contains__(self, handle: object) -> bool:
         return handle in self._ref

@@ -13,15 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import _serverloop as serverloop
-from ..._pagefmt import META_LEN, PAGE_SIZE, join_blob, split_blob
+from ..._pagefmt import META_LEN, PAGE_SIZE, split_blob
 from ..._proc import Process
 from ...errors import CapkernError, ServerError
-from ._layout import NoSpace, SwapLayout, pack_meta_entry, unpack_meta_entry
+from ._layout import Plan, SwapLayout, join_sealed
 from ._policy import POLICIES, ReplacementPolicy, make_policy
 
 __all__ = ["POLICIES", "Pager", "make_pager", "pager_server"]
 
 Program = Callable[..., Any]
+
+_HANDLE_END = 1 << 63  # handles are 0 <= h < 2**63 (the PAGER contract's HANDLE)
 
 
 class Pager:
@@ -74,14 +76,14 @@ class Pager:
     def observe(self, body: Any) -> None:
         """Feed the kernel's report to the policy: newly resident pages, references (in
         precise mode every one, in order), dirty pages, next uses (oracle mode)."""
-        for handle in body["mapped"]:
-            self.policy.admit(handle)
+        policy = self.policy
+        policy.admit_many(body["mapped"])
         if "spaces" in body:
-            self.policy.spaces(body["mapped"], body["spaces"])
-        self.policy.referenced(body["referenced"])
+            policy.spaces(body["mapped"], body["spaces"])
+        policy.referenced(body["referenced"])
         if "next_use" in body:
-            self.policy.next_uses(body["referenced"], body["next_use"])
-        self.policy.dirtied(body["dirty"])
+            policy.next_uses(body["referenced"], body["next_use"])
+        policy.dirtied(body["dirty"])
 
     async def on_observe(self, body: Any) -> Any:
         self.stats["observe"] += 1
@@ -91,14 +93,15 @@ class Pager:
     async def on_evict(self, body: Any) -> Any:
         self.stats["evict"] += 1
         self.observe(body)
+        policy = self.policy
         if "for" in body:
-            self.policy.faulting(body["for"])
+            policy.faulting(body["for"])
         n = body["n"]
-        # a policy's bad choice must cost speed only, never an out-of-contract reply
-        victims = [h for h in dict.fromkeys(self.policy.choose(n))
-                   if isinstance(h, int) and not isinstance(h, bool) and 0 <= h < 1 << 63][:n]
-        for handle in victims:  # the kernel re-reports any page it keeps after all
-            self.policy.remove(handle)
+        # a policy's bad choice must cost speed only, never an out-of-contract reply:
+        # distinct plain ints in the handle range (type() is int: no bool), at most n
+        victims = [h for h in dict.fromkeys(policy.choose(n))
+                   if type(h) is int and 0 <= h < _HANDLE_END][:n]
+        policy.remove_many(victims)  # the kernel re-reports any page it keeps after all
         return {"victims": victims}
 
     async def on_store(self, body: Any) -> Any:
@@ -116,70 +119,66 @@ class Pager:
         self.stats["store"] += 1
         if layout is None:
             raise ServerError("io", self.unusable or "no swap device")
-        pages: dict[int, bytes] = {}
-        for handle, blob in body["pages"]:
-            pages.pop(handle, None)  # the last copy wins, in its position
-            pages[handle] = blob
-        # new pages first, so rewrites never take the last free slots from them
-        order = sorted(pages, key=lambda h: layout.lookup(h) is not None)
-        plan: dict[int, tuple[int, int | None]] = {}  # handle -> (new slot, previous)
-        for handle in order:
-            old = layout.lookup(handle)
-            try:
-                plan[handle] = (layout.take(), old)
-            except NoSpace:
-                if old is None:
-                    continue
-                plan[handle] = (old, old)  # full: rewrite in place
+        pages = _last_copies(body["pages"])
+        plan = layout.reserve(pages)  # new pages first (SwapLayout.reserve)
         if not plan:
             raise ServerError("no_space", f"swap is full ({layout.slots} slots)")
         stored = [h for h in pages if h in plan]
-        writes: list[list[Any]] = []
-        staged: dict[int, bytearray] = {}
-        for handle in stored:
-            slot = plan[handle][0]
-            nonce, ciphertext, tag = split_blob(pages[handle])
-            data_lba, lba, off = layout.locate(slot)
-            writes.append([data_lba, ciphertext])
-            block = staged.get(lba)
-            if block is None:
-                block = staged[lba] = bytearray(self.meta.get(lba, bytes(self.block_size)))
-            block[off : off + META_LEN] = pack_meta_entry(nonce, tag)
-        writes.extend([lba, bytes(staged[lba])] for lba in sorted(staged))
+        writes, staged = self._stage(layout, stored, pages, plan)
         try:
             await self._blockdev("write", {"blocks": writes})
         except ServerError:
-            for handle, (slot, old) in plan.items():
-                if slot != old:
-                    layout.put(slot)
-                else:  # rewritten in place: the previous copy may be half overwritten
-                    layout.release(handle)
+            layout.cancel(plan)
             raise
         self.meta.update(staged)
-        for handle, (slot, _old) in plan.items():
-            previous = layout.bind(handle, slot)
-            if previous is not None:
-                layout.put(previous)
+        layout.commit(plan)
         return {"stored": stored}
+
+    def _stage(self, layout: SwapLayout, stored: list[int], pages: dict[int, bytes],
+               plan: Plan) -> tuple[list[list[Any]], dict[int, bytearray]]:
+        """The device writes of a store: each page's ciphertext in its new slot's data
+        block, then the metadata blocks its nonce and tag change (copies, staged until
+        the write succeeds)."""
+        writes: list[list[Any]] = []
+        staged: dict[int, bytearray] = {}
+        for handle in stored:
+            nonce, ciphertext, tag = split_blob(pages[handle])
+            data_lba, lba, off = layout.locate(plan[handle][0])
+            writes.append([data_lba, ciphertext])
+            block = staged.get(lba)
+            if block is None:
+                block = staged[lba] = self._meta_block(lba)
+            block[off : off + META_LEN] = nonce + tag  # pack_meta_entry's layout
+        writes.extend([lba, bytes(staged[lba])] for lba in sorted(staged))
+        return writes, staged
+
+    def _meta_block(self, lba: int) -> bytearray:
+        """A copy of metadata block ``lba`` as the pager last wrote it (zeros if never)."""
+        block = self.meta.get(lba)
+        return bytearray(block) if block is not None else bytearray(self.block_size)
 
     async def on_fetch(self, body: Any) -> Any:
         self.stats["fetch"] += 1
         layout = self.layout
-        slot = layout.lookup(body["handle"]) if layout is not None else None
-        if layout is None or slot is None:
+        where = layout.find(body["handle"]) if layout is not None else None
+        if where is None:
             self.stats["not_found"] += 1
             raise ServerError("not_found", "no such page in swap")
-        data_lba, meta_lba, meta_offset = layout.locate(slot)
-        reply = await self._blockdev("read", {"lbas": [data_lba]})
-        blocks = reply.get("blocks") if isinstance(reply, dict) else None
-        if not isinstance(blocks, list) or len(blocks) != 1 or not isinstance(blocks[0], bytes) \
-                or len(blocks[0]) != PAGE_SIZE:
+        data_lba, meta_lba, meta_offset = where
+        try:  # self._blockdev, inlined: one coroutine frame less on the fault path
+            reply = (await self.proc.call("blockdev", "read", {"lbas": [data_lba]})).ok()
+        except CapkernError as exc:
+            raise _device_failed(exc) from None
+        try:  # a lying device: not exactly one block of a page's size
+            (data,) = reply["blocks"]
+        except (TypeError, KeyError, ValueError):
+            data = None
+        if type(data) is not bytes or len(data) != PAGE_SIZE:
             raise ServerError("io", "block device answered the read with the wrong blocks")
         block = self.meta.get(meta_lba)
         if block is None:
             raise ServerError("io", "metadata lost")
-        nonce, tag = unpack_meta_entry(block, meta_offset)  # copies the entry, not the block
-        return {"blob": join_blob(nonce, blocks[0], tag)}
+        return {"blob": join_sealed(block, meta_offset, data)}
 
     async def on_fetch_many(self, body: Any) -> Any:
         """Read-ahead: several pages in one block-device read; b"" for a page not held."""
@@ -189,20 +188,20 @@ class Pager:
         blobs = [b""] * len(handles)
         if layout is None:
             return {"blobs": blobs}
-        held = [(i, slot) for i, h in enumerate(handles)
-                if (slot := layout.lookup(h)) is not None]
+        held = [(i, where) for i, h in enumerate(handles)
+                if (where := layout.find(h)) is not None]
         if not held:
             return {"blobs": blobs}
-        reply = await self._blockdev("read", {"lbas": [layout.data_lba(s) for _, s in held]})
+        reply = await self._blockdev("read", {"lbas": [where[0] for _, where in held]})
         blocks = reply.get("blocks") if isinstance(reply, dict) else None
         if not isinstance(blocks, list) or len(blocks) != len(held) or not all(
-                isinstance(b, bytes) and len(b) == PAGE_SIZE for b in blocks):
+                type(b) is bytes and len(b) == PAGE_SIZE for b in blocks):
             raise ServerError("io", "block device answered the read with the wrong blocks")
-        for (i, slot), block in zip(held, blocks, strict=True):
-            meta = self.meta.get(layout.meta_lba(slot))
-            if meta is not None:
-                nonce, tag = unpack_meta_entry(meta, layout.meta_offset(slot))
-                blobs[i] = join_blob(nonce, block, tag)
+        meta = self.meta
+        for (i, (_data_lba, meta_lba, meta_offset)), block in zip(held, blocks, strict=True):
+            entries = meta.get(meta_lba)
+            if entries is not None:
+                blobs[i] = join_sealed(entries, meta_offset, block)
         return {"blobs": blobs}
 
     async def on_discard(self, body: Any) -> Any:
@@ -224,7 +223,24 @@ class Pager:
         try:
             return (await self.proc.call("blockdev", label, body)).ok()
         except CapkernError as exc:
-            raise ServerError("io", f"block device: {exc}") from None
+            raise _device_failed(exc) from None
+
+
+def _device_failed(exc: CapkernError) -> ServerError:
+    """The pager's ``io`` error for a failed call to its block device."""
+    return ServerError("io", f"block device: {exc}")
+
+
+def _last_copies(items: list[Any]) -> dict[int, bytes]:
+    """``handle -> blob`` of a store batch; a handle named twice keeps its last copy,
+    in the position of that last copy."""
+    pages: dict[int, bytes] = dict(items)
+    if len(pages) != len(items):  # a handle named twice: rebuild in last-copy order
+        pages = {}
+        for handle, blob in items:
+            pages.pop(handle, None)
+            pages[handle] = blob
+    return pages
 
 
 def make_pager(policy: ReplacementPolicy | Callable[[], ReplacementPolicy] | None = None,
