@@ -58,8 +58,9 @@ def backend_handlers(backend: BlockBackend | AsyncBlockBackend) -> serverloop.Ta
     async def stats(body: Any) -> Any:
         return device.counters()
 
-    table = {"info": info, "read": read, "write": write, "flush": flush, "trim": trim,
-             "stats": stats}
+    table: dict[str, serverloop.Handler] = {
+        "info": info, "read": read, "write": write, "flush": flush, "trim": trim,
+        "stats": stats}
     if isinstance(backend, BlockBackend):
         table.update(_direct_handlers(backend))
     return table

@@ -169,11 +169,10 @@ class Pager:
             reply = (await self.proc.call("blockdev", "read", {"lbas": [data_lba]})).ok()
         except CapkernError as exc:
             raise _device_failed(exc) from None
-        try:  # a lying device: not exactly one block of a page's size
-            (data,) = reply["blocks"]
-        except (TypeError, KeyError, ValueError):
-            data = None
-        if type(data) is not bytes or len(data) != PAGE_SIZE:
+        # a lying device: anything but a list of exactly one block of a page's size
+        blocks = reply.get("blocks") if type(reply) is dict else None
+        if type(blocks) is not list or len(blocks) != 1 or type(data := blocks[0]) is not bytes \
+                or len(data) != PAGE_SIZE:
             raise ServerError("io", "block device answered the read with the wrong blocks")
         block = self.meta.get(meta_lba)
         if block is None:
