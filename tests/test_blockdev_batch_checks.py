@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capkern.servers.blockdev._async import SyncBackend
-from capkern.servers.blockdev._backends import BlockDevError, MemoryBackend
+from capkern.servers.blockdev._backends import BlockBackend, BlockDevError, MemoryBackend
 from capkern.servers.blockdev._server import backend_handlers
 
 BS = 64
@@ -104,3 +104,26 @@ async def test_direct_handlers_answer_as_the_async_path(cls: type[MemoryBackend]
     assert got[1]["blocks"] == [data, b"\1" * BS, bytes(BS)]
     assert got[2:6] == ["OutOfRange", "ValueError", "OutOfRange", "OutOfRange"]
     assert got[6] == {"reads": 3, "writes": 2, "flushes": 0, "trims": 0}
+
+
+def _effect(call: Any, dev: MemoryBackend, *args: Any) -> tuple[Any, ...]:
+    try:
+        got = call(dev, *args)
+    except BlockDevError as exc:
+        got = type(exc).__name__
+    return got, dict(dev._blocks), dev.reads, dev.writes
+
+
+@given(batches=st.lists(st.one_of(st.lists(lbas, max_size=4),
+                                  st.lists(st.tuples(lbas, datas), max_size=4)), max_size=6))
+def test_memory_batches_agree_with_the_block_by_block_path(batches: list[list[Any]]) -> None:
+    """MemoryBackend's own read_many/write_many (straight to its dict) against the
+    generic BlockBackend ones (through read/write, block by block)."""
+    fast, slow = MemoryBackend(N, BS), MemoryBackend(N, BS)
+    for batch in batches:
+        if batch and isinstance(batch[0], tuple):
+            assert _effect(MemoryBackend.write_many, fast, batch) == \
+                _effect(BlockBackend.write_many, slow, batch)
+        else:
+            assert _effect(MemoryBackend.read_many, fast, batch) == \
+                _effect(BlockBackend.read_many, slow, batch)

@@ -171,6 +171,29 @@ class MemoryBackend(BlockBackend):
         self.writes += 1
         self._blocks[lba] = bytes(data)
 
+    def read_many(self, lbas: Sequence[int]) -> list[bytes]:
+        """Every address checked first, then the blocks straight from memory -- unless a
+        subclass changes what reading a block does (the kit's malicious disks override
+        :meth:`read`): then every block goes through its ``read``."""
+        if type(self).read is not MemoryBackend.read:
+            return super().read_many(lbas)
+        self.check_reads(lbas)
+        self.reads += len(lbas)
+        get, zero = self._blocks.get, self._zero
+        return [get(lba, zero) for lba in lbas]
+
+    def write_many(self, blocks: Sequence[tuple[int, bytes]]) -> None:
+        """Every block checked first, then all stored -- through :meth:`write` if a
+        subclass overrides it, as :meth:`read_many` does for reads."""
+        if type(self).write is not MemoryBackend.write:
+            super().write_many(blocks)
+            return
+        self.check_writes(blocks)
+        store = self._blocks
+        for lba, data in blocks:
+            store[lba] = bytes(data)
+        self.writes += len(blocks)
+
     def flush(self) -> None:
         self.check(0)
         self.flushes += 1
