@@ -84,6 +84,10 @@ async def _answers(table: Any, requests: list[tuple[str, Any]]) -> list[Any]:
     return out
 
 
+class _ViaAsync(SyncBackend):
+    """Not exactly a SyncBackend: served through the asynchronous interface."""
+
+
 @pytest.mark.parametrize("cls", [MemoryBackend, Liar])
 async def test_direct_handlers_answer_as_the_async_path(cls: type[MemoryBackend]) -> None:
     requests: list[tuple[str, Any]] = [
@@ -97,13 +101,28 @@ async def test_direct_handlers_answer_as_the_async_path(cls: type[MemoryBackend]
     ]
     direct, wrapped = cls(N, BS), cls(N, BS)
     got = await _answers(backend_handlers(direct), requests)
-    assert got == await _answers(backend_handlers(SyncBackend(wrapped)), requests)
+    assert got == await _answers(backend_handlers(_ViaAsync(wrapped)), requests)
     # the overridden primitives ran on the direct path: stored reversed, read back
     data = bytes(range(BS))
     assert direct._blocks[1] == (data if cls is MemoryBackend else data[::-1])
     assert got[1]["blocks"] == [data, b"\1" * BS, bytes(BS)]
     assert got[2:6] == ["OutOfRange", "ValueError", "OutOfRange", "OutOfRange"]
     assert got[6] == {"reads": 3, "writes": 2, "flushes": 0, "trims": 0}
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+async def test_a_synchronous_backend_is_served_without_the_async_wrapper(
+        wrap: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never(self: SyncBackend, *args: Any) -> Any:
+        raise AssertionError("went through SyncBackend")
+
+    monkeypatch.setattr(SyncBackend, "read_many", never)
+    monkeypatch.setattr(SyncBackend, "write_many", never)
+    backend = MemoryBackend(N, BS)
+    table = backend_handlers(SyncBackend(backend) if wrap else backend)
+    await table["write"]({"blocks": [[1, b"\7" * BS]]})
+    assert await table["read"]({"lbas": [1, 0]}) == {"blocks": [b"\7" * BS, bytes(BS)]}
+    assert (backend.reads, backend.writes) == (2, 1)
 
 
 def _effect(call: Any, dev: MemoryBackend, *args: Any) -> tuple[Any, ...]:

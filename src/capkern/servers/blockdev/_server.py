@@ -15,7 +15,7 @@ import trio
 from ... import _serverloop as serverloop
 from ..._nbdaddr import is_nbd_spec
 from ..._proc import Process
-from ._async import AsyncBlockBackend, as_async
+from ._async import AsyncBlockBackend, SyncBackend, as_async
 from ._backends import BackendIOError, BlockBackend, Misaligned, OutOfRange, open_backend
 from ._nbd import open_nbd
 
@@ -61,8 +61,8 @@ def backend_handlers(backend: BlockBackend | AsyncBlockBackend) -> serverloop.Ta
     table: dict[str, serverloop.Handler] = {
         "info": info, "read": read, "write": write, "flush": flush, "trim": trim,
         "stats": stats}
-    if isinstance(backend, BlockBackend):
-        table.update(_direct_handlers(backend))
+    if type(device) is SyncBackend:  # a synchronous backend, given bare or wrapped
+        table.update(_direct_handlers(device.backend))
     return table
 
 
