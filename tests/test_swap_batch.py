@@ -1,7 +1,8 @@
 """A store batch's slots: ``SwapLayout.reserve``/``commit``/``cancel`` place pages exactly
 as the one-slot-at-a-time steps (``take``/``bind``/``put``/``release``) always did; a
 fetch's ``find`` is ``locate`` of the handle's slot; ``join_sealed`` rebuilds the blob
-the metadata entry and the ciphertext came from, as a copy."""
+the metadata entry and the ciphertext came from, as a copy; a batch naming a handle
+twice keeps its last copy."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from capkern.servers.pager._layout import (
     pack_meta_entry,
     unpack_meta_entry,
 )
+from capkern.servers.pager._server import _last_copies
 
 
 def _reference_plan(lay: SwapLayout, handles: list[int]) -> Plan:
@@ -137,3 +139,21 @@ def test_join_sealed_is_the_blob_of_the_entry_and_ciphertext(
 def test_join_sealed_refuses_an_entry_outside_the_block(offset: int) -> None:
     with pytest.raises(ValueError):
         join_sealed(bytes(100), offset, b"c")
+
+
+@given(items=st.lists(st.tuples(st.integers(0, 6), st.binary(max_size=2)), max_size=10))
+def test_a_batch_keeps_each_handles_last_copy_in_its_position(
+        items: list[tuple[int, bytes]]) -> None:
+    expected: dict[int, bytes] = {}
+    for handle, blob in items:
+        expected.pop(handle, None)
+        expected[handle] = blob
+    got = _last_copies([list(item) for item in items])
+    assert list(got.items()) == list(expected.items())
+
+
+def test_a_batch_that_is_no_list_of_pairs_is_refused_as_before() -> None:
+    assert _last_copies([]) == {}
+    for bad in ({1: b"x", 2: b"y"}, [[1, b"x", b"extra"]], [7]):
+        with pytest.raises((TypeError, ValueError)):
+            _last_copies(bad)  # type: ignore[arg-type]

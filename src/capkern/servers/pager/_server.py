@@ -233,8 +233,8 @@ def _device_failed(exc: CapkernError) -> ServerError:
 def _last_copies(items: list[Any]) -> dict[int, bytes]:
     """``handle -> blob`` of a store batch; a handle named twice keeps its last copy,
     in the position of that last copy."""
-    pages: dict[int, bytes] = dict(items)
-    if len(pages) != len(items):  # a handle named twice: rebuild in last-copy order
+    pages: dict[int, bytes] = dict(items) if type(items) is list else {}
+    if len(pages) != len(items):  # a handle named twice (or no list): item by item
         pages = {}
         for handle, blob in items:
             pages.pop(handle, None)
