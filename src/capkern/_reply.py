@@ -49,6 +49,10 @@ def check_reply(
     if state is _ABORTED:
         raise ReplyError("this reply capability was aborted")
     contract = reply_obj.contract
+    if label == "ok" and raw is None and not cap_slots and contract is not None:
+        fast = _closed_ok(dom, contract, reply_obj.request_label, body)
+        if fast is not None:
+            return fast
     try:
         if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
             raise MalformedMessage("reply label must be a short non-empty str")
@@ -98,6 +102,25 @@ def check_reply(
         if not unwalked and not contract.builtin_reply(reply_obj.request_label, label):
             value = UNDECODED  # a program's schema node saw it: the caller decodes its own
     return Message(label, raw, value, 0, caps)
+
+
+def _closed_ok(dom: Party, contract: Contract, request_label: str, body: Any) -> Message | None:
+    """The common reply, checked in fewer steps: an ``ok`` body with no capabilities to
+    an operation whose reply schema is closed (:func:`capkern._contract.closed`) and within
+    the kernel's depth limit.  It is encoded without the shape walk and passes its
+    compiled test; None for anything else -- a refusal included -- which the full path
+    then checks (and explains) from the start."""
+    op = contract.ops.get(request_label)
+    limits = dom.kernel.limits
+    if op is None or not op.reply_closed or op.reply_depth > limits.max_depth:
+        return None
+    try:
+        raw, value = wire.encode_unwalked(body, limits)
+    except Exception:
+        return None
+    if not op.reply_valid(value):  # built-in nodes only: the test cannot raise
+        return None
+    return Message("ok", raw, value, 0, [])
 
 
 def _walk(dom: Party, reply_obj: ReplyObject, body: Any) -> None:
