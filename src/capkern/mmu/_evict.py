@@ -118,6 +118,7 @@ class Evictor:
         # a page never written since its zero-fill goes back to demand-zero, unsealed:
         # its next touch reads zeros without asking the pager for anything
         to_seal = [v for v in pages if v[3].dirty]
+        sealing = {v[0] for v in to_seal}
         stored: set[int] = set()
         freed = 0
         try:
@@ -125,7 +126,7 @@ class Evictor:
                 stored = await self.io.seal_and_store(to_seal)
         finally:
             for victim in pages:
-                freed += self.settle(victim, victim in to_seal, stored)
+                freed += self.settle(victim, victim[0] in sealing, stored)
             busy.set()
         self.stats.clean_drops += len(pages) - len(to_seal)
         return len(pages), freed

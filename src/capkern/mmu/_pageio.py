@@ -24,7 +24,7 @@ import trio
 
 from ..errors import Fault, PageInError, PageLost, PagerUnavailable, ServerError
 from ._aspace import PTE, AddressSpace
-from ._binding import Versions, binding
+from ._binding import Versions
 from ._frames import FrameTable
 from ._ports import PagerLink, ServerPort
 
@@ -114,7 +114,9 @@ class PageIO:
         items, where = [], []
         for i, ((aspace, vpn, pte), blob) in enumerate(zip(pages, blobs, strict=True)):
             if blob and pte.sealed_version is not None:
-                items.append([binding(aspace, vpn, pte.sealed_version), blob])
+                # the binding its copy was sealed under: checked then (``next_seal``)
+                items.append([[aspace.asid, aspace.incarnation, vpn, pte.sealed_version],
+                              blob])
                 where.append(i)
         result = await self.crypt.call("unseal", {"pages": items}, self.crypt_deadline)
         stats.unseals += len(items)
