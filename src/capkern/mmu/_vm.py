@@ -203,8 +203,12 @@ class VM:
         done = 0
         faulted = False
         while done < n:
-            pte, base, chunk, f = await self._span(dom, aspace, addr + done, n - done, _R)
-            faulted |= f
+            vpn, off = divmod(addr + done, PAGE_SIZE)
+            if not (pte := self._pte(aspace, vpn, _R)).present:
+                await self.fault(dom, vpn)  # (no frame between: see _piece)
+                faulted = True
+                continue
+            base, chunk = self._piece(pte, off, n - done)
             buf[done : done + chunk] = self.frames.view[base : base + chunk]
             done += chunk
         await self._access_done(faulted)
@@ -246,8 +250,12 @@ class VM:
         done = 0
         faulted = False
         while done < n:
-            pte, base, chunk, f = await self._span(dom, aspace, addr + done, n - done, _W)
-            faulted |= f
+            vpn, off = divmod(addr + done, PAGE_SIZE)
+            if not (pte := self._pte(aspace, vpn, _W)).present:
+                await self.fault(dom, vpn)
+                faulted = True
+                continue
+            base, chunk = self._piece(pte, off, n - done)
             self.frames.view[base : base + chunk] = data[done : done + chunk]
             if not pte.dirty:
                 pte.dirty = True
@@ -255,22 +263,16 @@ class VM:
             done += chunk
         await self._access_done(faulted)
 
-    async def _span(self, dom: Domain, aspace: AddressSpace, addr: int, left: int,
-                    need: int) -> tuple[PTE, int, int, bool]:
-        """The resident piece at ``addr`` (faulted in first if need be): its entry, RAM
-        offset, length, and whether it faulted.  Marks it accessed (and logs the
-        reference in precise mode)."""
-        vpn, off = divmod(addr, PAGE_SIZE)
-        faulted = False
-        while not (pte := self._pte(aspace, vpn, need)).present:
-            await self.fault(dom, vpn)
-            faulted = True
+    def _piece(self, pte: PTE, off: int, left: int) -> tuple[int, int]:
+        """The RAM offset and length of the piece of a resident page at ``off``; marks
+        it accessed (and logs the reference in precise mode).  Not a coroutine: the
+        access calls :meth:`fault` itself, one frame less at every step of a fault."""
         if not pte.accessed:
             pte.accessed = True
             self.res.touched.append(pte)
         if self.reflog is not None:
             self.reflog.note(pte.handle)
-        return pte, pte.frame * PAGE_SIZE + off, min(left, PAGE_SIZE - off), faulted
+        return pte.frame * PAGE_SIZE + off, min(left, PAGE_SIZE - off)
 
     async def _access_done(self, faulted: bool) -> None:
         """The end of an access: a full precise-mode log is reported now; an access that
@@ -347,8 +349,10 @@ class VM:
         dom.faults += 1
         trace = self.trace
         started = trace.page("fault", aspace.asid, vpn, pte.handle) if trace.enabled else 0.0
-        try:
-            frame = await self.supply.get(aspace)
+        try:  # a free frame (the common case) is taken with no coroutine of its own
+            frame = self.frames.alloc()
+            if frame is None:
+                frame = await self.supply.get(aspace)
         except BaseException as exc:
             if trace.enabled:
                 trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
@@ -360,7 +364,8 @@ class VM:
             if trace.enabled:
                 trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
-        cluster = self.readahead.cluster(aspace, vpn, self._busy)
+        cluster = self.readahead.cluster(aspace, vpn, self._busy) if self.readahead.window \
+            else []
         busy = self._busy[pte]  # read-ahead pages wait with the page: the caller settles it
         for _v, xpte, _f in cluster:
             self._busy[xpte] = busy
@@ -380,8 +385,9 @@ class VM:
                 self._filled_one(aspace, vpn, pte, frame, b"")
                 for v, xpte, f in cluster:
                     self._filled_one(aspace, v, xpte, f, b"")
-        for (v, xpte, f), plain in zip(cluster, plains[1:], strict=True):
-            self._filled_one(aspace, v, xpte, f, plain or b"")  # refused: stays swapped
+        if cluster:
+            for (v, xpte, f), plain in zip(cluster, plains[1:], strict=True):
+                self._filled_one(aspace, v, xpte, f, plain or b"")  # refused: stays swapped
         if plains[0] is None:
             self._filled_one(aspace, vpn, pte, frame, b"")
             if trace.enabled:
