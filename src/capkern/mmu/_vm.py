@@ -127,15 +127,12 @@ class VM:
         self.readahead.forget(aspace)
         if self.reflog is not None:
             self.reflog.drop_space(aspace)
-        self._release(aspace.unmap_all())
+        self.releaser.release(aspace.unmap_all())
         self.asids.put(aspace.asid)
 
-    def _release(self, ptes: list[PTE]) -> None:
+    def _release_now(self, ptes: list[PTE]) -> None:
         """Unmapped pages: their frames freed, their handles discarded once not busy
         (a huge release goes on in steps, see :mod:`.release`)."""
-        self.releaser.release(ptes)
-
-    def _release_now(self, ptes: list[PTE]) -> None:
         gone: list[tuple[int, trio.Event | None]] = []
         trace = self.trace.enabled
         for pte in ptes:
@@ -161,7 +158,7 @@ class VM:
 
     def munmap(self, dom: Domain, addr: int, length: int) -> None:
         assert dom.aspace is not None
-        self._release(dom.aspace.munmap(addr, length, dom.usage))
+        self.releaser.release(dom.aspace.munmap(addr, length, dom.usage))
 
     # -- the fast path -------------------------------------------------------------------
 
@@ -182,8 +179,13 @@ class VM:
             check_span(addr, n, what="read")  # raises the typed error
         vpn, off = divmod(addr, PAGE_SIZE)
         pte = aspace.pages.get(vpn)
-        if pte is not None and pte.present and 0 < n <= PAGE_SIZE - off \
-                and pte.rights._value_ & _R:  # one resident page: the common case
+        if pte is not None and 0 < n <= PAGE_SIZE - off \
+                and pte.rights._value_ & _R:  # one page it may read: the common case
+            faulted = False
+            while not pte.present:  # the fault is called from here: no frame between
+                await self.fault(dom, vpn)
+                faulted = True
+                pte = self._pte(aspace, vpn, _R)  # (unmapped meanwhile: it raises)
             if not pte.accessed:
                 pte.accessed = True
                 self.res.touched.append(pte)
@@ -191,28 +193,13 @@ class VM:
             out = self.frames.ram[base : base + n]
             if self.reflog is not None:
                 self.reflog.note(pte.handle)
-                await self._access_done(False)
-                return bytes(out)
-            self._streak += 1  # inlined: this is the hot path
-            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+                await self._access_done(faulted)
+            elif not faulted:
+                self._streak += 1  # inlined: this is the hot path
+                await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD
+                       else self._yield())
             return bytes(out)
-        if pte is None or not (0 < n <= PAGE_SIZE - off and pte.rights._value_ & _R):
-            addr, n = check_span(addr, n, what="read")  # (one page it may read: checked)
-            aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
-        buf = bytearray(n)
-        done = 0
-        faulted = False
-        while done < n:
-            vpn, off = divmod(addr + done, PAGE_SIZE)
-            if not (pte := self._pte(aspace, vpn, _R)).present:
-                await self.fault(dom, vpn)  # (no frame between: see _piece)
-                faulted = True
-                continue
-            base, chunk = self._piece(pte, off, n - done)
-            buf[done : done + chunk] = self.frames.view[base : base + chunk]
-            done += chunk
-        await self._access_done(faulted)
-        return bytes(buf)
+        return await self._pages(dom, aspace, addr, n, None)
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
         aspace = dom.aspace
@@ -227,8 +214,13 @@ class VM:
             check_span(addr, n, what="write")  # raises the typed error
         vpn, off = divmod(addr, PAGE_SIZE)
         pte = aspace.pages.get(vpn)
-        if pte is not None and pte.present and 0 < n <= PAGE_SIZE - off \
-                and pte.rights._value_ & _W:  # one resident page: the common case
+        if pte is not None and 0 < n <= PAGE_SIZE - off \
+                and pte.rights._value_ & _W:  # one page it may write: the common case
+            faulted = False
+            while not pte.present:  # as in read
+                await self.fault(dom, vpn)
+                faulted = True
+                pte = self._pte(aspace, vpn, _W)
             base = pte.frame * PAGE_SIZE + off
             self.frames.ram[base : base + n] = data
             if not pte.dirty:
@@ -239,40 +231,47 @@ class VM:
                 self.res.touched.append(pte)
             if self.reflog is not None:
                 self.reflog.note(pte.handle)
-                await self._access_done(False)
-                return
-            self._streak += 1  # inlined: this is the hot path
-            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+                await self._access_done(faulted)
+            elif not faulted:
+                self._streak += 1  # inlined: this is the hot path
+                await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD
+                       else self._yield())
             return
-        if pte is None or not (0 < n <= PAGE_SIZE - off and pte.rights._value_ & _W):
-            addr, n = check_span(addr, n, what="write")  # (one page it may write: checked)
-            aspace.check_access(addr, n, Rights.WRITE)  # before any byte lands
+        await self._pages(dom, aspace, addr, n, data)
+
+    async def _pages(self, dom: Domain, aspace: AddressSpace, addr: int, n: int,
+                     data: bytes | None) -> bytes:
+        """An access off the fast path (several pages, a first touch, a bad address):
+        writes ``data`` or reads ``n`` bytes, each page faulted in as need be."""
+        write = data is not None
+        addr, n = check_span(addr, n, what="write" if write else "read")
+        aspace.check_access(addr, n, Rights.WRITE if write else Rights.READ)  # before
+        buf = bytearray(0 if write else n)  # any byte lands or a buffer is allocated
+        need, view = _W if write else _R, self.frames.view
         done = 0
         faulted = False
         while done < n:
             vpn, off = divmod(addr + done, PAGE_SIZE)
-            if not (pte := self._pte(aspace, vpn, _W)).present:
+            if not (pte := self._pte(aspace, vpn, need)).present:
                 await self.fault(dom, vpn)
                 faulted = True
                 continue
-            base, chunk = self._piece(pte, off, n - done)
-            self.frames.view[base : base + chunk] = data[done : done + chunk]
-            if not pte.dirty:
-                pte.dirty = True
-                self.res.dirtied.append(pte)
+            if not pte.accessed:
+                pte.accessed = True
+                self.res.touched.append(pte)
+            if self.reflog is not None:
+                self.reflog.note(pte.handle)
+            base, chunk = pte.frame * PAGE_SIZE + off, min(n - done, PAGE_SIZE - off)
+            if data is None:
+                buf[done : done + chunk] = view[base : base + chunk]
+            else:
+                view[base : base + chunk] = data[done : done + chunk]
+                if not pte.dirty:
+                    pte.dirty = True
+                    self.res.dirtied.append(pte)
             done += chunk
         await self._access_done(faulted)
-
-    def _piece(self, pte: PTE, off: int, left: int) -> tuple[int, int]:
-        """The RAM offset and length of the piece of a resident page at ``off``; marks
-        it accessed (and logs the reference in precise mode).  Not a coroutine: the
-        access calls :meth:`fault` itself, one frame less at every step of a fault."""
-        if not pte.accessed:
-            pte.accessed = True
-            self.res.touched.append(pte)
-        if self.reflog is not None:
-            self.reflog.note(pte.handle)
-        return pte.frame * PAGE_SIZE + off, min(left, PAGE_SIZE - off)
+        return bytes(buf)
 
     async def _access_done(self, faulted: bool) -> None:
         """The end of an access: a full precise-mode log is reported now; an access that
