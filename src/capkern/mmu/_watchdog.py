@@ -71,10 +71,13 @@ class Watchdog:
         self._scope: trio.CancelScope | None = None  # the watchdog's sleep
         self._wake_at = math.inf
         self.expired = 0  # calls failed at their deadline
+        # the run's clock, read directly while :meth:`run` runs (trio.current_time()
+        # reaches it through two more Python calls, at every call the kernel makes)
+        self._now: Callable[[], float] = trio.current_time
 
     def arm(self, timeout: float, error: Callable[[], Exception]) -> CallTimer:
         """A timer for a call starting now that must end within ``timeout`` seconds."""
-        deadline = trio.current_time() + timeout
+        deadline = self._now() + timeout
         timer = CallTimer(deadline, error)
         queue = self._queues.get(timeout)
         if queue is None:
@@ -125,8 +128,12 @@ class Watchdog:
 
     async def run(self) -> None:
         """Enforce deadlines until cancelled (a kernel task, in the kernel's nursery)."""
-        while True:
-            self._wake_at = self.expire(trio.current_time())
-            with trio.CancelScope(deadline=self._wake_at) as self._scope:
-                await trio.sleep_forever()
-            self._scope = None
+        self._now = trio.lowlevel.current_clock().current_time
+        try:
+            while True:
+                self._wake_at = self.expire(self._now())
+                with trio.CancelScope(deadline=self._wake_at) as self._scope:
+                    await trio.sleep_forever()
+                self._scope = None
+        finally:
+            self._now = trio.current_time
