@@ -23,6 +23,7 @@ call: a transport or protocol failure of the untrusted pager becomes
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _ipc as ipc
@@ -68,6 +69,11 @@ class IpcPort:
         self.name = cap.obj.label()
         self.watchdog = watchdog
         self.check_requests = check_requests
+        self._late = self.late  # (bound once: a call's timer holds a partial of it)
+
+    def late(self, label: str, deadline: float) -> PagerUnavailable:
+        """The error of a call to ``label`` the watchdog failed at its deadline."""
+        return PagerUnavailable(f"{self.name} did not answer {label!r} within {deadline}s")
 
     async def call(self, label: str, body: Any, deadline: float,
                    failed: Failure | None = None) -> Any:
@@ -81,8 +87,7 @@ class IpcPort:
             else:
                 msg = ipc.kernel_message(dom, cap, label, body)
             watchdog = self.watchdog
-            timer = watchdog.arm(deadline, lambda: PagerUnavailable(
-                f"{self.name} did not answer {label!r} within {deadline}s"))
+            timer = watchdog.arm(deadline, partial(self._late, label, deadline))
             try:
                 got: Received = await ipc.send(dom, cap, msg, call=True, timer=timer)  # type: ignore[assignment]
             finally:

@@ -363,8 +363,7 @@ class VM:
             if trace.enabled:
                 trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
-        cluster = self.readahead.cluster(aspace, vpn, self._busy) if self.readahead.window \
-            else []
+        cluster = self.readahead.cluster(aspace, vpn, self._busy) if self.readahead.window else []
         busy = self._busy[pte]  # read-ahead pages wait with the page: the caller settles it
         for _v, xpte, _f in cluster:
             self._busy[xpte] = busy
@@ -395,10 +394,8 @@ class VM:
             stats.integrity_faults += 1
             dom.integrity_faults += 1
             self.event("integrity_fault", dom, f"page {vpn * PAGE_SIZE:#x} refused")
-            raise IntegrityFault(
-                f"page {vpn * PAGE_SIZE:#x} of {dom.name!r} failed its seal check "
-                "(tampered, stale or misplaced); not mapped"
-            )
+            raise IntegrityFault(f"page {vpn * PAGE_SIZE:#x} of {dom.name!r} failed its seal "
+                                 "check (tampered, stale or misplaced); not mapped")
         stats.page_ins += 1
         stats.readaheads += sum(1 for p in plains[1:] if p) if cluster else 0
         self._filled_one(aspace, vpn, pte, frame, plains[0])
@@ -415,7 +412,8 @@ class VM:
             self.supply.free(frame)
             return
         if plain is not None:
-            self.frames.frame(frame)[:] = plain
+            start = frame * PAGE_SIZE
+            self.frames.view[start : start + PAGE_SIZE] = plain
         self._map(aspace, vpn, pte, frame)
 
     def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:
