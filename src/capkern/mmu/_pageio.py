@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._pagefmt import PAGE_SIZE
 from ..errors import Fault, PageInError, PageLost, PagerUnavailable, ServerError
 from ._aspace import PTE, AddressSpace
 from ._binding import Versions
@@ -68,8 +69,9 @@ class PageIO:
             self.event("internal_error", error)
         if not pages:
             return set()
-        frame = self.frames.frame
-        items = [[b, bytes(frame(v[3].frame))] for v, b in zip(pages, bindings, strict=True)]
+        view = self.frames.view
+        items = [[b, bytes(view[(s := v[3].frame * PAGE_SIZE) : s + PAGE_SIZE])]
+                 for v, b in zip(pages, bindings, strict=True)]
         sealed = await self.crypt.call("seal", {"pages": items}, self.crypt_deadline)
         blobs = sealed["blobs"]
         if len(blobs) != len(items):
