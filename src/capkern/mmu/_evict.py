@@ -20,12 +20,11 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from .._states import PageState, move
 from .._trace import PageTrace
 from ..errors import Fault, ServerError
 from ._aspace import PTE, AddressSpace
+from ._busy import Busy
 from ._discards import shuffled
 from ._frames import FrameTable
 from ._pageio import PageIO, Victim
@@ -42,7 +41,7 @@ __all__ = ["Evictor"]
 class Evictor:
     """Evicts batches of resident pages; shares the fault path's busy-page table."""
 
-    def __init__(self, res: Residency, frames: FrameTable, busy: dict[PTE, trio.Event],
+    def __init__(self, res: Residency, frames: FrameTable, busy: dict[PTE, Busy],
                  pager: PagerLink, io: PageIO, stats: Counters, *, rng: random.Random,
                  reflog: ReferenceLog | None, trace: PageTrace) -> None:
         self.res = res
@@ -108,7 +107,7 @@ class Evictor:
         freed (fewer when the pager did not store some: those stay resident)."""
         victims = await self.choose_victims(n, faulter)
         pages: list[Victim] = []
-        busy = trio.Event()
+        busy = Busy()
         for h in victims:  # unmap first: a touch now faults and waits for us
             pte = self.res.handles[h]
             aspace, vpn = pte.aspace, pte.vpn

@@ -38,6 +38,7 @@ from ..errors import (
     SegmentationFault,
 )
 from ._aspace import PTE, AddressSpace, Asids, check_span
+from ._busy import Busy
 from ._discards import DiscardPool, Taken
 from ._evict import Evictor
 from ._frames import FrameTable
@@ -98,7 +99,7 @@ class VM:
         self.asids = Asids()
         self.io = PageIO(self.pager, crypt, config.crypt_deadline, stats, self.frames,
                          lambda kind, detail: event(kind, None, detail))
-        self._busy: dict[PTE, trio.Event] = {}  # pages being faulted in or evicted
+        self._busy: dict[PTE, Busy] = {}  # pages being faulted in or evicted
         self.evictor = Evictor(self.res, self.frames, self._busy, self.pager, self.io, stats,
                                rng=self.handles.rng, reflog=self.reflog, trace=self.trace)
         self.readahead = ReadAhead(config.readahead, self.frames)
@@ -140,7 +141,8 @@ class VM:
                 self.frames.free(pte.frame)
                 pte.present = False
             if pte.handle:
-                gone.append((pte.handle, self._busy.get(pte)))
+                busy = self._busy.get(pte)  # a discard waits for it: it gets an event
+                gone.append((pte.handle, None if busy is None else busy.event()))
                 if trace and pte.handle in self.res.handles:
                     self.trace.page("discard", pte.aspace.asid, pte.vpn, pte.handle)
         if gone:
@@ -302,7 +304,7 @@ class VM:
             if pte is None or pte in self._busy:  # gone, or another task is on it: wait
                 pte = await self._settled_pte(aspace, vpn)
             if not pte.present:
-                busy = self._busy[pte] = trio.Event()
+                busy = self._busy[pte] = Busy()
                 try:
                     await self._fill(dom, aspace, vpn, pte)
                 finally:
