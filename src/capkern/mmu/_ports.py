@@ -69,7 +69,9 @@ class IpcPort:
         self.name = cap.obj.label()
         self.watchdog = watchdog
         self.check_requests = check_requests
-        self._late = self.late  # (bound once: a call's timer holds a partial of it)
+        # {deadline: {label: the error of a call the watchdog fails}}: the kernel calls a
+        # few labels with a few deadlines, so this stays small
+        self._late: dict[float, dict[str, Callable[[], PagerUnavailable]]] = {}
 
     def late(self, label: str, deadline: float) -> PagerUnavailable:
         """The error of a call to ``label`` the watchdog failed at its deadline."""
@@ -86,8 +88,13 @@ class IpcPort:
                 msg = ipc.make_message(dom, cap, label, body, None, ())
             else:
                 msg = ipc.kernel_message(dom, cap, label, body)
+            try:  # a call's timeout error: made once per label and deadline, not per call
+                late = self._late[deadline][label]
+            except KeyError:
+                late = self._late.setdefault(deadline, {})[label] = partial(
+                    self.late, label, deadline)
             watchdog = self.watchdog
-            timer = watchdog.arm(deadline, partial(self._late, label, deadline))
+            timer = watchdog.arm(deadline, late)
             try:
                 got: Received = await ipc.send(dom, cap, msg, call=True, timer=timer)  # type: ignore[assignment]
             finally:

@@ -365,15 +365,14 @@ class VM:
             if trace.enabled:
                 trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
-        cluster = self.readahead.cluster(aspace, vpn, self._busy) if self.readahead.window else []
+        cluster = self.readahead.cluster(aspace, vpn, self._busy) if self.readahead.window else ()
         busy = self._busy[pte]  # read-ahead pages wait with the page: the caller settles it
         for _v, xpte, _f in cluster:
             self._busy[xpte] = busy
         self.supply.filling += len(cluster)
-        plains: list[bytes | None] = []
+        plains: list[bytes | None] | None = None
         try:
-            plains = await self.io.fetch([(aspace, vpn, pte)] + [
-                (aspace, v, p) for v, p, _f in cluster] if cluster else [(aspace, vpn, pte)])
+            plains = await self.io.fetch(aspace, vpn, pte, cluster)
         except BaseException as exc:
             if trace.enabled:
                 trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
@@ -381,7 +380,7 @@ class VM:
         finally:
             for _v, xpte, _f in cluster:
                 del self._busy[xpte]
-            if not plains:  # failed or cancelled: every frame goes back
+            if plains is None:  # failed or cancelled: every frame goes back
                 self._filled_one(aspace, vpn, pte, frame, b"")
                 for v, xpte, f in cluster:
                     self._filled_one(aspace, v, xpte, f, b"")
