@@ -102,7 +102,8 @@ class Watchdog:
         return timer
 
     def disarm(self, timer: CallTimer, timeout: float) -> None:
-        """The call ended (answered, failed or cancelled): forget its deadline."""
+        """The call ended (answered, failed or cancelled): forget its deadline.  The
+        timer is the watchdog's again (it may arm it for the next call)."""
         queue = self._queues[timeout]
         timer.waiting = None
         if timer.armed:  # (not if the watchdog failed it already)
