@@ -71,3 +71,22 @@ async def test_a_link_over_another_port_applies_the_same_rule(
         with pytest.raises(ServerError if handler is refuse else PagerUnavailable):
             await link.call("fetch", {"handle": 1})
     assert (stats.pager_timeouts, stats.pager_protocol_errors) == (1, 1)
+
+
+async def test_an_ipc_ports_timeout_errors_name_the_call_and_stay_few(
+        bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
+    from capkern.mmu._ports import LATE_CACHE
+
+    kernel = bare_kernel
+    watchdog = Watchdog()
+    kernel.start_soon(watchdog.run, name="watchdog")
+    port = IpcPort(kernel.root, kernel.root.cspace.lookup(kernel.new_endpoint("mute").slot),
+                   watchdog)
+    for label, deadline in (("a", 0.5), ("b", 0.5), ("a", 0.25), ("a", 0.5)):
+        with pytest.raises(PagerUnavailable, match=rf"'{label}' within {deadline}s"):
+            await port.call(label, {}, deadline)
+    for i in range(3 * LATE_CACHE):  # ever new labels and deadlines: the cache stays bounded
+        with pytest.raises(PagerUnavailable, match=rf"'x{i}' within"):
+            await port.call(f"x{i}", {}, 0.01 + i / 1000)
+    assert len(port._late) <= LATE_CACHE
+    assert all(len(lates) <= LATE_CACHE for lates in port._late.values())

@@ -42,6 +42,10 @@ __all__ = ["IpcPort", "PagerLink", "ServerPort", "server_stats"]
 Failure = Callable[[str, CapkernError], CapkernError | None]
 
 
+#: deadlines, and labels per deadline, whose timeout errors an :class:`IpcPort` keeps
+LATE_CACHE = 32
+
+
 class ServerPort(Protocol):
     """A way to call one server: the answer, or a typed error within ``deadline``."""
 
@@ -73,6 +77,18 @@ class IpcPort:
         # few labels with a few deadlines, so this stays small
         self._late: dict[float, dict[str, Callable[[], PagerUnavailable]]] = {}
 
+    def _late_error(self, label: str, deadline: float) -> Callable[[], PagerUnavailable]:
+        """A new timeout error maker, kept for the next calls while the cache is small
+        (it always is for the kernel's own calls; a caller with ever new labels or
+        deadlines gets a fresh one each time instead of a growing cache)."""
+        late = partial(self.late, label, deadline)
+        lates = self._late.get(deadline)
+        if lates is None and len(self._late) < LATE_CACHE:
+            lates = self._late[deadline] = {}
+        if lates is not None and len(lates) < LATE_CACHE:
+            lates[label] = late
+        return late
+
     def late(self, label: str, deadline: float) -> PagerUnavailable:
         """The error of a call to ``label`` the watchdog failed at its deadline."""
         return PagerUnavailable(f"{self.name} did not answer {label!r} within {deadline}s")
@@ -91,8 +107,7 @@ class IpcPort:
             try:  # a call's timeout error: made once per label and deadline, not per call
                 late = self._late[deadline][label]
             except KeyError:
-                late = self._late.setdefault(deadline, {})[label] = partial(
-                    self.late, label, deadline)
+                late = self._late_error(label, deadline)
             watchdog = self.watchdog
             timer = watchdog.arm(deadline, late)
             try:
