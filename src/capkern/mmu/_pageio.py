@@ -97,7 +97,8 @@ class PageIO:
         """The verified plaintext of page ``vpn`` and of its read-ahead ``cluster`` (in
         that order), None for each copy missing or refused.  A pager error on the page
         itself is :class:`PageInError`.  One page alone, the common case, builds no list
-        of pages: every object a fault allocates costs it again in garbage collections."""
+        of pages, iterators or index lists (measured: the objects a fault allocates are
+        a large part of its instructions)."""
         if cluster:
             return await self._fetch_many(
                 [(aspace, vpn, pte)] + [(aspace, v, p) for v, p, _f in cluster])

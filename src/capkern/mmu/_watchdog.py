@@ -75,8 +75,7 @@ class Watchdog:
         # reaches it through two more Python calls, at every call the kernel makes)
         self._now: Callable[[], float] = trio.current_time
         # a disarmed timer no queue holds any more, armed again by the next call: one
-        # object less per call (a fault pays for every object it allocates, in
-        # garbage collections too).  A caller must not touch a timer it disarmed.
+        # object less per call.  A caller must not touch a timer it disarmed.
         self._spare: CallTimer | None = None
 
     def arm(self, timeout: float, error: Callable[[], Exception]) -> CallTimer:
