@@ -361,19 +361,24 @@ class Process:
         """Unmap pages; their frames are freed and their sealed copies discarded."""
         self._vm().munmap(self._dom, addr, length)
 
-    async def read(self, addr: int, n: int) -> bytes:
-        """Read ``n`` bytes at ``addr`` (faulting pages in as needed)."""
+    def read(self, addr: int, n: int) -> Coroutine[Any, Any, bytes]:
+        """Read ``n`` bytes at ``addr`` (faulting pages in as needed): ``await
+        proc.read(addr, n)``.  The arguments are checked when called, and the access
+        itself is the VM's coroutine (no wrapper: a fault's task passes through every
+        frame of its await chain at each of its steps)."""
         vm = self._vm()
         if type(addr) is not int or type(n) is not int or n < 0:  # checks off the hot path
             addr, n = _int_arg(addr, "address"), _length(n)
-        return await vm.read(self._dom, addr, n)
+        return vm.read(self._dom, addr, n)
 
-    async def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
-        """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed)."""
+    def write(self, addr: int, data: bytes | bytearray | memoryview
+              ) -> Coroutine[Any, Any, None]:
+        """Write ``data`` (bytes-like) at ``addr`` (faulting pages in as needed): ``await
+        proc.write(addr, data)``, checked when called as :meth:`read` is."""
         vm = self._vm()
         if type(addr) is not int or type(data) is not bytes:  # checks off the hot path
             addr, data = _int_arg(addr, "address"), _data(data)
-        await vm.write(self._dom, addr, data)
+        return vm.write(self._dom, addr, data)
 
     async def access(self, addrs: Sequence[int], write: bool = False,
                      future: bool = False, count: int | None = None) -> bytes:

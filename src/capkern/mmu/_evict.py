@@ -20,12 +20,11 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from .._states import PageState, move
 from .._trace import PageTrace
 from ..errors import Fault, ServerError
 from ._aspace import PTE, AddressSpace
+from ._busy import Busy
 from ._discards import shuffled
 from ._frames import FrameTable
 from ._pageio import PageIO, Victim
@@ -42,7 +41,7 @@ __all__ = ["Evictor"]
 class Evictor:
     """Evicts batches of resident pages; shares the fault path's busy-page table."""
 
-    def __init__(self, res: Residency, frames: FrameTable, busy: dict[PTE, trio.Event],
+    def __init__(self, res: Residency, frames: FrameTable, busy: dict[PTE, Busy],
                  pager: PagerLink, io: PageIO, stats: Counters, *, rng: random.Random,
                  reflog: ReferenceLog | None, trace: PageTrace) -> None:
         self.res = res
@@ -97,7 +96,8 @@ class Evictor:
             if not isinstance(exc, Fault | ServerError):
                 raise
             self.io.event("pager_error", f"evict: {exc}")
-        victims = list(dict.fromkeys(h for h in chosen if h in res))[:n]
+        resident = res.resident  # (a dict: no Python-level ``in`` per handle)
+        victims = [h for h in dict.fromkeys(chosen) if h in resident][:n]
         if not victims:  # a policy's bad choice costs speed only: fall back to FIFO
             victims = res.oldest(n)
         return victims
@@ -107,7 +107,7 @@ class Evictor:
         freed (fewer when the pager did not store some: those stay resident)."""
         victims = await self.choose_victims(n, faulter)
         pages: list[Victim] = []
-        busy = trio.Event()
+        busy = Busy()
         for h in victims:  # unmap first: a touch now faults and waits for us
             pte = self.res.handles[h]
             aspace, vpn = pte.aspace, pte.vpn
@@ -118,37 +118,39 @@ class Evictor:
         # a page never written since its zero-fill goes back to demand-zero, unsealed:
         # its next touch reads zeros without asking the pager for anything
         to_seal = [v for v in pages if v[3].dirty]
+        sealing = {v[0] for v in to_seal}
         stored: set[int] = set()
-        freed = 0
         try:
             if to_seal:
                 stored = await self.io.seal_and_store(to_seal)
         finally:
-            for victim in pages:
-                freed += self.settle(victim, victim in to_seal, stored)
+            freed = self.settle(pages, sealing, stored)
             busy.set()
         self.stats.clean_drops += len(pages) - len(to_seal)
         return len(pages), freed
 
-    def settle(self, victim: Victim, sealed: bool, stored: set[int]) -> bool:
-        """After the store: free the frame (True), or map the page again if its sealed
-        copy did not make it (False)."""
-        h, aspace, vpn, pte = victim
-        del self.busy[pte]
-        if not aspace.alive or aspace.pages.get(vpn) is not pte:
-            self.frames.free(pte.frame)  # unmapped meanwhile: the frame is ours to free
-            pte.frame = -1
-        elif not sealed or h in stored:
-            self.frames.free(pte.frame)
-            pte.frame = -1
-            pte.state = move(pte.state, PageState.SWAPPED if pte.sealed_version is not None
-                             else PageState.ZERO)
-            self.stats.evictions += 1
-            if self.trace.enabled:
-                self.trace.page("eviction", aspace.asid, vpn, h, None, "" if sealed else "clean")
-        else:  # keep the data resident: no data is lost
-            self.stats.store_failures += 1
-            pte.present = True
-            self.res.map(h, pte)
-            return False
-        return True
+    def settle(self, pages: list[Victim], sealing: set[int], stored: set[int]) -> int:
+        """After the store: free each victim's frame, or map the page again if its sealed
+        copy did not make it (handles being sealed: ``sealing``); returns frames freed."""
+        freed = 0
+        for h, aspace, vpn, pte in pages:
+            del self.busy[pte]
+            if not aspace.alive or aspace.pages.get(vpn) is not pte:
+                self.frames.free(pte.frame)  # unmapped meanwhile: the frame is ours to free
+                pte.frame = -1
+            elif h not in sealing or h in stored:
+                self.frames.free(pte.frame)
+                pte.frame = -1
+                pte.state = move(pte.state, PageState.SWAPPED if pte.sealed_version is not None
+                                 else PageState.ZERO)
+                self.stats.evictions += 1
+                if self.trace.enabled:
+                    self.trace.page("eviction", aspace.asid, vpn, h, None,
+                                    "" if h in sealing else "clean")
+            else:  # keep the data resident: no data is lost
+                self.stats.store_failures += 1
+                pte.present = True
+                self.res.map(h, pte)
+                continue
+            freed += 1
+        return freed

@@ -8,23 +8,24 @@ each batch in one round trip to the sealer and one to the pager, whatever its si
   (asid, incarnation, vpn, version) and hands the sealed pages to the pager; it returns
   the handles the pager confirmed (a claim to have stored a handle not in the batch is
   ignored).  A binding that cannot be encoded fails its own page only.
-* :meth:`PageIO.fetch` fetches a cluster (the faulting page first, then read-ahead
-  neighbours) with one ``fetch`` or ``fetch_many`` and unseals it in one call, checking
+* :meth:`PageIO.fetch` fetches a page, or a cluster (the faulting page first, then
+  read-ahead neighbours), with one ``fetch`` or ``fetch_many`` and unseals it in one call, checking
   each against the binding and the version of its current sealed copy.  A copy that is
   missing or refused is ``None``: never wrong data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._pagefmt import PAGE_SIZE
 from ..errors import Fault, PageInError, PageLost, PagerUnavailable, ServerError
 from ._aspace import PTE, AddressSpace
-from ._binding import Versions, binding
+from ._binding import Versions
 from ._frames import FrameTable
 from ._ports import PagerLink, ServerPort
 
@@ -68,8 +69,9 @@ class PageIO:
             self.event("internal_error", error)
         if not pages:
             return set()
-        frame = self.frames.frame
-        items = [[b, bytes(frame(v[3].frame))] for v, b in zip(pages, bindings, strict=True)]
+        view = self.frames.view
+        items = [[b, bytes(view[(s := v[3].frame * PAGE_SIZE) : s + PAGE_SIZE])]
+                 for v, b in zip(pages, bindings, strict=True)]
         sealed = await self.crypt.call("seal", {"pages": items}, self.crypt_deadline)
         blobs = sealed["blobs"]
         if len(blobs) != len(items):
@@ -90,42 +92,65 @@ class PageIO:
                 pte.dirty = False
         return stored
 
-    async def fetch(self, pages: list[Wanted]) -> list[bytes | None]:
-        """The verified plaintext of each page, or None if its copy was missing or
-        refused.  A pager error on the *first* page is :class:`PageInError`."""
-        stats = self.stats
+    async def fetch(self, aspace: AddressSpace, vpn: int, pte: PTE,
+                    cluster: Sequence[tuple[int, PTE, int]] = ()) -> list[bytes | None]:
+        """The verified plaintext of page ``vpn`` and of its read-ahead ``cluster`` (in
+        that order), None for each copy missing or refused.  A pager error on the page
+        itself is :class:`PageInError`.  One page alone, the common case, builds no list
+        of pages, iterators or index lists (measured: the objects a fault allocates are
+        a large part of its instructions)."""
+        if cluster:
+            return await self._fetch_many(
+                [(aspace, vpn, pte)] + [(aspace, v, p) for v, p, _f in cluster])
         try:
-            if len(pages) == 1:
-                blobs = [(await self.pager.call("fetch", {"handle": pages[0][2].handle}))["blob"]]
-            else:
-                handles = [pte.handle for _a, _v, pte in pages]
-                blobs = (await self.pager.call("fetch_many", {"handles": handles}))["blobs"]
-                if len(blobs) != len(pages):
-                    stats.pager_protocol_errors += 1
-                    raise PagerUnavailable("pager answered fetch_many with the wrong count")
+            blob = (await self.pager.call("fetch", {"handle": pte.handle}))["blob"]
         except ServerError as exc:
-            stats.page_in_errors += 1
-            # "lost": the page's only sealed copy died with its pager's OS process
-            raise (PageLost if exc.reason == "lost" else PageInError)(
-                exc.reason, exc.detail) from None
+            raise self._refused(exc.reason, exc.detail) from None
+        if not blob:
+            raise self._refused("not_found", "the pager has no copy of the page")
+        version = pte.sealed_version  # the binding its copy was sealed under: checked then
+        items = [] if version is None else [
+            [[aspace.asid, aspace.incarnation, vpn, version], blob]]
+        result = await self.crypt.call("unseal", {"pages": items}, self.crypt_deadline)
+        self._check_unsealed(items, result)
+        return [result["plain"][0] if items and result["ok"][0] else None]
+
+    async def _fetch_many(self, pages: list[Wanted]) -> list[bytes | None]:
+        """:meth:`fetch` of a read-ahead cluster: one ``fetch_many``, one ``unseal``."""
+        try:
+            handles = [pte.handle for _a, _v, pte in pages]
+            blobs = (await self.pager.call("fetch_many", {"handles": handles}))["blobs"]
+        except ServerError as exc:
+            raise self._refused(exc.reason, exc.detail) from None
+        if len(blobs) != len(pages):
+            self.stats.pager_protocol_errors += 1
+            raise PagerUnavailable("pager answered fetch_many with the wrong count")
         if not blobs[0]:
-            stats.page_in_errors += 1
-            raise PageInError("not_found", "the pager has no copy of the page")
+            raise self._refused("not_found", "the pager has no copy of the page")
         items, where = [], []
         for i, ((aspace, vpn, pte), blob) in enumerate(zip(pages, blobs, strict=True)):
             if blob and pte.sealed_version is not None:
-                items.append([binding(aspace, vpn, pte.sealed_version), blob])
+                items.append([[aspace.asid, aspace.incarnation, vpn, pte.sealed_version],
+                              blob])
                 where.append(i)
         result = await self.crypt.call("unseal", {"pages": items}, self.crypt_deadline)
-        stats.unseals += len(items)
+        self._check_unsealed(items, result)
         out: list[bytes | None] = [None] * len(pages)
-        oks, plains = result["ok"], result["plain"]
-        if len(oks) != len(items) or len(plains) != len(items):
-            raise Fault("sealer returned the wrong number of pages")
-        for i, ok, plain in zip(where, oks, plains, strict=True):
+        for i, ok, plain in zip(where, result["ok"], result["plain"], strict=True):
             if ok:
                 out[i] = plain
         return out
+
+    def _check_unsealed(self, items: list[Any], result: Any) -> None:
+        self.stats.unseals += len(items)
+        if len(result["ok"]) != len(items) or len(result["plain"]) != len(items):
+            raise Fault("sealer returned the wrong number of pages")
+
+    def _refused(self, reason: str, detail: str) -> PageInError:
+        """A page-in the pager refused (``lost``: the page's only sealed copy died with
+        its pager's OS process), counted."""
+        self.stats.page_in_errors += 1
+        return (PageLost if reason == "lost" else PageInError)(reason, detail)
 
     async def discard(self, item: Discard) -> None:
         """Tell the pager to forget pages (after their last store, never before)."""

@@ -22,6 +22,8 @@ call: a transport or protocol failure of the untrusted pager becomes
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _ipc as ipc
@@ -34,6 +36,14 @@ if TYPE_CHECKING:
     from ._watchdog import Watchdog
 
 __all__ = ["IpcPort", "PagerLink", "ServerPort", "server_stats"]
+
+
+#: ``failed(label, error)``: the error a failed call raises instead, or None to keep it
+Failure = Callable[[str, CapkernError], CapkernError | None]
+
+
+#: deadlines, and labels per deadline, whose timeout errors an :class:`IpcPort` keeps
+LATE_CACHE = 32
 
 
 class ServerPort(Protocol):
@@ -63,21 +73,52 @@ class IpcPort:
         self.name = cap.obj.label()
         self.watchdog = watchdog
         self.check_requests = check_requests
+        # {deadline: {label: the error of a call the watchdog fails}}: the kernel calls a
+        # few labels with a few deadlines, so this stays small
+        self._late: dict[float, dict[str, Callable[[], PagerUnavailable]]] = {}
 
-    async def call(self, label: str, body: Any, deadline: float) -> Any:
+    def _late_error(self, label: str, deadline: float) -> Callable[[], PagerUnavailable]:
+        """A new timeout error maker, kept for the next calls while the cache is small
+        (it always is for the kernel's own calls; a caller with ever new labels or
+        deadlines gets a fresh one each time instead of a growing cache)."""
+        late = partial(self.late, label, deadline)
+        lates = self._late.get(deadline)
+        if lates is None and len(self._late) < LATE_CACHE:
+            lates = self._late[deadline] = {}
+        if lates is not None and len(lates) < LATE_CACHE:
+            lates[label] = late
+        return late
+
+    def late(self, label: str, deadline: float) -> PagerUnavailable:
+        """The error of a call to ``label`` the watchdog failed at its deadline."""
+        return PagerUnavailable(f"{self.name} did not answer {label!r} within {deadline}s")
+
+    async def call(self, label: str, body: Any, deadline: float,
+                   failed: Failure | None = None) -> Any:
+        """The ``ok`` reply body of ``label``.  ``failed`` (a :class:`PagerLink`'s rule)
+        decides what a failed call raises; it is applied here, so that the link adds no
+        coroutine frame of its own to every fault."""
         dom, cap = self.dom, self.cap
-        if self.check_requests:
-            msg = ipc.make_message(dom, cap, label, body, None, ())
-        else:
-            msg = ipc.kernel_message(dom, cap, label, body)
-        watchdog = self.watchdog
-        timer = watchdog.arm(deadline, lambda: PagerUnavailable(
-            f"{self.name} did not answer {label!r} within {deadline}s"))
         try:
-            got: Received = await ipc.send(dom, cap, msg, call=True, timer=timer)  # type: ignore[assignment]
-        finally:
-            watchdog.disarm(timer, deadline)
-        return got.ok() if got.label == "error" else got.body  # ok() raises the typed error
+            if self.check_requests:
+                msg = ipc.make_message(dom, cap, label, body, None, ())
+            else:
+                msg = ipc.kernel_message(dom, cap, label, body)
+            try:  # a call's timeout error: made once per label and deadline, not per call
+                late = self._late[deadline][label]
+            except KeyError:
+                late = self._late_error(label, deadline)
+            watchdog = self.watchdog
+            timer = watchdog.arm(deadline, late)
+            try:
+                got: Received = await ipc.send(dom, cap, msg, call=True, timer=timer)  # type: ignore[assignment]
+            finally:
+                watchdog.disarm(timer, deadline)
+            return got.ok() if got.label == "error" else got.body  # ok() raises ServerError
+        except CapkernError as exc:
+            if failed is None or (instead := failed(label, exc)) is None:
+                raise
+            raise instead from None
 
 
 class PagerLink:
@@ -85,7 +126,9 @@ class PagerLink:
 
     A typed error reply passes through as :class:`ServerError` (the pager may refuse);
     anything else that is wrong with the pager -- silence, a reply out of contract, a
-    dead channel -- is :class:`PagerUnavailable`, counted in ``stats``.
+    dead channel -- is :class:`PagerUnavailable`, counted in ``stats``.  :meth:`call` is
+    not a coroutine itself: it returns the port's own (an :class:`IpcPort` applies
+    :meth:`failed` inside its call) or, for any other port, :meth:`_call`'s.
     """
 
     def __init__(self, port: ServerPort, deadline: float, stats: Counters) -> None:
@@ -93,19 +136,36 @@ class PagerLink:
         self.deadline = deadline
         self.stats = stats
         self.calls = 0  # calls made (each one yields: the fault path checks it)
+        self._ipc = port if type(port) is IpcPort else None
+        self._failed = self.failed  # (bound once, not at every call)
 
-    async def call(self, label: str, body: Any) -> Any:
+    def call(self, label: str, body: Any) -> Coroutine[Any, Any, Any]:
+        """``await link.call(label, body)``: the pager's ``ok`` reply body."""
         self.calls += 1
+        if self._ipc is not None:
+            return self._ipc.call(label, body, self.deadline, self._failed)
+        return self._call(label, body)
+
+    async def _call(self, label: str, body: Any) -> Any:
         try:
             return await self.port.call(label, body, self.deadline)
-        except PagerUnavailable:
-            self.stats.pager_timeouts += 1
-            raise
-        except (ContractViolation, IPCError) as exc:
-            if isinstance(exc, ServerError):
+        except CapkernError as exc:
+            if (instead := self.failed(label, exc)) is None:
                 raise
-            self.stats.pager_protocol_errors += 1
-            raise PagerUnavailable(f"pager failed {label!r}: {exc}") from None
+            raise instead from None
+
+    def failed(self, label: str, exc: CapkernError) -> CapkernError | None:
+        """What a failed pager call raises instead of ``exc`` (None: ``exc`` itself),
+        counted: silence stays :class:`PagerUnavailable`, a typed refusal stays
+        :class:`ServerError`, any other channel or contract failure becomes
+        :class:`PagerUnavailable`."""
+        if isinstance(exc, PagerUnavailable):
+            self.stats.pager_timeouts += 1
+            return None
+        if isinstance(exc, ServerError) or not isinstance(exc, ContractViolation | IPCError):
+            return None
+        self.stats.pager_protocol_errors += 1
+        return PagerUnavailable(f"pager failed {label!r}: {exc}")
 
 
 async def server_stats(pager: PagerLink, crypt: ServerPort, crypt_deadline: float

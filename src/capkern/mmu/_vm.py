@@ -38,6 +38,7 @@ from ..errors import (
     SegmentationFault,
 )
 from ._aspace import PTE, AddressSpace, Asids, check_span
+from ._busy import Busy
 from ._discards import DiscardPool, Taken
 from ._evict import Evictor
 from ._frames import FrameTable
@@ -98,7 +99,7 @@ class VM:
         self.asids = Asids()
         self.io = PageIO(self.pager, crypt, config.crypt_deadline, stats, self.frames,
                          lambda kind, detail: event(kind, None, detail))
-        self._busy: dict[PTE, trio.Event] = {}  # pages being faulted in or evicted
+        self._busy: dict[PTE, Busy] = {}  # pages being faulted in or evicted
         self.evictor = Evictor(self.res, self.frames, self._busy, self.pager, self.io, stats,
                                rng=self.handles.rng, reflog=self.reflog, trace=self.trace)
         self.readahead = ReadAhead(config.readahead, self.frames)
@@ -127,15 +128,12 @@ class VM:
         self.readahead.forget(aspace)
         if self.reflog is not None:
             self.reflog.drop_space(aspace)
-        self._release(aspace.unmap_all())
+        self.releaser.release(aspace.unmap_all())
         self.asids.put(aspace.asid)
 
-    def _release(self, ptes: list[PTE]) -> None:
+    def _release_now(self, ptes: list[PTE]) -> None:
         """Unmapped pages: their frames freed, their handles discarded once not busy
         (a huge release goes on in steps, see :mod:`.release`)."""
-        self.releaser.release(ptes)
-
-    def _release_now(self, ptes: list[PTE]) -> None:
         gone: list[tuple[int, trio.Event | None]] = []
         trace = self.trace.enabled
         for pte in ptes:
@@ -143,7 +141,8 @@ class VM:
                 self.frames.free(pte.frame)
                 pte.present = False
             if pte.handle:
-                gone.append((pte.handle, self._busy.get(pte)))
+                busy = self._busy.get(pte)  # a discard waits for it: it gets an event
+                gone.append((pte.handle, None if busy is None else busy.event()))
                 if trace and pte.handle in self.res.handles:
                     self.trace.page("discard", pte.aspace.asid, pte.vpn, pte.handle)
         if gone:
@@ -161,7 +160,7 @@ class VM:
 
     def munmap(self, dom: Domain, addr: int, length: int) -> None:
         assert dom.aspace is not None
-        self._release(dom.aspace.munmap(addr, length, dom.usage))
+        self.releaser.release(dom.aspace.munmap(addr, length, dom.usage))
 
     # -- the fast path -------------------------------------------------------------------
 
@@ -182,8 +181,13 @@ class VM:
             check_span(addr, n, what="read")  # raises the typed error
         vpn, off = divmod(addr, PAGE_SIZE)
         pte = aspace.pages.get(vpn)
-        if pte is not None and pte.present and 0 < n <= PAGE_SIZE - off \
-                and pte.rights._value_ & _R:  # one resident page: the common case
+        if pte is not None and 0 < n <= PAGE_SIZE - off \
+                and pte.rights._value_ & _R:  # one page it may read: the common case
+            faulted = False
+            while not pte.present:  # the fault is called from here: no frame between
+                await self.fault(dom, vpn)
+                faulted = True
+                pte = self._pte(aspace, vpn, _R)  # (unmapped meanwhile: it raises)
             if not pte.accessed:
                 pte.accessed = True
                 self.res.touched.append(pte)
@@ -191,24 +195,13 @@ class VM:
             out = self.frames.ram[base : base + n]
             if self.reflog is not None:
                 self.reflog.note(pte.handle)
-                await self._access_done(False)
-                return bytes(out)
-            self._streak += 1  # inlined: this is the hot path
-            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+                await self._access_done(faulted)
+            elif not faulted:
+                self._streak += 1  # inlined: this is the hot path
+                await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD
+                       else self._yield())
             return bytes(out)
-        if pte is None or not (0 < n <= PAGE_SIZE - off and pte.rights._value_ & _R):
-            addr, n = check_span(addr, n, what="read")  # (one page it may read: checked)
-            aspace.check_access(addr, n, Rights.READ)  # before the buffer is allocated
-        buf = bytearray(n)
-        done = 0
-        faulted = False
-        while done < n:
-            pte, base, chunk, f = await self._span(dom, aspace, addr + done, n - done, _R)
-            faulted |= f
-            buf[done : done + chunk] = self.frames.view[base : base + chunk]
-            done += chunk
-        await self._access_done(faulted)
-        return bytes(buf)
+        return await self._pages(dom, aspace, addr, n, None)
 
     async def write(self, dom: Domain, addr: int, data: bytes) -> None:
         aspace = dom.aspace
@@ -223,8 +216,13 @@ class VM:
             check_span(addr, n, what="write")  # raises the typed error
         vpn, off = divmod(addr, PAGE_SIZE)
         pte = aspace.pages.get(vpn)
-        if pte is not None and pte.present and 0 < n <= PAGE_SIZE - off \
-                and pte.rights._value_ & _W:  # one resident page: the common case
+        if pte is not None and 0 < n <= PAGE_SIZE - off \
+                and pte.rights._value_ & _W:  # one page it may write: the common case
+            faulted = False
+            while not pte.present:  # as in read
+                await self.fault(dom, vpn)
+                faulted = True
+                pte = self._pte(aspace, vpn, _W)
             base = pte.frame * PAGE_SIZE + off
             self.frames.ram[base : base + n] = data
             if not pte.dirty:
@@ -235,42 +233,47 @@ class VM:
                 self.res.touched.append(pte)
             if self.reflog is not None:
                 self.reflog.note(pte.handle)
-                await self._access_done(False)
-                return
-            self._streak += 1  # inlined: this is the hot path
-            await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD else self._yield())
+                await self._access_done(faulted)
+            elif not faulted:
+                self._streak += 1  # inlined: this is the hot path
+                await (checkpoint_if_cancelled() if self._streak < RESIDENT_YIELD
+                       else self._yield())
             return
-        if pte is None or not (0 < n <= PAGE_SIZE - off and pte.rights._value_ & _W):
-            addr, n = check_span(addr, n, what="write")  # (one page it may write: checked)
-            aspace.check_access(addr, n, Rights.WRITE)  # before any byte lands
+        await self._pages(dom, aspace, addr, n, data)
+
+    async def _pages(self, dom: Domain, aspace: AddressSpace, addr: int, n: int,
+                     data: bytes | None) -> bytes:
+        """An access off the fast path (several pages, a first touch, a bad address):
+        writes ``data`` or reads ``n`` bytes, each page faulted in as need be."""
+        write = data is not None
+        addr, n = check_span(addr, n, what="write" if write else "read")
+        aspace.check_access(addr, n, Rights.WRITE if write else Rights.READ)  # before
+        buf = bytearray(0 if write else n)  # any byte lands or a buffer is allocated
+        need, view = _W if write else _R, self.frames.view
         done = 0
         faulted = False
         while done < n:
-            pte, base, chunk, f = await self._span(dom, aspace, addr + done, n - done, _W)
-            faulted |= f
-            self.frames.view[base : base + chunk] = data[done : done + chunk]
-            if not pte.dirty:
-                pte.dirty = True
-                self.res.dirtied.append(pte)
+            vpn, off = divmod(addr + done, PAGE_SIZE)
+            if not (pte := self._pte(aspace, vpn, need)).present:
+                await self.fault(dom, vpn)
+                faulted = True
+                continue
+            if not pte.accessed:
+                pte.accessed = True
+                self.res.touched.append(pte)
+            if self.reflog is not None:
+                self.reflog.note(pte.handle)
+            base, chunk = pte.frame * PAGE_SIZE + off, min(n - done, PAGE_SIZE - off)
+            if data is None:
+                buf[done : done + chunk] = view[base : base + chunk]
+            else:
+                view[base : base + chunk] = data[done : done + chunk]
+                if not pte.dirty:
+                    pte.dirty = True
+                    self.res.dirtied.append(pte)
             done += chunk
         await self._access_done(faulted)
-
-    async def _span(self, dom: Domain, aspace: AddressSpace, addr: int, left: int,
-                    need: int) -> tuple[PTE, int, int, bool]:
-        """The resident piece at ``addr`` (faulted in first if need be): its entry, RAM
-        offset, length, and whether it faulted.  Marks it accessed (and logs the
-        reference in precise mode)."""
-        vpn, off = divmod(addr, PAGE_SIZE)
-        faulted = False
-        while not (pte := self._pte(aspace, vpn, need)).present:
-            await self.fault(dom, vpn)
-            faulted = True
-        if not pte.accessed:
-            pte.accessed = True
-            self.res.touched.append(pte)
-        if self.reflog is not None:
-            self.reflog.note(pte.handle)
-        return pte, pte.frame * PAGE_SIZE + off, min(left, PAGE_SIZE - off), faulted
+        return bytes(buf)
 
     async def _access_done(self, faulted: bool) -> None:
         """The end of an access: a full precise-mode log is reported now; an access that
@@ -301,7 +304,7 @@ class VM:
             if pte is None or pte in self._busy:  # gone, or another task is on it: wait
                 pte = await self._settled_pte(aspace, vpn)
             if not pte.present:
-                busy = self._busy[pte] = trio.Event()
+                busy = self._busy[pte] = Busy()
                 try:
                     await self._fill(dom, aspace, vpn, pte)
                 finally:
@@ -347,8 +350,10 @@ class VM:
         dom.faults += 1
         trace = self.trace
         started = trace.page("fault", aspace.asid, vpn, pte.handle) if trace.enabled else 0.0
-        try:
-            frame = await self.supply.get(aspace)
+        try:  # a free frame (the common case) is taken with no coroutine of its own
+            frame = self.frames.alloc()
+            if frame is None:
+                frame = await self.supply.get(aspace)
         except BaseException as exc:
             if trace.enabled:
                 trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
@@ -360,15 +365,14 @@ class VM:
             if trace.enabled:
                 trace.page("zero-fill", aspace.asid, vpn, pte.handle, started)
             return
-        cluster = self.readahead.cluster(aspace, vpn, self._busy)
+        cluster = self.readahead.cluster(aspace, vpn, self._busy) if self.readahead.window else ()
         busy = self._busy[pte]  # read-ahead pages wait with the page: the caller settles it
         for _v, xpte, _f in cluster:
             self._busy[xpte] = busy
         self.supply.filling += len(cluster)
-        plains: list[bytes | None] = []
+        plains: list[bytes | None] | None = None
         try:
-            plains = await self.io.fetch([(aspace, vpn, pte)] + [
-                (aspace, v, p) for v, p, _f in cluster] if cluster else [(aspace, vpn, pte)])
+            plains = await self.io.fetch(aspace, vpn, pte, cluster)
         except BaseException as exc:
             if trace.enabled:
                 trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
@@ -376,12 +380,13 @@ class VM:
         finally:
             for _v, xpte, _f in cluster:
                 del self._busy[xpte]
-            if not plains:  # failed or cancelled: every frame goes back
+            if plains is None:  # failed or cancelled: every frame goes back
                 self._filled_one(aspace, vpn, pte, frame, b"")
                 for v, xpte, f in cluster:
                     self._filled_one(aspace, v, xpte, f, b"")
-        for (v, xpte, f), plain in zip(cluster, plains[1:], strict=True):
-            self._filled_one(aspace, v, xpte, f, plain or b"")  # refused: stays swapped
+        if cluster:
+            for (v, xpte, f), plain in zip(cluster, plains[1:], strict=True):
+                self._filled_one(aspace, v, xpte, f, plain or b"")  # refused: stays swapped
         if plains[0] is None:
             self._filled_one(aspace, vpn, pte, frame, b"")
             if trace.enabled:
@@ -390,10 +395,8 @@ class VM:
             stats.integrity_faults += 1
             dom.integrity_faults += 1
             self.event("integrity_fault", dom, f"page {vpn * PAGE_SIZE:#x} refused")
-            raise IntegrityFault(
-                f"page {vpn * PAGE_SIZE:#x} of {dom.name!r} failed its seal check "
-                "(tampered, stale or misplaced); not mapped"
-            )
+            raise IntegrityFault(f"page {vpn * PAGE_SIZE:#x} of {dom.name!r} failed its seal "
+                                 "check (tampered, stale or misplaced); not mapped")
         stats.page_ins += 1
         stats.readaheads += sum(1 for p in plains[1:] if p) if cluster else 0
         self._filled_one(aspace, vpn, pte, frame, plains[0])
@@ -410,7 +413,8 @@ class VM:
             self.supply.free(frame)
             return
         if plain is not None:
-            self.frames.frame(frame)[:] = plain
+            start = frame * PAGE_SIZE
+            self.frames.view[start : start + PAGE_SIZE] = plain
         self._map(aspace, vpn, pte, frame)
 
     def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:

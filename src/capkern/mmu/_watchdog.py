@@ -71,11 +71,24 @@ class Watchdog:
         self._scope: trio.CancelScope | None = None  # the watchdog's sleep
         self._wake_at = math.inf
         self.expired = 0  # calls failed at their deadline
+        # the run's clock, read directly while :meth:`run` runs (trio.current_time()
+        # reaches it through two more Python calls, at every call the kernel makes)
+        self._now: Callable[[], float] = trio.current_time
+        # a disarmed timer no queue holds any more, armed again by the next call: one
+        # object less per call.  A caller must not touch a timer it disarmed.
+        self._spare: CallTimer | None = None
 
     def arm(self, timeout: float, error: Callable[[], Exception]) -> CallTimer:
         """A timer for a call starting now that must end within ``timeout`` seconds."""
-        deadline = trio.current_time() + timeout
-        timer = CallTimer(deadline, error)
+        deadline = self._now() + timeout
+        timer = self._spare
+        if timer is None:
+            timer = CallTimer(deadline, error)
+        else:
+            self._spare = None
+            timer.deadline = deadline
+            timer.error = error
+            timer.armed = True
         queue = self._queues.get(timeout)
         if queue is None:
             queue = self._queues[timeout] = _Queue()
@@ -88,12 +101,16 @@ class Watchdog:
         return timer
 
     def disarm(self, timer: CallTimer, timeout: float) -> None:
-        """The call ended (answered, failed or cancelled): forget its deadline."""
+        """The call ended (answered, failed or cancelled): forget its deadline.  The
+        timer is the watchdog's again (it may arm it for the next call)."""
         queue = self._queues[timeout]
+        timer.waiting = None
         if timer.armed:  # (not if the watchdog failed it already)
             timer.armed = False
             queue.live -= 1
-        timer.waiting = None
+            if queue[0] is timer:  # it ended first of its queue (the common case)
+                queue.popleft()
+                self._spare = timer  # no queue holds it now: the next call's
         while queue and not queue[0].armed:
             queue.popleft()
         if len(queue) > 2 * queue.live + COMPACT_MIN:  # ended calls behind a held one
@@ -125,8 +142,12 @@ class Watchdog:
 
     async def run(self) -> None:
         """Enforce deadlines until cancelled (a kernel task, in the kernel's nursery)."""
-        while True:
-            self._wake_at = self.expire(trio.current_time())
-            with trio.CancelScope(deadline=self._wake_at) as self._scope:
-                await trio.sleep_forever()
-            self._scope = None
+        self._now = trio.lowlevel.current_clock().current_time
+        try:
+            while True:
+                self._wake_at = self.expire(self._now())
+                with trio.CancelScope(deadline=self._wake_at) as self._scope:
+                    await trio.sleep_forever()
+                self._scope = None
+        finally:
+            self._now = trio.current_time
