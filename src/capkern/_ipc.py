@@ -44,7 +44,7 @@ from trio.lowlevel import (
 
 from . import _wire as wire
 from ._contract import Contract
-from ._cspace import Cap, CSpace, KObject, Rights
+from ._cspace import Cap, CSpace, KObject, Rights, _oids
 from ._states import ReplyState, move
 from ._trace import Delivery, IpcRecord
 from .errors import (
@@ -83,6 +83,7 @@ class Party(Protocol):
     cspace: CSpace
     usage: Usage
     reply: ReplyObject | None
+    spare: _Receiver | None
 
     @property
     def kernel(self) -> KernelView: ...
@@ -151,7 +152,7 @@ class Message(Received):
 
     __slots__ = ("cap_src", "flow")
 
-    def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: list[Cap]):
+    def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: Sequence[Cap]):
         self.label = label
         self._raw = raw
         self._value = value
@@ -159,6 +160,10 @@ class Message(Received):
         self.caps = ()
         self.cap_src = caps  # the sender's capabilities to transfer
         self.flow = 0  # the IPC trace's flow id, when the send was traced
+
+
+#: the capabilities of a message that carries none: shared, never a new list per message
+_NO_CAPS: tuple[Cap, ...] = ()
 
 
 class ReplyObject(KObject):
@@ -176,7 +181,11 @@ class ReplyObject(KObject):
         contract: Contract | None,
         grant: bool,
     ) -> None:
-        KObject.__init__(self)
+        # KObject.__init__, inlined: one reply object per call
+        self.oid = next(_oids)
+        self.name = ""
+        self.refs = 0
+        self.owner = None
         self.caller = caller
         self.caller_dom = caller_dom
         self.request_label = request_label
@@ -212,15 +221,19 @@ class ReplyObject(KObject):
 
 class _Receiver:
     """A receiver blocked on an endpoint through ``cap`` (every server waits this way
-    between two requests)."""
+    between two requests).  Once a sender has taken it off its endpoint it is its
+    domain's spare (``Party.spare``), filled in again by that domain's next blocking
+    receive instead of a new one per request; ``aborted`` is its abort callback, bound
+    once."""
 
-    __slots__ = ("cap", "dom", "ep", "task")
+    __slots__ = ("aborted", "cap", "dom", "ep", "task")
 
     def __init__(self, task: Task, dom: Party, ep: Endpoint, cap: Cap) -> None:
         self.task = task
         self.dom = dom
         self.ep = ep
         self.cap = cap
+        self.aborted = self._receiver_cancelled
 
     def _receiver_cancelled(self, _: Any) -> Abort:
         """The receiver was cancelled (``wait_task_rescheduled``'s abort callback)."""
@@ -331,7 +344,7 @@ def make_message(
         else:
             value = wire.decode_untrusted(raw, limits)
             raw = bytes(raw)
-        caps: list[Cap] = []
+        caps: Sequence[Cap] = _NO_CAPS
         if cap_slots:
             if len(cap_slots) > limits.max_caps:
                 raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {limits.max_caps}")
@@ -365,7 +378,8 @@ def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> Message:
     contract item by item -- the kernel is trusted to build its own requests right (its
     tests check them against the contract).  Replies are still checked at the server's
     reply trap: the server is the untrusted side."""
-    return Message(label, wire.encode_trusted(body, dom.kernel.limits), UNDECODED, cap.badge, [])
+    return Message(label, wire.encode_trusted(body, dom.kernel.limits), UNDECODED, cap.badge,
+                   _NO_CAPS)
 
 
 def _transfer(msg: Message, to: Party) -> tuple[int, ...]:
@@ -447,12 +461,12 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
                 to.set_reply(reply)  # aborts the previous caller
             else:
                 to.reply = reply
-            reschedule(waiter.task, outcome.Value(got))
+            _wake(waiter, got)
             if timer is not None:
                 timer.waiting = reply
             return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
         k.stats.ipc_sends += 1
-        reschedule(waiter.task, outcome.Value(got))
+        _wake(waiter, got)
         await cancel_shielded_checkpoint()
         return None
     if len(ep.senders) >= k.limits.max_queued_senders:
@@ -491,7 +505,7 @@ def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:
     waiter = ep.receivers.popleft()
     waiter.cap.unblock(waiter)
     dom.kernel.stats.ipc_sends += 1
-    reschedule(waiter.task, outcome.Value(deliver(msg, waiter.dom)))
+    _wake(waiter, deliver(msg, waiter.dom))
     return True
 
 
@@ -529,7 +543,20 @@ async def recv(dom: Party, cap: Cap) -> Received:
             reschedule(sender.task, outcome.Value(None))
         await cancel_shielded_checkpoint()
         return got
-    me = _Receiver(current_task(), dom, ep, cap)
+    me = dom.spare
+    if me is None:
+        me = _Receiver(current_task(), dom, ep, cap)
+    else:  # no sender or endpoint holds it any more (see _wake): this receive's now
+        dom.spare = None
+        me.task, me.ep, me.cap = current_task(), ep, cap
     ep.receivers.append(me)
     cap.block(me)
-    return await wait_task_rescheduled(me._receiver_cancelled)  # type: ignore[no-any-return]
+    return await wait_task_rescheduled(me.aborted)  # type: ignore[no-any-return]
+
+
+def _wake(waiter: _Receiver, got: Received) -> None:
+    """Hand ``got`` to a receiver taken off its endpoint (and its capability's blocked
+    set), then keep it as its domain's spare: trio's reschedule drops the abort callback,
+    so nothing else refers to it now."""
+    reschedule(waiter.task, outcome.Value(got))
+    waiter.dom.spare = waiter
