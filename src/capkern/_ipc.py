@@ -99,25 +99,22 @@ class Received:
     server tells its clients apart.
     """
 
-    __slots__ = ("_raw", "_value", "badge", "caps", "label")
+    # ``body`` is a plain slot, read with no call: every message's body is read once, and
+    # a class with a ``__getattr__`` or a ``body`` property would slow every attribute
+    # read of every message (a lazily decoded body is :class:`_LazyReceived`'s)
+    __slots__ = ("_raw", "badge", "body", "caps", "label")
 
     def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: tuple[int, ...]):
         self.label = label
         self._raw = raw
-        self._value = value
+        self.body = value
         self.badge = badge
         self.caps = caps
 
     @classmethod
     def lazy(cls, label: str, raw: bytes, badge: int, caps: tuple[int, ...]) -> Received:
         """A message whose body is decoded on first use (bytes from a trusted relay)."""
-        return cls(label, raw, UNDECODED, badge, caps)
-
-    @property
-    def body(self) -> Any:
-        if self._value is UNDECODED:
-            self._value = wire.decode(self._raw)
-        return self._value
+        return _LazyReceived(label, raw, badge, caps)
 
     @property
     def size(self) -> int:
@@ -139,6 +136,30 @@ class Received:
 
 UNDECODED: Any = object()
 
+#: the ``body`` slot itself, for :class:`_LazyReceived` to fill in behind its property
+_BODY_SLOT: Any = Received.__dict__["body"]
+
+
+class _LazyReceived(Received):
+    """A received message whose body is decoded from its bytes on first use."""
+
+    __slots__ = ()
+
+    def __init__(self, label: str, raw: bytes, badge: int, caps: tuple[int, ...]):
+        self.label = label
+        self._raw = raw
+        self.badge = badge
+        self.caps = caps
+
+    @property
+    def body(self) -> Any:
+        try:
+            return _BODY_SLOT.__get__(self)
+        except AttributeError:  # not decoded yet
+            value = wire.decode(self._raw)
+            _BODY_SLOT.__set__(self, value)
+            return value
+
 
 class Message(Received):
     """A message in flight inside the kernel.
@@ -147,7 +168,7 @@ class Message(Received):
     terms yet: ``caps`` is empty), so a message that carries no capabilities and is not
     traced is delivered as itself, with no copy.  That shares nothing with the sender:
     the kernel made this object at the sender's trap, the sender's program never sees
-    it, and its body is decoded from the bytes (here, or on the receiver's first use).
+    it, and its body is decoded from the bytes at that trap.
     """
 
     __slots__ = ("cap_src", "flow")
@@ -155,7 +176,9 @@ class Message(Received):
     def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: Sequence[Cap]):
         self.label = label
         self._raw = raw
-        self._value = value
+        # decoded now if no check decoded it (or a program's schema node saw the value):
+        # at the sender's trap, from the bytes, for the receiver alone
+        self.body = wire.decode(raw) if value is UNDECODED else value
         self.badge = badge
         self.caps = ()
         self.cap_src = caps  # the sender's capabilities to transfer
@@ -378,8 +401,11 @@ def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> Message:
     contract item by item -- the kernel is trusted to build its own requests right (its
     tests check them against the contract).  Replies are still checked at the server's
     reply trap: the server is the untrusted side."""
-    return Message(label, wire.encode_trusted(body, dom.kernel.limits), UNDECODED, cap.badge,
-                   _NO_CAPS)
+    # decoded here, not at the receiver's first read of ``body``: the server always reads
+    # it, and a decoded body is a plain slot read (fresh objects all the same: nothing but
+    # this message ever holds them)
+    raw, value = wire.encode_unwalked(body, dom.kernel.limits)
+    return Message(label, raw, value, cap.badge, _NO_CAPS)
 
 
 def _transfer(msg: Message, to: Party) -> tuple[int, ...]:
@@ -409,7 +435,7 @@ def deliver(msg: Message, to: Party) -> Received:
         k = to.kernel
         k.trace.delivered(
             Delivery(trio.current_time() - k.boot_time, to.pid, to.name, msg.label, msg.flow))
-    return Received(msg.label, msg._raw, msg._value, msg.badge, caps)
+    return Received(msg.label, msg._raw, msg.body, msg.badge, caps)
 
 
 def trace_op(
@@ -461,7 +487,8 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
                 to.set_reply(reply)  # aborts the previous caller
             else:
                 to.reply = reply
-            _wake(waiter, got)
+            reschedule(waiter.task, outcome.Value(got))  # _wake, inlined: every fault
+            to.spare = waiter
             if timer is not None:
                 timer.waiting = reply
             return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
