@@ -21,7 +21,8 @@ from trio.lowlevel import reschedule
 
 from . import _wire as wire
 from ._contract import Contract
-from ._ipc import _NO_CAPS, UNDECODED, Message, Party, ReplyObject, deliver, trace_op
+from ._ipc import Party, ReplyObject, deliver, trace_op
+from ._message import _NO_CAPS, UNDECODED, Message
 from ._states import ReplyState, move
 from .errors import ContractViolation, MalformedMessage, ReplyError, TooManyCaps
 
