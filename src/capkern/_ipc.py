@@ -45,7 +45,7 @@ from trio.lowlevel import (
 from . import _wire as wire
 from ._contract import Contract
 from ._cspace import Cap, CSpace, KObject, Rights, _oids
-from ._message import _NO_CAPS, UNDECODED, Message, Received
+from ._message import _NO_CAPS, UNDECODED, Delivered, Message, Received
 from ._states import ReplyState, move
 from ._trace import Delivery, IpcRecord
 from .errors import (
@@ -389,7 +389,7 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
                 to.set_reply(reply)  # aborts the previous caller
             else:
                 to.reply = reply
-            reschedule(waiter.task, outcome.Value(got))  # _wake, inlined: every fault
+            reschedule(waiter.task, Delivered(got))  # _wake, inlined: every fault
             to.spare = waiter
             if timer is not None:
                 timer.waiting = reply
@@ -469,7 +469,7 @@ async def recv(dom: Party, cap: Cap) -> Received:
             sender.reply = reply
             dom.set_reply(reply)
         else:
-            reschedule(sender.task, outcome.Value(None))
+            reschedule(sender.task, Delivered(None))
         await cancel_shielded_checkpoint()
         return got
     me = dom.spare
@@ -487,5 +487,5 @@ def _wake(waiter: _Receiver, got: Received) -> None:
     """Hand ``got`` to a receiver taken off its endpoint (and its capability's blocked
     set), then keep it as its domain's spare: trio's reschedule drops the abort callback,
     so nothing else refers to it now."""
-    reschedule(waiter.task, outcome.Value(got))
+    reschedule(waiter.task, Delivered(got))
     waiter.dom.spare = waiter

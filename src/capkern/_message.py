@@ -8,8 +8,10 @@ the receiver's CSpace (:func:`capkern._ipc.deliver`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import TYPE_CHECKING, Any
+
+import outcome
 
 from . import _wire as wire
 from .errors import ServerError
@@ -17,7 +19,7 @@ from .errors import ServerError
 if TYPE_CHECKING:
     from ._cspace import Cap
 
-__all__ = ["UNDECODED", "Message", "Received"]
+__all__ = ["UNDECODED", "Delivered", "Message", "Received"]
 
 
 class Received:
@@ -116,3 +118,32 @@ class Message(Received):
 
 #: the capabilities of a message that carries none: shared, never a new list per message
 _NO_CAPS: tuple[Cap, ...] = ()
+
+
+class Delivered(outcome.Outcome[Any]):
+    """What a blocked task is woken with when IPC hands it a value (a message, a reply,
+    a notification word): an :class:`outcome.Outcome` like ``outcome.Value``, unwrapped
+    once, but built with a plain ``__init__`` -- ``outcome.Value`` is a frozen attrs class,
+    whose construction and unwrap cost several calls, and IPC wakes a task several times
+    per fault."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._unwrapped = False
+
+    def __repr__(self) -> str:
+        return f"Delivered({self.value!r})"
+
+    def unwrap(self) -> Any:
+        if self._unwrapped:
+            raise outcome.AlreadyUsedError
+        self._unwrapped = True
+        return self.value
+
+    def send(self, gen: Generator[Any, Any, Any]) -> Any:
+        return gen.send(self.unwrap())
+
+    async def asend(self, agen: AsyncGenerator[Any, Any]) -> Any:
+        return await agen.asend(self.unwrap())

@@ -16,13 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import outcome
 from trio.lowlevel import reschedule
 
 from . import _wire as wire
 from ._contract import Contract
 from ._ipc import Party, ReplyObject, deliver, trace_op
-from ._message import _NO_CAPS, UNDECODED, Message
+from ._message import _NO_CAPS, UNDECODED, Delivered, Message
 from ._states import ReplyState, move
 from .errors import ContractViolation, MalformedMessage, ReplyError, TooManyCaps
 
@@ -146,7 +145,7 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: Message) -> bool:
         reply_obj.state = move(state, _DONE)  # GONE: the caller left, the reply is dropped
         return False
     reply_obj.state = _DONE
-    reschedule(reply_obj.caller, outcome.Value(
+    reschedule(reply_obj.caller, Delivered(
         msg if not msg.cap_src and not msg.flow else deliver(msg, reply_obj.caller_dom)))
     return True
 
