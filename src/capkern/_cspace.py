@@ -89,6 +89,10 @@ class KObject:
 
     kind = "Object"
 
+    # slots for a subclass that declares its own (a reply object, made at every call);
+    # one that does not (an endpoint) still gets a __dict__ of its own
+    __slots__ = ("name", "oid", "owner", "refs")
+
     def __init__(self, name: str = "") -> None:
         self.oid = next(_oids)
         self.name = name

@@ -13,6 +13,7 @@ from ._quota import Quota, Usage
 from ._states import DomainState, ReplyState
 
 if TYPE_CHECKING:
+    from ._ipc import _Receiver
     from ._services import KernelView
     from .mmu._aspace import AddressSpace
 
@@ -75,6 +76,8 @@ class Domain:
         self.usage = Usage(quota if quota is not None else Quota(), name)
         self.cspace = CSpace(name, pid, cspace_size, self.usage)
         self.reply: ReplyObject | None = None
+        #: a receiver record its last blocking receive used, to fill in for the next
+        self.spare: _Receiver | None = None
         self.state = DomainState.STARTING
         self.exit: ExitStatus | None = None
         self.done = trio.Event()

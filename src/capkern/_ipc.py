@@ -44,7 +44,8 @@ from trio.lowlevel import (
 
 from . import _wire as wire
 from ._contract import Contract
-from ._cspace import Cap, CSpace, KObject, Rights
+from ._cspace import Cap, CSpace, KObject, Rights, _oids
+from ._message import _NO_CAPS, UNDECODED, Delivered, Message, Received
 from ._states import ReplyState, move
 from ._trace import Delivery, IpcRecord
 from .errors import (
@@ -54,7 +55,6 @@ from .errors import (
     MalformedMessage,
     QueueFull,
     ReplyRefused,
-    ServerError,
     TooManyCaps,
 )
 
@@ -83,82 +83,12 @@ class Party(Protocol):
     cspace: CSpace
     usage: Usage
     reply: ReplyObject | None
+    spare: _Receiver | None
 
     @property
     def kernel(self) -> KernelView: ...
 
     def set_reply(self, reply: ReplyObject) -> None: ...
-
-
-class Received:
-    """A message as its receiver sees it: freshly decoded, in the receiver's terms.
-
-    ``caps`` are slot indices in the *receiver's* CSpace (0 where a capability could
-    not be transferred).  ``badge`` is the badge of the sender's capability: it is how a
-    server tells its clients apart.
-    """
-
-    __slots__ = ("_raw", "_value", "badge", "caps", "label")
-
-    def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: tuple[int, ...]):
-        self.label = label
-        self._raw = raw
-        self._value = value
-        self.badge = badge
-        self.caps = caps
-
-    @classmethod
-    def lazy(cls, label: str, raw: bytes, badge: int, caps: tuple[int, ...]) -> Received:
-        """A message whose body is decoded on first use (bytes from a trusted relay)."""
-        return cls(label, raw, UNDECODED, badge, caps)
-
-    @property
-    def body(self) -> Any:
-        if self._value is UNDECODED:
-            self._value = wire.decode(self._raw)
-        return self._value
-
-    @property
-    def size(self) -> int:
-        return len(self._raw)
-
-    def ok(self) -> Any:
-        """For replies from contracted servers: the body, or raise the typed error."""
-        if self.label == "error":
-            body = self.body
-            raise ServerError(str(body.get("reason", "?")), str(body.get("detail", "")))
-        return self.body
-
-    def __repr__(self) -> str:
-        return (
-            f"Received(label={self.label!r}, badge={self.badge}, caps={self.caps}, "
-            f"body={self.body!r})"
-        )
-
-
-UNDECODED: Any = object()
-
-
-class Message(Received):
-    """A message in flight inside the kernel.
-
-    It is already the receiver's :class:`Received` (no capabilities in the receiver's
-    terms yet: ``caps`` is empty), so a message that carries no capabilities and is not
-    traced is delivered as itself, with no copy.  That shares nothing with the sender:
-    the kernel made this object at the sender's trap, the sender's program never sees
-    it, and its body is decoded from the bytes (here, or on the receiver's first use).
-    """
-
-    __slots__ = ("cap_src", "flow")
-
-    def __init__(self, label: str, raw: bytes, value: Any, badge: int, caps: list[Cap]):
-        self.label = label
-        self._raw = raw
-        self._value = value
-        self.badge = badge
-        self.caps = ()
-        self.cap_src = caps  # the sender's capabilities to transfer
-        self.flow = 0  # the IPC trace's flow id, when the send was traced
 
 
 class ReplyObject(KObject):
@@ -176,7 +106,11 @@ class ReplyObject(KObject):
         contract: Contract | None,
         grant: bool,
     ) -> None:
-        KObject.__init__(self)
+        # KObject.__init__, inlined: one reply object per call
+        self.oid = next(_oids)
+        self.name = ""
+        self.refs = 0
+        self.owner = None
         self.caller = caller
         self.caller_dom = caller_dom
         self.request_label = request_label
@@ -212,15 +146,19 @@ class ReplyObject(KObject):
 
 class _Receiver:
     """A receiver blocked on an endpoint through ``cap`` (every server waits this way
-    between two requests)."""
+    between two requests).  Once a sender has taken it off its endpoint it is its
+    domain's spare (``Party.spare``), filled in again by that domain's next blocking
+    receive instead of a new one per request; ``aborted`` is its abort callback, bound
+    once."""
 
-    __slots__ = ("cap", "dom", "ep", "task")
+    __slots__ = ("aborted", "cap", "dom", "ep", "task")
 
     def __init__(self, task: Task, dom: Party, ep: Endpoint, cap: Cap) -> None:
         self.task = task
         self.dom = dom
         self.ep = ep
         self.cap = cap
+        self.aborted = self._receiver_cancelled
 
     def _receiver_cancelled(self, _: Any) -> Abort:
         """The receiver was cancelled (``wait_task_rescheduled``'s abort callback)."""
@@ -319,6 +257,10 @@ def make_message(
             f"label must be a non-empty str of at most {limits.max_label_len} chars"
         )
     contract = getattr(cap.obj, "contract", None)
+    if contract is not None and raw is None and not cap_slots:
+        fast = _closed_request(limits, contract, cap, label, body)
+        if fast is not None:
+            return fast
     unwalked = False
     try:
         if raw is None:
@@ -331,7 +273,7 @@ def make_message(
         else:
             value = wire.decode_untrusted(raw, limits)
             raw = bytes(raw)
-        caps: list[Cap] = []
+        caps: Sequence[Cap] = _NO_CAPS
         if cap_slots:
             if len(cap_slots) > limits.max_caps:
                 raise TooManyCaps(f"{len(cap_slots)} capabilities; at most {limits.max_caps}")
@@ -359,13 +301,36 @@ def make_message(
     return Message(label, raw, value, cap.badge, caps)
 
 
+def _closed_request(limits: wire.Limits, contract: Contract, cap: Cap, label: str,
+                    body: Any) -> Message | None:
+    """The common request, checked in fewer steps: no capabilities, to an operation whose
+    request schema is closed (:func:`capkern._contract.closed`) and within the depth
+    limit.  Encoded without the shape walk, it passes its compiled test; None for
+    anything else -- a refusal included -- which :func:`make_message` then checks (and
+    explains, and counts) from the start."""
+    op = contract.ops.get(label)
+    if op is None or not op.request_closed or op.request_depth > limits.max_depth:
+        return None
+    try:
+        raw, value = wire.encode_unwalked(body, limits)
+    except Exception:
+        return None
+    if not op.request_valid(value):  # built-in nodes only: the test cannot raise
+        return None
+    return Message(label, raw, value, cap.badge, _NO_CAPS)
+
+
 def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> Message:
     """A request the kernel built itself (the fault path's calls to its servers): encoded
     within the wire limits, no capabilities, and not re-checked against the endpoint's
     contract item by item -- the kernel is trusted to build its own requests right (its
     tests check them against the contract).  Replies are still checked at the server's
     reply trap: the server is the untrusted side."""
-    return Message(label, wire.encode_trusted(body, dom.kernel.limits), UNDECODED, cap.badge, [])
+    # decoded here, not at the receiver's first read of ``body``: the server always reads
+    # it, and a decoded body is a plain slot read (fresh objects all the same: nothing but
+    # this message ever holds them)
+    raw, value = wire.encode_unwalked(body, dom.kernel.limits)
+    return Message(label, raw, value, cap.badge, _NO_CAPS)
 
 
 def _transfer(msg: Message, to: Party) -> tuple[int, ...]:
@@ -395,7 +360,7 @@ def deliver(msg: Message, to: Party) -> Received:
         k = to.kernel
         k.trace.delivered(
             Delivery(trio.current_time() - k.boot_time, to.pid, to.name, msg.label, msg.flow))
-    return Received(msg.label, msg._raw, msg._value, msg.badge, caps)
+    return Received(msg.label, msg._raw, msg.body, msg.badge, caps)
 
 
 def trace_op(
@@ -447,12 +412,13 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
                 to.set_reply(reply)  # aborts the previous caller
             else:
                 to.reply = reply
-            reschedule(waiter.task, outcome.Value(got))
+            reschedule(waiter.task, Delivered(got))  # _wake, inlined: every fault
+            to.spare = waiter
             if timer is not None:
                 timer.waiting = reply
             return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
         k.stats.ipc_sends += 1
-        reschedule(waiter.task, outcome.Value(got))
+        _wake(waiter, got)
         await cancel_shielded_checkpoint()
         return None
     if len(ep.senders) >= k.limits.max_queued_senders:
@@ -491,7 +457,7 @@ def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:
     waiter = ep.receivers.popleft()
     waiter.cap.unblock(waiter)
     dom.kernel.stats.ipc_sends += 1
-    reschedule(waiter.task, outcome.Value(deliver(msg, waiter.dom)))
+    _wake(waiter, deliver(msg, waiter.dom))
     return True
 
 
@@ -526,10 +492,23 @@ async def recv(dom: Party, cap: Cap) -> Received:
             sender.reply = reply
             dom.set_reply(reply)
         else:
-            reschedule(sender.task, outcome.Value(None))
+            reschedule(sender.task, Delivered(None))
         await cancel_shielded_checkpoint()
         return got
-    me = _Receiver(current_task(), dom, ep, cap)
+    me = dom.spare
+    if me is None:
+        me = _Receiver(current_task(), dom, ep, cap)
+    else:  # no sender or endpoint holds it any more (see _wake): this receive's now
+        dom.spare = None
+        me.task, me.ep, me.cap = current_task(), ep, cap
     ep.receivers.append(me)
     cap.block(me)
-    return await wait_task_rescheduled(me._receiver_cancelled)  # type: ignore[no-any-return]
+    return await wait_task_rescheduled(me.aborted)  # type: ignore[no-any-return]
+
+
+def _wake(waiter: _Receiver, got: Received) -> None:
+    """Hand ``got`` to a receiver taken off its endpoint (and its capability's blocked
+    set), then keep it as its domain's spare: trio's reschedule drops the abort callback,
+    so nothing else refers to it now."""
+    reschedule(waiter.task, Delivered(got))
+    waiter.dom.spare = waiter

@@ -23,6 +23,7 @@ from trio.lowlevel import (
 )
 
 from ._cspace import Cap, KObject
+from ._message import Delivered
 from .errors import CapabilityRevoked
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def signal(dom: Party, cap: Cap) -> None:
     if ntfn.waiters:
         waiter = ntfn.waiters.popleft()
         waiter.cap.unblock(waiter)
-        reschedule(waiter.task, outcome.Value(bits | ntfn.word))
+        reschedule(waiter.task, Delivered(bits | ntfn.word))
         ntfn.word = 0
     else:
         ntfn.word |= bits

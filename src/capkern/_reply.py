@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import outcome
 from trio.lowlevel import reschedule
 
 from . import _wire as wire
 from ._contract import Contract
-from ._ipc import UNDECODED, Message, Party, ReplyObject, deliver, trace_op
+from ._ipc import Party, ReplyObject, deliver, trace_op
+from ._message import _NO_CAPS, UNDECODED, Delivered, Message
 from ._states import ReplyState, move
 from .errors import ContractViolation, MalformedMessage, ReplyError, TooManyCaps
 
@@ -71,7 +71,7 @@ def check_reply(
                 raise ContractViolation(
                     f"{contract.name}.{reply_obj.request_label} reply carries at most "
                     f"{allowed} capabilities, not {len(cap_slots)}")
-        caps = [dom.cspace.lookup(s) for s in cap_slots] if cap_slots else []
+        caps = [dom.cspace.lookup(s) for s in cap_slots] if cap_slots else _NO_CAPS
         unwalked = False
         if raw is None:
             if contract is not None and contract.closed_reply(
@@ -120,7 +120,7 @@ def _closed_ok(dom: Party, contract: Contract, request_label: str, body: Any) ->
         return None
     if not op.reply_valid(value):  # built-in nodes only: the test cannot raise
         return None
-    return Message("ok", raw, value, 0, [])
+    return Message("ok", raw, value, 0, _NO_CAPS)
 
 
 def _walk(dom: Party, reply_obj: ReplyObject, body: Any) -> None:
@@ -145,7 +145,7 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: Message) -> bool:
         reply_obj.state = move(state, _DONE)  # GONE: the caller left, the reply is dropped
         return False
     reply_obj.state = _DONE
-    reschedule(reply_obj.caller, outcome.Value(
+    reschedule(reply_obj.caller, Delivered(
         msg if not msg.cap_src and not msg.flow else deliver(msg, reply_obj.caller_dom)))
     return True
 

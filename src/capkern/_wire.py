@@ -70,6 +70,7 @@ def _check_shape(obj: Any, depth: int, max_depth: int) -> None:
 
 
 _local = threading.local()
+_unpackb = msgpack.unpackb
 
 
 def _packer() -> msgpack.Packer:
@@ -124,21 +125,32 @@ def encode_trusted(body: Any, limits: Limits) -> bytes:
 def encode_unwalked(body: Any, limits: Limits) -> tuple[bytes, Any]:
     """Encode ``body`` without walking its shape, and decode it again: for a message a
     closed schema will test (:func:`capkern._contract.closed`), which refuses whatever
-    the walk would have refused.  A body msgpack cannot pack or read back is walked then,
-    so a wire-level fault is still reported as itself (:func:`encode`'s errors)."""
+    the walk would have refused, and for the kernel's own requests.  A body msgpack
+    cannot pack or read back is walked then, so a wire-level fault is still reported as
+    itself (:func:`encode`'s errors).  (:func:`encode_trusted` and :func:`decode`,
+    inlined: every reply of a fault comes this way.)"""
     try:
-        raw = encode_trusted(body, limits)
-        return raw, decode(raw)
-    except MessageTooLarge:
-        raise
+        packer = _local.packer
+    except AttributeError:
+        packer = _packer()
+    try:
+        raw: bytes = packer.pack(body)
     except Exception as exc:
+        _local.packer = msgpack.Packer(use_bin_type=True)  # it may hold partial bytes
         encode(body, limits)  # raises the fault the walk names
         raise UnencodableBody(f"body cannot be encoded: {exc}") from None
+    if len(raw) > limits.max_body_bytes:
+        raise MessageTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
+    try:
+        return raw, _unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:
+        encode(body, limits)
+        raise UnencodableBody(f"body cannot be read back: {exc}") from None
 
 
 def decode(raw: bytes) -> Any:
     """Decode bytes that already passed the kernel's checks (receiver's boundary)."""
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    return _unpackb(raw, raw=False, strict_map_key=False)
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
