@@ -424,6 +424,7 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
     if len(ep.senders) >= k.limits.max_queued_senders:
         raise QueueFull(f"{ep.label()} already has {len(ep.senders)} blocked senders")
     dom.usage.charge("queued")  # the sender pays for its message while it waits
+    msg.body = UNDECODED  # queued as bytes only: decoded when taken (:func:`recv`)
     blocked = _Blocked(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & _GRANT))
     ep.senders.append(blocked)
     cap.block(blocked)
@@ -484,7 +485,9 @@ async def recv(dom: Party, cap: Cap) -> Received:
         sender = ep.senders.popleft()
         sender.cap.unblock(sender)
         sender.dom.usage.release("queued")
-        got = deliver(sender.msg, dom)
+        msg = sender.msg
+        msg.body = wire.decode(msg._raw)  # it waited as bytes only (see send)
+        got = deliver(msg, dom)
         if sender.want_reply:
             reply = ReplyObject(
                 sender.task, sender.dom, sender.msg.label, ep.contract, sender.grant
