@@ -19,11 +19,12 @@ from typing import Any
 import outcome
 from trio.lowlevel import reschedule
 
+from . import _ipc as ipc
 from . import _wire as wire
 from ._contract import Contract
 from ._ipc import UNDECODED, Message, Party, ReplyObject, deliver, trace_op
 from ._states import ReplyState, move
-from .errors import ContractViolation, MalformedMessage, ReplyError, TooManyCaps
+from .errors import ContractViolation, ReplyError, TooManyCaps
 
 __all__ = ["check_reply", "deliver_reply", "reply"]
 
@@ -49,13 +50,14 @@ def check_reply(
     if state is _ABORTED:
         raise ReplyError("this reply capability was aborted")
     contract = reply_obj.contract
-    if label == "ok" and raw is None and not cap_slots and contract is not None:
+    if type(label) is str and label == "ok" and raw is None and not cap_slots \
+            and contract is not None:  # (an exact str: the full path checks any other)
         fast = _closed_ok(dom, contract, reply_obj.request_label, body)
         if fast is not None:
             return fast
     try:
-        if not isinstance(label, str) or not label or len(label) > k.limits.max_label_len:
-            raise MalformedMessage("reply label must be a short non-empty str")
+        if type(label) is not str or not label or len(label) > k.limits.max_label_len:
+            label = ipc.plain_label(label, k.limits)  # a copy, or MalformedMessage
         if cap_slots:
             if not reply_obj.grant:
                 _unsolicited(dom, len(cap_slots), "the caller's capability lacks grant")
