@@ -126,14 +126,30 @@ def encode_unwalked(body: Any, limits: Limits) -> tuple[bytes, Any]:
     closed schema will test (:func:`capkern._contract.closed`), which refuses whatever
     the walk would have refused.  A body msgpack cannot pack or read back is walked then,
     so a wire-level fault is still reported as itself (:func:`encode`'s errors)."""
+    # The body is not walked, so a container subclass in it runs its own code (``items``,
+    # ``__iter__``) inside the packer; if that code sends a message, the nested encode
+    # must not write into this half-packed buffer (its bytes would be garbage for its
+    # receiver): the thread's packer is taken out while it packs, and a nested encode
+    # makes its own.
     try:
-        raw = encode_trusted(body, limits)
+        packer = _local.packer
+        del _local.packer
+    except AttributeError:
+        packer = msgpack.Packer(use_bin_type=True)
+    try:
+        raw: bytes = packer.pack(body)
+        if len(raw) > limits.max_body_bytes:
+            raise MessageTooLarge(
+                f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
         return raw, decode(raw)
     except MessageTooLarge:
         raise
     except Exception as exc:
+        packer = msgpack.Packer(use_bin_type=True)  # the old one may hold partial bytes
         encode(body, limits)  # raises the fault the walk names
         raise UnencodableBody(f"body cannot be encoded: {exc}") from None
+    finally:
+        _local.packer = packer
 
 
 def decode(raw: bytes) -> Any:
