@@ -516,7 +516,8 @@ def closed(spec: Spec) -> bool:
     could be one the walk refuses: bytes, None, a float, or a bool equal to an int
     field's name).  A decoded value that passes such a schema is plain wire data: str keys,
     the allowed scalar types, and no deeper than the schema (at most
-    :data:`MAX_SCHEMA_DEPTH`).  So a message tested by one need not have its shape walked
+    :data:`MAX_SCHEMA_DEPTH`); its bounds and choices are plain values, so its test runs
+    no program's code and cannot raise.  So a message tested by one need not have its shape walked
     before it is encoded (:func:`capkern._wire.encode_unwalked`)."""
     stack: list[Any] = [spec]
     while stack:
@@ -525,5 +526,25 @@ def closed(spec: Spec) -> bool:
             return False
         if type(node) is Struct and any(type(name) is not str for name in node.fields):
             return False  # a bytes, None, float or bool key (or a bool sent for an int)
+        if not _plain_parameters(node):
+            return False
         stack.extend(_children(node))
+    return True
+
+
+def _plain_parameters(node: Spec) -> bool:
+    """Whether a built-in node's bounds and choices are plain values: exact ``int``
+    bounds, a ``frozenset`` of exact ``str`` choices.  Any other object there (an int
+    subclass, a set with its own ``__contains__``) is its creator's code, run by the
+    test at the trap of whoever sends or replies: such a schema is tested like a
+    program's own node, its failures typed (:func:`_faulty`), never on a fast path."""
+    if type(node) is Int:
+        return (node.lo is None or type(node.lo) is int) and \
+            (node.hi is None or type(node.hi) is int)
+    if type(node) is Str:
+        choices = node.choices
+        return type(node.max_len) is int and (choices is None or (
+            type(choices) is frozenset and all(type(c) is str for c in choices)))
+    if type(node) is Bytes or type(node) is ListOf:
+        return type(node.min_len) is int and type(node.max_len) is int
     return True

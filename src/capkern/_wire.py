@@ -129,16 +129,24 @@ def encode_unwalked(body: Any, limits: Limits) -> tuple[bytes, Any]:
     cannot pack or read back is walked then, so a wire-level fault is still reported as
     itself (:func:`encode`'s errors).  (:func:`encode_trusted` and :func:`decode`,
     inlined: every reply of a fault comes this way.)"""
+    # The body is not walked, so a container subclass in it runs its own code (``items``,
+    # ``__iter__``) inside the packer; if that code sends a message, the nested encode
+    # must not write into this half-packed buffer (its bytes would be garbage for its
+    # receiver): the thread's packer is taken out while it packs, and a nested encode
+    # makes its own.
     try:
         packer = _local.packer
+        del _local.packer
     except AttributeError:
-        packer = _packer()
+        packer = msgpack.Packer(use_bin_type=True)
     try:
         raw: bytes = packer.pack(body)
     except Exception as exc:
-        _local.packer = msgpack.Packer(use_bin_type=True)  # it may hold partial bytes
+        packer = msgpack.Packer(use_bin_type=True)  # the old one may hold partial bytes
         encode(body, limits)  # raises the fault the walk names
         raise UnencodableBody(f"body cannot be encoded: {exc}") from None
+    finally:
+        _local.packer = packer
     if len(raw) > limits.max_body_bytes:
         raise MessageTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
     try:

@@ -34,6 +34,7 @@ from ..errors import (
     ConfigError,
     Fault,
     IntegrityFault,
+    ProcessError,
     ProtectionFault,
     SegmentationFault,
 )
@@ -246,6 +247,8 @@ class VM:
         """An access off the fast path (several pages, a first touch, a bad address):
         writes ``data`` or reads ``n`` bytes, each page faulted in as need be."""
         write = data is not None
+        if not aspace.alive:  # an access made before the process ended, run after it
+            raise ProcessError(f"{dom.name!r} has ended: its memory is gone")
         addr, n = check_span(addr, n, what="write" if write else "read")
         aspace.check_access(addr, n, Rights.WRITE if write else Rights.READ)  # before
         buf = bytearray(0 if write else n)  # any byte lands or a buffer is allocated

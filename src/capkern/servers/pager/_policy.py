@@ -64,6 +64,10 @@ class ClockPolicy(ReplacementPolicy):
 
     def admit_many(self, handles: Iterable[int]) -> None:
         # admit() for each page, without a Python call per page: keep the two in step
+        # (a subclass overriding admit() gets its own admit() called for every page)
+        if type(self).admit is not ClockPolicy.admit:
+            super().admit_many(handles)
+            return
         setdefault = self._ref.setdefault
         for handle in handles:
             setdefault(handle, False)
@@ -73,6 +77,10 @@ class ClockPolicy(ReplacementPolicy):
 
     def remove_many(self, handles: Iterable[int]) -> None:
         # remove() for each page, without a Python call per page: keep the two in step
+        # (and a subclass's own remove(), as admit_many does)
+        if type(self).remove is not ClockPolicy.remove:
+            super().remove_many(handles)
+            return
         pop = self._ref.pop
         for handle in handles:
             pop(handle, None)
