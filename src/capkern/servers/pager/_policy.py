@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Iterable
-from itertools import compress, count, filterfalse, islice, repeat
-from operator import not_
+from itertools import compress, filterfalse, islice, repeat
+from operator import indexOf, not_
 
 from ...errors import ConfigError
 from ._alloc import LocalLRUPolicy, PFFPolicy, WorkingSetPolicy
@@ -100,11 +100,10 @@ class ClockPolicy(ReplacementPolicy):
         want = min(n, len(ring))
         if want <= 0:
             return []
-        # first turn: the 1-based places of the first ``want`` clear bits, and their pages
-        places = list(islice(compress(count(1), map(not_, ring.values())), want))
-        victims = list(islice(compress(ring, map(not_, ring.values())), len(places)))
+        # first turn: the first ``want`` pages whose bit is clear
+        victims = list(islice(compress(ring, map(not_, ring.values())), want))
         if len(victims) == want:  # the hand stopped just past the last victim
-            passed = list(islice(ring, places[-1]))
+            passed = list(islice(ring, indexOf(ring, victims[-1]) + 1))
             deque(map(ring.pop, passed), 0)
             ring.update(dict.fromkeys(passed, False))
             return victims
