@@ -142,8 +142,9 @@ class Evictor:
             elif h not in sealing or h in stored:
                 free(pte.frame)
                 pte.frame = -1
-                pte.state = move(pte.state, PageState.SWAPPED if pte.sealed_version is not None
-                                 else PageState.ZERO)
+                gone = PageState.SWAPPED if pte.sealed_version is not None else PageState.ZERO
+                # RESIDENT -> SWAPPED/ZERO is always allowed: move() checks any other
+                pte.state = gone if pte.state is PageState.RESIDENT else move(pte.state, gone)
                 evicted += 1
                 if trace.enabled:
                     trace.page("eviction", aspace.asid, vpn, h, None,
