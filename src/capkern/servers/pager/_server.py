@@ -155,8 +155,7 @@ class Pager:
             if block is None:
                 block = staged[lba] = self._meta_block(lba)
             off = index * META_LEN  # pack_meta_entry's layout: nonce || tag
-            block[off : off + NONCE_LEN] = blob[:NONCE_LEN]
-            block[off + NONCE_LEN : off + META_LEN] = blob[-TAG_LEN:]
+            block[off : off + META_LEN] = blob[:NONCE_LEN] + blob[-TAG_LEN:]
         writes.extend([lba, bytes(staged[lba])] for lba in sorted(staged))
         return writes, staged
 
