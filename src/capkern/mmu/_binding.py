@@ -67,6 +67,24 @@ class Versions:
         """Fresh bindings for eviction victims ``(handle, aspace, vpn, pte)``: the
         victims that got one, their bindings, and why the others did not -- a binding
         that cannot be encoded fails its own page, never the batch."""
+        bindings: list[list[int]] = []
+        start = version = self._last
+        for _h, aspace, vpn, pte in victims:  # next_seal inlined: no call per page
+            version += 1
+            asid, incarnation = aspace.asid, aspace.incarnation
+            if not (0 <= asid < ASID_LIMIT and 0 <= incarnation < VERSION_LIMIT
+                    and 0 <= vpn < VA_PAGES and version < VERSION_LIMIT):
+                self._last = start  # nothing handed out yet: redo it page by page
+                return self._seal_checked(victims)
+            pte.version = version
+            bindings.append([asid, incarnation, vpn, version])
+        self._last = version
+        return list(victims), bindings, []
+
+    def _seal_checked(self, victims: Sequence[V]) -> tuple[list[V], list[list[int]],
+                                                            list[str]]:
+        """:meth:`seal_batch` page by page through :meth:`next_seal`, for a batch where
+        some binding does not encode: it fails its own page only."""
         kept, bindings, errors = [], [], []
         for victim in victims:
             try:

@@ -108,13 +108,13 @@ class Evictor:
         victims = await self.choose_victims(n, faulter)
         pages: list[Victim] = []
         busy = Busy()
+        handles, unmap, busy_table = self.res.handles, self.res.resident.pop, self.busy
         for h in victims:  # unmap first: a touch now faults and waits for us
-            pte = self.res.handles[h]
-            aspace, vpn = pte.aspace, pte.vpn
+            pte = handles[h]
             pte.present = False
-            self.res.unmap(h)
-            self.busy[pte] = busy
-            pages.append((h, aspace, vpn, pte))
+            unmap(h, None)  # Residency.unmap, inlined (no call per page)
+            busy_table[pte] = busy
+            pages.append((h, pte.aspace, pte.vpn, pte))
         # a page never written since its zero-fill goes back to demand-zero, unsealed:
         # its next touch reads zeros without asking the pager for anything
         to_seal = [v for v in pages if v[3].dirty]
@@ -132,25 +132,28 @@ class Evictor:
     def settle(self, pages: list[Victim], sealing: set[int], stored: set[int]) -> int:
         """After the store: free each victim's frame, or map the page again if its sealed
         copy did not make it (handles being sealed: ``sealing``); returns frames freed."""
-        freed = 0
+        freed = evicted = 0
+        busy, free, trace = self.busy, self.frames.free, self.trace
         for h, aspace, vpn, pte in pages:
-            del self.busy[pte]
+            del busy[pte]
             if not aspace.alive or aspace.pages.get(vpn) is not pte:
-                self.frames.free(pte.frame)  # unmapped meanwhile: the frame is ours to free
+                free(pte.frame)  # unmapped meanwhile: the frame is ours to free
                 pte.frame = -1
             elif h not in sealing or h in stored:
-                self.frames.free(pte.frame)
+                free(pte.frame)
                 pte.frame = -1
-                pte.state = move(pte.state, PageState.SWAPPED if pte.sealed_version is not None
-                                 else PageState.ZERO)
-                self.stats.evictions += 1
-                if self.trace.enabled:
-                    self.trace.page("eviction", aspace.asid, vpn, h, None,
-                                    "" if h in sealing else "clean")
+                gone = PageState.SWAPPED if pte.sealed_version is not None else PageState.ZERO
+                # RESIDENT -> SWAPPED/ZERO is always allowed: move() checks any other
+                pte.state = gone if pte.state is PageState.RESIDENT else move(pte.state, gone)
+                evicted += 1
+                if trace.enabled:
+                    trace.page("eviction", aspace.asid, vpn, h, None,
+                               "" if h in sealing else "clean")
             else:  # keep the data resident: no data is lost
                 self.stats.store_failures += 1
                 pte.present = True
                 self.res.map(h, pte)
                 continue
             freed += 1
+        self.stats.evictions += evicted
         return freed

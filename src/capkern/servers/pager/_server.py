@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import _serverloop as serverloop
-from ..._pagefmt import META_LEN, PAGE_SIZE, split_blob
+from ..._pagefmt import META_LEN, NONCE_LEN, PAGE_SIZE, SEALED_LEN, TAG_LEN, split_blob
 from ..._proc import Process
 from ...errors import CapkernError, ServerError
 from ._layout import Plan, SwapLayout, join_sealed
@@ -141,14 +141,21 @@ class Pager:
         the write succeeds)."""
         writes: list[list[Any]] = []
         staged: dict[int, bytearray] = {}
+        per_meta, meta_blocks, slots = layout.per_meta, layout.meta_blocks, layout.slots
         for handle in stored:
-            nonce, ciphertext, tag = split_blob(pages[handle])
-            data_lba, lba, off = layout.locate(plan[handle][0])
-            writes.append([data_lba, ciphertext])
+            # split_blob and layout.locate, inlined (no call per page); a blob of the
+            # wrong size or a slot out of range takes the checked calls, which raise
+            blob, slot = pages[handle], plan[handle][0]
+            if len(blob) != SEALED_LEN or not 0 <= slot < slots:
+                split_blob(blob)
+                layout.locate(slot)
+            lba, index = divmod(slot, per_meta)
+            writes.append([meta_blocks + slot, blob[NONCE_LEN:-TAG_LEN]])
             block = staged.get(lba)
             if block is None:
                 block = staged[lba] = self._meta_block(lba)
-            block[off : off + META_LEN] = nonce + tag  # pack_meta_entry's layout
+            off = index * META_LEN  # pack_meta_entry's layout: nonce || tag
+            block[off : off + META_LEN] = blob[:NONCE_LEN] + blob[-TAG_LEN:]
         writes.extend([lba, bytes(staged[lba])] for lba in sorted(staged))
         return writes, staged
 
