@@ -284,9 +284,10 @@ def bench_metadata(pages: int = 8192) -> Result:
             "unit": "bytes/page", "per_virtual_page": virtual, "per_resident_page": resident}
 
 
-def bench_scale(procs: int = 1000, pages: int = 256, ram: int = 16384) -> Result:
+def bench_scale(procs: int = 1000, pages: int = 256, ram: int = 16384,
+                base_runs: int = 5) -> Result:
     """Faults/s of ``procs`` x ``pages`` written then read back through ``ram`` frames
-    vs one process through 32 frames (same per-process work)."""
+    vs one process through 32 frames (same per-process work; best of ``base_runs``)."""
 
     async def run(procs: int, ram: int) -> tuple[float, int]:
         async def worker(proc: Process) -> None:
@@ -307,8 +308,10 @@ def bench_scale(procs: int = 1000, pages: int = 256, ram: int = 16384) -> Result
             return _now() - t0, kernel.stats.faults
 
     elapsed, faults = trio.run(run, procs, ram)
-    base_elapsed, base_faults = trio.run(run, 1, 32)
-    value, baseline = faults / elapsed, base_faults / base_elapsed
+    # the baseline is a run of ~50 ms: one sample of it moved by 30% with the machine's
+    # load (a slow sample flattered the ratio), so it is the best of several
+    baseline = max(f / e for e, f in (trio.run(run, 1, 32) for _ in range(base_runs)))
+    value = faults / elapsed
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"value": value, "baseline": baseline, "ratio": value / baseline, "unit": "faults/s",
             "seconds": elapsed, "faults": faults, "peak_rss_mib": peak}
