@@ -116,16 +116,8 @@ def _closed_ok(dom: Party, contract: Contract, request_label: str, body: Any) ->
     limits = dom.kernel.limits
     if op is None or not op.reply_closed or op.reply_depth > limits.max_depth:
         return None
-    try:
-        raw, value = wire.encode_unwalked(body, limits)
-    except Exception:
-        return None
-    try:  # built-in nodes with plain bounds only: the test cannot raise, but if it
-        if not op.reply_valid(value):  # ever did, the full path types and counts it
-            return None
-    except Exception:
-        return None
-    return Message("ok", raw, value, 0, _NO_CAPS)
+    passed = ipc.encode_if_valid(body, limits, op.reply_valid)
+    return None if passed is None else Message("ok", passed[0], passed[1], 0, _NO_CAPS)
 
 
 def _walk(dom: Party, reply_obj: ReplyObject, body: Any) -> None:
