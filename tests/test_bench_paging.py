@@ -18,6 +18,9 @@ def test_scale_runs_only_when_asked() -> None:
     out = bench.run_all(["scale"], quick=True)["scale"]
     assert out["faults"] > 0 and out["peak_rss_mib"] > 0
     assert abs(out["ratio"] - out["value"] / out["baseline"]) < 1e-9
+    # the baseline is the mean rate of several one-process runs; the best run beside it
+    assert out["baseline_runs"] >= 5 and out["baseline_best"] >= out["baseline"]
+    assert abs(out["ratio_best"] - out["value"] / out["baseline_best"]) < 1e-9
 
 
 def test_major_fault_limit_is_composed_from_its_parts() -> None:
