@@ -355,7 +355,7 @@ QUICK: dict[str, dict[str, int]] = {
     "resident_rw": {"n": 500, "repeats": 1},
     "readahead": {"pages": 48, "ram": 16, "rounds": 1, "repeats": 1},
     "metadata": {"pages": 64},
-    "scale": {"procs": 4, "pages": 16, "ram": 32, "base_seconds": 0.0},
+    "scale": {"procs": 4, "pages": 16, "ram": 32, "base_seconds": 0},
     "mmap_huge": {"n": 50, "repeats": 1},
     "sim_fifo": {"n": 2000, "pages": 100, "frames": 10},
     "sim_lru": {"n": 2000, "pages": 100, "frames": 10},
