@@ -32,12 +32,24 @@ from ._ports import PagerLink, ServerPort
 if TYPE_CHECKING:
     from .._trace import Counters
 
-__all__ = ["Discard", "PageIO", "Victim"]
+__all__ = ["MISSING", "Discard", "PageIO", "Victim"]
 
 #: an eviction victim: (handle, address space, virtual page, page-table entry)
 Victim = tuple[int, AddressSpace, int, PTE]
 #: a page to bring in: (address space, virtual page, page-table entry)
 Wanted = tuple[AddressSpace, int, PTE]
+
+
+class _Missing:
+    """A page the pager had no copy of (``fetch_many`` answered b"" for it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
 
 
 @dataclass
@@ -118,24 +130,36 @@ class PageIO:
     async def _fetch_many(self, pages: list[Wanted]) -> list[bytes | None]:
         """:meth:`fetch` of a read-ahead cluster: one ``fetch_many``, one ``unseal``."""
         try:
-            handles = [pte.handle for _a, _v, pte in pages]
-            blobs = (await self.pager.call("fetch_many", {"handles": handles}))["blobs"]
+            out = await self.fetch_each(pages)
         except ServerError as exc:
             raise self._refused(exc.reason, exc.detail) from None
+        if out[0] is MISSING:
+            raise self._refused("not_found", "the pager has no copy of the page")
+        return [None if p is MISSING else p for p in out]  # type: ignore[misc]
+
+    async def fetch_each(self, pages: list[Wanted]) -> list[bytes | _Missing | None]:
+        """Pages of any address spaces in one ``fetch_many`` and one ``unseal``: each
+        page's verified plaintext, None if the sealer refused it, :data:`MISSING` if the
+        pager had no copy.  A pager or sealer error fails the whole trip."""
+        handles = [pte.handle for _a, _v, pte in pages]
+        blobs = (await self.pager.call("fetch_many", {"handles": handles}))["blobs"]
         if len(blobs) != len(pages):
             self.stats.pager_protocol_errors += 1
             raise PagerUnavailable("pager answered fetch_many with the wrong count")
-        if not blobs[0]:
-            raise self._refused("not_found", "the pager has no copy of the page")
+        out: list[bytes | _Missing | None] = [MISSING] * len(pages)
         items, where = [], []
         for i, ((aspace, vpn, pte), blob) in enumerate(zip(pages, blobs, strict=True)):
-            if blob and pte.sealed_version is not None:
+            if not blob:
+                continue
+            out[i] = None
+            if pte.sealed_version is not None:
                 items.append([[aspace.asid, aspace.incarnation, vpn, pte.sealed_version],
                               blob])
                 where.append(i)
+        if not items:
+            return out
         result = await self.crypt.call("unseal", {"pages": items}, self.crypt_deadline)
         self._check_unsealed(items, result)
-        out: list[bytes | None] = [None] * len(pages)
         for i, ok, plain in zip(where, result["ok"], result["plain"], strict=True):
             if ok:
                 out[i] = plain

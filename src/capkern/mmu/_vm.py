@@ -44,6 +44,7 @@ from ._discards import DiscardPool, Taken
 from ._evict import Evictor
 from ._frames import FrameTable
 from ._framesupply import FrameSupply
+from ._pageins import PageIns
 from ._pageio import Discard, PageIO
 from ._ports import PagerLink, ServerPort, server_stats
 from ._readahead import ReadAhead
@@ -100,6 +101,7 @@ class VM:
         self.asids = Asids()
         self.io = PageIO(self.pager, crypt, config.crypt_deadline, stats, self.frames,
                          lambda kind, detail: event(kind, None, detail))
+        self.pageins = PageIns(self.io)  # concurrent page-ins share their trips
         self._busy: dict[PTE, Busy] = {}  # pages being faulted in or evicted
         self.evictor = Evictor(self.res, self.frames, self._busy, self.pager, self.io, stats,
                                rng=self.handles.rng, reflog=self.reflog, trace=self.trace)
@@ -353,9 +355,11 @@ class VM:
         dom.faults += 1
         trace = self.trace
         started = trace.page("fault", aspace.asid, vpn, pte.handle) if trace.enabled else 0.0
+        gather = False  # woken with other faults: page in together (see _pageins.py)
         try:  # a free frame (the common case) is taken with no coroutine of its own
             frame = self.frames.alloc()
             if frame is None:
+                gather = self.supply.evicting  # it waits for the eviction under way
                 frame = await self.supply.get(aspace)
         except BaseException as exc:
             if trace.enabled:
@@ -375,7 +379,10 @@ class VM:
         self.supply.filling += len(cluster)
         plains: list[bytes | None] | None = None
         try:
-            plains = await self.io.fetch(aspace, vpn, pte, cluster)
+            if cluster or not (gather or self.pageins.open):  # alone, as before
+                plains = await self.io.fetch(aspace, vpn, pte, cluster)
+            else:  # with the others of its burst
+                plains = await self.pageins.fetch(aspace, vpn, pte, gather)
         except BaseException as exc:
             if trace.enabled:
                 trace.page("fault-error", aspace.asid, vpn, pte.handle, started, repr(exc))
