@@ -36,6 +36,8 @@ def meddling_pager(meddle: Meddle) -> capkern.Program:
 
         async def meddled(self, label: str, handler: serverloop.Handler, body: Any) -> Any:
             meddle.labels.append(label)
+            if label == "fetch_many" and meddle.how == "unsupported":  # an older pager
+                raise capkern.errors.ServerError(serverloop.UNSUPPORTED, "no fetch_many here")
             if label != "fetch_many":
                 return await handler(body)
             meddle.sizes.append(len(body["handles"]))
@@ -107,6 +109,16 @@ async def test_a_page_missing_from_a_batch_is_fetched_alone() -> None:
     assert pageins.batches > 0
     # every page of every batch came again, alone, and was right
     assert meddle.labels.count("fetch") >= pageins.batched
+
+
+async def test_a_pager_without_fetch_many_is_asked_once() -> None:
+    """A pager written before ``fetch_many`` answers it ``unsupported``: every page of
+    that batch comes alone, and the kernel stops batching for the rest of the boot."""
+    meddle = Meddle("unsupported")
+    _kernel, statuses, pageins = await _burst(meddle)
+    assert all(s.ok and s.code == 0 for s in statuses), statuses
+    assert meddle.labels.count("fetch_many") == pageins.batches == 1
+    assert pageins.off
 
 
 async def test_a_held_batch_falls_back_to_lone_fetches_after_its_deadline(

@@ -74,11 +74,12 @@ PAGER = Contract(
             Struct({"blob": _ANY_BLOB}),
             frozenset({"not_found", "io", "integrity", "lost"}),
         ),
-        # read-ahead: several pages in one trip; b"" for a page the pager does not have
+        # several pages in one trip (read-ahead, a burst's page-ins); b"" for a page the
+        # pager does not have; "unsupported" from a pager written before it
         "fetch_many": Op(
             Struct({"handles": ListOf(HANDLE, MAX_BATCH, 1)}),
             Struct({"blobs": ListOf(_ANY_BLOB, MAX_BATCH)}),
-            frozenset({"io"}),
+            frozenset({"io", "unsupported"}),
         ),
         "discard": Op(Struct({"handles": ListOf(HANDLE, 1 << 16)}), Null(), frozenset({"io"})),
         "stats": Op(Struct({}), Any_()),

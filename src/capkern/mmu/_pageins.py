@@ -44,6 +44,8 @@ from trio.lowlevel import (
 
 from .._message import Delivered
 from .._protocols import MAX_BATCH
+from .._serverloop import UNSUPPORTED
+from ..errors import ServerError
 from ._aspace import PTE, AddressSpace
 from ._pageio import MISSING, PageIO
 
@@ -86,6 +88,7 @@ class PageIns:
     def __init__(self, io: PageIO) -> None:
         self.io = io
         self.open: list[_Member] | None = None  # the batch a leader gathers this tick
+        self.off = False  # the pager answers no fetch_many (written before it): alone
         self.batches = 0  # batch trips made (for tests and curious researchers)
         self.batched = 0  # pages they carried
 
@@ -101,7 +104,7 @@ class PageIns:
             batch.append(me)
             got = await wait_task_rescheduled(me.cancelled)
             return await self.io.fetch(aspace, vpn, pte) if got is _ALONE else [got]
-        if gather:
+        if gather and not self.off:
             return await self._lead(aspace, vpn, pte)
         return await self.io.fetch(aspace, vpn, pte)
 
@@ -113,7 +116,8 @@ class PageIns:
         try:
             await cancel_shielded_checkpoint()  # the tasks woken with us run meanwhile
         finally:
-            self.open = None
+            if self.open is batch:  # (a full batch may have been followed by another)
+                self.open = None
         if not batch:  # nobody came: a lone fetch
             return await self.io.fetch(aspace, vpn, pte)
         for m in batch:
@@ -123,7 +127,9 @@ class PageIns:
         try:
             plains = await self.io.fetch_each(
                 [(aspace, vpn, pte)] + [(m.aspace, m.vpn, m.pte) for m in batch])
-        except Exception:  # each fetches alone, for its own exact error
+        except Exception as exc:  # each fetches alone, for its own exact error
+            if isinstance(exc, ServerError) and exc.reason == UNSUPPORTED:
+                self.off = True  # and every page-in from now on
             for m in batch:
                 m.wake(_ALONE)
             return await self.io.fetch(aspace, vpn, pte)
