@@ -276,3 +276,13 @@ async def test_a_failed_batch_sends_everyone_alone(error: Exception) -> None:
             nursery.start_soon(_fault, pageins, h, True, out)
     assert len(io.batches) == 1
     assert out == {1: [b"\x01"], 2: [b"\x02"], 3: [b"\x03"]} and sorted(io.lone) == [1, 2, 3]
+
+
+async def test_bursts_batch_with_servers_in_their_own_os_processes_too() -> None:
+    async with capkern.boot(isolation="process", ram_pages=RAM) as kernel:
+        pids = [kernel.spawn(_write_then_read, PAGES) for _ in range(PROCS)]
+        statuses = [await kernel.wait(pid) for pid in pids]
+        assert kernel.vm is not None
+        pageins = kernel.vm.pageins
+    assert all(s.ok and s.code == 0 for s in statuses), statuses
+    assert pageins.batches > 0 and pageins.batched >= 2 * pageins.batches
