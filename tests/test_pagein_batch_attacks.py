@@ -59,7 +59,8 @@ def attacking_pager(attack: Attack) -> capkern.Program:
 
         async def attacked(self, label: str, handler: serverloop.Handler, body: Any) -> Any:
             now = trio.current_time()
-            while attack.how == "late" and attack.held and attack.held[0][0] <= now:  # answer held calls, late
+            # "late": answer the calls held past their deadline, at the next request
+            while attack.how == "late" and attack.held and attack.held[0][0] <= now:
                 _when, saved, late = attack.held.pop(0)
                 try:
                     self.proc.reply_to(saved, "ok", late)
@@ -191,7 +192,7 @@ def _owners(kernel: capkern.Kernel, pids: list[int]) -> dict[int, int]:
 async def test_death_during_a_held_batch_loses_nothing_of_the_others(
         who: str, capkern_clock: trio.testing.MockClock) -> None:
     attack = Attack("hold")
-    boot = {"ram_pages": RAM, "pager_deadline": DEADLINE}
+    boot: dict[str, Any] = {"ram_pages": RAM, "pager_deadline": DEADLINE}
     async with capkern.boot(pager=attacking_pager(attack), **boot) as kernel:
         pids = [kernel.spawn(_write_then_read, PAGES) for _ in range(PROCS)]
         await attack.holding.wait()
