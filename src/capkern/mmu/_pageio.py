@@ -128,13 +128,16 @@ class PageIO:
         return [result["plain"][0] if items and result["ok"][0] else None]
 
     async def _fetch_many(self, pages: list[Wanted]) -> list[bytes | None]:
-        """:meth:`fetch` of a read-ahead cluster: one ``fetch_many``, one ``unseal``."""
+        """:meth:`fetch` of a read-ahead cluster: one ``fetch_many``, one ``unseal``.  A
+        faulting page the pager answers b"" for is fetched again alone, so its error is
+        exactly a lone fetch's (as a burst's page is, :mod:`.pageins`)."""
+        aspace, vpn, pte = pages[0]
         try:
             out = await self.fetch_each(pages)
         except ServerError as exc:
             raise self._refused(exc.reason, exc.detail) from None
-        if out[0] is MISSING:
-            raise self._refused("not_found", "the pager has no copy of the page")
+        if out[0] is MISSING:  # fetched again alone, for its own exact error (a pager
+            out[0] = (await self.fetch(aspace, vpn, pte))[0]  # set cuts a page it is slow on)
         return [None if p is MISSING else p for p in out]  # type: ignore[misc]
 
     async def fetch_each(self, pages: list[Wanted]) -> list[bytes | _Missing | None]:

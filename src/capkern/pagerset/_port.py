@@ -389,19 +389,44 @@ class PagerSetPort:
                     attempt: Callable[[int], Awaitable[T | None]]) -> list[T]:
         return await race(self.members, order, want, attempt, self.hedge, self.counts)
 
+    def _grace(self) -> float:
+        """How long a ``fetch_many`` waits without progress for its last pages: time for
+        every holder of a page to be asked (one more after each hedge), and one hedge."""
+        return self.hedge * (len(self.members) + 1)
+
     async def _fetch_many(self, handles: list[int], deadline: float) -> list[bytes]:
-        """Read-ahead: each page fetched as by ``fetch`` (concurrently); b"" if lost."""
+        """Several pages (read-ahead, a burst's page-ins), each fetched as by ``fetch``,
+        concurrently; b"" for a page that failed.
+
+        Each page depends only on its own holders: once a page has been answered, a page
+        still unanswered after :meth:`_grace` with no other answer coming meanwhile is
+        cut (b"").  So members that are silent about some pages neither hold the others'
+        answer for the whole deadline nor fail it; the kernel asks for a cut page again
+        alone, for its own deadline and its own error.  If no page is answered at all,
+        the call fails at its deadline as before."""
         blobs = [b""] * len(handles)
+        send, recv = trio.open_memory_channel[int](len(handles))
 
         async def one(i: int, handle: int) -> None:
             try:
                 blobs[i] = await self._fetch(handle, deadline)
             except CapkernError:
                 pass
+            send.send_nowait(i)
 
         async with trio.open_nursery() as nursery:
             for i, handle in enumerate(handles):
                 nursery.start_soon(one, i, handle)
+            await recv.receive()  # the first answer: bounded by the call's deadline
+            left = len(handles) - 1
+            while left:
+                with trio.move_on_after(self._grace()):
+                    await recv.receive()
+                    left -= 1
+                    continue
+                self.counts["pages_cut"] += left  # silent about them: asked alone again
+                nursery.cancel_scope.cancel()
+                break
         return blobs
 
     async def _discard(self, handles: list[int], deadline: float) -> None:
