@@ -18,6 +18,8 @@ from capkern._pagefmt import PAGE_SIZE
 from capkern.errors import ServerError
 from capkern.pagerset._port import pager_set
 from capkern.servers.pager import Pager, make_pager
+from capkern.testing import attack_pager
+from capkern.testing._attackers import Misdirect, PrevIncarnation, Replay, Tamper
 
 PROCS, PAGES, RAM = 16, 12, 40
 DEADLINE = 2.0
@@ -85,6 +87,12 @@ def attacking_pager(attack: Attack) -> capkern.Program:
             if how in ("hold", "hold_all") and not attack.release.is_set():
                 attack.held.append((0.0, self.proc.save_caller(), await handler(body)))
                 attack.holding.set()
+                return serverloop.DEFERRED
+            if how == "twice":  # an honest answer, then a reordered one to the same call
+                reply = await handler(body)
+                self.proc.reply("ok", reply)
+                with pytest.raises(capkern.errors.ReplyError):
+                    self.proc.reply("ok", {"blobs": reply["blobs"][::-1]})
                 return serverloop.DEFERRED
             if how == "error":
                 raise ServerError("io", "the disk is on fire")
@@ -161,7 +169,7 @@ async def test_misplaced_or_stale_blobs_in_a_batch_are_each_faults_own_integrity
     assert kernel.stats.integrity_faults == len(died)
 
 
-@pytest.mark.parametrize("how", ["short", "long", "some_empty", "error", "late"])
+@pytest.mark.parametrize("how", ["short", "long", "some_empty", "error", "late", "twice"])
 async def test_a_batch_answered_wrongly_costs_only_time(
         how: str, capkern_clock: trio.testing.MockClock) -> None:
     attack = Attack(how)
@@ -356,3 +364,20 @@ async def test_a_silent_pager_of_a_set_fails_no_read_ahead_of_a_page_kept_by_ano
     assert status.ok and status.code == 0, status
     assert wrong == []
     assert readaheads > 0  # (the neighbours the honest member keeps still come along)
+
+
+@pytest.mark.parametrize("tamper", [Misdirect(), Replay(), PrevIncarnation()],
+                         ids=lambda t: t.name)
+async def test_a_pager_in_its_own_os_process_gains_nothing_from_batches(tamper: Tamper) -> None:
+    """The kit's tampers (each applied to every blob of a ``fetch_many``) against bursts,
+    with the servers in their own OS processes: refused page by page, never mapped."""
+    pager = attack_pager(tamper)
+    async with capkern.boot(pager=pager, ram_pages=RAM, isolation="process") as kernel:
+        pids = [kernel.spawn(_write_then_read, PAGES) for _ in range(PROCS)]
+        statuses = [await kernel.wait(pid) for pid in pids]
+        assert kernel.vm is not None and kernel.vm.pageins.batches > 0
+        assert _accounted(kernel) == kernel.config.ram_pages
+        assert not kernel.events.of_kind("internal_error")
+        died = [s for s in statuses if "IntegrityFault" in (s.error or "")]
+        assert died and kernel.stats.integrity_faults == len(died)
+    assert all(_typed(s) and s.code != 1 for s in statuses), statuses
