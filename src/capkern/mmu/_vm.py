@@ -379,7 +379,7 @@ class VM:
         self.supply.filling += len(cluster)
         plains: list[bytes | None] | None = None
         try:
-            if cluster or not (gather or self.pageins.open):  # alone, as before
+            if cluster or (not gather and self.pageins.open is None):  # alone, as before
                 plains = await self.io.fetch(aspace, vpn, pte, cluster)
             else:  # with the others of its burst
                 plains = await self.pageins.fetch(aspace, vpn, pte, gather)
