@@ -63,8 +63,8 @@ if TYPE_CHECKING:
     from ._services import KernelView
 
 __all__ = ["UNDECODED", "Endpoint", "Message", "Party", "Received", "ReplyObject", "Timed",
-           "Waiting", "deliver", "encode_if_valid", "kernel_message", "make_message", "nbsend",
-           "plain_label", "recv", "send", "trace_op"]
+           "Waiting", "call_now", "deliver", "encode_if_valid", "kernel_message", "make_message",
+           "nbsend", "plain_label", "recv", "send", "trace_op"]
 
 
 
@@ -425,27 +425,13 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
         raise CapabilityRevoked(f"{ep.label()}: the capability was removed before sending")
     me = current_task()
     if ep.receivers:
-        waiter = ep.receivers.popleft()
-        blocked_on = waiter.cap.blocked
-        if blocked_on is not None:
-            blocked_on.pop(waiter, None)
-        to = waiter.dom
-        got = msg if not msg.cap_src and not msg.flow else deliver(msg, to)
         if call:
-            k.stats.ipc_calls += 1
-            reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
-            old = to.reply
-            if old is not None and old.state is _WAITING:
-                to.set_reply(reply)  # aborts the previous caller
-            else:
-                to.reply = reply
-            reschedule(waiter.task, Delivered(got))  # _wake, inlined: every fault
-            to.spare = waiter
-            if timer is not None:
-                timer.waiting = reply
+            reply = _hand_call(me, dom, cap, ep, msg, timer)
             return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
+        waiter = ep.receivers.popleft()
+        waiter.cap.unblock(waiter)
         k.stats.ipc_sends += 1
-        _wake(waiter, got)
+        _wake(waiter, msg if not msg.cap_src and not msg.flow else deliver(msg, waiter.dom))
         await cancel_shielded_checkpoint()
         return None
     if len(ep.senders) >= k.limits.max_queued_senders:
@@ -473,6 +459,38 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
 
     result: Received | None = await wait_task_rescheduled(abort)
     return result
+
+
+def call_now(dom: Party, cap: Cap, msg: Message, timer: Timed | None) -> ReplyObject | None:
+    """:func:`send`'s direct call as a plain function, for a caller past its cancellation
+    checkpoint: hand ``msg`` to a waiting receiver and return the reply object to wait on
+    (``wait_task_rescheduled(reply._caller_cancelled)``), no coroutine of send's own;
+    None, nothing changed, for anything else (then :func:`send`)."""
+    ep: Endpoint = cap.obj  # type: ignore[assignment]
+    if not ep.receivers or cap.cspace is None or dom.kernel.trace.enabled:
+        return None
+    return _hand_call(current_task(), dom, cap, ep, msg, timer)
+
+
+def _hand_call(me: Task, dom: Party, cap: Cap, ep: Endpoint, msg: Message,
+               timer: Timed | None) -> ReplyObject:
+    """Give a call's message to the first waiting receiver; the call's reply object."""
+    waiter = ep.receivers.popleft()
+    waiter.cap.unblock(waiter)
+    to = waiter.dom
+    dom.kernel.stats.ipc_calls += 1
+    reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
+    old = to.reply
+    if old is not None and old.state is _WAITING:
+        to.set_reply(reply)  # aborts the previous caller
+    else:
+        to.reply = reply
+    got = msg if not msg.cap_src and not msg.flow else deliver(msg, to)
+    reschedule(waiter.task, Delivered(got))  # _wake, inlined: every fault
+    to.spare = waiter
+    if timer is not None:
+        timer.waiting = reply
+    return reply
 
 
 def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:
