@@ -322,12 +322,24 @@ class Process:
         """The contract's typed error reply: label ``error``, ``{reason, detail}``."""
         return self.reply("error", {"reason": reason, "detail": detail})
 
-    async def reply_recv(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
-                         caps: Sequence[SlotRef] = ()) -> Received:
-        """Reply to the current caller, then receive the next message."""
-        if self._dom.reply is not None:
-            self.reply(label, body, caps=caps)
-        return await self.recv(slot)
+    def reply_recv(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
+                   caps: Sequence[SlotRef] = ()) -> Coroutine[Any, Any, Received]:
+        """ReplyRecv (seL4): answer the current caller (if any), then receive the next
+        message on ``slot``, in one trap: ``await proc.reply_recv(slot, "ok", body)``.
+        The reply is made when called: one refused raises its typed error there, before
+        the receive, and keeps the reply capability (as :meth:`reply`); the receive is
+        the kernel's coroutine, as :meth:`recv` returns it (the server loop's step)."""
+        dom = self._dom
+        reply = dom.reply
+        if reply is not None:  # reply(), inlined
+            slots = self._slots(caps) if caps else ()
+            msg = _reply.check_reply(dom, reply, label, body, None, slots)
+            dom.reply = None
+            _reply.deliver_reply(dom, reply, msg)
+        cspace = dom.cspace
+        cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
+                            _READ, Endpoint)
+        return ipc.recv(dom, cap)
 
     def save_caller(self, name: str = "") -> int:
         """Move the implicit reply capability into a CSpace slot, to reply later."""

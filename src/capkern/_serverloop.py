@@ -30,6 +30,7 @@ What the loop guarantees, for every server:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn, Protocol
 
@@ -184,14 +185,16 @@ async def serve(port: ServerPort, table: Table, *, slot: int | str = "service",
     if isinstance(slot, str) and callable(resolve):
         slot = resolve(slot)
     # serve_one, inlined: this loop runs once per message of every system server
-    recv, reply, get = port.recv, port.reply, table.get
+    recv, get = port.recv, table.get
+    reply_recv = _reply_recv(port)
+    msg = await recv(slot)
     while True:
-        msg = await recv(slot)
         label = msg.label
         handler = get(label)
         if handler is None:
             _send(port, on_refused, "error",
                   (UNSUPPORTED, clip_detail(f"no handler for label {label!r}")))
+            msg = await recv(slot)
             continue
         try:
             result = await handler(msg.body)
@@ -200,10 +203,30 @@ async def serve(port: ServerPort, table: Table, *, slot: int | str = "service",
             if answer is None:
                 raise
             _send(port, on_refused, "error", answer)
+            msg = await recv(slot)
             continue
-        if result is not DEFERRED:
-            try:
-                reply("ok", result)
-            except CapkernError as exc:  # as in _send: the server keeps serving
-                if on_refused is not None:
-                    on_refused(exc)
+        if result is DEFERRED:
+            msg = await recv(slot)
+            continue
+        try:  # the answer and the next receive in one trap (seL4's ReplyRecv)
+            step = reply_recv(slot, "ok", result)
+        except CapkernError as exc:  # as in _send: the server keeps serving
+            if on_refused is not None:
+                on_refused(exc)
+            step = recv(slot)
+        msg = await step
+
+
+def _reply_recv(port: ServerPort) -> Callable[[Any, str, Any], Awaitable[Request]]:
+    """The port's ReplyRecv if it has one that replies when called (a refused answer
+    raising there, not at the await: a ``Process`` handle's); else a reply, then a
+    receive, in that order and with the same errors."""
+    combined = getattr(port, "reply_recv", None)
+    if combined is not None and not inspect.iscoroutinefunction(combined):
+        return combined  # type: ignore[no-any-return]
+
+    def reply_then_recv(slot: Any, label: str, body: Any) -> Awaitable[Request]:
+        port.reply(label, body)
+        return port.recv(slot)
+
+    return reply_then_recv
