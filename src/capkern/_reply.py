@@ -52,9 +52,17 @@ def check_reply(
     contract = reply_obj.contract
     if type(label) is str and label == "ok" and raw is None and not cap_slots \
             and contract is not None:  # (an exact str: the full path checks any other)
-        fast = _closed_ok(dom, contract, reply_obj.request_label, body)
-        if fast is not None:
-            return fast
+        # the common reply, checked in fewer steps: an ``ok`` body with no capabilities
+        # to an operation whose reply schema is closed (:func:`capkern._contract.closed`)
+        # and within the depth limit, encoded without the shape walk, passes its compiled
+        # test; anything else -- a refusal included -- the full path below checks (and
+        # explains) from the start
+        op = contract.ops.get(reply_obj.request_label)
+        limits = k.limits
+        if op is not None and op.reply_closed and op.reply_depth <= limits.max_depth:
+            passed = ipc.encode_if_valid(body, limits, op.reply_valid)
+            if passed is not None:
+                return Message("ok", passed[0], passed[1], 0, _NO_CAPS)
     try:
         if type(label) is not str or not label or len(label) > k.limits.max_label_len:
             label = ipc.plain_label(label, k.limits)  # a copy, or MalformedMessage
@@ -104,20 +112,6 @@ def check_reply(
         if not unwalked and not contract.builtin_reply(reply_obj.request_label, label):
             value = UNDECODED  # a program's schema node saw it: the caller decodes its own
     return Message(label, raw, value, 0, caps)
-
-
-def _closed_ok(dom: Party, contract: Contract, request_label: str, body: Any) -> Message | None:
-    """The common reply, checked in fewer steps: an ``ok`` body with no capabilities to
-    an operation whose reply schema is closed (:func:`capkern._contract.closed`) and within
-    the kernel's depth limit.  It is encoded without the shape walk and passes its
-    compiled test; None for anything else -- a refusal included -- which the full path
-    then checks (and explains) from the start."""
-    op = contract.ops.get(request_label)
-    limits = dom.kernel.limits
-    if op is None or not op.reply_closed or op.reply_depth > limits.max_depth:
-        return None
-    passed = ipc.encode_if_valid(body, limits, op.reply_valid)
-    return None if passed is None else Message("ok", passed[0], passed[1], 0, _NO_CAPS)
 
 
 def _walk(dom: Party, reply_obj: ReplyObject, body: Any) -> None:
