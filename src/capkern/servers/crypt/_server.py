@@ -61,13 +61,21 @@ class CryptServer:
 
     async def on_unseal(self, body: Any) -> Any:
         # Sealer.unseal_many's loop, building the reply as it goes (one pass per batch);
-        # a refused page answers ok=0 and no plaintext, never what failed to authenticate
+        # a refused page answers ok=0 and no plaintext, never what failed to authenticate.
+        # The associated data is packed as on_seal packs it; a field out of range takes
+        # associated_data, which raises its error
         boot_id, unseal = self.boot_id, self.sealer.unseal_ad
+        pack = partial(_AD.pack, _AD_PREFIX, boot_id) if len(boot_id) == BOOT_ID_LEN \
+            else partial(associated_data, boot_id)
         plain: list[bytes] = []
         ok: list[int] = []
         for place, blob in body["pages"]:
             try:
-                plain.append(unseal(associated_data(boot_id, *place), blob))
+                try:
+                    ad = pack(*place)
+                except struct.error:
+                    ad = associated_data(boot_id, *place)
+                plain.append(unseal(ad, blob))
                 ok.append(1)
             except SealError:
                 plain.append(b"")
