@@ -179,9 +179,8 @@ class Sealer:
             if not (hmac.compare_digest(blob[-TAG_LEN:], expected) and nonce_ok):
                 raise SealError("integrity check failed")
             return plaintext
-        view = memoryview(blob)  # the ciphertext is read in place, not copied out first
         try:
-            return aead.decrypt(view[:NONCE_LEN], view[NONCE_LEN:], ad)
+            return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], ad)
         except InvalidTag:
             raise SealError("integrity check failed") from None
 

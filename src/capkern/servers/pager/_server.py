@@ -156,8 +156,7 @@ class Pager:
                 split_blob(blob)
                 layout.locate(slot)
             lba, index = divmod(slot, per_meta)
-            # the ciphertext as a view: the write request's encoding copies it once
-            writes.append([meta_blocks + slot, memoryview(blob)[NONCE_LEN:-TAG_LEN]])
+            writes.append([meta_blocks + slot, blob[NONCE_LEN:-TAG_LEN]])
             block = staged.get(lba)
             if block is None:
                 block = staged[lba] = self._meta_block(lba)
