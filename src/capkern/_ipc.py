@@ -426,7 +426,8 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
     me = current_task()
     if ep.receivers:
         if call:
-            reply = _hand_call(me, dom, cap, ep, msg, timer)
+            reply = call_now(dom, cap, msg, timer, me)
+            assert reply is not None
             return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
         waiter = ep.receivers.popleft()
         waiter.cap.unblock(waiter)
@@ -461,25 +462,21 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
     return result
 
 
-def call_now(dom: Party, cap: Cap, msg: Message, timer: Timed | None) -> ReplyObject | None:
+def call_now(dom: Party, cap: Cap, msg: Message, timer: Timed | None,
+             me: Task | None = None) -> ReplyObject | None:
     """:func:`send`'s direct call as a plain function, for a caller past its cancellation
     checkpoint: hand ``msg`` to a waiting receiver and return the reply object to wait on
     (``wait_task_rescheduled(reply._caller_cancelled)``), no coroutine of send's own;
-    None, nothing changed, for anything else (then :func:`send`)."""
+    None, nothing changed, for anything else (then :func:`send`, which traces first)."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
-    if not ep.receivers or cap.cspace is None or dom.kernel.trace.enabled:
+    if not ep.receivers or cap.cspace is None or (me is None and dom.kernel.trace.enabled):
         return None
-    return _hand_call(current_task(), dom, cap, ep, msg, timer)
-
-
-def _hand_call(me: Task, dom: Party, cap: Cap, ep: Endpoint, msg: Message,
-               timer: Timed | None) -> ReplyObject:
-    """Give a call's message to the first waiting receiver; the call's reply object."""
     waiter = ep.receivers.popleft()
     waiter.cap.unblock(waiter)
     to = waiter.dom
     dom.kernel.stats.ipc_calls += 1
-    reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
+    reply = ReplyObject(me or current_task(), dom, msg.label, ep.contract,
+                        bool(cap.rights._value_ & _GRANT))
     old = to.reply
     if old is not None and old.state is _WAITING:
         to.set_reply(reply)  # aborts the previous caller
