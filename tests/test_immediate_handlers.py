@@ -118,7 +118,7 @@ async def test_the_sealer_serves_seal_and_unseal_immediately_with_the_same_answe
     assert await table["unseal"]({"pages": [[[1, 0, 7, 1], blobs[0]]]}) == \
         {"plain": [page], "ok": [1]}
     with pytest.raises(ValueError):  # a field out of range is associated_data's error
-        table["unseal"].immediate({"pages": [[[1 << 40, 0, 7, 1], blobs[0]]]})  # type: ignore[attr-defined]
+        table["unseal"].immediate({"pages": [[[1 << 40, 0, 7, 1], blobs[0]]]})
 
 
 async def test_a_memory_disk_reads_and_writes_immediately() -> None:
