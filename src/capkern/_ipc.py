@@ -96,7 +96,8 @@ class ReplyObject(KObject):
 
     kind = "Reply"
 
-    __slots__ = ("caller", "caller_dom", "contract", "grant", "refused", "request_label", "state")
+    __slots__ = ("caller", "caller_dom", "carried", "contract", "grant", "refused",
+                 "request_label", "state")
 
     def __init__(
         self,
@@ -118,6 +119,17 @@ class ReplyObject(KObject):
         self.grant = grant
         self.state = _WAITING  # see states.MOVES
         self.refused = ""  # why the replier's last reply was refused, for the caller
+        self.carried: Received | None = None  # see unwrap
+
+    def unwrap(self) -> Received:
+        """What it carries, taken once.  A call's reply object stands in for the
+        ``outcome.Value`` of both its wake-ups (one object less each): it carries the
+        request to the server it wakes, then the answer to the caller -- the server
+        always takes the one before the other can be made."""
+        carried, self.carried = self.carried, None
+        if carried is None:
+            raise outcome.AlreadyUsedError
+        return carried
 
     def _caller_cancelled(self, _: Any) -> Abort:
         """The caller was cancelled while waiting (``wait_task_rescheduled``'s abort
@@ -482,8 +494,8 @@ def call_now(dom: Party, cap: Cap, msg: Message, timer: Timed | None,
         to.set_reply(reply)  # aborts the previous caller
     else:
         to.reply = reply
-    got = msg if not msg.cap_src and not msg.flow else deliver(msg, to)
-    reschedule(waiter.task, Delivered(got))  # _wake, inlined: every fault
+    reply.carried = msg if not msg.cap_src and not msg.flow else deliver(msg, to)
+    reschedule(waiter.task, reply)  # type: ignore[arg-type]  # it unwraps to the request
     to.spare = waiter
     if timer is not None:
         timer.waiting = reply

@@ -22,7 +22,7 @@ from . import _ipc as ipc
 from . import _wire as wire
 from ._contract import Contract
 from ._ipc import Party, ReplyObject, deliver, trace_op
-from ._message import _NO_CAPS, UNDECODED, Delivered, Message
+from ._message import _NO_CAPS, UNDECODED, Message
 from ._states import ReplyState, move
 from .errors import ContractViolation, ReplyError, TooManyCaps
 
@@ -136,8 +136,9 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: Message) -> bool:
         reply_obj.state = move(state, _DONE)  # GONE: the caller left, the reply is dropped
         return False
     reply_obj.state = _DONE
-    reschedule(reply_obj.caller, Delivered(
-        msg if not msg.cap_src and not msg.flow else deliver(msg, reply_obj.caller_dom)))
+    reply_obj.carried = msg if not msg.cap_src and not msg.flow \
+        else deliver(msg, reply_obj.caller_dom)
+    reschedule(reply_obj.caller, reply_obj)  # type: ignore[arg-type]  # unwraps to the answer
     return True
 
 
