@@ -484,7 +484,9 @@ def call_now(dom: Party, cap: Cap, msg: Message, timer: Timed | None,
     if not ep.receivers or cap.cspace is None or (me is None and dom.kernel.trace.enabled):
         return None
     waiter = ep.receivers.popleft()
-    waiter.cap.unblock(waiter)
+    blocked_on = waiter.cap.blocked  # waiter.cap.unblock(waiter), inlined
+    if blocked_on is not None:
+        blocked_on.pop(waiter, None)
     to = waiter.dom
     dom.kernel.stats.ipc_calls += 1
     reply = ReplyObject(me or current_task(), dom, msg.label, ep.contract,

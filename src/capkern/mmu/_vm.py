@@ -188,7 +188,9 @@ class VM:
             while not pte.present:  # the fault is called from here: no frame between
                 await self.fault(dom, vpn)
                 faulted = True
-                pte = self._pte(aspace, vpn, _R)  # (unmapped meanwhile: it raises)
+                pte = aspace.pages.get(vpn)  # again: unmapped meanwhile, _pte raises
+                if pte is None or not pte.rights._value_ & _R:
+                    pte = self._pte(aspace, vpn, _R)
             if not pte.accessed:
                 pte.accessed = True
                 self.res.touched.append(pte)
@@ -223,7 +225,9 @@ class VM:
             while not pte.present:  # as in read
                 await self.fault(dom, vpn)
                 faulted = True
-                pte = self._pte(aspace, vpn, _W)
+                pte = aspace.pages.get(vpn)  # again: unmapped meanwhile, _pte raises
+                if pte is None or not pte.rights._value_ & _W:
+                    pte = self._pte(aspace, vpn, _W)
             base = pte.frame * PAGE_SIZE + off
             self.frames.ram[base : base + n] = data
             if not pte.dirty:
@@ -303,7 +307,7 @@ class VM:
         try:
             aspace = dom.aspace
             assert aspace is not None
-            pte = aspace.touch(vpn) if aspace.alive else None
+            pte = (aspace.pages.get(vpn) or aspace.touch(vpn)) if aspace.alive else None
             if pte is None or pte in self._busy:  # gone, or another task is on it: wait
                 pte = await self._settled_pte(aspace, vpn)
             if not pte.present:
@@ -418,9 +422,7 @@ class VM:
         if plain is not None:
             start = frame * PAGE_SIZE
             self.frames.view[start : start + PAGE_SIZE] = plain
-        self._map(aspace, vpn, pte, frame)
-
-    def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:
+        # map it (inline, no call: every fault comes this way)
         if not pte.handle:
             pte.handle = self._new_handle()
             self.res.handles[pte.handle] = pte
