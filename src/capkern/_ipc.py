@@ -348,15 +348,15 @@ def encode_if_valid(body: Any, limits: wire.Limits, valid: Callable[[Any], bool]
     (the compiled schema); None for anything else, which the full check then refuses with
     its typed, counted error."""
     try:
-        raw, value = wire.encode_unwalked(body, limits)
+        passed = wire.encode_unwalked(body, limits)
     except Exception:
         return None
     try:
-        if not valid(value):
+        if not valid(passed[1]):
             return None
     except Exception:  # (closed: built-in nodes with plain bounds; never expected)
         return None
-    return raw, value
+    return passed
 
 
 def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> Message:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
@@ -257,8 +257,12 @@ class Process:
         """Send and wait for the reply (the kernel makes a one-shot reply capability):
         ``await proc.call(...)``.  The message is built and checked when called; the
         call itself is the kernel's coroutine (a call always returns the reply)."""
-        cap, msg = self._msg(slot, label, body, None, caps)
-        return cast("Coroutine[Any, Any, Received]", ipc.send(self._dom, cap, msg, call=True))
+        dom = self._dom  # _msg, inlined: the pager calls its disk this way at every fault
+        cspace = dom.cspace
+        cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
+                            _WRITE, Endpoint)
+        msg = ipc.make_message(dom, cap, label, body, None, self._slots(caps) if caps else ())
+        return ipc.send(dom, cap, msg, call=True)  # type: ignore[return-value]
 
     async def send_raw(self, slot: SlotRef, label: str, raw: bytes, *,
                        caps: Sequence[SlotRef] = ()) -> None:
