@@ -72,17 +72,18 @@ class CryptServer:
         """The ``unseal`` request's ``ok`` reply: per page, its plaintext or a refusal."""
         # Sealer.unseal_many's loop, building the reply as it goes (one pass per batch);
         # a refused page answers ok=0 and no plaintext, never what failed to authenticate.
-        # The associated data is packed as on_seal packs it; a field out of range takes
-        # associated_data, which raises its error
+        # The associated data is packed as seal packs it (no call of ours per page); a
+        # field out of range, or a boot id of the wrong size, takes associated_data,
+        # which raises its error
         boot_id, unseal = self.boot_id, self.sealer.unseal_ad
-        pack = partial(_AD.pack, _AD_PREFIX, boot_id) if len(boot_id) == BOOT_ID_LEN \
-            else partial(associated_data, boot_id)
+        fast = len(boot_id) == BOOT_ID_LEN
         plain: list[bytes] = []
         ok: list[int] = []
         for place, blob in body["pages"]:
             try:
                 try:
-                    ad = pack(*place)
+                    ad = _AD.pack(_AD_PREFIX, boot_id, *place) if fast \
+                        else associated_data(boot_id, *place)
                 except struct.error:
                     ad = associated_data(boot_id, *place)
                 plain.append(unseal(ad, blob))
