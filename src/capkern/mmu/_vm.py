@@ -60,6 +60,7 @@ __all__ = ["RESIDENT_YIELD", "VM", "EventSink", "VMConfig"]
 RESIDENT_YIELD = 64  # resident accesses in a row before one yields to the scheduler
 _R = Rights.READ._value_
 _W = Rights.WRITE._value_
+_ZERO, _SWAPPED, _RESIDENT = PageState.ZERO, PageState.SWAPPED, PageState.RESIDENT
 
 EventSink = Callable[[str, "Domain | None", str], None]
 """``event(kind, domain or None for the kernel itself, detail)``."""
@@ -428,7 +429,9 @@ class VM:
             self.res.handles[pte.handle] = pte
         pte.frame = frame
         pte.present = True
-        pte.state = move(pte.state, PageState.RESIDENT)
+        # ZERO/SWAPPED -> RESIDENT is always allowed: move() checks any other
+        state = pte.state
+        pte.state = _RESIDENT if state is _SWAPPED or state is _ZERO else move(state, _RESIDENT)
         pte.accessed = pte.dirty = False
         self.res.map(pte.handle, pte)
 
