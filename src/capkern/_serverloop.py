@@ -6,7 +6,8 @@ a mapping from request label to an async handler taking the request body.  A han
 answers by returning the ``ok`` body, fails the request by raising
 :class:`~capkern.errors.ServerError` (or an exception its server maps to a reason), or
 returns :data:`DEFERRED` when it has answered itself (or saved the caller to answer
-later, seL4's ``save_caller`` pattern).
+later, seL4's ``save_caller`` pattern).  A handler that never waits can be made
+:func:`immediate`: the loop then calls it with no coroutine per request.
 
 The loop holds no kernel reference: it talks to the world through a
 :class:`ServerPort` -- anything with ``recv``/``reply``/``reply_error``, such as a
@@ -101,7 +102,9 @@ class ServerPort(Protocol):
     def reply_error(self, reason: str, detail: str = "") -> bool: ...
 
     # optional: ``slot(name) -> int``, the slot a name stands for; :func:`serve` then
-    # resolves its slot name once instead of at every receive
+    # resolves its slot name once instead of at every receive.  Optional too: a plain
+    # ``reply_recv(slot, label, body)`` that replies when called (raising a refusal
+    # there) and returns the receive to await -- seL4's ReplyRecv, one trap per step
 
 
 # -- sans-IO ---------------------------------------------------------------------------------
