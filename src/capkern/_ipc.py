@@ -63,8 +63,8 @@ if TYPE_CHECKING:
     from ._services import KernelView
 
 __all__ = ["UNDECODED", "Endpoint", "Message", "Party", "Received", "ReplyObject", "Timed",
-           "Waiting", "deliver", "encode_if_valid", "kernel_message", "make_message", "nbsend",
-           "plain_label", "recv", "send", "trace_op"]
+           "Waiting", "call_now", "deliver", "encode_if_valid", "kernel_message", "make_message",
+           "nbsend", "plain_label", "recv", "send", "trace_op"]
 
 
 
@@ -96,7 +96,8 @@ class ReplyObject(KObject):
 
     kind = "Reply"
 
-    __slots__ = ("caller", "caller_dom", "contract", "grant", "refused", "request_label", "state")
+    __slots__ = ("caller", "caller_dom", "carried", "contract", "grant", "refused",
+                 "request_label", "state")
 
     def __init__(
         self,
@@ -118,6 +119,17 @@ class ReplyObject(KObject):
         self.grant = grant
         self.state = _WAITING  # see states.MOVES
         self.refused = ""  # why the replier's last reply was refused, for the caller
+        self.carried: Received | None = None  # see unwrap
+
+    def unwrap(self) -> Received:
+        """What it carries, taken once.  A call's reply object stands in for the
+        ``outcome.Value`` of both its wake-ups (one object less each): it carries the
+        request to the server it wakes, then the answer to the caller -- the server
+        always takes the one before the other can be made."""
+        carried, self.carried = self.carried, None
+        if carried is None:
+            raise outcome.AlreadyUsedError
+        return carried
 
     def _caller_cancelled(self, _: Any) -> Abort:
         """The caller was cancelled while waiting (``wait_task_rescheduled``'s abort
@@ -336,15 +348,15 @@ def encode_if_valid(body: Any, limits: wire.Limits, valid: Callable[[Any], bool]
     (the compiled schema); None for anything else, which the full check then refuses with
     its typed, counted error."""
     try:
-        raw, value = wire.encode_unwalked(body, limits)
+        passed = wire.encode_unwalked(body, limits)
     except Exception:
         return None
     try:
-        if not valid(value):
+        if not valid(passed[1]):
             return None
     except Exception:  # (closed: built-in nodes with plain bounds; never expected)
         return None
-    return raw, value
+    return passed
 
 
 def kernel_message(dom: Party, cap: Cap, label: str, body: Any) -> Message:
@@ -425,27 +437,14 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
         raise CapabilityRevoked(f"{ep.label()}: the capability was removed before sending")
     me = current_task()
     if ep.receivers:
-        waiter = ep.receivers.popleft()
-        blocked_on = waiter.cap.blocked
-        if blocked_on is not None:
-            blocked_on.pop(waiter, None)
-        to = waiter.dom
-        got = msg if not msg.cap_src and not msg.flow else deliver(msg, to)
         if call:
-            k.stats.ipc_calls += 1
-            reply = ReplyObject(me, dom, msg.label, ep.contract, bool(cap.rights._value_ & _GRANT))
-            old = to.reply
-            if old is not None and old.state is _WAITING:
-                to.set_reply(reply)  # aborts the previous caller
-            else:
-                to.reply = reply
-            reschedule(waiter.task, Delivered(got))  # _wake, inlined: every fault
-            to.spare = waiter
-            if timer is not None:
-                timer.waiting = reply
+            reply = call_now(dom, cap, msg, timer, me)
+            assert reply is not None
             return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
+        waiter = ep.receivers.popleft()
+        waiter.cap.unblock(waiter)
         k.stats.ipc_sends += 1
-        _wake(waiter, got)
+        _wake(waiter, msg if not msg.cap_src and not msg.flow else deliver(msg, waiter.dom))
         await cancel_shielded_checkpoint()
         return None
     if len(ep.senders) >= k.limits.max_queued_senders:
@@ -473,6 +472,36 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
 
     result: Received | None = await wait_task_rescheduled(abort)
     return result
+
+
+def call_now(dom: Party, cap: Cap, msg: Message, timer: Timed | None,
+             me: Task | None = None) -> ReplyObject | None:
+    """:func:`send`'s direct call as a plain function, for a caller past its cancellation
+    checkpoint: hand ``msg`` to a waiting receiver and return the reply object to wait on
+    (``wait_task_rescheduled(reply._caller_cancelled)``), no coroutine of send's own;
+    None, nothing changed, for anything else (then :func:`send`, which traces first)."""
+    ep: Endpoint = cap.obj  # type: ignore[assignment]
+    if not ep.receivers or cap.cspace is None or (me is None and dom.kernel.trace.enabled):
+        return None
+    waiter = ep.receivers.popleft()
+    blocked_on = waiter.cap.blocked  # waiter.cap.unblock(waiter), inlined
+    if blocked_on is not None:
+        blocked_on.pop(waiter, None)
+    to = waiter.dom
+    dom.kernel.stats.ipc_calls += 1
+    reply = ReplyObject(me or current_task(), dom, msg.label, ep.contract,
+                        bool(cap.rights._value_ & _GRANT))
+    old = to.reply
+    if old is not None and old.state is _WAITING:
+        to.set_reply(reply)  # aborts the previous caller
+    else:
+        to.reply = reply
+    reply.carried = msg if not msg.cap_src and not msg.flow else deliver(msg, to)
+    reschedule(waiter.task, reply)  # type: ignore[arg-type]  # it unwraps to the request
+    to.spare = waiter
+    if timer is not None:
+        timer.waiting = reply
+    return reply
 
 
 def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:

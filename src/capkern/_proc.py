@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
@@ -257,8 +257,12 @@ class Process:
         """Send and wait for the reply (the kernel makes a one-shot reply capability):
         ``await proc.call(...)``.  The message is built and checked when called; the
         call itself is the kernel's coroutine (a call always returns the reply)."""
-        cap, msg = self._msg(slot, label, body, None, caps)
-        return cast("Coroutine[Any, Any, Received]", ipc.send(self._dom, cap, msg, call=True))
+        dom = self._dom  # _msg, inlined: the pager calls its disk this way at every fault
+        cspace = dom.cspace
+        cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
+                            _WRITE, Endpoint)
+        msg = ipc.make_message(dom, cap, label, body, None, self._slots(caps) if caps else ())
+        return ipc.send(dom, cap, msg, call=True)  # type: ignore[return-value]
 
     async def send_raw(self, slot: SlotRef, label: str, raw: bytes, *,
                        caps: Sequence[SlotRef] = ()) -> None:
@@ -322,12 +326,24 @@ class Process:
         """The contract's typed error reply: label ``error``, ``{reason, detail}``."""
         return self.reply("error", {"reason": reason, "detail": detail})
 
-    async def reply_recv(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
-                         caps: Sequence[SlotRef] = ()) -> Received:
-        """Reply to the current caller, then receive the next message."""
-        if self._dom.reply is not None:
-            self.reply(label, body, caps=caps)
-        return await self.recv(slot)
+    def reply_recv(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
+                   caps: Sequence[SlotRef] = ()) -> Coroutine[Any, Any, Received]:
+        """ReplyRecv (seL4): answer the current caller (if any), then receive the next
+        message on ``slot``, in one trap: ``await proc.reply_recv(slot, "ok", body)``.
+        The reply is made when called: one refused raises its typed error there, before
+        the receive, and keeps the reply capability (as :meth:`reply`); the receive is
+        the kernel's coroutine, as :meth:`recv` returns it (the server loop's step)."""
+        dom = self._dom
+        reply = dom.reply
+        if reply is not None:  # reply(), inlined
+            slots = self._slots(caps) if caps else ()
+            msg = _reply.check_reply(dom, reply, label, body, None, slots)
+            dom.reply = None
+            _reply.deliver_reply(dom, reply, msg)
+        cspace = dom.cspace
+        cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
+                            _READ, Endpoint)
+        return ipc.recv(dom, cap)
 
     def save_caller(self, name: str = "") -> int:
         """Move the implicit reply capability into a CSpace slot, to reply later."""

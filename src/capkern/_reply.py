@@ -22,7 +22,7 @@ from . import _ipc as ipc
 from . import _wire as wire
 from ._contract import Contract
 from ._ipc import Party, ReplyObject, deliver, trace_op
-from ._message import _NO_CAPS, UNDECODED, Delivered, Message
+from ._message import _NO_CAPS, UNDECODED, Message
 from ._states import ReplyState, move
 from .errors import ContractViolation, ReplyError, TooManyCaps
 
@@ -52,9 +52,17 @@ def check_reply(
     contract = reply_obj.contract
     if type(label) is str and label == "ok" and raw is None and not cap_slots \
             and contract is not None:  # (an exact str: the full path checks any other)
-        fast = _closed_ok(dom, contract, reply_obj.request_label, body)
-        if fast is not None:
-            return fast
+        # the common reply, checked in fewer steps: an ``ok`` body with no capabilities
+        # to an operation whose reply schema is closed (:func:`capkern._contract.closed`)
+        # and within the depth limit, encoded without the shape walk, passes its compiled
+        # test; anything else -- a refusal included -- the full path below checks (and
+        # explains) from the start
+        op = contract.ops.get(reply_obj.request_label)
+        limits = k.limits
+        if op is not None and op.reply_closed and op.reply_depth <= limits.max_depth:
+            passed = ipc.encode_if_valid(body, limits, op.reply_valid)
+            if passed is not None:
+                return Message("ok", passed[0], passed[1], 0, _NO_CAPS)
     try:
         if type(label) is not str or not label or len(label) > k.limits.max_label_len:
             label = ipc.plain_label(label, k.limits)  # a copy, or MalformedMessage
@@ -106,20 +114,6 @@ def check_reply(
     return Message(label, raw, value, 0, caps)
 
 
-def _closed_ok(dom: Party, contract: Contract, request_label: str, body: Any) -> Message | None:
-    """The common reply, checked in fewer steps: an ``ok`` body with no capabilities to
-    an operation whose reply schema is closed (:func:`capkern._contract.closed`) and within
-    the kernel's depth limit.  It is encoded without the shape walk and passes its
-    compiled test; None for anything else -- a refusal included -- which the full path
-    then checks (and explains) from the start."""
-    op = contract.ops.get(request_label)
-    limits = dom.kernel.limits
-    if op is None or not op.reply_closed or op.reply_depth > limits.max_depth:
-        return None
-    passed = ipc.encode_if_valid(body, limits, op.reply_valid)
-    return None if passed is None else Message("ok", passed[0], passed[1], 0, _NO_CAPS)
-
-
 def _walk(dom: Party, reply_obj: ReplyObject, body: Any) -> None:
     """Raise the wire-level error of a refused body that was not walked, if it has one."""
     try:
@@ -142,8 +136,9 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: Message) -> bool:
         reply_obj.state = move(state, _DONE)  # GONE: the caller left, the reply is dropped
         return False
     reply_obj.state = _DONE
-    reschedule(reply_obj.caller, Delivered(
-        msg if not msg.cap_src and not msg.flow else deliver(msg, reply_obj.caller_dom)))
+    reply_obj.carried = msg if not msg.cap_src and not msg.flow \
+        else deliver(msg, reply_obj.caller_dom)
+    reschedule(reply_obj.caller, reply_obj)  # type: ignore[arg-type]  # unwraps to the answer
     return True
 
 

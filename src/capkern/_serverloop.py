@@ -6,7 +6,8 @@ a mapping from request label to an async handler taking the request body.  A han
 answers by returning the ``ok`` body, fails the request by raising
 :class:`~capkern.errors.ServerError` (or an exception its server maps to a reason), or
 returns :data:`DEFERRED` when it has answered itself (or saved the caller to answer
-later, seL4's ``save_caller`` pattern).
+later, seL4's ``save_caller`` pattern).  A handler that never waits can be made
+:func:`immediate`: the loop then calls it with no coroutine per request.
 
 The loop holds no kernel reference: it talks to the world through a
 :class:`ServerPort` -- anything with ``recv``/``reply``/``reply_error``, such as a
@@ -30,6 +31,7 @@ What the loop guarantees, for every server:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn, Protocol
 
@@ -47,6 +49,7 @@ __all__ = [
     "around",
     "clip_detail",
     "error_reply",
+    "immediate",
     "serve",
     "serve_one",
 ]
@@ -99,7 +102,9 @@ class ServerPort(Protocol):
     def reply_error(self, reason: str, detail: str = "") -> bool: ...
 
     # optional: ``slot(name) -> int``, the slot a name stands for; :func:`serve` then
-    # resolves its slot name once instead of at every receive
+    # resolves its slot name once instead of at every receive.  Optional too: a plain
+    # ``reply_recv(slot, label, body)`` that replies when called (raising a refusal
+    # there) and returns the receive to await -- seL4's ReplyRecv, one trap per step
 
 
 # -- sans-IO ---------------------------------------------------------------------------------
@@ -132,6 +137,20 @@ def around(table: Table, wrapper: Callable[[str, Handler, Any], Awaitable[Any]])
         return wrapped
 
     return {label: wrap(label, handler) for label, handler in table.items()}
+
+
+def immediate(answer: Callable[[Any], Any]) -> Handler:
+    """A handler for ``answer``, a plain function that answers at once (nothing to wait
+    for: the sealer's, a memory disk's).  It is an async handler like any other --
+    awaited, wrapped by :func:`around`, called by tests -- but :func:`serve` calls
+    ``answer`` itself, with no coroutine per request (each costs a few microseconds)."""
+
+    async def handler(body: Any) -> Any:
+        return answer(body)
+
+    handler.immediate = answer  # type: ignore[attr-defined]
+    handler.__name__ = getattr(answer, "__name__", handler.__name__)
+    return handler
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -184,26 +203,51 @@ async def serve(port: ServerPort, table: Table, *, slot: int | str = "service",
     if isinstance(slot, str) and callable(resolve):
         slot = resolve(slot)
     # serve_one, inlined: this loop runs once per message of every system server
-    recv, reply, get = port.recv, port.reply, table.get
+    recv, get = port.recv, table.get
+    reply_recv = _reply_recv(port)
+    now = {label: answer for label, handler in table.items()
+           if (answer := getattr(handler, "immediate", None)) is not None}
+    msg = await recv(slot)
     while True:
-        msg = await recv(slot)
         label = msg.label
         handler = get(label)
         if handler is None:
             _send(port, on_refused, "error",
                   (UNSUPPORTED, clip_detail(f"no handler for label {label!r}")))
+            msg = await recv(slot)
             continue
-        try:
-            result = await handler(msg.body)
+        answer = now.get(label)
+        try:  # an immediate handler is called as it is: no coroutine per request
+            result = answer(msg.body) if answer is not None else await handler(msg.body)
         except Exception as exc:
             answer = error_reply(exc, errors)
             if answer is None:
                 raise
             _send(port, on_refused, "error", answer)
+            msg = await recv(slot)
             continue
-        if result is not DEFERRED:
-            try:
-                reply("ok", result)
-            except CapkernError as exc:  # as in _send: the server keeps serving
-                if on_refused is not None:
-                    on_refused(exc)
+        if result is DEFERRED:
+            msg = await recv(slot)
+            continue
+        try:  # the answer and the next receive in one trap (seL4's ReplyRecv)
+            step = reply_recv(slot, "ok", result)
+        except CapkernError as exc:  # as in _send: the server keeps serving
+            if on_refused is not None:
+                on_refused(exc)
+            step = recv(slot)
+        msg = await step
+
+
+def _reply_recv(port: ServerPort) -> Callable[[Any, str, Any], Awaitable[Request]]:
+    """The port's ReplyRecv if it has one that replies when called (a refused answer
+    raising there, not at the await: a ``Process`` handle's); else a reply, then a
+    receive, in that order and with the same errors."""
+    combined = getattr(port, "reply_recv", None)
+    if combined is not None and not inspect.iscoroutinefunction(combined):
+        return combined  # type: ignore[no-any-return]
+
+    def reply_then_recv(slot: Any, label: str, body: Any) -> Awaitable[Request]:
+        port.reply(label, body)
+        return port.recv(slot)
+
+    return reply_then_recv

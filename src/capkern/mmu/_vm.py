@@ -61,6 +61,7 @@ __all__ = ["RESIDENT_YIELD", "VM", "EventSink", "VMConfig"]
 RESIDENT_YIELD = 64  # resident accesses in a row before one yields to the scheduler
 _R = Rights.READ._value_
 _W = Rights.WRITE._value_
+_ZERO, _SWAPPED, _RESIDENT = PageState.ZERO, PageState.SWAPPED, PageState.RESIDENT
 
 EventSink = Callable[[str, "Domain | None", str], None]
 """``event(kind, domain or None for the kernel itself, detail)``."""
@@ -190,7 +191,9 @@ class VM:
             while not pte.present:  # the fault is called from here: no frame between
                 await self.fault(dom, vpn)
                 faulted = True
-                pte = self._pte(aspace, vpn, _R)  # (unmapped meanwhile: it raises)
+                pte = aspace.pages.get(vpn)  # again: unmapped meanwhile, _pte raises
+                if pte is None or not pte.rights._value_ & _R:
+                    pte = self._pte(aspace, vpn, _R)
             if not pte.accessed:
                 pte.accessed = True
                 self.res.touched.append(pte)
@@ -225,7 +228,9 @@ class VM:
             while not pte.present:  # as in read
                 await self.fault(dom, vpn)
                 faulted = True
-                pte = self._pte(aspace, vpn, _W)
+                pte = aspace.pages.get(vpn)  # again: unmapped meanwhile, _pte raises
+                if pte is None or not pte.rights._value_ & _W:
+                    pte = self._pte(aspace, vpn, _W)
             base = pte.frame * PAGE_SIZE + off
             self.frames.ram[base : base + n] = data
             if not pte.dirty:
@@ -305,7 +310,7 @@ class VM:
         try:
             aspace = dom.aspace
             assert aspace is not None
-            pte = aspace.touch(vpn) if aspace.alive else None
+            pte = (aspace.pages.get(vpn) or aspace.touch(vpn)) if aspace.alive else None
             if pte is None or pte in self._busy:  # gone, or another task is on it: wait
                 pte = await self._settled_pte(aspace, vpn)
             if not pte.present:
@@ -425,15 +430,15 @@ class VM:
         if plain is not None:
             start = frame * PAGE_SIZE
             self.frames.view[start : start + PAGE_SIZE] = plain
-        self._map(aspace, vpn, pte, frame)
-
-    def _map(self, aspace: AddressSpace, vpn: int, pte: PTE, frame: int) -> None:
+        # map it (inline, no call: every fault comes this way)
         if not pte.handle:
             pte.handle = self._new_handle()
             self.res.handles[pte.handle] = pte
         pte.frame = frame
         pte.present = True
-        pte.state = move(pte.state, PageState.RESIDENT)
+        # ZERO/SWAPPED -> RESIDENT is always allowed: move() checks any other
+        state = pte.state
+        pte.state = _RESIDENT if state is _SWAPPED or state is _ZERO else move(state, _RESIDENT)
         pte.accessed = pte.dirty = False
         self.res.map(pte.handle, pte)
 

@@ -41,9 +41,18 @@ class CryptServer:
         self.refused = 0
 
     def handlers(self) -> serverloop.Table:
-        return {"seal": self.on_seal, "unseal": self.on_unseal, "stats": self.on_stats}
+        # seal and unseal answer at once: the server loop calls them with no coroutine
+        now = serverloop.immediate
+        return {"seal": now(self.seal), "unseal": now(self.unseal), "stats": self.on_stats}
 
     async def on_seal(self, body: Any) -> Any:
+        return self.seal(body)
+
+    async def on_unseal(self, body: Any) -> Any:
+        return self.unseal(body)
+
+    def seal(self, body: Any) -> Any:
+        """The ``seal`` request's ``ok`` reply: each page sealed to its binding."""
         # Sealer.seal_many without its Binding objects: each page's associated data is
         # packed straight from the request's (asid, incarnation, vpn, version), with no
         # Python call per page besides the seal; a field out of range (or a boot id of
@@ -59,15 +68,25 @@ class CryptServer:
             ads = [associated_data(boot_id, *place) for place, _plain in pages]
         return {"blobs": [seal(ad, page[1]) for ad, page in zip(ads, pages, strict=True)]}
 
-    async def on_unseal(self, body: Any) -> Any:
+    def unseal(self, body: Any) -> Any:
+        """The ``unseal`` request's ``ok`` reply: per page, its plaintext or a refusal."""
         # Sealer.unseal_many's loop, building the reply as it goes (one pass per batch);
-        # a refused page answers ok=0 and no plaintext, never what failed to authenticate
+        # a refused page answers ok=0 and no plaintext, never what failed to authenticate.
+        # The associated data is packed as seal packs it (no call of ours per page); a
+        # field out of range, or a boot id of the wrong size, takes associated_data,
+        # which raises its error
         boot_id, unseal = self.boot_id, self.sealer.unseal_ad
+        fast = len(boot_id) == BOOT_ID_LEN
         plain: list[bytes] = []
         ok: list[int] = []
         for place, blob in body["pages"]:
             try:
-                plain.append(unseal(associated_data(boot_id, *place), blob))
+                try:
+                    ad = _AD.pack(_AD_PREFIX, boot_id, *place) if fast \
+                        else associated_data(boot_id, *place)
+                except struct.error:
+                    ad = associated_data(boot_id, *place)
+                plain.append(unseal(ad, blob))
                 ok.append(1)
             except SealError:
                 plain.append(b"")

@@ -38,6 +38,7 @@ class Pager:
         self.unusable = ""  # why the device cannot hold pages (set by start)
         self.block_size = 0
         self.meta: dict[int, bytearray] = {}
+        self.device: int | str = "blockdev"  # its slot, once start() has resolved the name
         self.stats = {"evict": 0, "observe": 0, "store": 0, "fetch": 0, "discard": 0,
                       "not_found": 0}
 
@@ -45,6 +46,11 @@ class Pager:
         """Learn the device's geometry.  A device the pager cannot use (unreachable, too
         small, blocks of another size than a page) does not stop the pager: it keeps
         serving, refuses every store with ``io`` and the reason, and holds no page."""
+        resolve = getattr(self.proc, "slot", None)  # (a test's stand-in may have none)
+        try:  # resolved once, not at every call (the capability is looked up at each)
+            self.device = resolve("blockdev") if callable(resolve) else "blockdev"
+        except CapkernError:
+            pass  # no such slot: each call fails as the device's io error
         try:
             info = await self._blockdev("info", {})
             if info["block_size"] != PAGE_SIZE:
@@ -173,7 +179,7 @@ class Pager:
             raise ServerError("not_found", "no such page in swap")
         data_lba, meta_lba, meta_offset = where
         try:  # self._blockdev, inlined: one coroutine frame less on the fault path
-            reply = (await self.proc.call("blockdev", "read", {"lbas": [data_lba]})).ok()
+            reply = (await self.proc.call(self.device, "read", {"lbas": [data_lba]})).ok()
         except CapkernError as exc:
             raise _device_failed(exc) from None
         # a lying device: anything but a list of exactly one block of a page's size
@@ -227,7 +233,7 @@ class Pager:
         """Call the block device; any failure of it (an error reply, a crash, a reply
         out of contract, a revoked capability) is this pager's ``io`` error."""
         try:
-            return (await self.proc.call("blockdev", label, body)).ok()
+            return (await self.proc.call(self.device, label, body)).ok()
         except CapkernError as exc:
             raise _device_failed(exc) from None
 
