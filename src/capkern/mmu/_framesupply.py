@@ -54,10 +54,11 @@ class FrameSupply:
             filled.set()
 
     def free(self, frame: int) -> None:
-        """Give a frame back, to a waiting fault if there is one."""
+        """Give a frame back (scrubbed), to a waiting fault if there is one: handed to it,
+        not woken to look for one."""
         self.frames.free(frame)
         if self.waiters:
-            self.waiters.wake_one()
+            self.waiters.give_free()
 
     async def get(self, faulter: AddressSpace | None = None) -> int:
         """A free frame, evicting a batch if RAM is full.  ``faulter`` is whose fault an
