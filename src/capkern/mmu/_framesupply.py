@@ -14,6 +14,7 @@ rather than failing with :class:`~capkern.errors.OutOfMemory`.
 from __future__ import annotations
 
 import trio
+from trio.lowlevel import wait_task_rescheduled
 
 from .._protocols import MAX_BATCH
 from ..errors import OutOfMemory
@@ -68,7 +69,7 @@ class FrameSupply:
             if frame is not None:
                 return frame
             if self.evicting:
-                got = await self.waiters.wait()
+                got: int | None = await wait_task_rescheduled(self.waiters.join())  # .wait()
                 if got is not None:
                     return got
                 continue

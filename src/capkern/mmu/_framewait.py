@@ -18,6 +18,7 @@ there, so a frame handed to it always reaches the fault, which gives it back if 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import outcome
@@ -58,9 +59,15 @@ class FrameWaiters:
     async def wait(self) -> int | None:
         """Wait for the eviction under way: a frame handed to us, or None (try again:
         we may be the one to start the next eviction).  Raises the eviction's error."""
+        return await wait_task_rescheduled(self.join())  # type: ignore[no-any-return]
+
+    def join(self) -> Callable[[Any], Abort]:
+        """Queue the current task; the abort callback to block with
+        (``await wait_task_rescheduled(waiters.join())`` is :meth:`wait` without a
+        coroutine frame of its own: the fault path waits so)."""
         me = _Waiter(self._queue, current_task())
         self._queue.append(me)
-        return await wait_task_rescheduled(me.cancelled)  # type: ignore[no-any-return]
+        return me.cancelled
 
     def hand_out(self) -> None:
         """An eviction ended: give free frames to waiters, one each, in FIFO order; if
