@@ -43,6 +43,9 @@ class FrameSupply:
         self.waiters = FrameWaiters(frames)
         self.evicting = False  # one eviction at a time
         self.filling = 0  # frames held by faults in flight (taken, not yet mapped)
+        # times a fault blocked here (each wait yields: a fault that waited for its frame
+        # has yielded already, as one that called a server has -- the fault path checks)
+        self.waits = 0
         # set (and dropped) when such a frame settles; made only when a fault waits on it
         self._filled: trio.Event | None = None
 
@@ -69,6 +72,7 @@ class FrameSupply:
             if frame is not None:
                 return frame
             if self.evicting:
+                self.waits += 1
                 got: int | None = await wait_task_rescheduled(self.waiters.join())  # .wait()
                 if got is not None:
                     return got
@@ -78,6 +82,7 @@ class FrameSupply:
                     raise self.out_of_memory()
                 if self._filled is None:
                     self._filled = trio.Event()
+                self.waits += 1
                 await self._filled.wait()  # every frame is on its way to a page
                 continue
             self.evicting = True
