@@ -133,7 +133,11 @@ def enqueue(task: Task, dom: D, ep: Queue[D], cap: Cap, msg: Message, call: bool
     msg.body = UNDECODED  # queued as bytes only: decoded when taken (see take)
     blocked = QueuedSender(task, dom, ep, cap, msg, call, grant)
     senders.append(blocked)
-    cap.block(blocked)
+    blocked_on = cap.blocked  # cap.block(blocked), inlined
+    if blocked_on is None:
+        cap.block(blocked)
+    else:
+        blocked_on[blocked] = None
     return blocked
 
 
@@ -141,7 +145,7 @@ def take(ep: Queue[D]) -> QueuedSender[D]:
     """The first queued sender, off the queue (and its capability's blocked set), its
     quota released and its message decoded from the bytes for the receiver alone."""
     sender = ep.senders.popleft()
-    blocked_on = sender.cap.blocked
+    blocked_on = sender.cap.blocked  # sender.cap.unblock(sender), inlined
     if blocked_on is not None:
         blocked_on.pop(sender, None)
     sender.dom.usage.unqueue()
