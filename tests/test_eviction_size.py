@@ -1,8 +1,7 @@
 """How many pages an eviction takes: the configured batch, or -- when more faults already
 wait for frames -- one for each of them and one for the evicting fault (at most
 MAX_BATCH), so under load one eviction serves every waiter and its fixed cost (the
-pager's policy round, the seal and store trips) is shared by that many faults.  A batch
-of 1 (textbook one-page replacement) never grows."""
+pager's policy round, the seal and store trips) is shared by that many faults."""
 
 from __future__ import annotations
 
@@ -43,37 +42,28 @@ def _process(vm: VM, pid: int, pages: int) -> tuple[Domain, int]:
     return dom, vm.mmap(dom, pages * PAGE_SIZE, RW, None)
 
 
-async def _asked(batch: int, waiting: int) -> list[int]:
-    """The ``n`` of each eviction while ``waiting`` faults queue behind a held one."""
+async def test_an_eviction_takes_one_page_for_each_fault_waiting() -> None:
     gate = trio.Event()
-    vm, pager = _gated_vm(4, batch, gate)
+    vm, pager = _gated_vm(4, 1, gate)
     a, base_a = _process(vm, 1, 5)
     for p in range(4):
         await vm.write(a, base_a + p * PAGE_SIZE, b"a")  # RAM full
-    others = [_process(vm, pid, 1) for pid in range(2, 2 + waiting)]
+    others = [_process(vm, pid, 1) for pid in (2, 3, 4)]
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(vm.write, a, base_a + 4 * PAGE_SIZE, b"a")  # evicts, held
+        nursery.start_soon(vm.write, a, base_a + 4 * PAGE_SIZE, b"a")  # evicts 1, held
         await trio.testing.wait_all_tasks_blocked()
         for dom, base in others:
             nursery.start_soon(vm.write, dom, base, b"o")
         await trio.testing.wait_all_tasks_blocked()
-        assert len(vm.supply.waiters) == waiting
+        assert len(vm.supply.waiters) == 3
         gate.set()
+    asked = [body["n"] for label, body in pager.calls if label == "evict"]
+    # the first eviction: the batch; its one frame went to its own fault, so the first
+    # waiter evicts next, for itself and the two still waiting
+    assert asked == [1, 3]
     for dom, base in others:
         assert await vm.read(dom, base, 1) == b"o"
     assert len(vm.supply.waiters) == 0
-    return [body["n"] for label, body in pager.calls if label == "evict"]
-
-
-async def test_an_eviction_takes_one_page_for_each_fault_waiting() -> None:
-    # the first eviction (nobody waited yet) takes the batch of 2: a frame for its own
-    # fault and one for the first waiter; the second waiter then evicts for itself and
-    # the three still waiting
-    assert (await _asked(2, 5))[:2] == [2, 4]  # (then as the pager could free them)
-
-
-async def test_a_batch_of_one_stays_one_page_replacement() -> None:
-    assert await _asked(1, 3) == [1, 1, 1, 1]
 
 
 async def test_an_eviction_never_takes_more_than_max_batch() -> None:

@@ -51,9 +51,7 @@ class BootConfig:
 
     ``evict_batch`` pages are evicted per eviction (default 8): faster, but the fault
     counts differ from textbook one-page replacement (``capkern sim`` uses 1); a batch
-    larger than RAM evicts every resident page (warned about when given explicitly).  A
-    batch above 1 grows, up to 64, to one page for each fault already waiting for a frame
-    (``mmu/_framesupply.py``): under load one eviction serves them all.
+    larger than RAM evicts every resident page (warned about when given explicitly).
     ``seed`` makes page handles, and so every policy choice, reproducible; ``precise``
     reports every reference to the pager in order (exact LRU/LFU; see ``mmu/_reflog.py``).
     """

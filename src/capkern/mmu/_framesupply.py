@@ -110,13 +110,8 @@ class FrameSupply:
         the faults already waiting need (and this one) when more wait -- so under load
         one eviction serves every waiter, and the pager's per-eviction work (its policy
         round, the seal and store trips) is shared by that many faults.  At most
-        ``MAX_BATCH``, what one eviction's messages may carry.  A batch of 1 stays 1:
-        that is textbook one-page replacement (``capkern sim``), whose counts must not
-        depend on how many faults happened to wait."""
-        batch = self.batch
-        if batch == 1:
-            return 1
-        return min(max(batch, len(self.waiters) + 1), MAX_BATCH)
+        ``MAX_BATCH``, what one eviction's messages may carry."""
+        return min(max(self.batch, len(self.waiters) + 1), MAX_BATCH)
 
     def out_of_memory(self) -> OutOfMemory:
         why = f": the evicted pages could not be stored ({self.io.store_error})" \
