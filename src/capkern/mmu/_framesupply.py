@@ -1,8 +1,7 @@
 """Where a fault's frame comes from: the free list, the eviction under way, or a new
 eviction (trusted).
 
-One eviction runs at a time, of a batch of pages -- larger when more faults wait for it
-(:meth:`FrameSupply.wanted`).  A fault that needs a frame while one is under way queues
+One eviction runs at a time.  A fault that needs a frame while one is under way queues
 for a frame it frees, or fails with it (:mod:`.framewait`) -- so when the pager hangs,
 every fault waiting for memory fails after one eviction's deadlines, not one after the
 other -- and an eviction wakes as many waiters as it freed frames.  Before an eviction
@@ -89,7 +88,7 @@ class FrameSupply:
             self.evicting = True
             self.discards.flush()
             try:
-                victims, freed = await self.evictor.evict(self.wanted(), faulter)
+                victims, freed = await self.evictor.evict(self.batch, faulter)
             except BaseException:
                 self.evicting = False
                 self.waiters.hand_out()  # the next in line evicts instead
@@ -104,14 +103,6 @@ class FrameSupply:
             if frame is not None:
                 return frame
             # the victims went away meanwhile (their process exited): try again
-
-    def wanted(self) -> int:
-        """How many pages the next eviction takes: the configured batch, or as many as
-        the faults already waiting need (and this one) when more wait -- so under load
-        one eviction serves every waiter, and the pager's per-eviction work (its policy
-        round, the seal and store trips) is shared by that many faults.  At most
-        ``MAX_BATCH``, what one eviction's messages may carry."""
-        return min(max(self.batch, len(self.waiters) + 1), MAX_BATCH)
 
     def out_of_memory(self) -> OutOfMemory:
         why = f": the evicted pages could not be stored ({self.io.store_error})" \
