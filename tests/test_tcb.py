@@ -12,7 +12,7 @@ UNTRUSTED = ("capkern.servers.pager", "capkern.servers.blockdev", "capkern.testi
              "capkern._demo", "capkern._repl", "capkern._cli", "capkern.programs")
 TCB = ["kernel.py", "_config.py", "_root.py", "_quota.py", "_exits.py", "_states.py",
        "_domain.py", "_proc.py", "_cspace.py",
-       "_ipc.py", "_message.py", "_reply.py", "_notify.py", "_wire.py", "_contract.py",
+       "_ipc.py", "_queue.py", "_message.py", "_reply.py", "_notify.py", "_wire.py", "_contract.py",
        "_protocols.py", "_pagefmt.py", "_nbdaddr.py", "errors.py", "_trace.py", "_serverloop.py",
        "mmu", "servers/crypt", "pagerset", "isolation"]
 

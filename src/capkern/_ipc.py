@@ -46,6 +46,7 @@ from . import _wire as wire
 from ._contract import Contract
 from ._cspace import Cap, CSpace, KObject, Rights, _oids
 from ._message import _NO_CAPS, UNDECODED, Delivered, Message, Received
+from ._queue import QueuedSender, enqueue, take
 from ._states import ReplyState, move
 from ._trace import Delivery, IpcRecord
 from .errors import (
@@ -53,7 +54,6 @@ from .errors import (
     CapabilityRevoked,
     ContractViolation,
     MalformedMessage,
-    QueueFull,
     ReplyRefused,
     TooManyCaps,
 )
@@ -185,47 +185,6 @@ class _Receiver:
         reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
 
 
-class _Blocked:
-    """A sender blocked on an endpoint through ``cap`` until a receiver takes ``msg``
-    (and, for a call, until the reply comes)."""
-
-    __slots__ = ("cap", "dom", "ep", "grant", "msg", "reply", "task", "want_reply")
-
-    def __init__(
-        self, task: Task, dom: Party, ep: Endpoint, cap: Cap, msg: Message,
-        want_reply: bool, grant: bool = False
-    ) -> None:
-        self.task = task
-        self.dom = dom
-        self.ep = ep
-        self.cap = cap
-        self.msg = msg
-        self.want_reply = want_reply
-        self.grant = grant
-        self.reply: ReplyObject | None = None
-
-    def cancel(self, why: str) -> None:
-        """The capability it blocked through was removed: fail the send (the message,
-        not yet delivered, never will be)."""
-        self.ep.senders.remove(self)
-        self.dom.usage.release("queued")
-        self.dom.kernel.stats.ipc_cancelled += 1
-        reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
-
-    def time_out(self, exc: Exception) -> bool:
-        """A call's deadline passed: fail it with ``exc`` if it still waits -- queued
-        (the message is withdrawn) or for its reply."""
-        if self.reply is not None:
-            return self.reply.time_out(exc)
-        if self not in self.ep.senders:  # delivered or cancelled meanwhile: no longer ours
-            return False
-        self.ep.senders.remove(self)
-        self.cap.unblock(self)
-        self.dom.usage.release("queued")
-        reschedule(self.task, outcome.Error(exc))
-        return True
-
-
 class Waiting(Protocol):
     """What a call blocks on (its queued message, or its reply object)."""
 
@@ -250,7 +209,7 @@ class Endpoint(KObject):
     def __init__(self, name: str = "", contract: Contract | None = None) -> None:
         super().__init__(name)
         self.contract = contract
-        self.senders: deque[_Blocked] = deque()
+        self.senders: deque[QueuedSender[Party]] = deque()
         self.receivers: deque[_Receiver] = deque()
 
 
@@ -447,31 +406,14 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
         _wake(waiter, msg if not msg.cap_src and not msg.flow else deliver(msg, waiter.dom))
         await cancel_shielded_checkpoint()
         return None
-    if len(ep.senders) >= k.limits.max_queued_senders:
-        raise QueueFull(f"{ep.label()} already has {len(ep.senders)} blocked senders")
-    dom.usage.charge("queued")  # the sender pays for its message while it waits
-    msg.body = UNDECODED  # queued as bytes only: decoded when taken (:func:`recv`)
-    blocked = _Blocked(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & _GRANT))
-    ep.senders.append(blocked)
-    cap.block(blocked)
+    blocked = enqueue(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & _GRANT))
     if timer is not None:
         timer.waiting = blocked
     if call:
         k.stats.ipc_calls += 1
     else:
         k.stats.ipc_sends += 1
-
-    def abort(_: Any) -> Abort:
-        if blocked.reply is not None:
-            blocked.reply.state = move(blocked.reply.state, _GONE)
-        else:
-            ep.senders.remove(blocked)
-            cap.unblock(blocked)
-            dom.usage.release("queued")
-        return Abort.SUCCEEDED
-
-    result: Received | None = await wait_task_rescheduled(abort)
-    return result
+    return await wait_task_rescheduled(blocked.aborted)  # type: ignore[no-any-return]
 
 
 def call_now(dom: Party, cap: Cap, msg: Message, timer: Timed | None,
@@ -538,18 +480,17 @@ async def recv(dom: Party, cap: Cap) -> Received:
         dom.reply = None
         pending.abort(f"server {dom.name!r} received again without replying")
     if ep.senders:
-        sender = ep.senders.popleft()
-        sender.cap.unblock(sender)
-        sender.dom.usage.release("queued")
+        sender = take(ep)
         msg = sender.msg
-        msg.body = wire.decode(msg._raw)  # it waited as bytes only (see send)
-        got = deliver(msg, dom)
+        got = msg if not msg.cap_src and not msg.flow else deliver(msg, dom)
         if sender.want_reply:
-            reply = ReplyObject(
-                sender.task, sender.dom, sender.msg.label, ep.contract, sender.grant
-            )
+            reply = ReplyObject(sender.task, sender.dom, msg.label, ep.contract, sender.grant)
             sender.reply = reply
-            dom.set_reply(reply)
+            old = dom.reply
+            if old is not None and old.state is _WAITING:
+                dom.set_reply(reply)  # aborts the previous caller
+            else:
+                dom.reply = reply
         else:
             reschedule(sender.task, Delivered(None))
         await cancel_shielded_checkpoint()

@@ -89,6 +89,18 @@ class Usage:
     def release(self, resource: str, n: int = 1) -> None:
         setattr(self, resource, max(0, getattr(self, resource) - n))
 
+    def queue(self) -> None:
+        """``charge("queued")`` without looking the resource up by name: a blocked send
+        is the common case at scale (the server is busy when the kernel calls it)."""
+        if self.queued >= self.quota.queued:
+            self.check("queued")  # raises, naming the resource
+        self.queued += 1
+
+    def unqueue(self) -> None:
+        """``release("queued")``, likewise."""
+        if self.queued > 0:
+            self.queued -= 1
+
     def as_dict(self) -> dict[str, tuple[int, int]]:
         """``{resource: (used, limit)}``, for ``ps()`` and ``dump()``."""
         return {name: (getattr(self, name), getattr(self.quota, name)) for name in RESOURCES}

@@ -14,6 +14,7 @@ rather than failing with :class:`~capkern.errors.OutOfMemory`.
 from __future__ import annotations
 
 import trio
+from trio.lowlevel import wait_task_rescheduled
 
 from .._protocols import MAX_BATCH
 from ..errors import OutOfMemory
@@ -42,6 +43,9 @@ class FrameSupply:
         self.waiters = FrameWaiters(frames)
         self.evicting = False  # one eviction at a time
         self.filling = 0  # frames held by faults in flight (taken, not yet mapped)
+        # times a fault blocked here (each wait yields: a fault that waited for its frame
+        # has yielded already, as one that called a server has -- the fault path checks)
+        self.waits = 0
         # set (and dropped) when such a frame settles; made only when a fault waits on it
         self._filled: trio.Event | None = None
 
@@ -54,10 +58,11 @@ class FrameSupply:
             filled.set()
 
     def free(self, frame: int) -> None:
-        """Give a frame back, to a waiting fault if there is one."""
+        """Give a frame back (scrubbed), to a waiting fault if there is one: handed to it,
+        not woken to look for one."""
         self.frames.free(frame)
         if self.waiters:
-            self.waiters.wake_one()
+            self.waiters.give_free()
 
     async def get(self, faulter: AddressSpace | None = None) -> int:
         """A free frame, evicting a batch if RAM is full.  ``faulter`` is whose fault an
@@ -67,7 +72,8 @@ class FrameSupply:
             if frame is not None:
                 return frame
             if self.evicting:
-                got = await self.waiters.wait()
+                self.waits += 1
+                got: int | None = await wait_task_rescheduled(self.waiters.join())  # .wait()
                 if got is not None:
                     return got
                 continue
@@ -76,6 +82,7 @@ class FrameSupply:
                     raise self.out_of_memory()
                 if self._filled is None:
                     self._filled = trio.Event()
+                self.waits += 1
                 await self._filled.wait()  # every frame is on its way to a page
                 continue
             self.evicting = True

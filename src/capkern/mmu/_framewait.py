@@ -6,14 +6,25 @@ are frames (each wakes holding its frame), plus -- if waiters are left and no fr
 free -- one woken to start the next eviction.  So the cost of an eviction does not grow
 with the number of processes waiting.  When an eviction could free nothing (the pager
 would not take the pages), every waiter fails with it at once.
+
+A waiter is its task, parked with ``trio.lowlevel.wait_task_rescheduled`` and woken with
+what it waited for -- its frame, None (try again) or the error -- not a ``trio.Event``
+each (an Event is several objects: its parking lot, the lot's dict, the wake-up's
+``outcome.Value``; at scale most faults wait here once).  A waiter cancelled while
+queued leaves the queue in its abort callback; once woken it is no longer cancellable
+there, so a frame handed to it always reaches the fault, which gives it back if it fails.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
-import trio
+import outcome
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
+from .._message import Delivered
 from ..errors import CapkernError
 from ._frames import FrameTable
 
@@ -21,13 +32,18 @@ __all__ = ["FrameWaiters"]
 
 
 class _Waiter:
-    __slots__ = ("error", "event", "frame", "retry")
+    """One fault's task in the queue (its abort callback takes it out again)."""
 
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.frame = -1
-        self.retry = False
-        self.error: CapkernError | None = None
+    __slots__ = ("queue", "task")
+
+    def __init__(self, queue: deque[_Waiter], task: Task) -> None:
+        self.queue = queue
+        self.task = task
+
+    def cancelled(self, _: Any) -> Abort:
+        """Cancelled while queued (``wait_task_rescheduled``'s abort callback)."""
+        self.queue.remove(self)
+        return Abort.SUCCEEDED
 
 
 class FrameWaiters:
@@ -43,44 +59,36 @@ class FrameWaiters:
     async def wait(self) -> int | None:
         """Wait for the eviction under way: a frame handed to us, or None (try again:
         we may be the one to start the next eviction).  Raises the eviction's error."""
-        me = _Waiter()
+        return await wait_task_rescheduled(self.join())  # type: ignore[no-any-return]
+
+    def join(self) -> Callable[[Any], Abort]:
+        """Queue the current task; the abort callback to block with
+        (``await wait_task_rescheduled(waiters.join())`` is :meth:`wait` without a
+        coroutine frame of its own: the fault path waits so)."""
+        me = _Waiter(self._queue, current_task())
         self._queue.append(me)
-        try:
-            await me.event.wait()
-        except BaseException:
-            if me.frame >= 0:  # handed a frame as we were cancelled: give it back
-                self.frames.free(me.frame)
-                self.wake_one()
-            elif not me.event.is_set():
-                self._queue.remove(me)
-            elif me.retry:  # we were to start the next eviction: pass that on
-                self.wake_one()
-            raise
-        if me.error is not None:
-            raise me.error
-        return me.frame if me.frame >= 0 else None
+        return me.cancelled
 
     def hand_out(self) -> None:
         """An eviction ended: give free frames to waiters, one each, in FIFO order; if
         waiters are left with no frame free, wake one to start the next eviction."""
-        while self._queue and self.frames.free_count:
-            me = self._queue.popleft()
-            frame = self.frames.alloc()
-            assert frame is not None
-            me.frame = frame
-            me.event.set()
+        self.give_free()
         self.wake_one()
+
+    def give_free(self) -> None:
+        """Give the free frames to waiters, one each, in FIFO order (a frame freed while
+        an eviction runs goes straight to the first waiter, which needs no retry)."""
+        queue = self._queue
+        frames = self.frames
+        while queue and frames.free_count:
+            reschedule(queue.popleft().task, Delivered(frames.alloc()))
 
     def wake_one(self) -> None:
         """Wake the first waiter to try again (it will start an eviction if needed)."""
         if self._queue:
-            me = self._queue.popleft()
-            me.retry = True
-            me.event.set()
+            reschedule(self._queue.popleft().task, Delivered(None))
 
     def fail_all(self, error: CapkernError) -> None:
         """The eviction freed nothing: every waiter fails with it."""
         while self._queue:
-            me = self._queue.popleft()
-            me.error = error
-            me.event.set()
+            reschedule(self._queue.popleft().task, outcome.Error(error))

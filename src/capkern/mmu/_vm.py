@@ -306,7 +306,7 @@ class VM:
     async def fault(self, dom: Domain, vpn: int) -> None:
         """The trap of a non-present page, resolved on the faulting task."""
         self._streak = 0
-        calls = self.pager.calls
+        calls = self.pager.calls + self.supply.waits
         try:
             aspace = dom.aspace
             assert aspace is not None
@@ -325,8 +325,8 @@ class VM:
         except Exception as exc:  # a kernel bug must not take the kernel down
             self.event("internal_error", dom, repr(exc))
             raise Fault(f"internal error in the fault path: {exc!r}") from None
-        if self.pager.calls == calls:
-            await checkpoint()  # a fault always yields, even one that needed no server
+        if self.pager.calls + self.supply.waits == calls:
+            await checkpoint()  # a fault always yields, even one that waited for nothing
 
     # -- discards (the kernel's own task) ---------------------------------------------------
 
