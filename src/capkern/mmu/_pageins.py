@@ -127,16 +127,14 @@ class PageIns:
         try:
             plains = await self.io.fetch_each(
                 [(aspace, vpn, pte)] + [(m.aspace, m.vpn, m.pte) for m in batch])
-        except Exception as exc:  # each fetches alone, for its own exact error
+        except BaseException as exc:  # each fetches alone, for its own exact error
+            for m in batch:
+                m.wake(_ALONE)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: so is our own page-in
             if isinstance(exc, ServerError) and exc.reason == UNSUPPORTED:
                 self.off = True  # and every page-in from now on
-            for m in batch:
-                m.wake(_ALONE)
             return await self.io.fetch(aspace, vpn, pte)
-        except BaseException:  # cancelled: the others fetch alone; ours is cancelled
-            for m in batch:
-                m.wake(_ALONE)
-            raise
         for m, plain in zip(batch, plains[1:], strict=True):
             m.wake(_ALONE if plain is MISSING else plain)
         if plains[0] is MISSING:
