@@ -78,6 +78,7 @@ class Domain:
         self.reply: ReplyObject | None = None
         #: a receiver record its last blocking receive used, to fill in for the next
         self.spare: _Receiver | None = None
+        self.in_place_run = 0  # its calls answered in place in a row (capkern._inplace)
         self.state = DomainState.STARTING
         self.exit: ExitStatus | None = None
         self.done = trio.Event()

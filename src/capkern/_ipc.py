@@ -62,12 +62,15 @@ if TYPE_CHECKING:
     from ._quota import Usage
     from ._services import KernelView
 
-__all__ = ["UNDECODED", "Endpoint", "Message", "Party", "Received", "ReplyObject", "Timed",
-           "Waiting", "call_now", "deliver", "encode_if_valid", "kernel_message", "make_message",
-           "nbsend", "plain_label", "recv", "send", "trace_op"]
+__all__ = ["IN_PLACE_YIELD", "UNDECODED", "Endpoint", "InPlace", "Message", "Party", "Received",
+           "ReplyObject", "Timed", "Waiting", "call_now", "deliver", "encode_if_valid",
+           "kernel_message", "make_message", "nbsend", "plain_label", "recv", "send",
+           "trace_op"]
 
 
 
+#: calls a domain may have answered in place in a row before its call yields once
+IN_PLACE_YIELD = 16
 #: the grant right as a plain int: IntFlag operators are slow on the IPC fast path
 _GRANT = Rights.GRANT._value_
 #: reply states as module constants: no enum class lookups on the fast path
@@ -84,6 +87,7 @@ class Party(Protocol):
     usage: Usage
     reply: ReplyObject | None
     spare: _Receiver | None
+    in_place_run: int  # its calls answered in place since it last yielded for them
 
     @property
     def kernel(self) -> KernelView: ...
@@ -142,9 +146,19 @@ class ReplyObject(KObject):
         (:class:`ReplyRefused`, naming the cause, if its reply had been refused)."""
         if self.state is _WAITING:
             self.state = _ABORTED
-            exc = (ReplyRefused(f"the server's reply was refused ({self.refused}) and it "
-                                f"did not answer again") if self.refused else CallAborted(why))
+            exc = self._refusal() if self.refused else CallAborted(why)
             reschedule(self.caller, outcome.Error(exc))
+
+    def _refusal(self) -> ReplyRefused:
+        return ReplyRefused(f"the server's reply was refused ({self.refused}) and it did "
+                            "not answer again")
+
+    def answered(self) -> Received:
+        """The answer of a call answered in place (:mod:`capkern._inplace`; its caller
+        never slept): the reply, or, for a refused one, the caller's error."""
+        if self.state is _DONE:
+            return self.unwrap()
+        raise self._refusal()
 
     def time_out(self, exc: Exception) -> bool:
         """The call's deadline passed: wake the caller with ``exc`` if it still waits
@@ -163,13 +177,15 @@ class _Receiver:
     receive instead of a new one per request; ``aborted`` is its abort callback, bound
     once."""
 
-    __slots__ = ("aborted", "cap", "dom", "ep", "task")
+    __slots__ = ("aborted", "cap", "dom", "ep", "offer", "task")
 
-    def __init__(self, task: Task, dom: Party, ep: Endpoint, cap: Cap) -> None:
+    def __init__(self, task: Task, dom: Party, ep: Endpoint, cap: Cap,
+                 offer: InPlace | None) -> None:
         self.task = task
         self.dom = dom
         self.ep = ep
         self.cap = cap
+        self.offer = offer  # answers it offers while it waits (capkern._inplace)
         self.aborted = self._receiver_cancelled
 
     def _receiver_cancelled(self, _: Any) -> Abort:
@@ -183,6 +199,17 @@ class _Receiver:
         self.ep.receivers.remove(self)
         self.dom.kernel.stats.ipc_cancelled += 1
         reschedule(self.task, outcome.Error(CapabilityRevoked(why)))
+
+
+class InPlace(Protocol):
+    """Answers a receiver offers while it waits (:class:`capkern._inplace.Offer`)."""
+
+    labels: frozenset[str]
+
+    def serve(self, dom: Party, cap: Cap, msg: Message, waiter: _Receiver,
+              me: Task | None, timer: Timed | None) -> ReplyObject:
+        """Answer the call ``msg`` at the caller's trap."""
+        ...
 
 
 class Waiting(Protocol):
@@ -381,11 +408,12 @@ def trace_op(
 # -- endpoint operations ------------------------------------------------------------------
 
 
-async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed | None = None
-               ) -> Received | None:
+async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed | None = None,
+               yields: bool = False) -> Received | None:
     """Send (or call).  Blocks until a receiver takes the message (and, for a call,
     until the reply comes back).  ``timer`` learns what a call blocks on (see
-    :class:`Timed`)."""
+    :class:`Timed`).  A call answered in place yields once per ``IN_PLACE_YIELD`` in a
+    row of the caller's (:mod:`capkern._inplace`), or every time if ``yields``."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     k = dom.kernel
     if k.trace.enabled:
@@ -399,7 +427,13 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
         if call:
             reply = call_now(dom, cap, msg, timer, me)
             assert reply is not None
-            return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
+            if reply.state is _WAITING:
+                return await wait_task_rescheduled(reply._caller_cancelled)  # type: ignore[no-any-return]
+            dom.in_place_run += 1  # answered in place: the caller has not yielded
+            if yields or dom.in_place_run >= IN_PLACE_YIELD:
+                dom.in_place_run = 0
+                await cancel_shielded_checkpoint()
+            return reply.answered()
         waiter = ep.receivers.popleft()
         waiter.cap.unblock(waiter)
         k.stats.ipc_sends += 1
@@ -421,15 +455,22 @@ def call_now(dom: Party, cap: Cap, msg: Message, timer: Timed | None,
     """:func:`send`'s direct call as a plain function, for a caller past its cancellation
     checkpoint: hand ``msg`` to a waiting receiver and return the reply object to wait on
     (``wait_task_rescheduled(reply._caller_cancelled)``), no coroutine of send's own;
-    None, nothing changed, for anything else (then :func:`send`, which traces first)."""
+    None, nothing changed, for anything else (then :func:`send`, which traces first).  A
+    receiver that offered the call's label answers it here (:mod:`capkern._inplace`):
+    the reply object then comes back no longer ``WAITING`` -- take ``answered()``."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if not ep.receivers or cap.cspace is None or (me is None and dom.kernel.trace.enabled):
         return None
-    waiter = ep.receivers.popleft()
+    waiter = ep.receivers[0]
+    to = waiter.dom
+    offer = waiter.offer
+    if offer is not None and msg.label in offer.labels and to.reply is None \
+            and not msg.cap_src:  # answered at this trap: used up unless the answer raised
+        return offer.serve(dom, cap, msg, waiter, me, timer)
+    ep.receivers.popleft()
     blocked_on = waiter.cap.blocked  # waiter.cap.unblock(waiter), inlined
     if blocked_on is not None:
         blocked_on.pop(waiter, None)
-    to = waiter.dom
     dom.kernel.stats.ipc_calls += 1
     reply = ReplyObject(me or current_task(), dom, msg.label, ep.contract,
                         bool(cap.rights._value_ & _GRANT))
@@ -460,8 +501,9 @@ def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:
     return True
 
 
-async def recv(dom: Party, cap: Cap) -> Received:
-    """Take the next message from an endpoint, waiting for one if none is queued."""
+async def recv(dom: Party, cap: Cap, offer: InPlace | None = None) -> Received:
+    """Take the next message from an endpoint, waiting for one if none is queued (while
+    it waits, calls for the labels of ``offer`` are answered in place)."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if cap.cspace is None:  # removed since the lookup (a receive held, then awaited)
         raise CapabilityRevoked(f"{ep.label()}: the capability was removed before receiving")
@@ -497,12 +539,13 @@ async def recv(dom: Party, cap: Cap) -> Received:
         return got
     me = dom.spare
     if me is None:
-        me = _Receiver(current_task(), dom, ep, cap)
+        me = _Receiver(current_task(), dom, ep, cap, offer)
     else:  # no sender or endpoint holds it any more (see _wake): this receive's now
         dom.spare = None
-        me.task, me.ep, me.cap = current_task(), ep, cap
+        me.task, me.ep, me.cap, me.offer = current_task(), ep, cap, offer
     ep.receivers.append(me)
     cap.block(me)
+    dom.in_place_run = 0  # it yields here: its run of calls answered in place ends
     return await wait_task_rescheduled(me.aborted)  # type: ignore[no-any-return]
 
 

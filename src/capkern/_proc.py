@@ -8,7 +8,7 @@ handle holds no reference a program could use to reach another domain's objects.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
@@ -17,6 +17,7 @@ from . import _ipc as ipc
 from . import _notify, _reply
 from ._contract import Contract, check_schema
 from ._cspace import Cap, CapInfo, Rights, begin_revoke, end_revoke, revoke_some
+from ._inplace import Answer, Offer, Refused
 from ._ipc import Endpoint, Received, ReplyObject
 from ._notify import Notification
 from .errors import (
@@ -277,15 +278,32 @@ class Process:
         assert got is not None
         return got
 
-    def recv(self, slot: SlotRef) -> Coroutine[Any, Any, Received]:
+    def recv(self, slot: SlotRef, *, offer: Offer | None = None
+             ) -> Coroutine[Any, Any, Received]:
         """Receive the next message on an endpoint (needs the read right): ``await
         proc.recv(slot)``.  The capability is looked up when called, and the receive
-        itself is the kernel's coroutine (no wrapper: every server receives this way)."""
+        itself is the kernel's coroutine (no wrapper: every server receives this way).
+        While it waits, calls for the labels of ``offer`` (:meth:`offer`) are answered
+        in place, at the caller's trap (:mod:`capkern._inplace`)."""
         dom = self._dom
         cspace = dom.cspace
         cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
                             _READ, Endpoint)
-        return ipc.recv(dom, cap)
+        if offer is not None and type(offer) is not Offer:
+            raise ConfigError(f"offer must be made by Process.offer, not a "
+                              f"{type(offer).__name__}")
+        return ipc.recv(dom, cap, offer)
+
+    def offer(self, labels: Iterable[str], answer: Answer,
+              on_refused: Refused | None = None) -> Offer:
+        """Answers to offer with receives (``recv``/``reply_recv``'s ``offer``): for each
+        request label in ``labels``, ``answer(label, body)`` returns the reply as
+        ``(label, body)`` -- ``("ok", body)`` or ``("error", {"reason": ...,
+        "detail": ...})`` -- and must be a plain function of the request: it runs on the
+        caller's task, at its trap, and must not reply, receive or wait itself.  Raising
+        ends this server, as a handler's bug would.  ``on_refused`` hears of an answer the
+        kernel refused.  The server loop offers its immediate handlers this way."""
+        return Offer(labels, answer, on_refused)
 
     def _take_reply(self) -> ReplyObject:
         reply = self._dom.take_reply()
@@ -327,13 +345,18 @@ class Process:
         return self.reply("error", {"reason": reason, "detail": detail})
 
     def reply_recv(self, slot: SlotRef, label: str = "ok", body: Any = None, *,
-                   caps: Sequence[SlotRef] = ()) -> Coroutine[Any, Any, Received]:
+                   caps: Sequence[SlotRef] = (), offer: Offer | None = None
+                   ) -> Coroutine[Any, Any, Received]:
         """ReplyRecv (seL4): answer the current caller (if any), then receive the next
         message on ``slot``, in one trap: ``await proc.reply_recv(slot, "ok", body)``.
         The reply is made when called: one refused raises its typed error there, before
         the receive, and keeps the reply capability (as :meth:`reply`); the receive is
-        the kernel's coroutine, as :meth:`recv` returns it (the server loop's step)."""
+        the kernel's coroutine, as :meth:`recv` returns it (the server loop's step), with
+        its ``offer``."""
         dom = self._dom
+        if offer is not None and type(offer) is not Offer:
+            raise ConfigError(f"offer must be made by Process.offer, not a "
+                              f"{type(offer).__name__}")
         reply = dom.reply
         if reply is not None:  # reply(), inlined
             slots = self._slots(caps) if caps else ()
@@ -343,7 +366,7 @@ class Process:
         cspace = dom.cspace
         cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
                             _READ, Endpoint)
-        return ipc.recv(dom, cap)
+        return ipc.recv(dom, cap, offer)
 
     def save_caller(self, name: str = "") -> int:
         """Move the implicit reply capability into a CSpace slot, to reply later."""

@@ -26,7 +26,7 @@ from ._message import _NO_CAPS, UNDECODED, Message
 from ._states import ReplyState, move
 from .errors import ContractViolation, ReplyError, TooManyCaps
 
-__all__ = ["check_reply", "deliver_reply", "reply"]
+__all__ = ["check_reply", "deliver_reply", "reply", "use_reply"]
 
 #: reply states as module constants: no enum class lookups on the fast path
 _WAITING, _DONE, _ABORTED = ReplyState.WAITING, ReplyState.DONE, ReplyState.ABORTED
@@ -127,6 +127,16 @@ def _walk(dom: Party, reply_obj: ReplyObject, body: Any) -> None:
 def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: Message) -> bool:
     """Invoke phase of a reply (after :func:`check_reply`): use up the reply object and
     wake the caller.  False if the caller had already gone (the reply is dropped)."""
+    if not use_reply(dom, reply_obj, msg):
+        return False
+    reschedule(reply_obj.caller, reply_obj)  # type: ignore[arg-type]  # unwraps to the answer
+    return True
+
+
+def use_reply(dom: Party, reply_obj: ReplyObject, msg: Message) -> bool:
+    """:func:`deliver_reply` but the wake-up: use up the reply object, leaving the
+    caller's view of the answer in it (``carried``).  False if the caller had gone.  A
+    call answered in place (:mod:`._inplace`) ends here: its caller never slept."""
     k = dom.kernel
     k.stats.ipc_replies += 1
     if k.trace.enabled:
@@ -138,7 +148,6 @@ def deliver_reply(dom: Party, reply_obj: ReplyObject, msg: Message) -> bool:
     reply_obj.state = _DONE
     reply_obj.carried = msg if not msg.cap_src and not msg.flow \
         else deliver(msg, reply_obj.caller_dom)
-    reschedule(reply_obj.caller, reply_obj)  # type: ignore[arg-type]  # unwraps to the answer
     return True
 
 

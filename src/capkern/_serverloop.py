@@ -104,7 +104,9 @@ class ServerPort(Protocol):
     # optional: ``slot(name) -> int``, the slot a name stands for; :func:`serve` then
     # resolves its slot name once instead of at every receive.  Optional too: a plain
     # ``reply_recv(slot, label, body)`` that replies when called (raising a refusal
-    # there) and returns the receive to await -- seL4's ReplyRecv, one trap per step
+    # there) and returns the receive to await -- seL4's ReplyRecv, one trap per step.
+    # And ``offer(labels, answer, on_refused)``, whose result ``recv`` and ``reply_recv``
+    # take as ``offer=``: calls answered in place while the loop waits (Process.offer)
 
 
 # -- sans-IO ---------------------------------------------------------------------------------
@@ -143,7 +145,10 @@ def immediate(answer: Callable[[Any], Any]) -> Handler:
     """A handler for ``answer``, a plain function that answers at once (nothing to wait
     for: the sealer's, a memory disk's).  It is an async handler like any other --
     awaited, wrapped by :func:`around`, called by tests -- but :func:`serve` calls
-    ``answer`` itself, with no coroutine per request (each costs a few microseconds)."""
+    ``answer`` itself, with no coroutine per request (each costs a few microseconds),
+    and offers it with its receives: a call that finds the loop waiting is answered at
+    the caller's trap, with no task switch (:mod:`capkern._inplace`).  So ``answer``
+    answers by returning (or raising): it must not reply, receive or wait itself."""
 
     async def handler(body: Any) -> Any:
         return answer(body)
@@ -203,10 +208,10 @@ async def serve(port: ServerPort, table: Table, *, slot: int | str = "service",
     if isinstance(slot, str) and callable(resolve):
         slot = resolve(slot)
     # serve_one, inlined: this loop runs once per message of every system server
-    recv, get = port.recv, table.get
-    reply_recv = _reply_recv(port)
+    get = table.get
     now = {label: answer for label, handler in table.items()
            if (answer := getattr(handler, "immediate", None)) is not None}
+    recv, reply_recv = _steps(port, now, errors, on_refused)
     msg = await recv(slot)
     while True:
         label = msg.label
@@ -236,6 +241,51 @@ async def serve(port: ServerPort, table: Table, *, slot: int | str = "service",
                 on_refused(exc)
             step = recv(slot)
         msg = await step
+
+
+def _steps(port: ServerPort, now: dict[str, Callable[[Any], Any]], errors: ErrorMap,
+           on_refused: Callable[[CapkernError], None] | None
+           ) -> tuple[Callable[[Any], Awaitable[Request]],
+                      Callable[[Any, str, Any], Awaitable[Request]]]:
+    """The loop's receive and ReplyRecv.  A port that can (a ``Process`` handle's
+    ``offer``) offers the immediate handlers with every receive: a call for one of them
+    that arrives while the loop waits is answered in place, at the caller's trap
+    (:mod:`capkern._inplace`), as this loop would answer it."""
+    make_offer = getattr(port, "offer", None)
+    if not now or not callable(make_offer):
+        return port.recv, _reply_recv(port)
+    offer = make_offer(frozenset(now), _answerer(now, errors), on_refused)
+    recv, reply_recv = port.recv, port.reply_recv  # type: ignore[attr-defined]
+
+    def offering_recv(slot: Any) -> Awaitable[Request]:
+        return recv(slot, offer=offer)  # type: ignore[call-arg]
+
+    def offering_reply_recv(slot: Any, label: str, body: Any) -> Awaitable[Request]:
+        return reply_recv(slot, label, body, offer=offer)  # type: ignore[no-any-return]
+
+    return offering_recv, offering_reply_recv
+
+
+def _answerer(now: dict[str, Callable[[Any], Any]], errors: ErrorMap
+              ) -> Callable[[str, Any], tuple[str, Any]]:
+    """The loop's answer to an immediate request, as a function (``Process.offer``'s
+    ``answer``): the ``ok`` reply, or the typed error reply the loop would send; any
+    other exception is the server's bug, as in the loop."""
+
+    def answer(label: str, body: Any) -> tuple[str, Any]:
+        try:
+            result = now[label](body)
+        except Exception as exc:
+            error = error_reply(exc, errors)
+            if error is None:
+                raise
+            return "error", {"reason": error[0], "detail": error[1]}
+        if result is DEFERRED:
+            raise TypeError(f"immediate handler for {label!r} returned DEFERRED: an "
+                            "immediate handler answers by returning its reply")
+        return "ok", result
+
+    return answer
 
 
 def _reply_recv(port: ServerPort) -> Callable[[Any, str, Any], Awaitable[Request]]:

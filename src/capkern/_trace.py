@@ -32,6 +32,7 @@ class Counters:
     ipc_calls: int = 0
     ipc_replies: int = 0
     ipc_receives: int = 0
+    ipc_in_place: int = 0  # calls answered at the caller's trap (capkern._inplace)
     caps_transferred: int = 0
     caps_dropped: int = 0  # transferred capabilities that did not fit the receiver
     unsolicited_caps: int = 0  # replies refused for carrying capabilities nobody asked for

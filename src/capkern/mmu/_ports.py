@@ -26,10 +26,11 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from trio.lowlevel import checkpoint_if_cancelled, wait_task_rescheduled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, wait_task_rescheduled
 
 from .. import _ipc as ipc
 from .._ipc import Party, Received
+from .._states import ReplyState
 from ..errors import CapkernError, ContractViolation, IPCError, PagerUnavailable, ServerError
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ __all__ = ["IpcPort", "PagerLink", "ServerPort", "server_stats"]
 #: ``failed(label, error)``: the error a failed call raises instead, or None to keep it
 Failure = Callable[[str, CapkernError], CapkernError | None]
 
+
+_WAITING = ReplyState.WAITING
 
 #: deadlines, and labels per deadline, whose timeout errors an :class:`IpcPort` keeps
 LATE_CACHE = 32
@@ -75,6 +78,9 @@ class IpcPort:
         self.name = cap.obj.label()
         self.watchdog = watchdog
         self.check_requests = check_requests
+        #: a call answered in place (capkern._inplace) yields all the same: the pager
+        #: link's calls do (a fault always yields); the sealer's need not
+        self.yields = False
         # {deadline: {label: the error of a call the watchdog fails}}: the kernel calls a
         # few labels with a few deadlines, so this stays small
         self._late: dict[float, dict[str, Callable[[], PagerUnavailable]]] = {}
@@ -116,9 +122,15 @@ class IpcPort:
                 # ipc.send's direct call, unrolled: one coroutine less per call
                 await checkpoint_if_cancelled()
                 reply = ipc.call_now(dom, cap, msg, timer)
-                got: Received = await (  # type: ignore[assignment]
-                    ipc.send(dom, cap, msg, call=True, timer=timer) if reply is None
-                    else wait_task_rescheduled(reply._caller_cancelled))
+                if reply is None:
+                    got: Received = await ipc.send(  # type: ignore[assignment]
+                        dom, cap, msg, call=True, timer=timer, yields=self.yields)
+                elif reply.state is _WAITING:
+                    got = await wait_task_rescheduled(reply._caller_cancelled)
+                else:  # answered in place (capkern._inplace): no task switch
+                    if self.yields:
+                        await cancel_shielded_checkpoint()
+                    got = reply.answered()
             finally:
                 watchdog.disarm(timer, deadline)
             return got.ok() if got.label == "error" else got.body  # ok() raises ServerError
@@ -144,6 +156,8 @@ class PagerLink:
         self.stats = stats
         self.calls = 0  # calls made (each one yields: the fault path checks it)
         self._ipc = port if type(port) is IpcPort else None
+        if self._ipc is not None:
+            self._ipc.yields = True  # every pager call yields, answered in place or not
         self._failed = self.failed  # (bound once, not at every call)
 
     def call(self, label: str, body: Any) -> Coroutine[Any, Any, Any]:
