@@ -409,11 +409,12 @@ def trace_op(
 
 
 async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed | None = None,
-               yields: bool = False) -> Received | None:
+               yields: bool = False, bounded: bool = True) -> Received | None:
     """Send (or call).  Blocks until a receiver takes the message (and, for a call,
     until the reply comes back).  ``timer`` learns what a call blocks on (see
     :class:`Timed`).  A call answered in place yields once per ``IN_PLACE_YIELD`` in a
-    row of the caller's (:mod:`capkern._inplace`), or every time if ``yields``."""
+    row of the caller's (:mod:`capkern._inplace`), or every time if ``yields``.  Only
+    a ``bounded`` send is refused for a full endpoint (see :func:`._queue.enqueue`)."""
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     k = dom.kernel
     if k.trace.enabled:
@@ -440,7 +441,7 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
         _wake(waiter, msg if not msg.cap_src and not msg.flow else deliver(msg, waiter.dom))
         await cancel_shielded_checkpoint()
         return None
-    blocked = enqueue(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & _GRANT))
+    blocked = enqueue(me, dom, ep, cap, msg, call, bool(cap.rights._value_ & _GRANT), bounded)
     if timer is not None:
         timer.waiting = blocked
     if call:

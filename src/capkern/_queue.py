@@ -120,14 +120,17 @@ class QueuedSender(Generic[D]):
 
 
 def enqueue(task: Task, dom: D, ep: Queue[D], cap: Cap, msg: Message, call: bool,
-            grant: bool) -> QueuedSender[D]:
+            grant: bool, bounded: bool = True) -> QueuedSender[D]:
     """Queue ``msg`` (no receiver waits): the sender is charged its ``queued`` quota and
     registered on ``cap`` (so removing it fails the send).  The caller then blocks in
     ``wait_task_rescheduled(blocked.aborted)`` until a receiver takes it (a send: woken
     with None) and, for a call, until the reply comes.  :class:`QueueFull` or
-    :class:`QuotaExceeded` change nothing."""
+    :class:`QuotaExceeded` change nothing.  A call the kernel makes for a fault
+    (``bounded=False``) is not refused for a full endpoint: those are bounded by the
+    tasks faulting, each by its deadline, and a queue full of them is no attack (a full
+    queue must not fail a fault while the pager is healthy)."""
     senders = ep.senders
-    if len(senders) >= dom.kernel.limits.max_queued_senders:
+    if bounded and len(senders) >= dom.kernel.limits.max_queued_senders:
         raise QueueFull(f"{ep.label()} already has {len(senders)} blocked senders")
     dom.usage.queue()  # the sender pays for its message while it waits
     msg.body = UNDECODED  # queued as bytes only: decoded when taken (see take)

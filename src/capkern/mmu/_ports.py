@@ -124,7 +124,8 @@ class IpcPort:
                 reply = ipc.call_now(dom, cap, msg, timer)
                 if reply is None:
                     got: Received = await ipc.send(  # type: ignore[assignment]
-                        dom, cap, msg, call=True, timer=timer, yields=self.yields)
+                        dom, cap, msg, call=True, timer=timer, yields=self.yields,
+                        bounded=False)  # the kernel's calls wait their turn: deadlines
                 elif reply.state is _WAITING:
                     got = await wait_task_rescheduled(reply._caller_cancelled)
                 else:  # answered in place (capkern._inplace): no task switch
