@@ -25,6 +25,12 @@ sleeping.  Nothing else about the call changes:
 * any other exception of the answer is the server's bug: it is raised in the server's own
   task, from the receive it waits in, so the server ends as if its handler had raised
   there, and the caller is failed by that end (:class:`~capkern.errors.CallAborted`);
+* the server's code (the answer, what its result runs as the kernel encodes it,
+  ``on_refused``) runs on the *caller's* task, so nothing it drives there may block: a
+  receive, send, call, wait, revoke or memory access through its handle is refused with
+  :class:`~capkern.errors.IPCError` (:func:`capkern._ipc.refuse_in_answer`) -- begun, it
+  would park the caller's task where the server's should be, and the next message to
+  the server would wake the caller in the middle of something else;
 * the counts (``ipc_calls``, ``ipc_receives``, ``ipc_replies``, and ``ipc_in_place`` for
   these) and, when tracing, the call, delivery and reply records are those of the call
   it stands for.
@@ -51,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import outcome
 from trio.lowlevel import Task, current_task, reschedule
 
+from . import _ipc
 from ._ipc import _GRANT, IN_PLACE_YIELD, Party, ReplyObject, Timed, deliver
 from ._reply import check_reply, use_reply
 from ._states import ReplyState
@@ -119,19 +126,25 @@ class Offer:
         reply = ReplyObject(me or current_task(), dom, msg.label, ep.contract,
                             bool(cap.rights._value_ & _GRANT))
         got = deliver(msg, to) if msg.flow else msg  # (no capabilities: see call_now)
-        waiter.offer = None  # no call is answered in place inside this answer
+        # The server's code runs from here to the reply check (the answer, the code its
+        # result runs as it is encoded, on_refused): on the caller's task, so nothing it
+        # drives by hand may block there (ipc.refuse_in_answer); and no call is answered
+        # in place inside it
+        outer, _ipc.answering = _ipc.answering, to
+        waiter.offer = None
         try:
             try:
                 label, body = self.answer(msg.label, got.body)
+                try:
+                    answer = check_reply(to, reply, label, body, None, ())
+                except CapkernError as exc:  # refused: the server is told, the caller fails
+                    if self.on_refused is not None:
+                        self.on_refused(exc)
+                    reply.state = _ABORTED
+                    return reply
             finally:
+                _ipc.answering = outer
                 waiter.offer = self
-            try:
-                answer = check_reply(to, reply, label, body, None, ())
-            except CapkernError as exc:  # refused: the server is told, the caller fails
-                if self.on_refused is not None:
-                    self.on_refused(exc)
-                reply.state = _ABORTED
-                return reply
         except BaseException as exc:  # the server's bug: it ends in its own task
             return _raise_in_server(ep, waiter, reply, exc, timer)
         use_reply(to, reply, answer)

@@ -229,6 +229,7 @@ class Process:
         """Delete every capability derived from this one, in every domain; IPC blocked
         on any of them fails with :class:`~capkern.errors.CapabilityRevoked`.
         Preemptible (see :func:`revoke`): returns once all are gone."""
+        ipc.refuse_in_answer("a revoke")  # it waits: not on a caller's task (_inplace)
         return await revoke(self._dom.cspace.lookup(self._slot(slot)))
 
     # -- IPC ------------------------------------------------------------------------------
@@ -435,6 +436,7 @@ class Process:
         return await access(self._vm(), self._dom, addrs, write, future, count)
 
     def _vm(self) -> VM:
+        ipc.refuse_in_answer("a memory access")  # a fault waits: not on a caller's task
         dom = self._dom
         vm: VM | None = dom.kernel.vm
         if vm is None or dom.aspace is None:
