@@ -86,7 +86,7 @@ class Offer:
     function that answers them (see the module docstring).  Made by
     :meth:`capkern.Process.offer`, once per server loop."""
 
-    __slots__ = ("answer", "labels", "on_refused")
+    __slots__ = ("_answer", "_labels", "_on_refused")
 
     def __init__(self, labels: Iterable[str], answer: Answer,
                  on_refused: Refused | None = None) -> None:
@@ -103,12 +103,27 @@ class Offer:
             raise ConfigError(f"answer must be callable, not {type(answer).__name__}")
         if on_refused is not None and not callable(on_refused):
             raise ConfigError(f"on_refused must be callable, not {type(on_refused).__name__}")
-        self.labels: frozenset[str] = names
-        self.answer = answer
-        self.on_refused = on_refused
+        self._labels: frozenset[str] = names
+        self._answer = answer
+        self._on_refused = on_refused
+
+    # read-only: the kernel tests ``labels`` at every caller's trap, where a collection
+    # swapped in later could run the server's code (``__contains__``) outside any answer
+    @property
+    def labels(self) -> frozenset[str]:
+        """The request labels offered (exact non-empty ``str``)."""
+        return self._labels
+
+    @property
+    def answer(self) -> Answer:
+        return self._answer
+
+    @property
+    def on_refused(self) -> Refused | None:
+        return self._on_refused
 
     def __repr__(self) -> str:
-        return f"<Offer {sorted(self.labels)}>"
+        return f"<Offer {sorted(self._labels)}>"
 
     def serve(self, dom: Party, cap: Cap, msg: Message, waiter: _Receiver,
               me: Task | None, timer: Timed | None) -> ReplyObject:
@@ -134,12 +149,12 @@ class Offer:
         waiter.offer = None
         try:
             try:
-                label, body = self.answer(msg.label, got.body)
+                label, body = self._answer(msg.label, got.body)
                 try:
                     answer = check_reply(to, reply, label, body, None, ())
                 except CapkernError as exc:  # refused: the server is told, the caller fails
-                    if self.on_refused is not None:
-                        self.on_refused(exc)
+                    if self._on_refused is not None:
+                        self._on_refused(exc)
                     reply.state = _ABORTED
                     return reply
             finally:

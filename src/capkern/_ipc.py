@@ -208,7 +208,8 @@ class _Receiver:
 class InPlace(Protocol):
     """Answers a receiver offers while it waits (:class:`capkern._inplace.Offer`)."""
 
-    labels: frozenset[str]
+    @property
+    def labels(self) -> frozenset[str]: ...
 
     def serve(self, dom: Party, cap: Cap, msg: Message, waiter: _Receiver,
               me: Task | None, timer: Timed | None) -> ReplyObject:
