@@ -98,6 +98,29 @@ def hand_revoke(proc: Process, seen: list[Any]) -> None:
 HAND_DRIVEN = [hand_recv, hand_call, hand_send, hand_wait, hand_revoke]
 
 
+class Bug(Exception):
+    pass
+
+
+def raise_bug(proc: Process, seen: list[Any]) -> None:
+    seen.append("raised")
+    raise Bug("the server's own bug")
+
+
+def exit_now(proc: Process, seen: list[Any]) -> None:
+    seen.append("exit")
+    proc.exit(0)
+
+
+def delete_receive(proc: Process, seen: list[Any]) -> None:
+    seen.append("deleted")
+    proc.delete("service")
+
+
+#: answers that end the server (or its receive): the fault path copes
+ENDING = [raise_bug, exit_now, delete_receive]
+
+
 def refused_to_block(seen: list[Any]) -> bool:
     """Every operation driven inside an answer was refused with a typed error."""
     steps = [s for s in seen if isinstance(s, BaseException) or s in ("stepped", "finished")]
@@ -213,9 +236,12 @@ async def sweep(proc: Process) -> int:
 
 async def _paging_run(seen: list[Any], **options: Any) -> tuple[list[int | None], int]:
     async with capkern.boot(ram_pages=12, pager_deadline=1.0, **options) as kernel:
-        with trio.fail_after(120):
+        with trio.fail_after(120):  # bounded time, whatever the servers do
             pids = [kernel.spawn(sweep, name=f"sweep{i}") for i in range(2)]
             codes = [(await kernel.wait(pid)).code for pid in pids]
+            await trio.testing.wait_all_tasks_blocked()
+            assert kernel.vm is not None  # every frame is back once its process ended
+            assert kernel.vm.frames.free_count == kernel.config.ram_pages
 
             async def bystander(proc: Process) -> int:  # no paging involved
                 ep = proc.new_endpoint("e")
@@ -233,11 +259,22 @@ async def _paging_run(seen: list[Any], **options: Any) -> tuple[list[int | None]
 async def test_a_pager_answering_in_place_cannot_park_the_fault_path(
         trick: Trick, capkern_clock: trio.testing.MockClock) -> None:
     seen: list[Any] = []
-    codes, in_place = await _paging_run(seen, pager=in_place_pager(trick, seen))
-    assert in_place > 0
+    codes, answered = await _paging_run(seen, pager=in_place_pager(trick, seen))
+    assert answered > 0
     assert 1 not in codes  # never wrong data
     assert refused_to_block(seen), [s for s in seen if not isinstance(s, IPCError)]
     assert codes == [0, 0]  # the pager caught its refusals and kept paging
+
+
+@pytest.mark.parametrize("trick", ENDING, ids=lambda t: t.__name__)
+@pytest.mark.parametrize("where", ["pager", "blockdev_server"])
+async def test_a_server_ended_by_its_answer_in_place_costs_typed_faults_only(
+        trick: Trick, where: str, capkern_clock: trio.testing.MockClock) -> None:
+    seen: list[Any] = []
+    server = in_place_pager(trick, seen) if where == "pager" else trick_disk(trick, seen)
+    codes, _answered = await _paging_run(seen, **{where: server})
+    assert seen  # the trick ran in place
+    assert set(codes) <= {0, 2}  # data right, or a typed fault: never wrong data
 
 
 class TrickDisk(MemoryBackend):
@@ -268,8 +305,8 @@ def trick_disk(trick: Trick, seen: list[Any]) -> Callable[..., Any]:
 async def test_a_disk_answering_in_place_cannot_park_its_pagers_task(
         trick: Trick, capkern_clock: trio.testing.MockClock) -> None:
     seen: list[Any] = []
-    codes, in_place = await _paging_run(seen, blockdev_server=trick_disk(trick, seen))
-    assert in_place > 0
+    codes, answered = await _paging_run(seen, blockdev_server=trick_disk(trick, seen))
+    assert answered > 0
     assert 1 not in codes
     assert refused_to_block(seen), [s for s in seen if not isinstance(s, IPCError)]
 
@@ -572,3 +609,43 @@ async def test_a_process_answering_in_place_cannot_fault_on_its_callers_task(
     for item in seen:
         if isinstance(item, Coroutine):
             item.close()
+
+
+async def test_a_bug_after_the_answer_ended_its_own_receive_is_a_typed_error(
+        bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
+    """An answer that first ends the receive it answers for (a message to itself takes
+    it, or it deletes its capability), then raises: the caller gets a typed error
+    naming the raise, the server's task gets what ended its receive, nothing else."""
+    handed: list[Any] = []
+    got: list[Any] = []
+
+    async def server(proc: Process, mode: str) -> None:
+        me = proc.copy("service", "w", "me")
+
+        def answer(label: str, body: Any) -> tuple[str, Any]:
+            if mode == "delete":
+                proc.delete("service")
+            else:
+                proc.nbsend(me, "note", body)
+            raise Bug("after its receive ended")
+
+        offer = proc.offer(["x"], answer)
+        msg = await proc.recv("service", offer=offer)
+        handed.append((mode, msg.label, msg.body))
+
+    async def client(proc: Process) -> None:
+        try:
+            await proc.call("svc", "x", 4)
+        except ReplyRefused as exc:
+            got.append("Bug" in str(exc))
+
+    for mode in ("delete", "nbsend"):
+        ep = bare_kernel.new_endpoint("svc")
+        pid = bare_kernel.spawn(server, mode, kind="server",
+                                caps={"service": Grant(ep, "rw")})
+        await trio.testing.wait_all_tasks_blocked()
+        await bare_kernel.wait(bare_kernel.spawn(client, caps={"svc": Grant(ep, "w")}))
+        status = await bare_kernel.wait(pid)
+        assert status.state == ("failed" if mode == "delete" else "exited")
+    assert got == [True, True]
+    assert handed == [("nbsend", "note", 4)]
