@@ -540,3 +540,48 @@ async def test_paging_through_few_frames_keeps_data_and_answers_in_place() -> No
         assert stats.page_ins >= pages and stats.evictions >= pages  # it did page
         assert stats.integrity_faults == 0
         assert stats.ipc_in_place > 0  # seal/unseal and the disk's read/write in place
+
+
+async def test_a_killed_server_answers_nothing_in_place(
+        bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
+    steps = Steps()
+    ep, pid = await start(bare_kernel, offering_server(echo, steps))
+    bare_kernel.kill(pid)  # its receive is withdrawn at once, before its task unwinds
+
+    async def client(proc: Process) -> None:
+        with trio.move_on_after(1) as scope:
+            await proc.call("svc", "x", 1)
+        assert scope.cancelled_caught
+
+    assert (await run_client(bare_kernel, ep, client)).state == "exited"
+    assert (await bare_kernel.wait(pid)).state == "killed"
+    assert steps.answered_on == [] and bare_kernel.stats.ipc_in_place == 0
+
+
+async def test_a_server_that_survives_its_answers_raise_holds_the_call(
+        bare_kernel: Kernel) -> None:
+    """The raise comes out of the server's receive, holding the call as if received:
+    a server that catches it may still answer, from its own task."""
+    caught: list[str] = []
+
+    def answer(label: str, body: Any) -> tuple[str, Any]:
+        raise Broke(f"no {body}")
+
+    async def server(proc: Process) -> None:
+        offer = proc.offer(["x"], answer)
+        while True:
+            try:
+                msg = await proc.recv("service", offer=offer)
+            except Broke as exc:
+                caught.append(str(exc))
+                proc.reply("ok", "answered after all")
+                continue
+            proc.reply("ok", msg.body)
+
+    ep, pid = await start(bare_kernel, server)
+
+    async def client(proc: Process) -> None:
+        assert (await proc.call("svc", "x", 1)).body == "answered after all"
+
+    assert (await run_client(bare_kernel, ep, client)).state == "exited"
+    assert caught == ["no 1"] and bare_kernel._domain(pid).alive
