@@ -301,9 +301,12 @@ class Process:
         request label in ``labels``, ``answer(label, body)`` returns the reply as
         ``(label, body)`` -- ``("ok", body)`` or ``("error", {"reason": ...,
         "detail": ...})`` -- and must be a plain function of the request: it runs on the
-        caller's task, at its trap, and must not reply, receive or wait itself.  Raising
-        ends this server, as a handler's bug would.  ``on_refused`` hears of an answer the
-        kernel refused.  The server loop offers its immediate handlers this way."""
+        caller's task, at its trap, and must not reply, receive or wait itself (a
+        receive, send, call, wait, revoke or memory operation begun there is refused
+        with :class:`~capkern.errors.IPCError`).  Raising ends this server, as a
+        handler's bug would.  ``on_refused`` hears of an answer the kernel refused.  The
+        offer is read-only once made.  The server loop offers its immediate handlers
+        this way."""
         return Offer(labels, answer, on_refused)
 
     def _take_reply(self) -> ReplyObject:
@@ -436,7 +439,7 @@ class Process:
         return await access(self._vm(), self._dom, addrs, write, future, count)
 
     def _vm(self) -> VM:
-        ipc.refuse_in_answer("a memory access")  # a fault waits: not on a caller's task
+        ipc.refuse_in_answer("a memory operation")  # a fault waits: not on a caller's task
         dom = self._dom
         vm: VM | None = dom.kernel.vm
         if vm is None or dom.aspace is None:
