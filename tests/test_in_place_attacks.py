@@ -12,6 +12,7 @@ capability: typed errors, never wrong data, the kernel and other domains unharme
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -649,3 +650,44 @@ async def test_a_bug_after_the_answer_ended_its_own_receive_is_a_typed_error(
         assert status.state == ("failed" if mode == "delete" else "exited")
     assert got == [True, True]
     assert handed == [("nbsend", "note", 4)]
+
+
+def _nested(n: int, body: Any) -> Any:
+    return _nested(n - 1, body) if n else {"v": body}
+
+
+async def test_a_caller_on_a_deep_stack_cannot_end_the_server(
+        bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
+    """The answer runs on the caller's stack: a caller that calls from near the
+    recursion limit makes it raise RecursionError there -- the caller's doing, not the
+    server's bug.  The server must not end for it (every other client would lose it)."""
+
+    async def server(proc: Process) -> None:
+        offer = proc.offer(["x"], lambda label, body: ("ok", _nested(30, body)))
+        while True:
+            msg = await proc.recv("service", offer=offer)
+            proc.reply("ok", _nested(30, msg.body))
+
+    ep = bare_kernel.new_endpoint("svc")
+    pid = bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "r")})
+    await trio.testing.wait_all_tasks_blocked()
+    got: list[Any] = []
+
+    async def client(proc: Process) -> None:
+        async def deep(n: int, i: int) -> Any:
+            if n > 0:
+                return await deep(n - 1, i)
+            with trio.fail_after(5):
+                return (await proc.call("svc", "x", i)).body
+
+        limit = sys.getrecursionlimit()
+        for i, depth in enumerate(range(limit - 120, limit)):
+            try:
+                got.append((i, await deep(depth, i)))
+            except RecursionError:  # its own stack ran out: its own business
+                got.append((i, "own"))
+
+    status = await bare_kernel.wait(bare_kernel.spawn(client, caps={"svc": Grant(ep, "w")}))
+    assert status.state == "exited", status
+    assert all(reply in ({"v": i}, "own") for i, reply in got), got
+    assert bare_kernel._domain(pid).alive
