@@ -24,7 +24,9 @@ sleeping.  Nothing else about the call changes:
 * an error the server answers as a typed error reply is that reply;
 * any other exception of the answer is the server's bug: it is raised in the server's own
   task, from the receive it waits in, so the server ends as if its handler had raised
-  there, and the caller is failed by that end (:class:`~capkern.errors.CallAborted`);
+  there, and the caller is failed by that end (:class:`~capkern.errors.CallAborted`) --
+  except ``RecursionError``: the answer runs on the caller's stack, which a caller may
+  have all but used up, so that call is handed over to the server's task instead;
 * the server's code (the answer, what its result runs as the kernel encodes it,
   ``on_refused``) runs on the *caller's* task, so nothing it drives there may block: a
   receive, send, call, wait, revoke or memory access through its handle is refused with
@@ -59,8 +61,10 @@ from trio.lowlevel import Task, current_task, reschedule
 
 from . import _ipc
 from ._ipc import _GRANT, IN_PLACE_YIELD, Party, ReplyObject, Timed, deliver
+from ._message import Received
 from ._reply import check_reply, use_reply
 from ._states import ReplyState
+from ._wire import decode
 from .errors import CapkernError, ConfigError
 
 if TYPE_CHECKING:
@@ -160,10 +164,40 @@ class Offer:
             finally:
                 _ipc.answering = outer
                 waiter.offer = self
+        except RecursionError:  # the caller's stack had no room: its doing, not a bug
+            return _hand_over(ep, waiter, reply, msg, timer)
         except BaseException as exc:  # the server's bug: it ends in its own task
             return _raise_in_server(ep, waiter, reply, exc, timer)
         use_reply(to, reply, answer)
         return reply
+
+
+def _hand_over(ep: Endpoint, waiter: _Receiver, reply: ReplyObject, msg: Message,
+               timer: Timed | None) -> ReplyObject:
+    """The answer ran out of stack: it runs on the caller's, and a caller can call from
+    near the recursion limit -- which must not end the server (every other client would
+    lose it).  The call is handed to the server's task after all, as :func:`call_now`
+    hands over any other: answered on the server's own stack (where a real recursion
+    bug of the server ends it, as always), with a fresh decode of the request (the
+    answer may have changed the one it read)."""
+    to = waiter.dom
+    to.kernel.stats.ipc_in_place -= 1  # not answered in place after all
+    if waiter not in ep.receivers:  # the answer itself ended the wait (revoked its cap...)
+        reply.state = _ABORTED
+        reply.refused = "its receive ended inside its answer in place"
+        return reply
+    ep.receivers.remove(waiter)
+    waiter.cap.unblock(waiter)
+    if to.reply is not None:
+        to.set_reply(reply)
+    else:
+        to.reply = reply
+    reply.carried = Received(msg.label, msg._raw, decode(msg._raw), msg.badge, ())
+    reschedule(waiter.task, reply)  # type: ignore[arg-type]  # it unwraps to the request
+    to.spare = waiter
+    if timer is not None:
+        timer.waiting = reply
+    return reply
 
 
 def _raise_in_server(ep: Endpoint, waiter: _Receiver, reply: ReplyObject,
