@@ -658,13 +658,19 @@ def _nested(n: int, body: Any) -> Any:
     return _nested(n - 1, body) if n else {"v": body}
 
 
+@pytest.mark.parametrize("loop", ["offer", "serve"])
 async def test_a_caller_on_a_deep_stack_cannot_end_the_server(
-        bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
+        bare_kernel: Kernel, capkern_clock: trio.testing.MockClock, loop: str) -> None:
     """The answer runs on the caller's stack: a caller that calls from near the
     recursion limit makes it raise RecursionError there -- the caller's doing, not the
-    server's bug.  The server must not end for it (every other client would lose it)."""
+    server's bug.  The server must not end for it (every other client would lose it),
+    nor answer with an error its own stack would not have met (a server loop mapping
+    every exception to a typed error, as the block device does)."""
 
     async def server(proc: Process) -> None:
+        if loop == "serve":
+            await serverloop.serve(proc, {"x": serverloop.immediate(lambda b: _nested(30, b))},
+                                   errors=((Exception, "io"),))
         offer = proc.offer(["x"], lambda label, body: ("ok", _nested(30, body)))
         while True:
             msg = await proc.recv("service", offer=offer)
