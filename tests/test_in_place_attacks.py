@@ -12,6 +12,7 @@ capability: typed errors, never wrong data, the kernel and other domains unharme
 
 from __future__ import annotations
 
+import decimal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -699,3 +700,41 @@ async def test_a_caller_on_a_deep_stack_cannot_end_the_server(
     assert status.state == "exited", status
     assert all(reply in ({"v": i}, "own") for i, reply in got), got
     assert bare_kernel._domain(pid).alive
+
+
+async def test_an_answer_runs_in_its_servers_context_not_its_callers(
+        bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
+    """Context variables (``decimal``'s arithmetic context is one) are the server's in
+    its answer, as on its own task: a caller's setting does not reach the server's
+    computation, and the server's setting does not reach the caller."""
+    theirs: list[Any] = []
+
+    def answer(label: str, body: Any) -> tuple[str, Any]:
+        theirs.append(decimal.getcontext().prec)
+        result = str(decimal.Decimal(1) / decimal.Decimal(7))
+        decimal.getcontext().prec = 2  # the server's own business
+        return "ok", result
+
+    async def server(proc: Process) -> None:
+        decimal.setcontext(decimal.Context(prec=12))  # its own, set on its own task
+        offer = proc.offer(["x"], answer)
+        while True:
+            msg = await proc.recv("service", offer=offer)
+            proc.reply("ok", msg.body)
+
+    ep = bare_kernel.new_endpoint("svc")
+    bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "r")})
+    await trio.testing.wait_all_tasks_blocked()
+    got: list[Any] = []
+
+    async def client(proc: Process) -> None:
+        decimal.setcontext(decimal.Context(prec=5))
+        for _ in range(2):
+            got.append((await proc.call("svc", "x", None)).body)
+        got.append(decimal.getcontext().prec)
+
+    assert (await bare_kernel.wait(bare_kernel.spawn(
+        client, caps={"svc": Grant(ep, "w")}))).state == "exited"
+    assert bare_kernel.stats.ipc_in_place == 2
+    assert theirs == [12, 2]  # the server's own context, kept from one answer to the next
+    assert got == ["0.142857142857", "0.14", 5]
