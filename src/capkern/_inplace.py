@@ -33,6 +33,8 @@ sleeping.  Nothing else about the call changes:
   :class:`~capkern.errors.IPCError` (:func:`capkern._ipc.refuse_in_answer`) -- begun, it
   would park the caller's task where the server's should be, and the next message to
   the server would wake the caller in the middle of something else;
+* the answer runs in the server's own context (its task's context variables, such as
+  :mod:`decimal`'s arithmetic context), not its caller's: neither sees the other's;
 * the counts (``ipc_calls``, ``ipc_receives``, ``ipc_replies``, and ``ipc_in_place`` for
   these) and, when tracing, the call, delivery and reply records are those of the call
   it stands for.
@@ -148,17 +150,14 @@ class Offer:
         # The server's code runs from here to the reply check (the answer, the code its
         # result runs as it is encoded, on_refused): on the caller's task, so nothing it
         # drives by hand may block there (ipc.refuse_in_answer); and no call is answered
-        # in place inside it
+        # in place inside it.  It runs in the server's own context (its task's context
+        # variables: decimal's arithmetic context...), not its caller's
         outer, _ipc.answering = _ipc.answering, to
         waiter.offer = None
         try:
             try:
-                label, body = self._answer(msg.label, got.body)
-                try:
-                    answer = check_reply(to, reply, label, body, None, ())
-                except CapkernError as exc:  # refused: the server is told, the caller fails
-                    if self._on_refused is not None:
-                        self._on_refused(exc)
+                answer = waiter.task.context.run(self._answered, to, reply, got.body)
+                if answer is None:  # refused
                     reply.state = _ABORTED
                     return reply
             finally:
@@ -170,6 +169,17 @@ class Offer:
             return _raise_in_server(ep, waiter, reply, exc, timer)
         use_reply(to, reply, answer)
         return reply
+
+    def _answered(self, to: Party, reply: ReplyObject, body: Any) -> Message | None:
+        """The server's answer to ``body``, checked at its reply trap; None, the server
+        told (``on_refused``), if the kernel refused it."""
+        label, result = self._answer(reply.request_label, body)
+        try:
+            return check_reply(to, reply, label, result, None, ())
+        except CapkernError as exc:  # refused: the server is told, the caller fails
+            if self._on_refused is not None:
+                self._on_refused(exc)
+            return None
 
 
 def _hand_over(ep: Endpoint, waiter: _Receiver, reply: ReplyObject, msg: Message,
