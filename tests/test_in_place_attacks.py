@@ -738,3 +738,65 @@ async def test_an_answer_runs_in_its_servers_context_not_its_callers(
     assert bare_kernel.stats.ipc_in_place == 2
     assert theirs == [12, 2]  # the server's own context, kept from one answer to the next
     assert got == ["0.142857142857", "0.14", 5]
+
+
+SYNC_OPS: list[tuple[str, Callable[[Process], Any]]] = [
+    ("reply", lambda p: p.reply("ok", 1)),
+    ("reply_error", lambda p: p.reply_error("io", "x")),
+    ("save_caller", lambda p: p.save_caller("saved")),
+    ("reply_to", lambda p: p.reply_to("service", "ok", 1)),
+    ("reply_recv", lambda p: p.reply_recv("service", "ok", 1)),
+    ("nbsend_self", lambda p: p.nbsend(p.copy("service", "w"), "y", 1)),
+    ("signal", lambda p: p.signal(p.new_notification())),
+    ("new_endpoint", lambda p: p.new_endpoint("more")),
+    ("mint", lambda p: p.mint("service", "r", 7)),
+    ("mmap", lambda p: p.mmap(4096)),
+]
+
+
+async def test_an_answers_syscalls_are_its_own_or_refused(
+        bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
+    """The rest of a server's handle inside an answer: there is no caller to reply to
+    (the answer is the reply), nothing blocks, and what it changes is its own."""
+    outcomes: dict[str, Any] = {}
+
+    async def server(proc: Process) -> None:
+        def answer(label: str, body: Any) -> tuple[str, Any]:
+            name, op = SYNC_OPS[body]
+            try:
+                result = op(proc)
+                if isinstance(result, Coroutine):
+                    steps: list[Any] = []
+                    drive(result, steps)
+                    result = steps[0]
+                outcomes[name] = result
+            except CapkernError as exc:
+                outcomes[name] = exc
+            return "ok", body
+
+        offer = proc.offer(["x"], answer)
+        while True:
+            msg = await proc.recv("service", offer=offer)
+            if msg.label == "x":  # (not the message it sent itself)
+                proc.reply("ok", ["handed", msg.body])
+
+    ep = bare_kernel.new_endpoint("svc")
+    pid = bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "rw")})
+    await trio.testing.wait_all_tasks_blocked()
+    got: list[Any] = []
+
+    async def client(proc: Process) -> None:
+        with trio.fail_after(30):
+            for i in range(len(SYNC_OPS)):
+                got.append((await proc.call("svc", "x", i)).body)
+
+    assert (await bare_kernel.wait(bare_kernel.spawn(
+        client, caps={"svc": Grant(ep, "w")}))).state == "exited"
+    # every call was answered by its answer, in place, except the one whose message to
+    # itself took its receive (the next call then found it busy, and was handed over)
+    assert got == [0, 1, 2, 3, 4, 5, ["handed", 6], 7, 8, 9]
+    assert bare_kernel._domain(pid).alive
+    for name in ("reply", "reply_error", "save_caller", "reply_to"):
+        assert isinstance(outcomes[name], CapkernError), (name, outcomes[name])
+    assert isinstance(outcomes["reply_recv"], IPCError)  # its receive: refused
+    assert isinstance(outcomes["new_endpoint"], int) and isinstance(outcomes["mint"], int)
