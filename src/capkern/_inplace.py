@@ -24,7 +24,17 @@ sleeping.  Nothing else about the call changes:
 * an error the server answers as a typed error reply is that reply;
 * any other exception of the answer is the server's bug: it is raised in the server's own
   task, from the receive it waits in, so the server ends as if its handler had raised
-  there, and the caller is failed by that end (:class:`~capkern.errors.CallAborted`);
+  there, and the caller is failed by that end (:class:`~capkern.errors.CallAborted`) --
+  except ``RecursionError``: the answer runs on the caller's stack, which a caller may
+  have all but used up, so that call is handed over to the server's task instead;
+* the server's code (the answer, what its result runs as the kernel encodes it,
+  ``on_refused``) runs on the *caller's* task, so nothing it drives there may block: a
+  receive, send, call, wait, revoke or memory access through its handle is refused with
+  :class:`~capkern.errors.IPCError` (:func:`capkern._ipc.refuse_in_answer`) -- begun, it
+  would park the caller's task where the server's should be, and the next message to
+  the server would wake the caller in the middle of something else;
+* the answer runs in the server's own context (its task's context variables, such as
+  :mod:`decimal`'s arithmetic context), not its caller's: neither sees the other's;
 * the counts (``ipc_calls``, ``ipc_receives``, ``ipc_replies``, and ``ipc_in_place`` for
   these) and, when tracing, the call, delivery and reply records are those of the call
   it stands for.
@@ -51,9 +61,12 @@ from typing import TYPE_CHECKING, Any
 import outcome
 from trio.lowlevel import Task, current_task, reschedule
 
+from . import _ipc
 from ._ipc import _GRANT, IN_PLACE_YIELD, Party, ReplyObject, Timed, deliver
+from ._message import Received
 from ._reply import check_reply, use_reply
 from ._states import ReplyState
+from ._wire import decode
 from .errors import CapkernError, ConfigError
 
 if TYPE_CHECKING:
@@ -79,7 +92,7 @@ class Offer:
     function that answers them (see the module docstring).  Made by
     :meth:`capkern.Process.offer`, once per server loop."""
 
-    __slots__ = ("answer", "labels", "on_refused")
+    __slots__ = ("_answer", "_labels", "_on_refused")
 
     def __init__(self, labels: Iterable[str], answer: Answer,
                  on_refused: Refused | None = None) -> None:
@@ -96,12 +109,27 @@ class Offer:
             raise ConfigError(f"answer must be callable, not {type(answer).__name__}")
         if on_refused is not None and not callable(on_refused):
             raise ConfigError(f"on_refused must be callable, not {type(on_refused).__name__}")
-        self.labels: frozenset[str] = names
-        self.answer = answer
-        self.on_refused = on_refused
+        self._labels: frozenset[str] = names
+        self._answer = answer
+        self._on_refused = on_refused
+
+    # read-only: the kernel tests ``labels`` at every caller's trap, where a collection
+    # swapped in later could run the server's code (``__contains__``) outside any answer
+    @property
+    def labels(self) -> frozenset[str]:
+        """The request labels offered (exact non-empty ``str``)."""
+        return self._labels
+
+    @property
+    def answer(self) -> Answer:
+        return self._answer
+
+    @property
+    def on_refused(self) -> Refused | None:
+        return self._on_refused
 
     def __repr__(self) -> str:
-        return f"<Offer {sorted(self.labels)}>"
+        return f"<Offer {sorted(self._labels)}>"
 
     def serve(self, dom: Party, cap: Cap, msg: Message, waiter: _Receiver,
               me: Task | None, timer: Timed | None) -> ReplyObject:
@@ -119,23 +147,67 @@ class Offer:
         reply = ReplyObject(me or current_task(), dom, msg.label, ep.contract,
                             bool(cap.rights._value_ & _GRANT))
         got = deliver(msg, to) if msg.flow else msg  # (no capabilities: see call_now)
-        waiter.offer = None  # no call is answered in place inside this answer
+        # The server's code runs from here to the reply check (the answer, the code its
+        # result runs as it is encoded, on_refused): on the caller's task, so nothing it
+        # drives by hand may block there (ipc.refuse_in_answer); and no call is answered
+        # in place inside it.  It runs in the server's own context (its task's context
+        # variables: decimal's arithmetic context...), not its caller's
+        outer, _ipc.answering = _ipc.answering, to
+        waiter.offer = None
         try:
             try:
-                label, body = self.answer(msg.label, got.body)
+                answer = waiter.task.context.run(self._answered, to, reply, got.body)
+                if answer is None:  # refused
+                    reply.state = _ABORTED
+                    return reply
             finally:
+                _ipc.answering = outer
                 waiter.offer = self
-            try:
-                answer = check_reply(to, reply, label, body, None, ())
-            except CapkernError as exc:  # refused: the server is told, the caller fails
-                if self.on_refused is not None:
-                    self.on_refused(exc)
-                reply.state = _ABORTED
-                return reply
+        except RecursionError:  # the caller's stack had no room: its doing, not a bug
+            return _hand_over(ep, waiter, reply, msg, timer)
         except BaseException as exc:  # the server's bug: it ends in its own task
             return _raise_in_server(ep, waiter, reply, exc, timer)
         use_reply(to, reply, answer)
         return reply
+
+    def _answered(self, to: Party, reply: ReplyObject, body: Any) -> Message | None:
+        """The server's answer to ``body``, checked at its reply trap; None, the server
+        told (``on_refused``), if the kernel refused it."""
+        label, result = self._answer(reply.request_label, body)
+        try:
+            return check_reply(to, reply, label, result, None, ())
+        except CapkernError as exc:  # refused: the server is told, the caller fails
+            if self._on_refused is not None:
+                self._on_refused(exc)
+            return None
+
+
+def _hand_over(ep: Endpoint, waiter: _Receiver, reply: ReplyObject, msg: Message,
+               timer: Timed | None) -> ReplyObject:
+    """The answer ran out of stack: it runs on the caller's, and a caller can call from
+    near the recursion limit -- which must not end the server (every other client would
+    lose it).  The call is handed to the server's task after all, as :func:`call_now`
+    hands over any other: answered on the server's own stack (where a real recursion
+    bug of the server ends it, as always), with a fresh decode of the request (the
+    answer may have changed the one it read)."""
+    to = waiter.dom
+    to.kernel.stats.ipc_in_place -= 1  # not answered in place after all
+    if waiter not in ep.receivers:  # the answer itself ended the wait (revoked its cap...)
+        reply.state = _ABORTED
+        reply.refused = "its receive ended inside its answer in place"
+        return reply
+    ep.receivers.remove(waiter)
+    waiter.cap.unblock(waiter)
+    if to.reply is not None:
+        to.set_reply(reply)
+    else:
+        to.reply = reply
+    reply.carried = Received(msg.label, msg._raw, decode(msg._raw), msg.badge, ())
+    reschedule(waiter.task, reply)  # type: ignore[arg-type]  # it unwraps to the request
+    to.spare = waiter
+    if timer is not None:
+        timer.waiting = reply
+    return reply
 
 
 def _raise_in_server(ep: Endpoint, waiter: _Receiver, reply: ReplyObject,

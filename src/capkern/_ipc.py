@@ -53,6 +53,7 @@ from .errors import (
     CallAborted,
     CapabilityRevoked,
     ContractViolation,
+    IPCError,
     MalformedMessage,
     ReplyRefused,
     TooManyCaps,
@@ -64,13 +65,16 @@ if TYPE_CHECKING:
 
 __all__ = ["IN_PLACE_YIELD", "UNDECODED", "Endpoint", "InPlace", "Message", "Party", "Received",
            "ReplyObject", "Timed", "Waiting", "call_now", "deliver", "encode_if_valid",
-           "kernel_message", "make_message", "nbsend", "plain_label", "recv", "send",
-           "trace_op"]
+           "kernel_message", "make_message", "nbsend", "plain_label", "recv",
+           "refuse_in_answer", "send", "trace_op"]
 
 
 
 #: calls a domain may have answered in place in a row before its call yields once
 IN_PLACE_YIELD = 16
+#: the server whose answer runs in place right now (:mod:`capkern._inplace`), on its
+#: caller's task: nothing may block or wait on that task until the answer is done
+answering: Party | None = None
 #: the grant right as a plain int: IntFlag operators are slow on the IPC fast path
 _GRANT = Rights.GRANT._value_
 #: reply states as module constants: no enum class lookups on the fast path
@@ -204,7 +208,8 @@ class _Receiver:
 class InPlace(Protocol):
     """Answers a receiver offers while it waits (:class:`capkern._inplace.Offer`)."""
 
-    labels: frozenset[str]
+    @property
+    def labels(self) -> frozenset[str]: ...
 
     def serve(self, dom: Party, cap: Cap, msg: Message, waiter: _Receiver,
               me: Task | None, timer: Timed | None) -> ReplyObject:
@@ -408,6 +413,17 @@ def trace_op(
 # -- endpoint operations ------------------------------------------------------------------
 
 
+def refuse_in_answer(what: str) -> None:
+    """Refuse an operation that would block, driven by hand inside an answer in place
+    (:mod:`capkern._inplace`): the answer runs on its *caller's* task, so a receive,
+    send, call or wait begun there would park the caller's task in the server's place --
+    the next message to the server would wake the caller in the middle of something
+    else.  A no-op outside an answer (one global read)."""
+    if answering is not None:
+        raise IPCError(f"{what} inside an answer in place: {answering.name!r} answers at "
+                       "its caller's trap, on its caller's task, and must not block there")
+
+
 async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed | None = None,
                yields: bool = False, bounded: bool = True) -> Received | None:
     """Send (or call).  Blocks until a receiver takes the message (and, for a call,
@@ -415,6 +431,8 @@ async def send(dom: Party, cap: Cap, msg: Message, *, call: bool, timer: Timed |
     :class:`Timed`).  A call answered in place yields once per ``IN_PLACE_YIELD`` in a
     row of the caller's (:mod:`capkern._inplace`), or every time if ``yields``.  Only
     a ``bounded`` send is refused for a full endpoint (see :func:`._queue.enqueue`)."""
+    if answering is not None:
+        refuse_in_answer("a call" if call else "a send")
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     k = dom.kernel
     if k.trace.enabled:
@@ -505,6 +523,8 @@ def nbsend(dom: Party, cap: Cap, msg: Message) -> bool:
 async def recv(dom: Party, cap: Cap, offer: InPlace | None = None) -> Received:
     """Take the next message from an endpoint, waiting for one if none is queued (while
     it waits, calls for the labels of ``offer`` are answered in place)."""
+    if answering is not None:
+        refuse_in_answer("a receive")
     ep: Endpoint = cap.obj  # type: ignore[assignment]
     if cap.cspace is None:  # removed since the lookup (a receive held, then awaited)
         raise CapabilityRevoked(f"{ep.label()}: the capability was removed before receiving")

@@ -22,6 +22,7 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
+from . import _ipc
 from ._cspace import Cap, KObject
 from ._message import Delivered
 from .errors import CapabilityRevoked
@@ -80,6 +81,8 @@ def poll(cap: Cap) -> int:
 
 
 async def wait(cap: Cap) -> int:
+    if _ipc.answering is not None:  # not on a caller's task (capkern._inplace)
+        _ipc.refuse_in_answer("a wait")
     ntfn: Notification = cap.obj  # type: ignore[assignment]
     await checkpoint_if_cancelled()
     if ntfn.word:

@@ -229,6 +229,7 @@ class Process:
         """Delete every capability derived from this one, in every domain; IPC blocked
         on any of them fails with :class:`~capkern.errors.CapabilityRevoked`.
         Preemptible (see :func:`revoke`): returns once all are gone."""
+        ipc.refuse_in_answer("a revoke")  # it waits: not on a caller's task (_inplace)
         return await revoke(self._dom.cspace.lookup(self._slot(slot)))
 
     # -- IPC ------------------------------------------------------------------------------
@@ -300,9 +301,12 @@ class Process:
         request label in ``labels``, ``answer(label, body)`` returns the reply as
         ``(label, body)`` -- ``("ok", body)`` or ``("error", {"reason": ...,
         "detail": ...})`` -- and must be a plain function of the request: it runs on the
-        caller's task, at its trap, and must not reply, receive or wait itself.  Raising
-        ends this server, as a handler's bug would.  ``on_refused`` hears of an answer the
-        kernel refused.  The server loop offers its immediate handlers this way."""
+        caller's task, at its trap, and must not reply, receive or wait itself (a
+        receive, send, call, wait, revoke or memory operation begun there is refused
+        with :class:`~capkern.errors.IPCError`).  Raising ends this server, as a
+        handler's bug would.  ``on_refused`` hears of an answer the kernel refused.  The
+        offer is read-only once made.  The server loop offers its immediate handlers
+        this way."""
         return Offer(labels, answer, on_refused)
 
     def _take_reply(self) -> ReplyObject:
@@ -435,6 +439,7 @@ class Process:
         return await access(self._vm(), self._dom, addrs, write, future, count)
 
     def _vm(self) -> VM:
+        ipc.refuse_in_answer("a memory operation")  # a fault waits: not on a caller's task
         dom = self._dom
         vm: VM | None = dom.kernel.vm
         if vm is None or dom.aspace is None:

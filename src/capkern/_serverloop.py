@@ -270,11 +270,15 @@ def _answerer(now: dict[str, Callable[[Any], Any]], errors: ErrorMap
               ) -> Callable[[str, Any], tuple[str, Any]]:
     """The loop's answer to an immediate request, as a function (``Process.offer``'s
     ``answer``): the ``ok`` reply, or the typed error reply the loop would send; any
-    other exception is the server's bug, as in the loop."""
+    other exception is the server's bug, as in the loop.  A ``RecursionError`` is
+    never mapped: in place it is the caller's stack that ran out, and the kernel hands
+    the call to the loop, which then answers it on its own stack."""
 
     def answer(label: str, body: Any) -> tuple[str, Any]:
         try:
             result = now[label](body)
+        except RecursionError:  # the caller's stack, not the handler: handed over
+            raise
         except Exception as exc:
             error = error_reply(exc, errors)
             if error is None:
