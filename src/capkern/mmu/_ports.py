@@ -112,28 +112,32 @@ class IpcPort:
                 msg = ipc.make_message(dom, cap, label, body, None, ())
             else:
                 msg = ipc.kernel_message(dom, cap, label, body)
-            try:  # a call's timeout error: made once per label and deadline, not per call
-                late = self._late[deadline][label]
-            except KeyError:
-                late = self._late_error(label, deadline)
-            watchdog = self.watchdog
-            timer = watchdog.arm(deadline, late)
-            try:
-                # ipc.send's direct call, unrolled: one coroutine less per call
-                await checkpoint_if_cancelled()
-                reply = ipc.call_now(dom, cap, msg, timer)
-                if reply is None:
-                    got: Received = await ipc.send(  # type: ignore[assignment]
-                        dom, cap, msg, call=True, timer=timer, yields=self.yields,
-                        bounded=False)  # the kernel's calls wait their turn: deadlines
-                elif reply.state is _WAITING:
-                    got = await wait_task_rescheduled(reply._caller_cancelled)
-                else:  # answered in place (capkern._inplace): no task switch
-                    if self.yields:
-                        await cancel_shielded_checkpoint()
-                    got = reply.answered()
-            finally:
-                watchdog.disarm(timer, deadline)
+            # ipc.send's direct call, unrolled: one coroutine less per call
+            await checkpoint_if_cancelled()
+            reply = ipc.call_now(dom, cap, msg, None)
+            if reply is not None and reply.state is not _WAITING:
+                # answered in place (capkern._inplace): no task switch, and no deadline
+                # to keep -- the answer is already there
+                if self.yields:
+                    await cancel_shielded_checkpoint()
+                got: Received = reply.answered()
+            else:
+                try:  # a call's timeout error: made once per label and deadline
+                    late = self._late[deadline][label]
+                except KeyError:
+                    late = self._late_error(label, deadline)
+                watchdog = self.watchdog
+                timer = watchdog.arm(deadline, late)
+                try:
+                    if reply is None:
+                        got = await ipc.send(  # type: ignore[assignment]
+                            dom, cap, msg, call=True, timer=timer, yields=self.yields,
+                            bounded=False)  # the kernel's calls wait their turn: deadlines
+                    else:
+                        timer.waiting = reply
+                        got = await wait_task_rescheduled(reply._caller_cancelled)
+                finally:
+                    watchdog.disarm(timer, deadline)
             return got.ok() if got.label == "error" else got.body  # ok() raises ServerError
         except CapkernError as exc:
             if failed is None or (instead := failed(label, exc)) is None:
