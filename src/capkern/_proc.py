@@ -439,7 +439,8 @@ class Process:
         return await access(self._vm(), self._dom, addrs, write, future, count)
 
     def _vm(self) -> VM:
-        ipc.refuse_in_answer("a memory operation")  # a fault waits: not on a caller's task
+        if ipc.answering is not None:  # a fault waits: not on a caller's task (_inplace)
+            ipc.refuse_in_answer("a memory operation")
         dom = self._dom
         vm: VM | None = dom.kernel.vm
         if vm is None or dom.aspace is None:
