@@ -434,32 +434,47 @@ async def test_a_traced_call_answered_in_place_leaves_the_handed_over_records() 
 # -- scheduling -----------------------------------------------------------------------
 
 
+class Ticker:
+    """A task that counts its turns while the block runs: how often others got to run."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._nursery: trio.Nursery | None = None
+        self._cm = trio.open_nursery()
+
+    async def _tick(self) -> None:
+        while True:
+            self.ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Ticker:
+        self._nursery = await self._cm.__aenter__()
+        self._nursery.start_soon(self._tick)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        return await self._cm.__aexit__(*exc)
+
+
 async def test_a_program_making_only_answered_calls_lets_others_run(
         bare_kernel: Kernel) -> None:
     ep, _ = await start(bare_kernel, offering_server(echo, Steps()))
-    ticks = [0]
-    done = trio.Event()
-
-    async def ticker() -> None:
-        while not done.is_set():
-            ticks[0] += 1
-            await trio.lowlevel.checkpoint()
-
     calls = 1000
+    ran: list[int] = []
 
     async def client(proc: Process) -> None:
         await trio.lowlevel.checkpoint()
-        start_ticks = ticks[0]
+        start_ticks = ticker.ticks
         for i in range(calls):
             await proc.call("svc", "x", i)
-        ticks.append(ticks[0] - start_ticks)
+        ran.append(ticker.ticks - start_ticks)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(ticker)
+    async with Ticker() as ticker:
         await run_client(bare_kernel, ep, client)
-        done.set()
     assert bare_kernel.stats.ipc_in_place == calls
-    assert IN_PLACE_YIELD <= 16 and ticks[1] >= calls // 16 - 2  # about 1000/16 at least
+    assert IN_PLACE_YIELD <= 16 and ran[0] >= calls // 16 - 2  # about 1000/16 at least
 
 
 async def test_a_pager_call_answered_in_place_still_yields(bare_kernel: Kernel) -> None:
@@ -470,22 +485,12 @@ async def test_a_pager_call_answered_in_place_still_yields(bare_kernel: Kernel) 
     port = IpcPort(root, root.cspace.lookup(root.cspace.insert_derived(
         root.cspace.lookup(ep.slot), capkern.Rights.WRITE, None)), watchdog)
     link = PagerLink(port, 1.0, bare_kernel.stats)
-    ticks = [0]
-    done = trio.Event()
-
-    async def ticker() -> None:
-        while not done.is_set():
-            ticks[0] += 1
-            await trio.lowlevel.checkpoint()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(ticker)
+    async with Ticker() as ticker:
         await trio.lowlevel.checkpoint()
-        first = ticks[0]
+        first = ticker.ticks
         for i in range(20):
             assert await link.call("x", i) == i
-        ran = ticks[0] - first
-        done.set()
+        ran = ticker.ticks - first
     assert bare_kernel.stats.ipc_in_place == 20
     assert ran >= 19  # every call yielded
 

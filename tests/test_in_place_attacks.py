@@ -518,6 +518,15 @@ async def test_odd_results_cross_as_plain_values_or_are_refused(
     assert bare_kernel._domain(pid).alive
 
 
+def _end_own_receive(proc: Process, mode: str, me: int, body: Any) -> None:
+    """Inside an answer: end the receive it answers for -- delete the receive capability,
+    or send the server a message its own receive takes."""
+    if mode == "delete":
+        proc.delete("service")
+    else:
+        proc.nbsend(me, "note", body)
+
+
 async def test_an_answer_deleting_or_feeding_its_own_receive(
         bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
     """Deleting its receive capability inside the answer: the answer still counts (the
@@ -529,10 +538,7 @@ async def test_an_answer_deleting_or_feeding_its_own_receive(
         me = proc.copy("service", "w", "me")
 
         def answer(label: str, body: Any) -> tuple[str, Any]:
-            if mode == "delete":
-                proc.delete("service")
-            else:
-                proc.nbsend(me, "note", body)
+            _end_own_receive(proc, mode, me, body)
             return "ok", body
 
         offer = proc.offer(["x"], answer)
@@ -627,10 +633,7 @@ async def test_a_bug_after_the_answer_ended_its_own_receive_is_a_typed_error(
         me = proc.copy("service", "w", "me")
 
         def answer(label: str, body: Any) -> tuple[str, Any]:
-            if mode == "delete":
-                proc.delete("service")
-            else:
-                proc.nbsend(me, "note", body)
+            _end_own_receive(proc, mode, me, body)
             raise Bug("after its receive ended")
 
         offer = proc.offer(["x"], answer)

@@ -190,24 +190,9 @@ def _hand_over(ep: Endpoint, waiter: _Receiver, reply: ReplyObject, msg: Message
     hands over any other: answered on the server's own stack (where a real recursion
     bug of the server ends it, as always), with a fresh decode of the request (the
     answer may have changed the one it read)."""
-    to = waiter.dom
-    to.kernel.stats.ipc_in_place -= 1  # not answered in place after all
-    if waiter not in ep.receivers:  # the answer itself ended the wait (revoked its cap...)
-        reply.state = _ABORTED
-        reply.refused = "its receive ended inside its answer in place"
-        return reply
-    ep.receivers.remove(waiter)
-    waiter.cap.unblock(waiter)
-    if to.reply is not None:
-        to.set_reply(reply)
-    else:
-        to.reply = reply
-    reply.carried = Received(msg.label, msg._raw, decode(msg._raw), msg.badge, ())
-    reschedule(waiter.task, reply)  # type: ignore[arg-type]  # it unwraps to the request
-    to.spare = waiter
-    if timer is not None:
-        timer.waiting = reply
-    return reply
+    waiter.dom.kernel.stats.ipc_in_place -= 1  # not answered in place after all
+    request = Received(msg.label, msg._raw, decode(msg._raw), msg.badge, ())
+    return _give(ep, waiter, reply, request, timer)
 
 
 def _raise_in_server(ep: Endpoint, waiter: _Receiver, reply: ReplyObject,
@@ -215,12 +200,25 @@ def _raise_in_server(ep: Endpoint, waiter: _Receiver, reply: ReplyObject,
     """Raise ``exc`` in the server's task, from the receive it waits in, holding the call's
     reply object as if it had received the call: its end then fails the caller, exactly as
     when a handler raises in its own task."""
+    return _give(ep, waiter, reply, exc, timer)
+
+
+def _give(ep: Endpoint, waiter: _Receiver, reply: ReplyObject,
+          wake: Received | BaseException, timer: Timed | None) -> ReplyObject:
+    """Hand the call to the server's waiting receive after all, the server then holding
+    its reply object as for any call it received: woken with the request, or with
+    ``wake`` raised from its receive.  The caller waits on the reply object (``WAITING``)
+    -- unless the answer itself ended that receive (it revoked its capability, sent to
+    itself...): then the caller's call is refused (``ABORTED``)."""
     to = waiter.dom
-    if waiter not in ep.receivers:  # the answer itself ended the wait (revoked its cap...)
-        to.kernel.event("internal_error", to,
-                        f"an answer in place raised {exc!r} after its receive had ended")
+    if waiter not in ep.receivers:
+        if isinstance(wake, BaseException):
+            to.kernel.event("internal_error", to,
+                            f"an answer in place raised {wake!r} after its receive had ended")
+            reply.refused = f"its answer in place raised {type(wake).__name__}"
+        else:
+            reply.refused = "its receive ended inside its answer in place"
         reply.state = _ABORTED
-        reply.refused = f"its answer in place raised {type(exc).__name__}"
         return reply
     ep.receivers.remove(waiter)
     waiter.cap.unblock(waiter)
@@ -228,9 +226,12 @@ def _raise_in_server(ep: Endpoint, waiter: _Receiver, reply: ReplyObject,
         to.set_reply(reply)
     else:
         to.reply = reply
-    reschedule(waiter.task, outcome.Error(exc))
+    if isinstance(wake, BaseException):
+        reschedule(waiter.task, outcome.Error(wake))
+    else:
+        reply.carried = wake
+        reschedule(waiter.task, reply)  # type: ignore[arg-type]  # it unwraps to the request
     to.spare = waiter
     if timer is not None:
         timer.waiting = reply
     return reply
-
