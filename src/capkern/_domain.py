@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._cspace import CSpace
-from ._ipc import ReplyObject
+from ._ipcobj import ReplyObject
 from ._quota import Quota, Usage
 from ._states import DomainState, ReplyState
 
 if TYPE_CHECKING:
-    from ._ipc import _Receiver
+    from ._ipcobj import _Receiver
     from ._services import KernelView
     from .mmu._aspace import AddressSpace
 

@@ -62,7 +62,8 @@ import outcome
 from trio.lowlevel import Task, current_task, reschedule
 
 from . import _ipc
-from ._ipc import _GRANT, IN_PLACE_YIELD, Party, ReplyObject, Timed, deliver
+from ._ipc import IN_PLACE_YIELD, deliver
+from ._ipcobj import _GRANT, Party, ReplyObject, Timed
 from ._message import Received
 from ._reply import check_reply, use_reply
 from ._states import ReplyState
@@ -71,7 +72,7 @@ from .errors import CapkernError, ConfigError
 
 if TYPE_CHECKING:
     from ._cspace import Cap
-    from ._ipc import Endpoint, _Receiver
+    from ._ipcobj import Endpoint, _Receiver
     from ._message import Message
 
 __all__ = ["IN_PLACE_YIELD", "Answer", "Offer", "Refused"]
