@@ -118,6 +118,10 @@ class PageIns:
         finally:
             if self.open is batch:  # (a full batch may have been followed by another)
                 self.open = None
+        if self.off:  # another batch learned meanwhile that this pager has no fetch_many
+            for m in batch:
+                m.wake(_ALONE)
+            batch = []
         if not batch:  # nobody came: a lone fetch
             return await self.io.fetch(aspace, vpn, pte)
         for m in batch:
