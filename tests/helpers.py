@@ -184,3 +184,14 @@ def start_echo(k: capkern.Kernel, name: str = "echo") -> capkern.RootCap:
     ep = k.new_endpoint(name)
     k.spawn(echo, name=name, caps={"service": Grant(ep, "r")})
     return ep
+
+
+async def start_server(kernel: capkern.Kernel, server: Callable[[Process], Any],
+                       contract: Any = None, rights: str = "r") -> tuple[RootCap, int]:
+    """Spawn ``server`` with a new endpoint "svc" in its slot "service" (``rights``), and
+    let it reach its first receive: the endpoint (to hand to clients) and its pid."""
+    ep = kernel.new_endpoint("svc", contract)
+    pid = kernel.spawn(server, name="server", kind="server",
+                       caps={"service": Grant(ep, rights)})
+    await trio.testing.wait_all_tasks_blocked()
+    return ep, pid

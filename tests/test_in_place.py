@@ -27,6 +27,8 @@ from capkern.errors import CallAborted, ConfigError, ReplyRefused, ServerError
 from capkern.mmu._ports import IpcPort, PagerLink
 from capkern.mmu._watchdog import Watchdog
 
+from .helpers import start_server
+
 Answer = Callable[[str, Any], tuple[str, Any]]
 
 
@@ -59,16 +61,6 @@ def offering_server(answer: Answer, steps: Steps, labels: tuple[str, ...] = ("x"
     return server
 
 
-async def start(kernel: Kernel, server: Callable[[Process], Any],
-                contract: Contract | None = None) -> tuple[capkern.RootCap, int]:
-    """Spawn ``server`` on a new endpoint and let it reach its receive."""
-    ep = kernel.new_endpoint("svc", contract)
-    pid = kernel.spawn(server, name="server", kind="server",
-                       caps={"service": Grant(ep, "r")})
-    await trio.testing.wait_all_tasks_blocked()
-    return ep, pid
-
-
 async def run_client(kernel: Kernel, ep: capkern.RootCap,
                      program: Callable[..., Any]) -> capkern.ExitStatus:
     pid = kernel.spawn(program, name="client", caps={"svc": Grant(ep, "rwg")})
@@ -84,7 +76,7 @@ def echo(label: str, body: Any) -> tuple[str, Any]:
 
 async def test_an_offered_call_is_answered_on_the_callers_task(bare_kernel: Kernel) -> None:
     steps = Steps()
-    ep, _ = await start(bare_kernel, offering_server(echo, steps))
+    ep, _ = await start_server(bare_kernel, offering_server(echo, steps))
     stats = bare_kernel.stats
     before = (stats.ipc_in_place, stats.ipc_calls, stats.ipc_receives, stats.ipc_replies)
     seen: list[Any] = []
@@ -110,7 +102,7 @@ async def test_bodies_cross_as_fresh_decodes_both_ways(bare_kernel: Kernel) -> N
         return "ok", kept["result"]
 
     steps = Steps()
-    ep, _ = await start(bare_kernel, offering_server(answer, steps))
+    ep, _ = await start_server(bare_kernel, offering_server(answer, steps))
     out: dict[str, Any] = {}
 
     async def client(proc: Process) -> None:
@@ -148,7 +140,7 @@ async def test_typed_errors_are_the_servers_error_replies(bare_kernel: Kernel) -
         await serverloop.serve(proc, {"x": serverloop.immediate(failing)},
                                errors=((Broke, "io"),))
 
-    ep, pid = await start(bare_kernel, server)
+    ep, pid = await start_server(bare_kernel, server)
     got: list[Any] = []
 
     async def client(proc: Process) -> None:
@@ -189,7 +181,7 @@ async def test_a_refused_answer_fails_the_caller_and_the_server_keeps_serving(
 
     steps = Steps()
     contract = SMALL if cause == "out of contract" else None
-    ep, pid = await start(bare_kernel, offering_server(answer, steps), contract)
+    ep, pid = await start_server(bare_kernel, offering_server(answer, steps), contract)
     got: list[Any] = []
 
     async def client(proc: Process) -> None:
@@ -211,7 +203,7 @@ async def test_a_refused_answer_fails_the_caller_and_the_server_keeps_serving(
 
 async def _end_server_by(kernel: Kernel, server: Callable[[Process], Any]
                          ) -> tuple[capkern.ExitStatus, list[Any]]:
-    ep, pid = await start(kernel, server)
+    ep, pid = await start_server(kernel, server)
     got: list[Any] = []
 
     async def client(proc: Process) -> None:
@@ -234,9 +226,14 @@ async def test_an_unmapped_exception_ends_the_server(bare_kernel: Kernel) -> Non
     def answer(label: str, body: Any) -> tuple[str, Any]:
         raise Broke("a bug")
 
+    stats = bare_kernel.stats
+    before = (stats.ipc_calls, stats.ipc_receives, stats.ipc_replies)
     status, got = await _end_server_by(bare_kernel, offering_server(answer, Steps()))
     assert status.state == "failed" and "Broke" in (status.error or "")
     assert got == [CallAborted]
+    # the server's one receive took the call (handed to it): no receive or reply more
+    after = (stats.ipc_calls, stats.ipc_receives, stats.ipc_replies)
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 0]
 
 
 async def test_deferred_from_an_immediate_handler_ends_the_server(bare_kernel: Kernel) -> None:
@@ -270,7 +267,7 @@ async def test_exit_inside_an_answer_ends_the_server_with_its_code(bare_kernel: 
 
 async def test_a_call_carrying_capabilities_is_handed_over(bare_kernel: Kernel) -> None:
     steps = Steps()
-    ep, _ = await start(bare_kernel, offering_server(echo, steps))
+    ep, _ = await start_server(bare_kernel, offering_server(echo, steps))
 
     async def client(proc: Process) -> None:
         spare = proc.new_endpoint("gift")
@@ -282,7 +279,7 @@ async def test_a_call_carrying_capabilities_is_handed_over(bare_kernel: Kernel) 
 
 async def test_a_label_not_offered_is_handed_over(bare_kernel: Kernel) -> None:
     steps = Steps()
-    ep, _ = await start(bare_kernel, offering_server(echo, steps))
+    ep, _ = await start_server(bare_kernel, offering_server(echo, steps))
 
     async def client(proc: Process) -> None:
         assert (await proc.call("svc", "y", 1)).body == "handed"
@@ -308,7 +305,7 @@ async def test_a_server_busy_in_a_slow_handler_gets_its_calls_queued(
     async def server(proc: Process) -> None:
         await serverloop.serve(proc, {"slow": slow, "x": serverloop.immediate(quick)})
 
-    ep, _ = await start(bare_kernel, server)
+    ep, _ = await start_server(bare_kernel, server)
     got: list[Any] = []
 
     async def client(proc: Process, label: str, delay: float) -> None:
@@ -337,7 +334,7 @@ async def test_a_server_that_owes_a_reply_gets_the_call_handed_over(
         steps.handed.append(second.label)
         proc.reply("ok", "handed")
 
-    ep, _ = await start(bare_kernel, server)
+    ep, _ = await start_server(bare_kernel, server)
     got: list[Any] = []
 
     async def client(proc: Process, label: str, delay: float) -> None:
@@ -369,7 +366,7 @@ async def test_after_the_serve_loop_ends_a_plain_receive_gets_calls_handed_over(
             steps.handed.append(msg.label)
             proc.reply("ok", "handed")
 
-    ep, _ = await start(bare_kernel, server)
+    ep, _ = await start_server(bare_kernel, server)
 
     async def client(proc: Process) -> None:
         assert (await proc.call("svc", "x", 1)).body == 1  # the loop still serves
@@ -383,7 +380,7 @@ async def test_after_the_serve_loop_ends_a_plain_receive_gets_calls_handed_over(
 async def test_revoking_the_receive_capability_ends_answers_in_place(
         bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
     steps = Steps()
-    ep, pid = await start(bare_kernel, offering_server(echo, steps))
+    ep, pid = await start_server(bare_kernel, offering_server(echo, steps))
     await bare_kernel.revoke(ep)  # the server's "service" is derived from it
     status = await bare_kernel.wait(pid)
     assert status.state == "failed" and "CapabilityRevoked" in (status.error or "")
@@ -415,7 +412,7 @@ async def test_a_traced_call_answered_in_place_leaves_the_handed_over_records() 
     for in_place in (True, False):
         async with capkern.boot(paging=False, trace=True) as kernel:
             steps = Steps()
-            ep, _ = await start(kernel, offering_server(
+            ep, _ = await start_server(kernel, offering_server(
                 lambda label, body: ("ok", "handed"), steps, ("x",) if in_place else ()))
 
             async def client(proc: Process) -> None:
@@ -460,7 +457,7 @@ class Ticker:
 
 async def test_a_program_making_only_answered_calls_lets_others_run(
         bare_kernel: Kernel) -> None:
-    ep, _ = await start(bare_kernel, offering_server(echo, Steps()))
+    ep, _ = await start_server(bare_kernel, offering_server(echo, Steps()))
     calls = 1000
     ran: list[int] = []
 
@@ -478,7 +475,7 @@ async def test_a_program_making_only_answered_calls_lets_others_run(
 
 
 async def test_a_pager_call_answered_in_place_still_yields(bare_kernel: Kernel) -> None:
-    ep, _ = await start(bare_kernel, offering_server(echo, Steps()))
+    ep, _ = await start_server(bare_kernel, offering_server(echo, Steps()))
     watchdog = Watchdog()
     bare_kernel.start_soon(watchdog.run, name="watchdog")
     root = bare_kernel.root
@@ -550,7 +547,7 @@ async def test_paging_through_few_frames_keeps_data_and_answers_in_place() -> No
 async def test_a_killed_server_answers_nothing_in_place(
         bare_kernel: Kernel, capkern_clock: trio.testing.MockClock) -> None:
     steps = Steps()
-    ep, pid = await start(bare_kernel, offering_server(echo, steps))
+    ep, pid = await start_server(bare_kernel, offering_server(echo, steps))
     bare_kernel.kill(pid)  # its receive is withdrawn at once, before its task unwinds
 
     async def client(proc: Process) -> None:
@@ -583,7 +580,7 @@ async def test_a_server_that_survives_its_answers_raise_holds_the_call(
                 continue
             proc.reply("ok", msg.body)
 
-    ep, pid = await start(bare_kernel, server)
+    ep, pid = await start_server(bare_kernel, server)
 
     async def client(proc: Process) -> None:
         assert (await proc.call("svc", "x", 1)).body == "answered after all"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import decimal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -30,6 +31,8 @@ from capkern.errors import CallAborted, CapkernError, IPCError, ReplyRefused
 from capkern.servers.blockdev import MemoryBackend, serve_backend
 from capkern.servers.pager import Pager
 from capkern.servers.pager._policy import make_policy
+
+from .helpers import start_server
 
 Trick = Callable[[Process, list[Any]], Any]
 
@@ -399,9 +402,7 @@ async def test_an_offer_cannot_be_changed_after_it_was_made(
             msg = await proc.recv("service", offer=offer)
             proc.reply("ok", msg.body)
 
-    ep = bare_kernel.new_endpoint("svc")
-    bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "r")})
-    await trio.testing.wait_all_tasks_blocked()
+    ep, _ = await start_server(bare_kernel, server)
 
     async def client(proc: Process) -> int:
         return int((await proc.call("svc", "x", 5)).body)
@@ -429,9 +430,7 @@ async def test_an_answer_raising_a_base_exception_ends_only_the_server(
         offer = proc.offer(["x"], answer)
         await proc.recv("service", offer=offer)
 
-    ep = bare_kernel.new_endpoint("svc")
-    pid = bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "r")})
-    await trio.testing.wait_all_tasks_blocked()
+    ep, pid = await start_server(bare_kernel, server)
     got: list[Any] = []
 
     async def client(proc: Process) -> None:
@@ -493,9 +492,7 @@ async def test_odd_results_cross_as_plain_values_or_are_refused(
         while True:
             await proc.recv("service", offer=offer)
 
-    ep = bare_kernel.new_endpoint("svc")
-    pid = bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "r")})
-    await trio.testing.wait_all_tasks_blocked()
+    ep, pid = await start_server(bare_kernel, server)
     got: list[Any] = []
 
     async def client(proc: Process) -> None:
@@ -552,10 +549,7 @@ async def test_an_answer_deleting_or_feeding_its_own_receive(
         got.append((await proc.call("svc", "x", 4)).body)
 
     for mode in ("delete", "nbsend"):
-        ep = bare_kernel.new_endpoint("svc")
-        pid = bare_kernel.spawn(server, mode, kind="server",
-                                caps={"service": Grant(ep, "rw")})
-        await trio.testing.wait_all_tasks_blocked()
+        ep, pid = await start_server(bare_kernel, partial(server, mode=mode), rights="rw")
         await bare_kernel.wait(bare_kernel.spawn(client, caps={"svc": Grant(ep, "w")}))
         await trio.testing.wait_all_tasks_blocked()
         if mode == "delete":
@@ -647,10 +641,7 @@ async def test_a_bug_after_the_answer_ended_its_own_receive_is_a_typed_error(
             got.append("Bug" in str(exc))
 
     for mode in ("delete", "nbsend"):
-        ep = bare_kernel.new_endpoint("svc")
-        pid = bare_kernel.spawn(server, mode, kind="server",
-                                caps={"service": Grant(ep, "rw")})
-        await trio.testing.wait_all_tasks_blocked()
+        ep, pid = await start_server(bare_kernel, partial(server, mode=mode), rights="rw")
         await bare_kernel.wait(bare_kernel.spawn(client, caps={"svc": Grant(ep, "w")}))
         status = await bare_kernel.wait(pid)
         assert status.state == ("failed" if mode == "delete" else "exited")
@@ -680,9 +671,7 @@ async def test_a_caller_on_a_deep_stack_cannot_end_the_server(
             msg = await proc.recv("service", offer=offer)
             proc.reply("ok", _nested(30, msg.body))
 
-    ep = bare_kernel.new_endpoint("svc")
-    pid = bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "r")})
-    await trio.testing.wait_all_tasks_blocked()
+    ep, pid = await start_server(bare_kernel, server)
     got: list[Any] = []
 
     async def client(proc: Process) -> None:
@@ -725,9 +714,7 @@ async def test_an_answer_runs_in_its_servers_context_not_its_callers(
             msg = await proc.recv("service", offer=offer)
             proc.reply("ok", msg.body)
 
-    ep = bare_kernel.new_endpoint("svc")
-    bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "r")})
-    await trio.testing.wait_all_tasks_blocked()
+    ep, _ = await start_server(bare_kernel, server)
     got: list[Any] = []
 
     async def client(proc: Process) -> None:
@@ -783,9 +770,7 @@ async def test_an_answers_syscalls_are_its_own_or_refused(
             if msg.label == "x":  # (not the message it sent itself)
                 proc.reply("ok", ["handed", msg.body])
 
-    ep = bare_kernel.new_endpoint("svc")
-    pid = bare_kernel.spawn(server, kind="server", caps={"service": Grant(ep, "rw")})
-    await trio.testing.wait_all_tasks_blocked()
+    ep, pid = await start_server(bare_kernel, server, rights="rw")
     got: list[Any] = []
 
     async def client(proc: Process) -> None:

@@ -212,6 +212,8 @@ def _give(ep: Endpoint, waiter: _Receiver, reply: ReplyObject,
     -- unless the answer itself ended that receive (it revoked its capability, sent to
     itself...): then the caller's call is refused (``ABORTED``)."""
     to = waiter.dom
+    # the call goes to the receive that is waiting, counted when it began (or to none)
+    to.kernel.stats.ipc_receives -= 1
     if waiter not in ep.receivers:
         if isinstance(wake, BaseException):
             to.kernel.event("internal_error", to,

@@ -53,6 +53,13 @@ def check_object_args(name: Any, contract: Any) -> None:
         check_schema(contract)
 
 
+def _check_offer(offer: object) -> None:
+    """An offer (``recv``/``reply_recv``'s) is one :meth:`Process.offer` made: the kernel
+    calls its answer at other domains' traps, so nothing else stands in for it."""
+    if type(offer) is not Offer:
+        raise ConfigError(f"offer must be made by Process.offer, not a {type(offer).__name__}")
+
+
 def check_program(program: Any, args: Sequence[Any]) -> None:
     """Refuse now, with a :class:`ConfigError`, a program that ``program(proc, *args)``
     would reject at its first line: the arguments must bind to its signature (after the
@@ -290,9 +297,8 @@ class Process:
         cspace = dom.cspace
         cap = cspace.lookup(cspace.resolve_name(slot) if isinstance(slot, str) else slot,
                             _READ, Endpoint)
-        if offer is not None and type(offer) is not Offer:
-            raise ConfigError(f"offer must be made by Process.offer, not a "
-                              f"{type(offer).__name__}")
+        if offer is not None:
+            _check_offer(offer)
         return ipc.recv(dom, cap, offer)
 
     def offer(self, labels: Iterable[str], answer: Answer,
@@ -358,9 +364,8 @@ class Process:
         the kernel's coroutine, as :meth:`recv` returns it (the server loop's step), with
         its ``offer``."""
         dom = self._dom
-        if offer is not None and type(offer) is not Offer:
-            raise ConfigError(f"offer must be made by Process.offer, not a "
-                              f"{type(offer).__name__}")
+        if offer is not None:
+            _check_offer(offer)
         reply = dom.reply
         if reply is not None:  # reply(), inlined
             slots = self._slots(caps) if caps else ()
